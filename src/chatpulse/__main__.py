@@ -1,0 +1,3 @@
+from chatpulse.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""chatpulse ingest service."""

@@ -1,0 +1,1 @@
+"""chatpulse processor service."""

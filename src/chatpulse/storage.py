@@ -1,0 +1,75 @@
+"""Cassandra: connecting, and the schema the processor writes and the API reads.
+
+Every table is written only by idempotent upserts keyed by what the numbers describe, never by
+counters or appends: the processor's sinks run before its Kafka transaction commits, so after a
+crash they replay, and a replayed write must land on the same row with the same value.
+
+Tables (primary keys chosen for the API's queries):
+- ``messages``: raw chat, partition (channel, day), newest first; TTL per write.
+- ``window_stats``: one row per (channel, window size, window start), partition per UTC day of
+  the window start so a partition stays bounded (1,440 one-minute rows a day).
+- ``window_leaderboard``: all channels of one window (size, start) in one partition.
+- ``latest_window``: newest window start per size, written ``USING TIMESTAMP`` of the start so
+  the newest wins whatever order the writes land in.
+- ``channel_totals``: total_messages, first_seen, last_seen per channel.
+"""
+
+from cassandra.cluster import Cluster, Session
+from cassandra.policies import DCAwareRoundRobinPolicy
+
+from chatpulse.settings import Settings
+
+__all__ = ["connect", "ensure_schema", "schema_statements"]
+
+
+def schema_statements(keyspace: str, replication_factor: int = 1) -> list[str]:
+    """The CQL that creates the keyspace and tables, idempotently."""
+    ks = keyspace
+    return [
+        f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
+        f"{{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}",
+        f"""CREATE TABLE IF NOT EXISTS {ks}.messages (
+            channel text, day date, sent_at timestamp, id text,
+            channel_id text, user_id text, user_login text, display_name text,
+            text text, is_action boolean, emotes text, bits int, badges map<text, text>,
+            PRIMARY KEY ((channel, day), sent_at, id)
+        ) WITH CLUSTERING ORDER BY (sent_at DESC, id DESC)""",
+        f"""CREATE TABLE IF NOT EXISTS {ks}.window_stats (
+            channel text, window text, day date, window_start timestamp,
+            window_end timestamp, messages bigint, unique_chatters bigint,
+            top_emotes text, closed boolean,
+            PRIMARY KEY ((channel, window, day), window_start)
+        ) WITH CLUSTERING ORDER BY (window_start DESC)""",
+        f"""CREATE TABLE IF NOT EXISTS {ks}.window_leaderboard (
+            window text, window_start timestamp, channel text,
+            messages bigint, unique_chatters bigint,
+            PRIMARY KEY ((window, window_start), channel)
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS {ks}.latest_window (
+            window text PRIMARY KEY, window_start timestamp
+        )""",
+        f"""CREATE TABLE IF NOT EXISTS {ks}.channel_totals (
+            channel text PRIMARY KEY, total_messages bigint,
+            first_seen timestamp, last_seen timestamp
+        )""",
+    ]
+
+
+def connect(settings: Settings, *, connect_timeout: float = 10.0) -> tuple[Cluster, Session]:
+    """Open a driver session (no keyspace set: statements name it). Caller shuts the cluster."""
+    cluster = Cluster(
+        contact_points=settings.cassandra_contact_points,
+        port=settings.cassandra_port,
+        load_balancing_policy=DCAwareRoundRobinPolicy(),
+        connect_timeout=connect_timeout,
+        protocol_version=5,
+    )
+    return cluster, cluster.connect()
+
+
+def ensure_schema(session: Session, settings: Settings) -> None:
+    """Create the keyspace and tables if missing (safe to run any number of times)."""
+    for statement in schema_statements(
+        settings.cassandra_keyspace, settings.cassandra_replication_factor
+    ):
+        session.execute(statement, timeout=60)

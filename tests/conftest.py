@@ -1,0 +1,1 @@
+"""Shared fixtures (the integration stack fixture lives in tests/integration/conftest.py)."""

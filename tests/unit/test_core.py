@@ -1,0 +1,83 @@
+"""Core pieces: settings, window maths, wire models."""
+
+import msgspec
+import pytest
+
+from chatpulse.errors import ConfigError
+from chatpulse.models import ChatMessage, Emote, decode_chat_message, encode, normalize_channel
+from chatpulse.settings import load_settings
+from chatpulse.topics import Topics
+from chatpulse.windows import format_duration, parse_duration, window_end, window_start
+
+
+def test_durations_round_trip() -> None:
+    assert parse_duration("1m") == 60_000
+    assert parse_duration("10m") == 600_000
+    assert parse_duration("1h") == 3_600_000
+    assert format_duration(600_000) == "10m"
+    assert format_duration(1500) == "1500ms"
+    for bad in ("", "0m", "1y", "m", "-1m"):
+        with pytest.raises(ValueError, match="not a duration"):
+            parse_duration(bad)
+
+
+def test_windows_are_epoch_aligned() -> None:
+    assert window_start(1_568_000_059_999, 60_000) == 1_568_000_040_000
+    assert window_end(1_568_000_059_999, 60_000) == 1_568_000_100_000
+    assert window_start(1_568_000_040_000, 60_000) == 1_568_000_040_000
+
+
+def test_channel_names() -> None:
+    assert normalize_channel("#XQcOW") == "xqcow"
+    for bad in ("", "a" * 26, "bad-name", "#", "naïve"):
+        with pytest.raises(ValueError, match="not a Twitch channel"):
+            normalize_channel(bad)
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATPULSE_CHANNELS", "Foo, #bar,foo")
+    monkeypatch.setenv("CHATPULSE_CASSANDRA_CONTACT_POINTS", "10.0.0.1,10.0.0.2")
+    monkeypatch.setenv("CHATPULSE_TOPIC_PREFIX", "t1-")
+    settings = load_settings()
+    assert settings.channels == ["foo", "bar"]
+    assert settings.cassandra_contact_points == ["10.0.0.1", "10.0.0.2"]
+    assert Topics.from_settings(settings).messages == "t1-twitch-chat-messages"
+    assert settings.window_sizes_ms == [60_000, 600_000, 3_600_000]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CHATPULSE_CASSANDRA_PORT", "nine"),
+        ("CHATPULSE_TWITCH_IRC_URL", "http://example.com"),
+        ("CHATPULSE_WINDOWS", "1m,ten"),
+        ("CHATPULSE_CHANNELS", "ok,not ok"),
+        ("CHATPULSE_PROCESSING_GUARANTEE", "maybe"),
+    ],
+)
+def test_bad_setting_names_itself(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable) as caught:
+        load_settings()
+    assert "\n" not in str(caught.value)
+
+
+def test_chat_message_wire_round_trip() -> None:
+    message = ChatMessage(
+        id="m1",
+        channel="c",
+        user_id="7",
+        user_login="u",
+        text="Kappa hi",
+        sent_at=5,
+        emotes=[Emote(id="25", start=0, end=4)],
+    )
+    decoded = decode_chat_message(encode(message))
+    assert decoded == message
+    assert decoded.emote_name(decoded.emotes[0]) == "Kappa"
+    extra = b'{"id":"m","channel":"c","user_id":"1","user_login":"u","text":"","sent_at":1,"new":1}'
+    assert decode_chat_message(extra).id == "m"
+    with pytest.raises(msgspec.ValidationError):
+        decode_chat_message(b'{"id":"m","channel":"c"}')
