@@ -6,7 +6,8 @@ import typer
 
 from chatpulse.api.cli import api_command
 from chatpulse.errors import ChatpulseError
-from chatpulse.ingest.cli import fake_twitch_command, ingest_command
+from chatpulse.fake_twitch.cli import fake_twitch_command
+from chatpulse.ingest.cli import ingest_command
 from chatpulse.init_cli import init_command
 from chatpulse.processor.cli import process_command
 from chatpulse.stack.cli import stack_app

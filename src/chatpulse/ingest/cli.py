@@ -6,8 +6,3 @@ from chatpulse.errors import ChatpulseError
 def ingest_command() -> None:
     """Not built yet."""
     raise ChatpulseError("not built yet")
-
-
-def fake_twitch_command() -> None:
-    """Not built yet."""
-    raise ChatpulseError("not built yet")

@@ -1,0 +1,1 @@
+"""Twitch IRC protocol: line parser and asyncio client."""
