@@ -1,0 +1,192 @@
+"""Turn parsed IRC lines into wire records: PRIVMSG -> ChatMessage, others -> ChatEvent.
+
+Lines that carry no chat data (PING, numerics, JOIN, ROOMSTATE, ...) give None. A data line
+that cannot become a record raises :class:`ConvertError`, whose ``reason`` goes to the
+dead-letter topic with the raw line.
+"""
+
+from chatpulse.errors import ChatpulseError
+from chatpulse.ingest.irc.parser import IrcMessage
+from chatpulse.models import ChatEvent, ChatMessage, Emote
+
+__all__ = ["DATA_COMMANDS", "ConvertError", "parse_emotes", "to_record"]
+
+DATA_COMMANDS = frozenset({"PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG"})
+
+# USERNOTICE msg-ids renamed on the wire; every other msg-id is kept as it comes.
+_EVENT_TYPES = {"sub": "subscription"}
+_ACTION_HEAD = "\x01ACTION"
+_PARAM_PREFIX = "msg-param-"
+
+
+class ConvertError(ChatpulseError):
+    """A PRIVMSG/USERNOTICE/CLEARCHAT/CLEARMSG that cannot become a record."""
+
+    def __init__(self, reason: str, line: str) -> None:
+        super().__init__(f"cannot convert IRC line ({reason}): {line[:512]!r}")
+        self.reason = reason
+        self.line = line
+
+
+def _required(msg: IrcMessage, key: str) -> str:
+    value = msg.tags.get(key)
+    if not value:
+        raise ConvertError(f"missing tag {key}", msg.raw)
+    return value
+
+
+def _number(msg: IrcMessage, key: str, default: int | None = None) -> int:
+    value = msg.tags.get(key)
+    if not value:
+        if default is None:
+            raise ConvertError(f"missing tag {key}", msg.raw)
+        return default
+    if not value.isascii() or not value.isdigit():
+        raise ConvertError(f"tag {key} is not a non-negative integer: {value[:40]!r}", msg.raw)
+    return int(value)
+
+
+def _channel(msg: IrcMessage) -> str:
+    channel = msg.channel
+    if not channel:
+        raise ConvertError("no #channel parameter", msg.raw)
+    return channel.lower()
+
+
+def _split_action(text: str) -> tuple[str, bool]:
+    if text.startswith(_ACTION_HEAD) and text.endswith("\x01") and len(text) > len(_ACTION_HEAD):
+        body = text[len(_ACTION_HEAD) : -1]
+        if not body or body.startswith(" "):
+            return body[1:], True
+    return text, False
+
+
+def parse_emotes(value: str, text_length: int) -> list[Emote]:
+    """Parse ``id:s-e,s-e/id2:s-e``; indices clamped to the text, malformed ranges skipped."""
+    emotes: list[Emote] = []
+    if not value or text_length <= 0:
+        return emotes
+    last = text_length - 1
+    for group in value.split("/"):
+        emote_id, _, ranges = group.partition(":")
+        if not emote_id:
+            continue
+        for span in ranges.split(","):
+            start_text, _, end_text = span.partition("-")
+            if not (start_text.isascii() and start_text.isdigit()):
+                continue
+            if not (end_text.isascii() and end_text.isdigit()):
+                continue
+            start, end = int(start_text), min(int(end_text), last)
+            if start <= end:
+                emotes.append(Emote(id=emote_id, start=start, end=end))
+    emotes.sort(key=lambda emote: (emote.start, emote.end))
+    return emotes
+
+
+def _badges(value: str) -> dict[str, str]:
+    if not value:
+        return {}
+    badges = {}
+    for item in value.split(","):
+        name, _, version = item.partition("/")
+        if name:
+            badges[name] = version
+    return badges
+
+
+def _chat_message(msg: IrcMessage) -> ChatMessage:
+    if len(msg.params) < 2:
+        raise ConvertError("PRIVMSG without text", msg.raw)
+    text, is_action = _split_action(msg.params[-1])
+    tags = msg.tags
+    return ChatMessage(
+        id=_required(msg, "id"),
+        channel=_channel(msg),
+        user_id=_required(msg, "user-id"),
+        user_login=(msg.nick or tags.get("login") or "").lower(),
+        text=text,
+        sent_at=_number(msg, "tmi-sent-ts"),
+        channel_id=tags.get("room-id", ""),
+        display_name=tags.get("display-name", ""),
+        is_action=is_action,
+        emotes=parse_emotes(tags.get("emotes", ""), len(text)),
+        bits=_number(msg, "bits", 0),
+        badges=_badges(tags.get("badges", "")),
+        reply_parent_msg_id=tags.get("reply-parent-msg-id") or None,
+    )
+
+
+def _user_notice(msg: IrcMessage) -> ChatEvent:
+    tags = msg.tags
+    msg_id = _required(msg, "msg-id")
+    return ChatEvent(
+        type=_EVENT_TYPES.get(msg_id, msg_id),
+        channel=_channel(msg),
+        sent_at=_number(msg, "tmi-sent-ts"),
+        id=_required(msg, "id"),
+        channel_id=tags.get("room-id", ""),
+        user_id=tags.get("user-id", ""),
+        user_login=tags.get("login", ""),
+        text=msg.params[-1] if len(msg.params) > 1 else "",
+        system_msg=tags.get("system-msg", ""),
+        params={k[len(_PARAM_PREFIX) :]: v for k, v in tags.items() if k.startswith(_PARAM_PREFIX)},
+    )
+
+
+def _clear_chat(msg: IrcMessage) -> ChatEvent:
+    # CLEARCHAT has no id tag: the id is derived from what identifies the action, so the same
+    # line received twice (reconnect overlap) gives the same id.
+    tags = msg.tags
+    channel = _channel(msg)
+    sent_at = _number(msg, "tmi-sent-ts")
+    room_id = tags.get("room-id", "")
+    target_login = msg.params[1].lower() if len(msg.params) > 1 else ""
+    if not target_login:
+        return ChatEvent(
+            type="clear",
+            channel=channel,
+            sent_at=sent_at,
+            channel_id=room_id,
+            id=tags.get("id") or f"clearchat:{room_id or channel}:{sent_at}",
+        )
+    user_id = tags.get("target-user-id", "")
+    duration = _number(msg, "ban-duration", -1)
+    return ChatEvent(
+        type="ban" if duration < 0 else "timeout",
+        channel=channel,
+        sent_at=sent_at,
+        id=tags.get("id") or f"clearchat:{room_id or channel}:{sent_at}:{user_id or target_login}",
+        channel_id=room_id,
+        user_id=user_id,
+        user_login=target_login,
+        duration_s=None if duration < 0 else duration,
+    )
+
+
+def _clear_msg(msg: IrcMessage) -> ChatEvent:
+    target = _required(msg, "target-msg-id")
+    return ChatEvent(
+        type="message_deleted",
+        channel=_channel(msg),
+        sent_at=_number(msg, "tmi-sent-ts"),
+        id=msg.tags.get("id") or f"clearmsg:{target}",
+        channel_id=msg.tags.get("room-id", ""),
+        user_login=msg.tags.get("login", ""),
+        text=msg.params[-1] if len(msg.params) > 1 else "",
+        target_msg_id=target,
+    )
+
+
+def to_record(msg: IrcMessage) -> ChatMessage | ChatEvent | None:
+    """The record for a data line, None for other lines; ConvertError when it cannot be built."""
+    command = msg.command
+    if command == "PRIVMSG":
+        return _chat_message(msg)
+    if command == "USERNOTICE":
+        return _user_notice(msg)
+    if command == "CLEARCHAT":
+        return _clear_chat(msg)
+    if command == "CLEARMSG":
+        return _clear_msg(msg)
+    return None

@@ -1,0 +1,181 @@
+"""IRC lines to wire records: chat messages, events, emotes, bad input."""
+
+import gzip
+import os
+from pathlib import Path
+
+import pytest
+
+from chatpulse.ingest.convert import ConvertError, parse_emotes, to_record
+from chatpulse.ingest.irc.parser import parse_line
+from chatpulse.models import ChatEvent, ChatMessage, Emote
+
+SAMPLE = Path(
+    os.environ.get(
+        "CHATPULSE_SAMPLE_CAPTURE",
+        Path(__file__).resolve().parents[3] / "shared/data/twitch-irc-xqcow-2019-09.txt.gz",
+    )
+)
+TAGS = "id=m1;room-id=22;tmi-sent-ts=1700000000123;user-id=7;display-name=Zoë"
+PREFIX = ":zoe!zoe@zoe.tmi.twitch.tv"
+
+
+def record(line: str) -> ChatMessage | ChatEvent | None:
+    return to_record(parse_line(line))
+
+
+def chat(tags: str, text: str, channel: str = "#Chan") -> ChatMessage:
+    result = record(f"@{tags} {PREFIX} PRIVMSG {channel} :{text}")
+    assert isinstance(result, ChatMessage)
+    return result
+
+
+def test_privmsg_fields() -> None:
+    msg = chat(
+        f"{TAGS};badges=subscriber/12,premium/1;bits=100;reply-parent-msg-id=p1;emotes=25:0-4",
+        "Kappa cheer100",
+    )
+    assert msg == ChatMessage(
+        id="m1",
+        channel="chan",
+        user_id="7",
+        user_login="zoe",
+        text="Kappa cheer100",
+        sent_at=1_700_000_000_123,
+        channel_id="22",
+        display_name="Zoë",
+        emotes=[Emote(id="25", start=0, end=4)],
+        bits=100,
+        badges={"subscriber": "12", "premium": "1"},
+        reply_parent_msg_id="p1",
+    )
+
+
+def test_action_and_unicode_emotes() -> None:
+    # indices count code points of the text without the ACTION wrapper: 😀 is one code point
+    msg = chat(f"{TAGS};emotes=25:2-6/emotesv2_abc:8-15", "\x01ACTION 😀 Kappa LUL👍 forsenE\x01")
+    assert msg.is_action
+    assert msg.text == "😀 Kappa LUL👍 forsenE"
+    assert [msg.emote_name(e) for e in msg.emotes] == ["Kappa", "LUL👍 for"]
+    assert chat(TAGS, "\x01ACTION\x01").text == ""
+    plain = chat(TAGS, "\x01ACTIONS\x01")
+    assert not plain.is_action
+    assert plain.text == "\x01ACTIONS\x01"
+
+
+def test_trailing_that_starts_with_colon() -> None:
+    assert chat(TAGS, ":P").text == ":P"
+
+
+def test_emote_indices_are_clamped_never_fatal() -> None:
+    assert parse_emotes("25:0-4,3-99/1:x-2,5-,-3/:0-1/33:7-2", 10) == [
+        Emote(id="25", start=0, end=4),
+        Emote(id="25", start=3, end=9),
+    ]
+    assert parse_emotes("25:20-24", 10) == []
+    assert parse_emotes("25:0-4", 0) == []
+    assert parse_emotes("", 10) == []
+
+
+def test_usernotice_types() -> None:
+    base = f"{TAGS};login=zoe;system-msg=Zoë\\ssubscribed.;msg-param-months=3"
+    sub = record(f"@{base};msg-id=sub :tmi.twitch.tv USERNOTICE #chan")
+    assert sub == ChatEvent(
+        type="subscription",
+        channel="chan",
+        sent_at=1_700_000_000_123,
+        id="m1",
+        channel_id="22",
+        user_id="7",
+        user_login="zoe",
+        system_msg="Zoë subscribed.",
+        params={"months": "3"},
+    )
+    raid = record(f"@{base};msg-id=somethingnew :tmi.twitch.tv USERNOTICE #chan :hi there")
+    assert isinstance(raid, ChatEvent)
+    assert (raid.type, raid.text) == ("somethingnew", "hi there")
+
+
+def test_clearchat_and_clearmsg() -> None:
+    ts = "tmi-sent-ts=1700000000000;room-id=22"
+    timeout = record(f"@ban-duration=600;{ts};target-user-id=9 :tmi.twitch.tv CLEARCHAT #chan :Bad")
+    ban = record("@tmi-sent-ts=1700000000001;target-user-id=9 :tmi.twitch.tv CLEARCHAT #chan :bad")
+    clear = record(f"@{ts} :tmi.twitch.tv CLEARCHAT #chan")
+    deleted = record(f"@login=bad;{ts};target-msg-id=m9 :tmi.twitch.tv CLEARMSG #chan :oops")
+    assert isinstance(timeout, ChatEvent)
+    assert (timeout.type, timeout.user_login, timeout.user_id, timeout.duration_s) == (
+        "timeout",
+        "bad",
+        "9",
+        600,
+    )
+    assert isinstance(ban, ChatEvent)
+    assert (ban.type, ban.duration_s, ban.user_login) == ("ban", None, "bad")
+    assert isinstance(clear, ChatEvent)
+    assert (clear.type, clear.user_login) == ("clear", "")
+    assert isinstance(deleted, ChatEvent)
+    assert (deleted.type, deleted.target_msg_id, deleted.user_login, deleted.text) == (
+        "message_deleted",
+        "m9",
+        "bad",
+        "oops",
+    )
+    assert len({timeout.id, ban.id, clear.id, deleted.id}) == 4
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        ":tmi.twitch.tv PING :x",
+        "PING :tmi.twitch.tv",
+        ":tmi.twitch.tv 001 justinfan1 :Welcome, GLHF!",
+        ":me!me@me.tmi.twitch.tv JOIN #chan",
+        "@emote-only=0;room-id=22;slow=0 :tmi.twitch.tv ROOMSTATE #chan",
+        "@msg-id=msg_channel_suspended :tmi.twitch.tv NOTICE #chan :This channel is suspended.",
+        ":tmi.twitch.tv RECONNECT",
+    ],
+)
+def test_non_data_lines_give_none(line: str) -> None:
+    assert record(line) is None
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (f"@room-id=1;tmi-sent-ts=1;user-id=7 {PREFIX} PRIVMSG #c :x", "missing tag id"),
+        (f"@id=a;user-id=7 {PREFIX} PRIVMSG #c :x", "missing tag tmi-sent-ts"),
+        (f"@id=a;tmi-sent-ts=1 {PREFIX} PRIVMSG #c :x", "missing tag user-id"),
+        (f"@id=a;tmi-sent-ts=soon;user-id=7 {PREFIX} PRIVMSG #c :x", "tag tmi-sent-ts is not"),
+        (f"@id=a;tmi-sent-ts=1;user-id=7;bits=-5 {PREFIX} PRIVMSG #c :x", "tag bits is not"),
+        (f"@id=a;tmi-sent-ts=1;user-id=7 {PREFIX} PRIVMSG c :x", "no #channel parameter"),
+        (f"@id=a;tmi-sent-ts=1;user-id=7 {PREFIX} PRIVMSG #c", "PRIVMSG without text"),
+        ("@id=a;tmi-sent-ts=1 :tmi.twitch.tv USERNOTICE #c", "missing tag msg-id"),
+        ("@tmi-sent-ts=1;ban-duration=x :tmi.twitch.tv CLEARCHAT #c :u", "tag ban-duration"),
+        ("@tmi-sent-ts=1 :tmi.twitch.tv CLEARMSG #c :u", "missing tag target-msg-id"),
+    ],
+)
+def test_unconvertible_data_lines(line: str, reason: str) -> None:
+    with pytest.raises(ConvertError) as info:
+        record(line)
+    assert info.value.reason.startswith(reason)
+    assert info.value.line == line
+
+
+def test_every_sample_line_converts() -> None:
+    with gzip.open(SAMPLE, "rt", encoding="utf-8") as fh:
+        records = [record(line) for line in fh.read().splitlines()]
+    messages = [r for r in records if isinstance(r, ChatMessage)]
+    events = [r for r in records if isinstance(r, ChatEvent)]
+    assert len(messages) == 4933
+    assert len(events) == 67
+    types: dict[str, int] = {}
+    for event in events:
+        types[event.type] = types.get(event.type, 0) + 1
+    assert types == {"timeout": 57, "ban": 1, "subscription": 1, "resub": 8}
+    assert len({r.id for r in messages}) == 4933
+    assert len({r.id for r in events}) == 67
+    assert all(m.channel == "xqcow" and m.channel_id == "71092938" for m in messages)
+    assert sum(1 for m in messages if m.is_action) == 2
+    with_emotes = [m for m in messages if m.emotes]
+    assert all(0 <= e.start <= e.end < len(m.text) for m in with_emotes for e in m.emotes)
+    assert sum(len(m.emotes) for m in messages) > 0
