@@ -1,0 +1,103 @@
+"""A stack: one Kafka and one Cassandra sharing a data directory (which identifies the stack)."""
+
+import fcntl
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from chatpulse.stack.cassandra import CassandraServer
+from chatpulse.stack.errors import StackError
+from chatpulse.stack.kafka import KafkaServer
+from chatpulse.stack.server import JavaServer, ServerStatus
+
+__all__ = ["DEFAULT_DATA_DIR", "Stack"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "chatpulse" / "stack"
+
+
+class Stack:
+    """Kafka on ``kafka_port`` (+1 controller) and Cassandra on ``cassandra_port`` (+1 storage)."""
+
+    def __init__(
+        self,
+        data_dir: Path = DEFAULT_DATA_DIR,
+        *,
+        kafka_port: int = 9092,
+        cassandra_port: int = 9042,
+        kafka_controller_port: int | None = None,
+        cassandra_storage_port: int | None = None,
+        jar_cache: Path | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.kafka = KafkaServer(
+            self.data_dir,
+            kafka_port,
+            controller_port=kafka_controller_port,
+            jar_cache=jar_cache,
+            progress=progress,
+        )
+        self.cassandra = CassandraServer(
+            self.data_dir,
+            cassandra_port,
+            storage_port=cassandra_storage_port,
+            jar_cache=jar_cache,
+            progress=progress,
+        )
+        ports = [*self.kafka.ports.values(), *self.cassandra.ports.values()]
+        if len(set(ports)) != len(ports):
+            raise StackError(f"the stack's ports must all differ, got {sorted(ports)}")
+
+    @property
+    def servers(self) -> tuple[JavaServer, ...]:
+        return (self.kafka, self.cassandra)
+
+    @property
+    def kafka_bootstrap_servers(self) -> str:
+        return self.kafka.bootstrap_servers
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Serialize up/down of this stack across processes (e.g. parallel pytest sessions)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with (self.data_dir / "stack.lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def up(self, timeout: float = 240.0) -> list[str]:
+        """Start what is not running and wait until both accept clients.
+
+        Returns the names of the servers this call started (empty: it was a no-op).
+        """
+        with self.lock():
+            started = [server.name for server in self.servers if server.start()]
+            try:
+                for server in self.servers:
+                    server.wait_ready(timeout)
+            except StackError:
+                # Leave nothing half-started behind: stop what this call started.
+                for server in self.servers:
+                    if server.name in started:
+                        server.stop(timeout=10)
+                raise
+        return started
+
+    def down(self, timeout: float = 60.0) -> list[str]:
+        """Stop both servers (SIGTERM, SIGKILL after ``timeout``); returns the names stopped."""
+        with self.lock():
+            # Kafka first: its clients notice before their storage goes away.
+            return [server.name for server in self.servers if server.stop(timeout)]
+
+    def is_running(self) -> bool:
+        """True when both servers run."""
+        return all(server.is_running() for server in self.servers)
+
+    def status(self) -> list[ServerStatus]:
+        """One status per server."""
+        return [server.status() for server in self.servers]
