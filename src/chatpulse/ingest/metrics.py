@@ -1,0 +1,80 @@
+"""Prometheus metrics of the ingest service, in a registry of its own.
+
+A registry per service instance (not the global one) lets tests run several in one process.
+"""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+__all__ = ["IngestMetrics"]
+
+
+class IngestMetrics:
+    """The ingest's counters and gauges; ``serve(port)`` exposes them over HTTP."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.lines_received = Counter(
+            "chatpulse_ingest_lines_received", "IRC lines read from Twitch", registry=r
+        )
+        self.records_sent = Counter(
+            "chatpulse_ingest_records_sent",
+            "records handed to the Kafka producer or the spill, by topic kind",
+            ["kind"],
+            registry=r,
+        )
+        self.produced = Counter(
+            "chatpulse_ingest_produced",
+            "records Kafka acknowledged, by topic kind",
+            ["kind"],
+            registry=r,
+        )
+        self.delivery_failures = Counter(
+            "chatpulse_ingest_delivery_failures",
+            "delivery reports with an error (each is retried or dead-lettered, never dropped)",
+            registry=r,
+        )
+        self.retried = Counter(
+            "chatpulse_ingest_delivery_retries",
+            "records produced again after a failure",
+            registry=r,
+        )
+        self.spilled = Counter(
+            "chatpulse_ingest_spilled", "records written to the on-disk spill", registry=r
+        )
+        self.unspilled = Counter(
+            "chatpulse_ingest_unspilled",
+            "records read back from the spill and produced",
+            registry=r,
+        )
+        self.deadlettered = Counter(
+            "chatpulse_ingest_deadlettered",
+            "bad inputs sent to the dead-letter topic, by reason kind",
+            ["kind"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "chatpulse_ingest_duplicates_dropped",
+            "chat records dropped because the same (channel, id) was just sent",
+            registry=r,
+        )
+        self.buffered = Gauge(
+            "chatpulse_ingest_buffered",
+            "records in the producer's memory awaiting Kafka's acknowledgement",
+            registry=r,
+        )
+        self.spill_bytes = Gauge(
+            "chatpulse_ingest_spill_bytes", "bytes in the on-disk spill", registry=r
+        )
+        self.channels = Gauge("chatpulse_ingest_channels", "channels wanted", registry=r)
+        self.connection_state = Gauge(
+            "chatpulse_ingest_connection_state",
+            "IRC connections: 1 while connected, 0 otherwise",
+            ["connection"],
+            registry=r,
+        )
+
+    def serve(self, port: int) -> None:
+        """Serve ``/metrics`` on ``port`` (0 disables)."""
+        if port:
+            start_http_server(port, registry=self.registry)

@@ -1,0 +1,348 @@
+"""The on-disk spill: records that could not be handed to Kafka, kept in order until they can.
+
+A spill is a directory of append-only segment files, read oldest first (by file name).
+Every record is one frame::
+
+    >II  body length, CRC-32 of the body
+    >qHH timestamp (ms), topic length, key length (0xFFFF = no key)
+         topic, key, value (UTF-8 / raw bytes)
+
+A torn or corrupt frame (the process died in the middle of a write) ends its segment: the
+reader logs how many bytes it drops and moves on. Writes go through a buffered file that is
+flushed to the OS at every :meth:`Spill.flush` (the service calls it a few times a second) and
+fsynced at most once per ``fsync_interval_s``: a crash of the process loses at most the last
+unflushed tick, a crash of the machine at most the last interval.
+
+Which records of a segment Kafka has acknowledged is kept in ``<segment>.done`` (the offset
+below which every record is done, plus the offsets done above it), so a restart resends only
+what was never acknowledged. A segment is deleted once it is read to the end and every record
+in it is acknowledged.
+
+Hand-written: no maintained library offers an append-only, crash-tolerant record log for
+Python with per-record acknowledgement; the format is a dozen lines.
+"""
+
+import json
+import logging
+import os
+import struct
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["Position", "Spill", "SpilledRecord"]
+
+logger = logging.getLogger(__name__)
+
+_FRAME = struct.Struct(">II")
+_HEAD = struct.Struct(">qHH")
+_NO_KEY = 0xFFFF
+_SUFFIX = ".spill"
+_DONE_SUFFIX = ".done"
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a spilled record lives: segment file name and byte offset of its frame."""
+
+    segment: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpilledRecord:
+    """One record read back from the spill."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    timestamp: int
+    position: Position
+
+
+def encode_frame(topic: str, key: bytes | None, value: bytes, timestamp: int) -> bytes:
+    """One frame's bytes (see the module docstring)."""
+    topic_bytes = topic.encode()
+    key_length = _NO_KEY if key is None else len(key)
+    body = b"".join(
+        (_HEAD.pack(timestamp, len(topic_bytes), key_length), topic_bytes, key or b"", value)
+    )
+    return _FRAME.pack(len(body), zlib.crc32(body)) + body
+
+
+def _decode_body(body: bytes, position: Position) -> SpilledRecord:
+    timestamp, topic_length, key_length = _HEAD.unpack_from(body)
+    start = _HEAD.size
+    topic = body[start : start + topic_length].decode()
+    start += topic_length
+    key: bytes | None = None
+    if key_length != _NO_KEY:
+        key = body[start : start + key_length]
+        start += key_length
+    return SpilledRecord(topic, key, body[start:], timestamp, position)
+
+
+@dataclass(slots=True)
+class _Segment:
+    """Reading and acknowledgement state of one segment file."""
+
+    name: str
+    path: Path
+    read_offset: int = 0
+    reader: BinaryIO | None = None
+    exhausted: bool = False
+    in_flight: set[int] = field(default_factory=set)
+    done_above: set[int] = field(default_factory=set)
+    skip: set[int] = field(default_factory=set)
+    dirty: bool = False
+
+    @property
+    def done_path(self) -> Path:
+        return self.path.with_suffix(_DONE_SUFFIX)
+
+    def low_watermark(self) -> int:
+        return min(self.in_flight) if self.in_flight else self.read_offset
+
+
+class Spill:
+    """A directory of spill segments: append at the newest, read and acknowledge from the oldest."""
+
+    def __init__(self, directory: Path, *, fsync_interval_s: float = 1.0) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._fsync_interval_s = fsync_interval_s
+        self._last_fsync = time.monotonic()
+        self._segments: dict[str, _Segment] = {}
+        for path in sorted(directory.glob(f"*{_SUFFIX}")):
+            self._segments[path.name] = self._load(path)
+        self._next_seq = 1 + max((_seq(name) for name in self._segments), default=0)
+        self._writer: BinaryIO | None = None
+        self._writer_name: str | None = None
+        self.records_written = 0
+        if self._segments:
+            logger.info(
+                "spill %s holds %d segment(s), %d bytes: draining it before new records",
+                directory,
+                len(self._segments),
+                self.size_bytes(),
+            )
+
+    @staticmethod
+    def _load(path: Path) -> _Segment:
+        segment = _Segment(path.name, path)
+        done_path = segment.done_path
+        if done_path.exists():
+            try:
+                state = json.loads(done_path.read_text())
+                segment.read_offset = int(state["offset"])
+                segment.skip = {int(offset) for offset in state["done"]}
+            except (ValueError, KeyError, TypeError):
+                logger.warning(
+                    "spill checkpoint %s unreadable: resending the whole segment", done_path
+                )
+        return segment
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def empty(self) -> bool:
+        """True when no segment exists (everything spilled was acknowledged or none was)."""
+        return not self._segments
+
+    @property
+    def next_slot(self) -> int:
+        """Sequence number of the next segment: records sent directly now sort just before it."""
+        return self._next_seq
+
+    def size_bytes(self) -> int:
+        """Bytes on disk in all segments."""
+        return sum(seg.path.stat().st_size for seg in self._segments.values() if seg.path.exists())
+
+    def fully_read(self) -> bool:
+        """True when every record written has been handed out (some may await acknowledgement)."""
+        self.flush()
+        return all(
+            seg.exhausted and seg.name != self._writer_name for seg in self._segments.values()
+        )
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(self, topic: str, key: bytes | None, value: bytes, timestamp: int) -> None:
+        """Append one record to the newest segment (opening one if none is open)."""
+        if self._writer is None:
+            name = f"{self._next_seq:012d}a{_SUFFIX}"
+            self._next_seq += 1
+            self._open_writer(name)
+        assert self._writer is not None
+        self._writer.write(encode_frame(topic, key, value, timestamp))
+        self.records_written += 1
+
+    def _open_writer(self, name: str) -> None:
+        path = self.directory / name
+        if path.exists():
+            # Appending after a torn frame would hide every later record from the reader.
+            valid = _valid_length(path)
+            if valid < path.stat().st_size:
+                os.truncate(path, valid)
+        self._writer = path.open("ab")
+        self._writer_name = name
+        segment = self._segments.get(name)
+        if segment is None:
+            self._segments[name] = _Segment(name, path)
+        else:
+            segment.exhausted = False
+        logger.info("spilling to %s", path)
+
+    def close_writer(self) -> None:
+        """Flush, fsync and close the open segment; the next append opens a new one."""
+        if self._writer is not None:
+            self._writer.flush()
+            os.fsync(self._writer.fileno())
+            self._writer.close()
+            self._writer = None
+            self._writer_name = None
+
+    def append_before(self, slot: int, records: list[tuple[str, bytes | None, bytes, int]]) -> None:
+        """Write records that were sent directly before segment ``slot`` existed, in that place.
+
+        Used at shutdown for records Kafka never acknowledged: they are older than the segments
+        from ``slot`` on and younger than those before it, so they go to ``<slot-1>b``.
+        """
+        if not records:
+            return
+        self.close_writer()
+        self._open_writer(f"{slot - 1:012d}b{_SUFFIX}")
+        assert self._writer is not None
+        for topic, key, value, timestamp in records:
+            self._writer.write(encode_frame(topic, key, value, timestamp))
+        self.records_written += len(records)
+        self.close_writer()
+        self._segments = dict(sorted(self._segments.items()))
+
+    def flush(self) -> None:
+        """Hand buffered writes to the OS; fsync when the interval has passed."""
+        if self._writer is None:
+            return
+        self._writer.flush()
+        now = time.monotonic()
+        if now - self._last_fsync >= self._fsync_interval_s:
+            os.fsync(self._writer.fileno())
+            self._last_fsync = now
+
+    # -- reading and acknowledging ---------------------------------------------------------
+
+    def next_record(self) -> SpilledRecord | None:
+        """The oldest record not yet handed out, or None when all written ones were."""
+        for segment in list(self._segments.values()):
+            if segment.exhausted:
+                continue
+            if segment.name == self._writer_name:
+                self.flush()
+            record = self._read(segment)
+            if record is not None:
+                return record
+            if segment.name == self._writer_name:
+                # The open segment grows while we read: later records must wait for it.
+                return None
+            segment.exhausted = True
+            if segment.reader is not None:
+                segment.reader.close()
+                segment.reader = None
+            self._maybe_delete(segment)
+        return None
+
+    def _read(self, segment: _Segment) -> SpilledRecord | None:
+        if segment.reader is None:
+            segment.reader = segment.path.open("rb")
+        reader = segment.reader
+        while True:
+            reader.seek(segment.read_offset)
+            header = reader.read(_FRAME.size)
+            if len(header) < _FRAME.size:
+                self._note_torn(segment, len(header))
+                return None
+            length, crc = _FRAME.unpack(header)
+            body = reader.read(length)
+            if len(body) < length or zlib.crc32(body) != crc:
+                self._note_torn(segment, _FRAME.size + len(body))
+                return None
+            offset = segment.read_offset
+            segment.read_offset += _FRAME.size + length
+            segment.dirty = True
+            if offset in segment.skip:
+                segment.skip.discard(offset)
+                continue
+            segment.in_flight.add(offset)
+            return _decode_body(body, Position(segment.name, offset))
+
+    def _note_torn(self, segment: _Segment, size: int) -> None:
+        if size and segment.name != self._writer_name:
+            logger.warning(
+                "spill segment %s: dropping a torn last record of %d bytes at offset %d",
+                segment.name,
+                size,
+                segment.read_offset,
+            )
+
+    def acknowledge(self, position: Position) -> None:
+        """Kafka acknowledged the record at ``position``: it will never be resent."""
+        segment = self._segments.get(position.segment)
+        if segment is None:
+            return
+        segment.in_flight.discard(position.offset)
+        segment.done_above.add(position.offset)
+        segment.dirty = True
+        self._maybe_delete(segment)
+
+    def _maybe_delete(self, segment: _Segment) -> None:
+        if segment.exhausted and not segment.in_flight and segment.name != self._writer_name:
+            if segment.reader is not None:
+                segment.reader.close()
+            segment.path.unlink(missing_ok=True)
+            segment.done_path.unlink(missing_ok=True)
+            del self._segments[segment.name]
+            logger.info("spill segment %s drained and deleted", segment.name)
+
+    def checkpoint(self) -> None:
+        """Persist which records were acknowledged, for segments that changed."""
+        for segment in list(self._segments.values()):
+            if not segment.dirty:
+                continue
+            low = segment.low_watermark()
+            segment.done_above = {offset for offset in segment.done_above if offset >= low}
+            done = sorted(segment.done_above | {o for o in segment.skip if o >= low})
+            temporary = segment.done_path.with_suffix(".tmp")
+            temporary.write_text(json.dumps({"offset": low, "done": done}))
+            temporary.replace(segment.done_path)
+            segment.dirty = False
+
+    def close(self) -> None:
+        """Close the writer and the readers and persist the acknowledgements."""
+        self.close_writer()
+        self.checkpoint()
+        for segment in self._segments.values():
+            if segment.reader is not None:
+                segment.reader.close()
+                segment.reader = None
+
+
+def _valid_length(path: Path) -> int:
+    """Length of the prefix of ``path`` made of whole, intact frames."""
+    offset = 0
+    with path.open("rb") as file:
+        while True:
+            header = file.read(_FRAME.size)
+            if len(header) < _FRAME.size:
+                return offset
+            length, crc = _FRAME.unpack(header)
+            body = file.read(length)
+            if len(body) < length or zlib.crc32(body) != crc:
+                return offset
+            offset += _FRAME.size + length
+
+
+def _seq(name: str) -> int:
+    digits = name.split(".", 1)[0].rstrip("ab")
+    return int(digits) if digits.isdigit() else 0
