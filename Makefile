@@ -42,6 +42,9 @@ test: install ## All tests: unit, then integration against a real Kafka + Cassan
 	$(BIN)/pytest tests/unit
 	$(BIN)/pytest tests/integration
 
+run: install ## Everything at once: stack, fake chat, ingest, processor, API (CHANNELS=a,b for real Twitch)
+	$(BIN)/chatpulse up $(if $(CHANNELS),--channels $(CHANNELS))
+
 stack-up: install ## Start the local Kafka + Cassandra (downloads jars once)
 	$(BIN)/chatpulse stack up
 

@@ -10,6 +10,7 @@ from chatpulse.fake_twitch.cli import fake_twitch_command
 from chatpulse.ingest.cli import ingest_command
 from chatpulse.init_cli import init_command
 from chatpulse.processor.cli import process_command
+from chatpulse.run.cli import up_command
 from chatpulse.stack.cli import stack_app
 
 __all__ = ["app", "main"]
@@ -27,6 +28,7 @@ app.command("ingest")(ingest_command)
 app.command("fake-twitch")(fake_twitch_command)
 app.command("process")(process_command)
 app.command("api")(api_command)
+app.command("up")(up_command)
 
 
 def main() -> None:

@@ -1,0 +1,121 @@
+"""``chatpulse up``: the whole system in one command, for a person at a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from chatpulse.run.errors import ChildFailedError, RunError, StartupInterruptedError
+from chatpulse.run.plan import UpOptions, build_plan
+from chatpulse.run.readiness import free_port
+from chatpulse.run.stack_control import StackControl
+from chatpulse.run.supervisor import Supervisor
+from chatpulse.settings import Settings, load_settings
+
+__all__ = ["up_command"]
+
+
+def up_command(
+    *,
+    channels: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated real Twitch channels to read anonymously. "
+            "Without it (and without CHATPULSE_CHANNELS) a local fake-twitch simulates chat."
+        ),
+    ] = None,
+    external: Annotated[
+        bool,
+        typer.Option(
+            "--external",
+            help="Use the Kafka and Cassandra the settings name; do not start a local stack.",
+        ),
+    ] = False,
+    keep_stack: Annotated[
+        bool,
+        typer.Option(
+            "--keep-stack", help="Leave the local stack running on exit (faster next start)."
+        ),
+    ] = False,
+    sim_channels: Annotated[int, typer.Option(min=1, max=1000, help="Simulated channels.")] = 36,
+    sim_rate: Annotated[
+        float, typer.Option(min=0.1, help="Simulated chat messages per second, all channels.")
+    ] = 150.0,
+    api_port: Annotated[
+        int | None, typer.Option(help="API and dashboard port (CHATPULSE_API_PORT).")
+    ] = None,
+    stop_timeout: Annotated[
+        float, typer.Option(min=1.0, help="Seconds each child gets to stop before SIGKILL.")
+    ] = 20.0,
+) -> None:
+    """Start everything: local Kafka + Cassandra, topics and schema, fake-twitch (or real
+    Twitch channels), ingest, processor and API, with one prefixed log stream.
+
+    Prints the dashboard address once the API is ready. Ctrl-C stops every child cleanly
+    (SIGTERM, then SIGKILL after --stop-timeout) and the local stack it started.
+    """
+    settings = load_settings(api_port=api_port, channels=channels)
+    options = UpOptions(
+        channels=list(settings.channels),
+        sim_channels=sim_channels,
+        sim_rate=sim_rate,
+        fake_twitch_port=free_port(),
+    )
+    code = asyncio.run(
+        _up(settings, options, external=external, keep_stack=keep_stack, stop_timeout=stop_timeout)
+    )
+    raise typer.Exit(code)
+
+
+async def _up(
+    settings: Settings, options: UpOptions, *, external: bool, keep_stack: bool, stop_timeout: float
+) -> int:
+    console = Console(highlight=False)
+    supervisor = Supervisor(console, stop_timeout_s=stop_timeout)
+    supervisor.install_signal_handlers()
+    plan = build_plan(settings, options)
+    stack = StackControl(settings, supervisor, python=options.python)
+    if options.simulated:
+        supervisor.say(
+            f"simulated chat: {len(plan.channels)} channels, ~{options.sim_rate:g} msg/s "
+            "(fake-twitch; use --channels a,b for real Twitch)"
+        )
+    else:
+        supervisor.say(f"reading real Twitch channels anonymously: {', '.join(plan.channels)}")
+    code = 0
+    try:
+        await stack.ensure(external=external)
+        for step in plan.steps:
+            await supervisor.run_step(step)
+        for child in plan.children:
+            await supervisor.start(child)
+        console.print(
+            Panel.fit(
+                f"[bold]Dashboard[/]  {plan.dashboard_url}\n"
+                f"[bold]API docs[/]   {plan.dashboard_url}docs\n"
+                "[bold]Look inside[/] chatpulse inspect --watch 2   (in another terminal)\n"
+                "Ctrl-C stops everything.",
+                title="chatpulse is up",
+                border_style="green",
+            )
+        )
+        if await supervisor.serve() is not None:
+            code = 1
+    except StartupInterruptedError as exc:
+        supervisor.say(f"{exc}")
+    except RunError as exc:
+        supervisor.say(f"error: {exc}", style="bold red")
+        code = exc.exit_code if isinstance(exc, ChildFailedError) else 1
+    finally:
+        await supervisor.stop_all()
+        await stack.release(keep=keep_stack)
+        supervisor.remove_signal_handlers()
+    if code == 0:
+        supervisor.say("everything stopped cleanly; bye", style="bold green")
+    else:
+        supervisor.say(f"stopped everything after a failure (exit code {code})", style="bold red")
+    return code

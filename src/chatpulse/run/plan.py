@@ -1,0 +1,168 @@
+"""What ``chatpulse up`` runs: pure functions from settings and options to child specs.
+
+Children are the real commands (``python -m chatpulse <command>``), configured only through
+``CHATPULSE_*`` environment variables, exactly as an operator would run them by hand.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from chatpulse.run.readiness import wait_http_ok, wait_tcp
+from chatpulse.run.supervisor import ChildSpec, StepSpec
+from chatpulse.settings import Settings
+
+__all__ = [
+    "Plan",
+    "UpOptions",
+    "build_plan",
+    "kafka_address",
+    "local_url",
+    "simulated_channels",
+]
+
+# Real-looking names, so the dashboard reads like Twitch; numbered past the list.
+_SIM_NAMES = (
+    "speedrunhub",
+    "pixelqueen",
+    "retrogamer",
+    "chessclub",
+    "lofibeats",
+    "cozycrafter",
+    "mapmaker",
+    "dungeonmaster",
+    "kartracer",
+    "tacticalcat",
+    "nightowlrpg",
+    "synthwave",
+    "indiedevlive",
+    "fpsarena",
+    "puzzlepanda",
+    "cookingwithkai",
+    "artstream",
+    "moddingbay",
+    "rhythmrush",
+    "starfleetsim",
+    "soccerstats",
+    "strategystorm",
+    "minerva_plays",
+    "bitbybit",
+    "quietcoding",
+    "horrorhour",
+    "tabletoptavern",
+    "skaterzone",
+    "pokemonfan",
+    "cardcastle",
+    "raidnight",
+    "arcadeark",
+    "mystery_maps",
+    "ranked_grind",
+    "chillvibes",
+    "astro_ada",
+)
+
+
+def simulated_channels(count: int) -> list[str]:
+    """``count`` distinct channel names for the simulated chat (deterministic)."""
+    names = list(_SIM_NAMES[:count])
+    names += [f"simchannel_{index:03d}" for index in range(len(names), count)]
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class UpOptions:
+    """``chatpulse up``'s choices (the settings hold the rest)."""
+
+    channels: list[str] = field(default_factory=list)  # empty: simulated chat
+    sim_channels: int = 36
+    sim_rate: float = 150.0  # messages per second over all simulated channels
+    fake_twitch_port: int = 6667
+    python: str = sys.executable
+
+    @property
+    def simulated(self) -> bool:
+        return not self.channels
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The init step, the children in start order, and where the dashboard will be."""
+
+    steps: list[StepSpec]
+    children: list[ChildSpec]
+    dashboard_url: str
+    channels: list[str]
+
+
+def kafka_address(settings: Settings) -> tuple[str, int]:
+    """Host and port of the first bootstrap server."""
+    first = settings.kafka_bootstrap_servers.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    return (host or "127.0.0.1").strip("[]"), int(port or 9092)
+
+
+def local_url(host: str, port: int, path: str = "/") -> str:
+    """An http URL a local client can open for a server bound to host:port."""
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}{path}"
+
+
+def build_plan(settings: Settings, options: UpOptions) -> Plan:
+    """Steps and children for ``chatpulse up``; the children inherit the environment."""
+    cmd = [options.python, "-m", "chatpulse"]
+    children: list[ChildSpec] = []
+    ingest_env: dict[str, str] = {}
+    if options.simulated:
+        channels = simulated_channels(options.sim_channels)
+        children.append(
+            ChildSpec(
+                name="fake-twitch",
+                argv=[
+                    *cmd,
+                    "fake-twitch",
+                    "--simulate",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(options.fake_twitch_port),
+                    "--channels",
+                    ",".join(channels),
+                    "--rate",
+                    f"{options.sim_rate:g}",
+                ],
+                style="magenta",
+                ready=wait_tcp("127.0.0.1", options.fake_twitch_port),
+                ready_timeout_s=30,
+            )
+        )
+        ingest_env["CHATPULSE_TWITCH_IRC_URL"] = f"irc://127.0.0.1:{options.fake_twitch_port}"
+    else:
+        channels = list(options.channels)
+    ingest_env["CHATPULSE_CHANNELS"] = ",".join(channels)
+    api_env = {
+        "CHATPULSE_API_HOST": settings.api_host,
+        "CHATPULSE_API_PORT": str(settings.api_port),
+    }
+    children += [
+        ChildSpec(name="ingest", argv=[*cmd, "ingest"], env=ingest_env, style="green"),
+        ChildSpec(name="process", argv=[*cmd, "process"], style="yellow"),
+        ChildSpec(
+            name="api",
+            argv=[*cmd, "api"],
+            env=api_env,
+            style="blue",
+            ready=wait_http_ok(local_url(settings.api_host, settings.api_port, "/readyz")),
+            ready_timeout_s=120,
+        ),
+    ]
+    steps = [StepSpec(name="init", argv=[*cmd, "init"], style="white")]
+    return Plan(
+        steps=steps,
+        children=children,
+        dashboard_url=local_url(settings.api_host, settings.api_port, "/"),
+        channels=channels,
+    )

@@ -1,0 +1,61 @@
+"""Readiness checks for ``chatpulse up``: a TCP port accepts, an HTTP URL answers 200."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+
+__all__ = ["free_port", "http_ok", "tcp_open", "wait_http_ok", "wait_tcp"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def tcp_open(host: str, port: int) -> bool:
+    """True if something accepts TCP connections on host:port."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+def http_ok(url: str, timeout_s: float = 2.0) -> bool:
+    """True if GET url answers 2xx (blocking; run it in a thread)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - our URL
+            return 200 <= int(response.status) < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def wait_tcp(host: str, port: int, interval_s: float = 0.2) -> Callable[[], Awaitable[None]]:
+    """A readiness check: returns once host:port accepts connections."""
+
+    async def check() -> None:
+        while not await tcp_open(host, port):  # noqa: ASYNC110 - polling a port
+            await asyncio.sleep(interval_s)
+
+    return check
+
+
+def wait_http_ok(url: str, interval_s: float = 0.5) -> Callable[[], Awaitable[None]]:
+    """A readiness check: returns once GET url answers 2xx (e.g. the API's /readyz)."""
+
+    async def check() -> None:
+        while not await asyncio.to_thread(http_ok, url):  # noqa: ASYNC110 - polling a URL
+            await asyncio.sleep(interval_s)
+
+    return check
