@@ -1,8 +1,126 @@
-"""Placeholder: being built."""
+"""``chatpulse init``: create the contract's Kafka topics and the Cassandra schema, idempotently.
+
+:func:`initialize` is what services and test fixtures call; ``init_command`` is its CLI.
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+from cassandra.cluster import NoHostAvailable
 
 from chatpulse.errors import ChatpulseError
+from chatpulse.kafka_admin import admin_client, create_topics, wait_for_kafka
+from chatpulse.logs import configure_logging
+from chatpulse.settings import Settings, load_settings
+from chatpulse.storage import connect, ensure_schema
+from chatpulse.topics import Topics
+
+__all__ = ["CassandraUnavailableError", "InitResult", "init_command", "initialize"]
+
+logger = logging.getLogger(__name__)
 
 
-def init_command() -> None:
-    """Not built yet."""
-    raise ChatpulseError("not built yet")
+class CassandraUnavailableError(ChatpulseError):
+    """The Cassandra cluster did not accept a session in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    """What one ``initialize`` call did (``created_topics`` empty when all existed)."""
+
+    topics: list[str]
+    created_topics: list[str]
+    keyspace: str
+
+
+def _ensure_cassandra_schema(settings: Settings, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cluster, session = connect(settings, connect_timeout=5.0)
+        except NoHostAvailable as exc:
+            if time.monotonic() >= deadline:
+                hosts = ",".join(settings.cassandra_contact_points)
+                raise CassandraUnavailableError(
+                    f"Cassandra at {hosts}:{settings.cassandra_port} did not accept a session "
+                    f"within {timeout:.0f}s: {exc}"
+                ) from None
+            time.sleep(1.0)
+            continue
+        try:
+            ensure_schema(session, settings)
+        finally:
+            cluster.shutdown()
+        return
+
+
+def initialize(
+    settings: Settings, *, timeout: float = 60.0, progress: Callable[[str], None] | None = None
+) -> InitResult:
+    """Create the topics and the Cassandra keyspace and tables if missing.
+
+    Waits up to ``timeout`` seconds for each cluster to answer; safe to call any number of times.
+    """
+    say = progress or logger.info
+    specs = Topics.from_settings(settings).specs(settings)
+    say(f"waiting for Kafka at {settings.kafka_bootstrap_servers}")
+    admin = admin_client(settings.kafka_bootstrap_servers)
+    wait_for_kafka(admin, settings.kafka_bootstrap_servers, timeout)
+    created = create_topics(admin, specs, settings.topic_replication_factor)
+    say(f"topics ready: {', '.join(spec.name for spec in specs)} ({len(created)} created)")
+    hosts = ",".join(settings.cassandra_contact_points)
+    say(f"waiting for Cassandra at {hosts}:{settings.cassandra_port}")
+    _ensure_cassandra_schema(settings, timeout)
+    say(f"Cassandra keyspace {settings.cassandra_keyspace} and tables ready")
+    return InitResult(
+        topics=[spec.name for spec in specs],
+        created_topics=created,
+        keyspace=settings.cassandra_keyspace,
+    )
+
+
+def init_command(
+    *,
+    bootstrap_servers: Annotated[
+        str | None,
+        typer.Option(
+            "--bootstrap-servers", help="Kafka cluster [CHATPULSE_KAFKA_BOOTSTRAP_SERVERS]"
+        ),
+    ] = None,
+    cassandra_contact_points: Annotated[
+        str | None,
+        typer.Option(
+            "--cassandra-contact-points",
+            help="Comma-separated Cassandra hosts [CHATPULSE_CASSANDRA_CONTACT_POINTS]",
+        ),
+    ] = None,
+    cassandra_port: Annotated[
+        int | None, typer.Option("--cassandra-port", help="CQL port [CHATPULSE_CASSANDRA_PORT]")
+    ] = None,
+    keyspace: Annotated[
+        str | None,
+        typer.Option("--keyspace", help="Cassandra keyspace [CHATPULSE_CASSANDRA_KEYSPACE]"),
+    ] = None,
+    topic_prefix: Annotated[
+        str | None,
+        typer.Option("--topic-prefix", help="Prefix of every topic [CHATPULSE_TOPIC_PREFIX]"),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for each cluster to answer")
+    ] = 60.0,
+) -> None:
+    """Create the Kafka topics and the Cassandra keyspace and tables (idempotent)."""
+    configure_logging("WARNING")
+    settings = load_settings(
+        kafka_bootstrap_servers=bootstrap_servers,
+        cassandra_contact_points=cassandra_contact_points,
+        cassandra_port=cassandra_port,
+        cassandra_keyspace=keyspace,
+        topic_prefix=topic_prefix,
+    )
+    initialize(settings, timeout=timeout, progress=typer.echo)
+    typer.echo("init: done")

@@ -1,0 +1,86 @@
+"""Kafka administration for ``init`` and tests: wait for a cluster, create and delete topics."""
+
+import logging
+import time
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from chatpulse.errors import ChatpulseError
+from chatpulse.topics import TopicSpec
+
+__all__ = [
+    "KafkaUnavailableError",
+    "admin_client",
+    "create_topics",
+    "delete_topics",
+    "wait_for_kafka",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class KafkaUnavailableError(ChatpulseError):
+    """The Kafka cluster did not answer in time."""
+
+
+def admin_client(bootstrap_servers: str) -> AdminClient:
+    """An AdminClient whose librdkafka log goes through :mod:`logging` (not raw stderr)."""
+    return AdminClient({"bootstrap.servers": bootstrap_servers, "logger": logger, "log_level": 3})
+
+
+def wait_for_kafka(admin: AdminClient, bootstrap_servers: str, timeout: float) -> None:
+    """Block until the cluster lists its topics, at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin.list_topics(timeout=min(5.0, max(0.5, deadline - time.monotonic())))
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                raise KafkaUnavailableError(
+                    f"Kafka at {bootstrap_servers} did not answer within {timeout:.0f}s: {exc}"
+                ) from None
+            time.sleep(1.0)
+        else:
+            return
+
+
+def create_topics(
+    admin: AdminClient, specs: Iterable[TopicSpec], replication_factor: int, timeout: float = 30.0
+) -> list[str]:
+    """Create the missing topics; return the names created (existing ones are fine)."""
+    new = [
+        NewTopic(spec.name, spec.partitions, replication_factor, config=dict(spec.config))
+        for spec in specs
+    ]
+    if not new:
+        return []
+    created = []
+    for name, future in admin.create_topics(new, operation_timeout=timeout).items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                logger.debug("topic %s already exists", name)
+                continue
+            raise ChatpulseError(f"could not create Kafka topic {name}: {error}") from None
+        created.append(name)
+        logger.info("created topic %s", name)
+    return created
+
+
+def delete_topics(admin: AdminClient, names: Iterable[str], timeout: float = 30.0) -> None:
+    """Delete topics (missing ones are fine); used to keep test clusters small."""
+    wanted = list(names)
+    if not wanted:
+        return
+    for name, future in admin.delete_topics(wanted, operation_timeout=timeout).items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                continue
+            raise ChatpulseError(f"could not delete Kafka topic {name}: {error}") from None
