@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
-from chatpulse.run.errors import ChildFailedError, RunError, StartupInterruptedError
+from chatpulse.errors import ChatpulseError
+from chatpulse.run.errors import StartupInterruptedError
 from chatpulse.run.plan import UpOptions, build_plan
 from chatpulse.run.readiness import free_port
 from chatpulse.run.stack_control import StackControl
@@ -78,7 +79,7 @@ async def _up(
     supervisor = Supervisor(console, stop_timeout_s=stop_timeout)
     supervisor.install_signal_handlers()
     plan = build_plan(settings, options)
-    stack = StackControl(settings, supervisor, python=options.python)
+    stack = StackControl(settings, supervisor)
     if options.simulated:
         supervisor.say(
             f"simulated chat: {len(plan.channels)} channels, ~{options.sim_rate:g} msg/s "
@@ -107,9 +108,9 @@ async def _up(
             code = 1
     except StartupInterruptedError as exc:
         supervisor.say(f"{exc}")
-    except RunError as exc:
+    except ChatpulseError as exc:
         supervisor.say(f"error: {exc}", style="bold red")
-        code = exc.exit_code if isinstance(exc, ChildFailedError) else 1
+        code = exc.exit_code
     finally:
         await supervisor.stop_all()
         await stack.release(keep=keep_stack)

@@ -1,34 +1,36 @@
-"""The clusters behind ``chatpulse up``: reuse running ones, start the local stack, or
-insist on the external ones the settings name."""
+"""The clusters behind ``chatpulse up``: reuse running ones, start the local stack
+(chatpulse.stack's Python API), or insist on the external ones the settings name."""
 
 from __future__ import annotations
 
-from chatpulse.run.errors import RunError
+import asyncio
+import threading
+import time
+
+from chatpulse.run.errors import RunError, StartupInterruptedError
 from chatpulse.run.plan import kafka_address
 from chatpulse.run.readiness import tcp_open
-from chatpulse.run.supervisor import StepSpec, Supervisor
+from chatpulse.run.supervisor import Supervisor
 from chatpulse.settings import Settings
+from chatpulse.stack import JavaServer, ServerExitedError, Stack, StackError
 
 __all__ = ["StackControl"]
 
+_READY_TIMEOUT_S = 240.0
+
 
 class StackControl:
-    """Starts the local stack when needed and stops it at the end only if it started it."""
+    """Starts the local stack when needed and, at the end, stops only the servers it started."""
 
-    def __init__(self, settings: Settings, supervisor: Supervisor, *, python: str) -> None:
+    def __init__(self, settings: Settings, supervisor: Supervisor) -> None:
         self.settings = settings
         self.supervisor = supervisor
-        self.cmd = [python, "-m", "chatpulse", "stack"]
-        self.started = False
+        self.started: list[JavaServer] = []
+        self._stack: Stack | None = None
+        self._cancel = threading.Event()
 
-    def _ports(self) -> list[str]:
-        _, kafka_port = kafka_address(self.settings)
-        return [
-            "--kafka-port",
-            str(kafka_port),
-            "--cassandra-port",
-            str(self.settings.cassandra_port),
-        ]
+    def _progress(self, message: str) -> None:
+        self.supervisor.say_as("stack", message, style="bright_black")
 
     async def _answering(self) -> tuple[bool, bool]:
         kafka_host, kafka_port = kafka_address(self.settings)
@@ -60,32 +62,73 @@ class StackControl:
             return
         if kafka_up and cassandra_up:
             self.supervisor.say(
-                f"reusing the stack already running (Kafka {bootstrap}, Cassandra {cassandra}); "
-                "it stays up on exit"
+                f"reusing the Kafka ({bootstrap}) and Cassandra ({cassandra}) already running; "
+                "they stay up on exit"
             )
             return
-        self.supervisor.say("starting the local Kafka + Cassandra (first run downloads the jars)")
-        self.started = True
-        await self.supervisor.run_step(
-            StepSpec(name="stack", argv=[*self.cmd, "up", *self._ports()], style="bright_black")
+        _, kafka_port = kafka_address(self.settings)
+        self._stack = Stack(
+            kafka_port=kafka_port,
+            cassandra_port=self.settings.cassandra_port,
+            progress=self._progress,
         )
+        self._progress(f"local stack in {self._stack.data_dir} (first run downloads the jars)")
+        stop_watch = asyncio.create_task(self._cancel_on_stop())
+        try:
+            await asyncio.to_thread(self._start_stack, self._stack)
+        except StackError as exc:
+            if self.supervisor.stop_requested:
+                raise StartupInterruptedError("interrupted while starting the stack") from None
+            raise RunError(f"local stack: {exc}") from None
+        finally:
+            stop_watch.cancel()
+
+    async def _cancel_on_stop(self) -> None:
+        while not self.supervisor.stop_requested:  # noqa: ASYNC110 - mirrors into a thread event
+            await asyncio.sleep(0.2)
+        self._cancel.set()
+
+    def _start_stack(self, stack: Stack) -> None:
+        """Runs in a worker thread: start each server, wait for it, report progress."""
+        with stack.lock():
+            for server in stack.servers:
+                began = time.monotonic()
+                if not server.start():
+                    self._progress(f"{server.name} already running (pid {server.pid})")
+                    continue
+                self.started.append(server)
+                self._progress(f"starting {server.name} {server.version} on port {server.port} ...")
+                self._wait_ready(server)
+                self._progress(f"{server.name} ready in {time.monotonic() - began:.1f}s")
+
+    def _wait_ready(self, server: JavaServer) -> None:
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while True:
+            if self._cancel.is_set():
+                raise StackError(f"interrupted while {server.name} was starting")
+            try:
+                server.wait_ready(timeout=1.0)
+            except ServerExitedError:
+                if not server.is_running() or time.monotonic() > deadline:
+                    raise
+            else:
+                return
 
     async def release(self, *, keep: bool) -> None:
-        """Stop the local stack if this run started it (unless ``keep``)."""
+        """Stop the servers this run started (unless ``keep``)."""
         if not self.started:
             return
+        names = ", ".join(server.name for server in self.started)
         if keep:
             self.supervisor.say(
-                "leaving the local stack running (--keep-stack); `chatpulse stack down` stops it"
+                f"leaving {names} running (--keep-stack); `chatpulse stack down` stops them"
             )
             return
-        self.supervisor.say("stopping the local stack it started")
-        try:
-            await self.supervisor.run_step(
-                StepSpec(
-                    name="stack", argv=[*self.cmd, "down", *self._ports()], style="bright_black"
-                ),
-                interruptible=False,
-            )
-        except RunError as exc:
-            self.supervisor.say(f"could not stop the stack: {exc}", style="bold red")
+        self.supervisor.say(f"stopping the local {names} it started")
+        for server in self.started:  # Kafka first, as `chatpulse stack down` does
+            try:
+                await asyncio.to_thread(server.stop, 60.0)
+            except StackError as exc:
+                self.supervisor.say(f"could not stop {server.name}: {exc}", style="bold red")
+            else:
+                self._progress(f"stopped {server.name}")

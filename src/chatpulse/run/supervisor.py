@@ -89,6 +89,10 @@ class Supervisor:
         """A line from the supervisor itself, under the ``up`` prefix."""
         self.console.print(Text.assemble((f"{'up':<{_PREFIX_WIDTH}}│ ", style), message))
 
+    def say_as(self, name: str, message: str, *, style: str = "white") -> None:
+        """A progress line under another prefix (e.g. ``stack``); safe from worker threads."""
+        self._echo(name, style, message)
+
     def _echo(self, name: str, style: str, line: str) -> None:
         # Text, not markup: a child's "[x]" must print as is.
         self.console.print(
