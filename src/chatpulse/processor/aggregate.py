@@ -1,0 +1,102 @@
+"""Per-window aggregates: message count, exact distinct chatters, emote occurrences.
+
+An aggregate lives in the state store as bytes (msgpack), so it is decoded, updated and
+encoded again for each message: the encoding is kept small and cheap on purpose.
+Distinct chatters are a roaring bitmap of the numeric Twitch user ids (compact, exact);
+an id that is not a canonical unsigned 32-bit decimal goes to a small sorted fallback list,
+so the count stays exact whatever the ids look like.
+"""
+
+from dataclasses import dataclass, field
+
+import msgspec
+from pyroaring import BitMap
+
+from chatpulse.models import ChatMessage, TopEmote, WindowStats
+from chatpulse.windows import format_duration
+
+__all__ = ["TOP_EMOTES", "WindowAggregate", "numeric_user_id", "to_window_stats", "top_emotes"]
+
+TOP_EMOTES = 10
+_MAX_U32 = 2**32 - 1
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(
+    tuple[int, bytes, list[str], dict[str, tuple[int, str]]],
+)
+
+
+def numeric_user_id(user_id: str) -> int | None:
+    """The id as an int when it is a canonical decimal that fits the bitmap, else None."""
+    if user_id.isdigit() and user_id.isascii():
+        number = int(user_id)
+        if number <= _MAX_U32 and str(number) == user_id:
+            return number
+    return None
+
+
+@dataclass(slots=True)
+class WindowAggregate:
+    """The running statistics of one channel in one window."""
+
+    messages: int = 0
+    chatters: BitMap = field(default_factory=BitMap)
+    other_chatters: list[str] = field(default_factory=list)
+    # emote id -> (occurrences, the text it covers at its first occurrence)
+    emotes: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    @classmethod
+    def decode(cls, data: bytes) -> "WindowAggregate":
+        messages, bitmap, others, emotes = _decoder.decode(data)
+        return cls(messages, BitMap.deserialize(bitmap), others, emotes)
+
+    def encode(self) -> bytes:
+        return _encoder.encode(
+            (self.messages, self.chatters.serialize(), self.other_chatters, self.emotes)
+        )
+
+    @property
+    def unique_chatters(self) -> int:
+        return len(self.chatters) + len(self.other_chatters)
+
+    def add(self, message: ChatMessage) -> None:
+        """Count one (already de-duplicated) message."""
+        self.messages += 1
+        number = numeric_user_id(message.user_id)
+        if number is not None:
+            self.chatters.add(number)
+        else:
+            others = self.other_chatters
+            if message.user_id not in others:
+                others.append(message.user_id)
+                others.sort()
+        if message.emotes:
+            emotes = self.emotes
+            for emote in message.emotes:
+                seen = emotes.get(emote.id)
+                if seen is None:
+                    emotes[emote.id] = (1, message.emote_name(emote))
+                else:
+                    emotes[emote.id] = (seen[0] + 1, seen[1])
+
+
+def top_emotes(emotes: dict[str, tuple[int, str]], limit: int = TOP_EMOTES) -> list[TopEmote]:
+    """The ``limit`` most used emotes: by occurrences, ties by emote id (deterministic)."""
+    ranked = sorted(emotes.items(), key=lambda item: (-item[1][0], item[0]))[:limit]
+    return [TopEmote(id=emote_id, name=name, count=count) for emote_id, (count, name) in ranked]
+
+
+def to_window_stats(
+    channel: str, size_ms: int, start: int, aggregate: WindowAggregate, *, closed: bool
+) -> WindowStats:
+    """The wire form of one window's statistics."""
+    return WindowStats(
+        channel=channel,
+        window=format_duration(size_ms),
+        window_start=start,
+        window_end=start + size_ms,
+        messages=aggregate.messages,
+        unique_chatters=aggregate.unique_chatters,
+        top_emotes=top_emotes(aggregate.emotes),
+        closed=closed,
+    )

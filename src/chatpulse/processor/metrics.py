@@ -1,0 +1,87 @@
+"""The processor's Prometheus metrics (served on ``processor_metrics_port``; 0 disables).
+
+Metrics live in a registry of their own so tests can build several pipelines in one process.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["ProcessorMetrics"]
+
+logger = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class ProcessorMetrics:
+    """Counters the pipeline and the sinks update."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.consumed = Counter(
+            "chatpulse_processor_consumed", "Records read from the messages topic", registry=r
+        )
+        self.processed = Counter(
+            "chatpulse_processor_processed",
+            "Chat messages counted (after de-duplication)",
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "chatpulse_processor_duplicates", "Redelivered messages dropped", registry=r
+        )
+        self.late = Counter(
+            "chatpulse_processor_late",
+            "Messages left out of a closed window (still in the channel totals)",
+            ["window"],
+            registry=r,
+        )
+        self.deadlettered = Counter(
+            "chatpulse_processor_deadlettered",
+            "Records sent to the dead-letter topic",
+            registry=r,
+        )
+        self.lag = Gauge(
+            "chatpulse_processor_partition_lag",
+            "Consumer lag per partition (librdkafka statistics)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.checkpoint_seconds = Histogram(
+            "chatpulse_processor_checkpoint_seconds",
+            "Time to commit a checkpoint (sinks, changelogs, Kafka commit)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sink_write_seconds = Histogram(
+            "chatpulse_processor_sink_write_seconds",
+            "Time to write one partition's batch to Cassandra",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sink_backpressure = Counter(
+            "chatpulse_processor_sink_backpressure",
+            "Cassandra writes that failed transiently (the app paused and retried)",
+            registry=r,
+        )
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        """Expose /metrics over HTTP unless ``port`` is 0."""
+        if port:
+            start_http_server(port, addr=host, registry=self.registry)
+            logger.info("metrics on http://%s:%d/metrics", host, port)
+
+    def on_kafka_stats(self, stats_json: str) -> None:
+        """librdkafka ``stats_cb``: copy the consumer lag of every assigned partition."""
+        stats: dict[str, Any] = json.loads(stats_json)
+        for topic, topic_stats in stats.get("topics", {}).items():
+            for partition, p_stats in topic_stats.get("partitions", {}).items():
+                lag = p_stats.get("consumer_lag", -1)
+                if partition != "-1" and lag >= 0:
+                    self.lag.labels(topic, partition).set(lag)

@@ -1,0 +1,180 @@
+"""The processor's topology, built by one function and nothing else (no clients, no start-up).
+
+messages topic (bytes)
+  -> decode + validate ─┬─ bad ──> dead-letter topic (reason, source topic/partition/offset, raw)
+                        └─ ChatMessage
+  -> count (stateful, keyed by channel): de-duplicate, windows, totals -> ChannelUpdate
+  ├─> sinks (Cassandra: messages, windows open and closed, totals)
+  └─> closed windows + throttled live updates of the smallest open window -> channel-stats
+"""
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from quixstreams import Application, State
+from quixstreams.context import message_context
+from quixstreams.dataframe import StreamingDataFrame
+from quixstreams.models import Topic
+from quixstreams.sinks import BaseSink
+
+from chatpulse.models import ChatMessage, WindowStats, decode_chat_message, encode
+from chatpulse.processor.aggregate import to_window_stats
+from chatpulse.processor.channel import ChannelCounter, ChannelUpdate
+from chatpulse.processor.metrics import ProcessorMetrics
+from chatpulse.windows import format_duration
+
+__all__ = ["DeadLetter", "LiveThrottle", "PipelineConfig", "PipelineTopics", "build_pipeline"]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """What the topology needs from the settings."""
+
+    window_sizes_ms: Sequence[int]
+    grace_ms: int
+    dedup_horizon_ms: int
+    live_update_interval_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineTopics:
+    """Quix topic objects: input (bytes values), and the two outputs (bytes values)."""
+
+    messages: Topic
+    stats: Topic
+    deadletter: Topic
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that could not be counted: the dead-letter topic's key and JSON value."""
+
+    key: bytes
+    value: bytes
+
+
+def dead_letter(
+    raw: bytes | None, reason: str, topic: str, partition: int, offset: int
+) -> DeadLetter:
+    """A dead-letter record with the raw input and where it came from."""
+    text = (raw or b"").decode("utf-8", errors="backslashreplace")
+    value = encode(
+        {
+            "source": topic,
+            "partition": partition,
+            "offset": offset,
+            "raw": text,
+            "reason": reason,
+            "at": int(time.time() * 1000),
+        }
+    )
+    return DeadLetter(key=topic.encode(), value=value)
+
+
+def decode_record(value: Any, key: Any) -> ChatMessage | DeadLetter:
+    """Decode and validate one record; anything wrong becomes a DeadLetter."""
+    reason: str | None = None
+    message: ChatMessage | None = None
+    if not isinstance(value, bytes) or not value:
+        reason = "empty value"
+    else:
+        try:
+            message = decode_chat_message(value)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            reason = f"invalid ChatMessage: {exc}"
+    if message is not None:
+        expected = message.channel.encode()
+        if key != expected:
+            reason = f"record key {key!r} is not the message's channel {message.channel!r}"
+        else:
+            return message
+    ctx = message_context()
+    return dead_letter(value, reason or "invalid", ctx.topic, ctx.partition, ctx.offset)
+
+
+class LiveThrottle:
+    """Live updates of the smallest open window, at most one per channel per interval."""
+
+    def __init__(
+        self, size_ms: int, interval_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._size_ms = size_ms
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+
+    def live_update(self, update: ChannelUpdate) -> WindowStats | None:
+        for size, start, aggregate in update.windows:
+            if size != self._size_ms:
+                continue
+            channel = update.message.channel
+            now = self._clock()
+            last = self._last.get(channel)
+            if last is not None and now - last < self._interval_s:
+                return None
+            self._last[channel] = now
+            return to_window_stats(channel, size, start, aggregate, closed=False)
+        return None
+
+
+def _stats_records(update: ChannelUpdate, throttle: LiveThrottle) -> list[WindowStats]:
+    records = list(update.closed)
+    live = throttle.live_update(update)
+    if live is not None:
+        records.append(live)
+    return records
+
+
+def build_pipeline(
+    app: Application,
+    topics: PipelineTopics,
+    config: PipelineConfig,
+    sinks: Sequence[BaseSink] = (),
+    metrics: ProcessorMetrics | None = None,
+) -> StreamingDataFrame:
+    """Build the processor's dataframe over ``topics.messages`` on ``app``.
+
+    Returns the dataframe of :class:`ChannelUpdate` (one per counted message), which the
+    sinks and the channel-stats output hang off.
+    """
+    metrics = metrics or ProcessorMetrics()
+    counter = ChannelCounter(list(config.window_sizes_ms), config.grace_ms, config.dedup_horizon_ms)
+    throttle = LiveThrottle(min(config.window_sizes_ms), config.live_update_interval_s)
+    late_labels = {size: format_duration(size) for size in config.window_sizes_ms}
+
+    def decode(value: Any, key: Any, _timestamp: int, _headers: Any) -> ChatMessage | DeadLetter:
+        metrics.consumed.inc()
+        return decode_record(value, key)
+
+    def count(message: ChatMessage, state: State[bytes, bytes]) -> ChannelUpdate | None:
+        update = counter.process(message, state)
+        if update is None:
+            metrics.duplicates.inc()
+            return None
+        metrics.processed.inc()
+        for size in update.late_sizes:
+            metrics.late.labels(late_labels[size]).inc()
+        return update
+
+    def to_dead_letter(record: DeadLetter) -> bytes:
+        metrics.deadlettered.inc()
+        return record.value
+
+    decoded = app.dataframe(topics.messages).apply(decode, metadata=True)
+
+    dead = decoded.filter(lambda record: isinstance(record, DeadLetter))
+    dead = dead.apply(to_dead_letter)
+    dead.to_topic(topics.deadletter, key=lambda _value: message_context().topic.encode())
+
+    messages = decoded.filter(lambda record: isinstance(record, ChatMessage))
+    updates = messages.apply(count, stateful=True).filter(lambda update: update is not None)
+    for sink in sinks:
+        updates.sink(sink)
+
+    stats = updates.apply(lambda update: _stats_records(update, throttle), expand=True)
+    stats = stats.apply(encode)
+    stats.to_topic(topics.stats)
+    return updates

@@ -1,0 +1,189 @@
+"""The per-channel counting logic over a plain dict store (no broker, no RocksDB)."""
+
+import random
+from collections import Counter, defaultdict
+
+from chatpulse.models import ChatMessage, Emote
+from chatpulse.processor.aggregate import WindowAggregate, numeric_user_id, top_emotes
+from chatpulse.processor.channel import ChannelCounter, ChannelUpdate
+
+MIN = 60_000
+T0 = 1_700_000_000_000 - 1_700_000_000_000 % (60 * MIN)  # an hour boundary
+
+
+class DictStore:
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def get_bytes(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def set_bytes(self, key: bytes, value: bytes) -> None:
+        self.data[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.data.pop(key, None)
+
+
+def msg(mid: str, sent_at: int, user: str = "1", text: str = "hi", emotes=()) -> ChatMessage:
+    return ChatMessage(
+        id=mid,
+        channel="c",
+        user_id=user,
+        user_login=f"u{user}",
+        text=text,
+        sent_at=sent_at,
+        emotes=list(emotes),
+    )
+
+
+def test_duplicates_count_once_and_totals() -> None:
+    counter = ChannelCounter([MIN], grace_ms=5_000, dedup_horizon_ms=3_600_000)
+    store = DictStore()
+    first = counter.process(msg("a", T0 + 10), store)
+    assert first is not None
+    assert (first.total_messages, first.first_seen, first.last_seen) == (1, T0 + 10, T0 + 10)
+    assert counter.process(msg("a", T0 + 10), store) is None
+    second = counter.process(msg("b", T0 + 5), store)
+    assert second is not None
+    assert (second.total_messages, second.first_seen, second.last_seen) == (2, T0 + 5, T0 + 10)
+    assert counter.process(msg("b", T0 + 5), store) is None
+
+
+def test_window_closes_after_grace_and_late_messages_count_only_in_totals() -> None:
+    counter = ChannelCounter([MIN, 10 * MIN], grace_ms=5_000, dedup_horizon_ms=3_600_000)
+    store = DictStore()
+    counter.process(msg("a", T0 + 1_000, user="1"), store)
+    counter.process(msg("b", T0 + 2_000, user="2"), store)
+    # within grace: the first minute is still open
+    in_grace = counter.process(msg("c", T0 + MIN + 4_000, user="1"), store)
+    assert in_grace is not None
+    assert not in_grace.closed
+    out_of_order = counter.process(msg("d", T0 + 59_000, user="3"), store)
+    assert out_of_order is not None
+    assert not out_of_order.late_sizes
+    closing = counter.process(msg("e", T0 + MIN + 5_000, user="1"), store)
+    assert closing is not None
+    assert [(w.window, w.window_start, w.messages, w.unique_chatters) for w in closing.closed] == [
+        ("1m", T0, 3, 3)
+    ]
+    late = counter.process(msg("f", T0 + 30_000, user="9"), store)
+    assert late is not None
+    assert late.late_sizes == [MIN]
+    assert [(size, start, agg.messages) for size, start, agg in late.windows] == [(10 * MIN, T0, 6)]
+    assert late.total_messages == 6
+    assert late.first_seen == T0 + 1_000
+
+
+def test_top_emotes_names_and_ties() -> None:
+    counts = {"25": (3, "Kappa"), "1": (3, "Smile"), "9": (5, "Pog"), "7": (1, "x")}
+    assert [(e.id, e.name, e.count) for e in top_emotes(counts, limit=3)] == [
+        ("9", "Pog", 5),
+        ("1", "Smile", 3),
+        ("25", "Kappa", 3),
+    ]
+    aggregate = WindowAggregate()
+    aggregate.add(
+        msg("a", T0, text="Kappa Kappa hi", emotes=[Emote("25", 0, 4), Emote("25", 6, 10)])
+    )
+    assert WindowAggregate.decode(aggregate.encode()).emotes == {"25": (2, "Kappa")}
+
+
+def test_chatters_exact_with_non_numeric_ids() -> None:
+    assert numeric_user_id("123") == 123
+    for odd in ("0123", "-1", "abc", str(2**32), "١٢"):
+        assert numeric_user_id(odd) is None
+    aggregate = WindowAggregate()
+    for user in ("1", "2", "1", "0123", "abc", "abc", str(2**40)):
+        aggregate.add(msg("x", T0, user=user))
+    decoded = WindowAggregate.decode(aggregate.encode())
+    assert decoded.unique_chatters == 5
+    assert decoded.messages == 7
+
+
+def test_dedup_horizon_is_bounded() -> None:
+    horizon = 10_000
+    counter = ChannelCounter([MIN], grace_ms=0, dedup_horizon_ms=horizon)
+    store = DictStore()
+    for i in range(100):
+        counter.process(msg(f"m{i}", T0 + i * 1_000), store)
+    dedup_keys = [key for key in store.data if key.startswith(b"d")]
+    assert len(dedup_keys) <= horizon // 1_000 + 2
+    assert counter.process(msg("m99", T0 + 99_000), store) is None
+
+
+def test_id_with_separator_is_still_deduplicated() -> None:
+    counter = ChannelCounter([MIN], grace_ms=0, dedup_horizon_ms=MIN)
+    store = DictStore()
+    assert counter.process(msg("a\nb", T0), store) is not None
+    assert counter.process(msg("a\nb", T0), store) is None
+    assert counter.process(msg("a", T0), store) is not None
+    assert counter.process(msg("b", T0), store) is not None
+
+
+def _reference(
+    messages: list[ChatMessage], sizes: list[int], grace: int
+) -> tuple[dict, tuple[int, int, int]]:
+    """An independent model: per window the set of users, the emote counter and the count."""
+    seen: set[str] = set()
+    latest = None
+    windows: dict = defaultdict(lambda: [0, set(), Counter()])
+    total, first, last = 0, None, None
+    for m in messages:
+        if m.id in seen:
+            continue
+        seen.add(m.id)
+        latest = m.sent_at if latest is None else max(latest, m.sent_at)
+        total += 1
+        first = m.sent_at if first is None else min(first, m.sent_at)
+        last = latest
+        for size in sizes:
+            start = m.sent_at // size * size
+            if start + size + grace <= latest:
+                continue
+            w = windows[(size, start)]
+            w[0] += 1
+            w[1].add(m.user_id)
+            for e in m.emotes:
+                w[2][e.id] += 1
+    return dict(windows), (total, first, last)
+
+
+def test_random_stream_matches_reference_model() -> None:
+    rng = random.Random(7)
+    sizes, grace = [MIN, 10 * MIN], 3_000
+    stream: list[ChatMessage] = []
+    now = T0
+    for i in range(3_000):
+        now += rng.randint(0, 800)
+        sent = now - rng.randint(0, 2_500) if rng.random() < 0.2 else now
+        if rng.random() < 0.01:
+            sent = now - rng.randint(2 * MIN, 3 * MIN)  # late
+        emotes = [Emote(str(rng.randint(1, 15)), 0, 1) for _ in range(rng.randint(0, 3))]
+        m = msg(f"id{i}", sent, user=str(rng.randint(1, 40)), emotes=emotes)
+        stream.append(m)
+        if rng.random() < 0.05:
+            stream.append(m)  # redelivery
+    counter = ChannelCounter(sizes, grace_ms=grace, dedup_horizon_ms=3_600_000)
+    store = DictStore()
+    final: dict[tuple[int, int], tuple[int, int, dict[str, int]]] = {}
+    updates: list[ChannelUpdate] = []
+    for m in stream:
+        update = counter.process(m, store)
+        if update is None:
+            continue
+        updates.append(update)
+        for size, start, agg in update.windows:
+            final[(size, start)] = (
+                agg.messages,
+                agg.unique_chatters,
+                {k: c for k, (c, _) in agg.emotes.items()},
+            )
+        for w in update.closed:
+            size = w.window_end - w.window_start
+            assert final[(size, w.window_start)][:2] == (w.messages, w.unique_chatters)
+    expected, totals = _reference(stream, sizes, grace)
+    assert {k: (v[0], len(v[1]), dict(v[2])) for k, v in expected.items()} == final
+    last = updates[-1]
+    assert (last.total_messages, last.first_seen, last.last_seen) == totals
+    assert sum(1 for u in updates if u.late_sizes) > 0
