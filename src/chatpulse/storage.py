@@ -14,7 +14,7 @@ Tables (primary keys chosen for the API's queries):
 - ``channel_totals``: total_messages, first_seen, last_seen per channel.
 """
 
-from cassandra.cluster import Cluster, Session
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.policies import DCAwareRoundRobinPolicy
 
 from chatpulse.settings import Settings
@@ -57,10 +57,13 @@ def schema_statements(keyspace: str, replication_factor: int = 1) -> list[str]:
 
 def connect(settings: Settings, *, connect_timeout: float = 10.0) -> tuple[Cluster, Session]:
     """Open a driver session (no keyspace set: statements name it). Caller shuts the cluster."""
+    # An execution profile, not the legacy ``load_balancing_policy=`` argument: the driver warns
+    # (DeprecationWarning, attributed to our module) about the legacy one.
+    profile = ExecutionProfile(load_balancing_policy=DCAwareRoundRobinPolicy())
     cluster = Cluster(
         contact_points=settings.cassandra_contact_points,
         port=settings.cassandra_port,
-        load_balancing_policy=DCAwareRoundRobinPolicy(),
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connect_timeout=connect_timeout,
         protocol_version=5,
     )

@@ -182,14 +182,19 @@ class CassandraServer(JavaServer):
         if not can_connect(self.port):
             return False
         # Imported here: the package's pure parts (config generation) need no driver.
-        from cassandra.cluster import Cluster  # noqa: PLC0415
+        from cassandra.cluster import (  # noqa: PLC0415
+            EXEC_PROFILE_DEFAULT,
+            Cluster,
+            ExecutionProfile,
+        )
         from cassandra.policies import RoundRobinPolicy  # noqa: PLC0415
 
+        profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=5)
         cluster = Cluster(
             ["127.0.0.1"],
             port=self.port,
             protocol_version=5,
-            load_balancing_policy=RoundRobinPolicy(),
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             connect_timeout=5,
         )
         try:

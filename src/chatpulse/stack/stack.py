@@ -47,6 +47,7 @@ class Stack:
             jar_cache=jar_cache,
             progress=progress,
         )
+        self._lock_depth = 0
         ports = [*self.kafka.ports.values(), *self.cassandra.ports.values()]
         if len(set(ports)) != len(ports):
             raise StackError(f"the stack's ports must all differ, got {sorted(ports)}")
@@ -61,13 +62,25 @@ class Stack:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Serialize up/down of this stack across processes (e.g. parallel pytest sessions)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with (self.data_dir / "stack.lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        """Serialize up/down of this stack across processes (e.g. parallel pytest sessions).
+
+        Re-entrant within one ``Stack`` object, so a caller may hold it around ``up()``.
+        """
+        if self._lock_depth:
+            self._lock_depth += 1
             try:
                 yield
             finally:
+                self._lock_depth -= 1
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with (self.data_dir / "stack.lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def up(self, timeout: float = 240.0) -> list[str]:

@@ -1,0 +1,155 @@
+"""Fixtures of the integration tests: the shared test stack, per-test settings, dedicated servers.
+
+- ``stack`` (session): the shared test stack (Kafka 127.0.0.1:19092, Cassandra 127.0.0.1:19042,
+  data in ``<repo>/build/test-stack``), started if not running, else reused. Each pytest session
+  holds a lease on it; the last session to leave stops it only if a test session started it.
+- ``settings`` (function): Settings pointing at that stack with a unique topic prefix
+  (``t<hex>-``), keyspace (``t_<hex>``) and processor group, state/spill dirs in ``tmp_path``;
+  topics and schema created by ``chatpulse.init_cli.initialize``; topics and keyspace dropped after.
+- ``dedicated_kafka`` / ``dedicated_cassandra`` (function): a server of their own on free ports
+  with data in ``tmp_path``, for tests that stop and restart a server; stopped after the test.
+
+Every test under tests/integration gets the ``integration`` marker.
+"""
+
+import logging
+import os
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chatpulse.init_cli import initialize
+from chatpulse.kafka_admin import admin_client, delete_topics
+from chatpulse.settings import Settings, load_settings
+from chatpulse.stack import CassandraServer, KafkaServer, Stack
+from chatpulse.stack.process import is_port_free
+from chatpulse.storage import connect
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_STACK_DIR = REPO / "build" / "test-stack"
+TEST_KAFKA_PORT = 19092
+TEST_CASSANDRA_PORT = 19042
+_HERE = Path(__file__).resolve().parent
+_STARTED_BY_TESTS = "started-by-tests"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _live_leases(leases: Path) -> list[Path]:
+    return [lease for lease in leases.glob("*") if Path(f"/proc/{lease.name}").exists()]
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """The shared test stack, up and answering clients."""
+    shared = Stack(TEST_STACK_DIR, kafka_port=TEST_KAFKA_PORT, cassandra_port=TEST_CASSANDRA_PORT)
+    leases = shared.data_dir / "leases"
+    lease = leases / str(os.getpid())
+    with shared.lock():
+        if shared.up():
+            (shared.data_dir / _STARTED_BY_TESTS).touch()
+        leases.mkdir(exist_ok=True)
+        lease.touch()
+    yield shared
+    with shared.lock():
+        lease.unlink(missing_ok=True)
+        # Other sessions may still be using it: the last one out stops it, and only a stack
+        # that a test session started (never one a developer started by hand).
+        marker = shared.data_dir / _STARTED_BY_TESTS
+        if marker.exists() and not _live_leases(leases):
+            shared.down()
+            marker.unlink(missing_ok=True)
+
+
+def _unique_token() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def settings(stack: Stack, tmp_path: Path) -> Iterator[Settings]:
+    """Settings isolated to this test, with its topics and keyspace created."""
+    token = _unique_token()
+    prefix = f"t{token}-"
+    test_settings = load_settings(
+        kafka_bootstrap_servers=stack.kafka_bootstrap_servers,
+        topic_prefix=prefix,
+        cassandra_contact_points="127.0.0.1",
+        cassandra_port=stack.cassandra.port,
+        cassandra_keyspace=f"t_{token}",
+        processor_group=f"{prefix}processor",
+        state_dir=tmp_path / "state",
+        spill_dir=tmp_path / "spill",
+    )
+    initialize(test_settings, timeout=120)
+    yield test_settings
+    _drop_test_data(test_settings, prefix)
+
+
+def _drop_test_data(test_settings: Settings, prefix: str) -> None:
+    """Keep the shared stack small: delete this test's topics (any containing its prefix,
+    e.g. Quix changelog topics named after the group) and its keyspace."""
+    try:
+        admin = admin_client(test_settings.kafka_bootstrap_servers)
+        names = [name for name in admin.list_topics(timeout=10).topics if prefix in name]
+        delete_topics(admin, names)
+    except Exception:
+        logger.exception("could not delete the test topics of %s", prefix)
+    try:
+        cluster, session = connect(test_settings)
+        try:
+            session.execute(
+                f"DROP KEYSPACE IF EXISTS {test_settings.cassandra_keyspace}", timeout=60
+            )
+        finally:
+            cluster.shutdown()
+    except Exception:
+        logger.exception("could not drop keyspace %s", test_settings.cassandra_keyspace)
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports below the ephemeral range (so no client socket takes them)."""
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = random.randrange(20000, 31000)
+        if (
+            port not in chosen
+            and port not in (TEST_KAFKA_PORT, TEST_CASSANDRA_PORT)
+            and is_port_free(port)
+        ):
+            chosen.append(port)
+    return chosen
+
+
+@pytest.fixture
+def dedicated_kafka(tmp_path: Path) -> Iterator[KafkaServer]:
+    """A Kafka of this test's own (data in tmp_path); ``stop()`` then ``start()`` keeps its data."""
+    port, controller_port = free_ports(2)
+    server = KafkaServer(tmp_path / "dedicated", port, controller_port=controller_port)
+    server.start()
+    try:
+        server.wait_ready(timeout=120)
+        yield server
+    finally:
+        server.stop(timeout=20)
+
+
+@pytest.fixture
+def dedicated_cassandra(tmp_path: Path) -> Iterator[CassandraServer]:
+    """A Cassandra of this test's own (data in tmp_path); ``stop()`` then ``start()`` keeps data."""
+    port, storage_port = free_ports(2)
+    server = CassandraServer(tmp_path / "dedicated", port, storage_port=storage_port)
+    server.start()
+    try:
+        server.wait_ready(timeout=180)
+        yield server
+    finally:
+        server.stop(timeout=30)

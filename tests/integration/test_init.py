@@ -1,0 +1,123 @@
+"""``chatpulse init`` against the real test stack: topics and schema, idempotent."""
+
+import subprocess
+import sys
+from datetime import UTC
+
+import pytest
+
+from chatpulse.init_cli import initialize
+from chatpulse.kafka_admin import admin_client
+from chatpulse.settings import Settings
+from chatpulse.storage import connect
+from chatpulse.topics import Topics
+
+
+def _tables(settings: Settings) -> set[str]:
+    cluster, session = connect(settings)
+    try:
+        rows = session.execute(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
+            (settings.cassandra_keyspace,),
+        )
+        return {row.table_name for row in rows}
+    finally:
+        cluster.shutdown()
+
+
+def _partitions(settings: Settings) -> dict[str, int]:
+    metadata = admin_client(settings.kafka_bootstrap_servers).list_topics(timeout=10)
+    return {
+        name: len(topic.partitions)
+        for name, topic in metadata.topics.items()
+        if name.startswith(settings.topic_prefix)
+    }
+
+
+def test_init_creates_topics_and_schema_and_a_second_run_is_harmless(settings: Settings) -> None:
+    topics = Topics.from_settings(settings)
+    expected = {
+        topics.messages: settings.messages_partitions,
+        topics.events: settings.events_partitions,
+        topics.stats: settings.stats_partitions,
+        topics.tracked: 1,
+        topics.deadletter: 1,
+    }
+    tables = {"messages", "window_stats", "window_leaderboard", "latest_window", "channel_totals"}
+    # The fixture already ran initialize once.
+    assert _partitions(settings) == expected
+    assert _tables(settings) == tables
+
+    again = initialize(settings, timeout=30)
+
+    assert again.created_topics == []
+    assert sorted(again.topics) == sorted(expected)
+    assert _partitions(settings) == expected
+    assert _tables(settings) == tables
+    assert settings.messages_partitions == 6
+
+
+def test_cql_write_read_round_trip(settings: Settings) -> None:
+    ks = settings.cassandra_keyspace
+    cluster, session = connect(settings)
+    try:
+        session.execute(
+            f"INSERT INTO {ks}.channel_totals (channel, total_messages, first_seen, last_seen) "
+            "VALUES (%s, %s, %s, %s)",
+            ("somechannel", 42, 1_700_000_000_000, 1_700_000_060_000),
+        )
+        row = session.execute(
+            f"SELECT total_messages, first_seen, last_seen FROM {ks}.channel_totals "
+            "WHERE channel = %s",
+            ("somechannel",),
+        ).one()
+    finally:
+        cluster.shutdown()
+    assert row is not None
+    assert row.total_messages == 42
+    # The driver returns naive datetimes in UTC.
+    assert row.first_seen.replace(tzinfo=UTC).timestamp() == 1_700_000_000
+    assert row.last_seen.replace(tzinfo=UTC).timestamp() == 1_700_000_060
+
+
+@pytest.mark.timeout(120)
+def test_init_cli_runs_twice(settings: Settings) -> None:
+    # Names under the test's own prefix, so the fixture's teardown deletes these topics too.
+    prefix = f"{settings.topic_prefix}cli-"
+    keyspace = f"{settings.cassandra_keyspace}_cli"
+    command = [
+        sys.executable,
+        "-m",
+        "chatpulse",
+        "init",
+        "--bootstrap-servers",
+        settings.kafka_bootstrap_servers,
+        "--cassandra-contact-points",
+        "127.0.0.1",
+        "--cassandra-port",
+        str(settings.cassandra_port),
+        "--keyspace",
+        keyspace,
+        "--topic-prefix",
+        prefix,
+        "--timeout",
+        "30",
+    ]
+    cli_settings = settings.model_copy(
+        update={"topic_prefix": prefix, "cassandra_keyspace": keyspace}
+    )
+    try:
+        first = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+        second = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+        assert first.returncode == 0, first.stderr
+        assert second.returncode == 0, second.stderr
+        assert "(5 created)" in first.stdout
+        assert "(0 created)" in second.stdout
+        assert len(_partitions(cli_settings)) == 5
+        assert "window_stats" in _tables(cli_settings)
+    finally:
+        cluster, session = connect(settings)
+        try:
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+        finally:
+            cluster.shutdown()
