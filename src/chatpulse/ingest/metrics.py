@@ -53,11 +53,6 @@ class IngestMetrics:
             ["kind"],
             registry=r,
         )
-        self.duplicates = Counter(
-            "chatpulse_ingest_duplicates_dropped",
-            "chat records dropped because the same (channel, id) was just sent",
-            registry=r,
-        )
         self.buffered = Gauge(
             "chatpulse_ingest_buffered",
             "records in the producer's memory awaiting Kafka's acknowledgement",

@@ -1,0 +1,93 @@
+"""The producer's buffer/spill hand-off with no broker reachable (nothing listens on port 1)."""
+
+from pathlib import Path
+
+from chatpulse.ingest.metrics import IngestMetrics
+from chatpulse.ingest.producer import IngestProducer
+from chatpulse.ingest.spill import Spill
+from chatpulse.ingest.tracked import TrackedChannels
+from chatpulse.topics import Topics
+
+TOPICS = Topics.from_prefix("unit-")
+NO_BROKER = "127.0.0.1:1"
+
+
+def _producer(spill: Spill, buffer: int) -> IngestProducer:
+    return IngestProducer(
+        NO_BROKER,
+        TOPICS,
+        spill,
+        IngestMetrics(),
+        buffer_messages=buffer,
+        config_overrides={"log_level": 0},
+    )
+
+
+def _drain_values(directory: Path) -> list[bytes]:
+    spill = Spill(directory)
+    values = []
+    while (record := spill.next_record()) is not None:
+        values.append(record.value)
+    spill.close()
+    return values
+
+
+def test_full_buffer_spills_and_shutdown_keeps_everything_in_order(tmp_path: Path) -> None:
+    spill = Spill(tmp_path)
+    producer = _producer(spill, buffer=10)
+    for i in range(25):
+        producer.send(TOPICS.messages, b"chan", b"m%02d" % i, 1_000 + i)
+    assert producer.spilling
+    assert spill.records_written == 15
+
+    left = producer.close(timeout_s=0.2)
+
+    assert left == 10  # the records librdkafka held go back to the spill, before the others
+    assert _drain_values(tmp_path) == [b"m%02d" % i for i in range(25)]
+
+
+def test_restart_with_a_spill_keeps_spilling_behind_it(tmp_path: Path) -> None:
+    first = Spill(tmp_path)
+    producer = _producer(first, buffer=3)
+    for i in range(5):
+        producer.send(TOPICS.messages, b"chan", b"a%d" % i, i)
+    producer.close(timeout_s=0.1)
+
+    second = Spill(tmp_path)
+    restarted = _producer(second, buffer=3)
+    assert restarted.spilling  # old records first: new ones queue behind them on disk
+    restarted.send(TOPICS.events, b"chan", b"new", 99)
+    restarted.poll()  # reads the old records back into librdkafka while it has room
+    assert second.records_written == 1
+    restarted.close(timeout_s=0.1)
+
+    assert _drain_values(tmp_path) == [b"a0", b"a1", b"a2", b"a3", b"a4", b"new"]
+
+
+def test_records_are_sent_directly_while_the_buffer_has_room(tmp_path: Path) -> None:
+    spill = Spill(tmp_path)
+    producer = _producer(spill, buffer=100)
+    for i in range(5):
+        producer.send(TOPICS.messages, b"chan", b"x%d" % i, i)
+    assert not producer.spilling
+    assert spill.records_written == 0
+    assert producer.close(timeout_s=0.1) == 5
+    assert _drain_values(tmp_path) == [b"x%d" % i for i in range(5)]
+
+
+def test_tracked_channel_records_add_and_tombstones_remove() -> None:
+    tracked = TrackedChannels(NO_BROKER, TOPICS.tracked)
+    try:
+        tracked._apply(b"a", b'{"channel": "Alpha", "tracked": true}', 0, 0)
+        tracked._apply(b"b", b'{"channel": "beta"}', 0, 1)
+        tracked._apply(b"alpha", None, 0, 2)
+        tracked._apply(b"c", b'{"channel": "gamma", "tracked": false}', 0, 3)
+        tracked._apply(b"d", b"not json", 0, 4)
+        tracked._apply(b"e", b'{"channel": "bad name!"}', 0, 5)
+        assert tracked.channels == {"beta"}
+        assert [(bad.raw, bad.offset) for bad in tracked.bad] == [
+            (b"not json", 4),
+            (b'{"channel": "bad name!"}', 5),
+        ]
+    finally:
+        tracked.close()
