@@ -1,0 +1,326 @@
+"""An asyncio Twitch chat client: sharded connections, rate-limited JOINs, lossless reconnects.
+
+Our own client because no maintained Python library does what ingest needs: anonymous
+``justinfan`` login with correct IRCv3 tag handling (one-pass unescaping), make-before-break
+handling of RECONNECT with de-duplication, and sharding of hundreds of channels over
+connections under Twitch's JOIN rate limit.
+
+Every received line (parsed or not) comes out of :meth:`TwitchChatClient.lines` once; a data
+line (PRIVMSG, USERNOTICE, CLEARCHAT, CLEARMSG) seen twice across a reconnect overlap is
+dropped by its key: (channel, ``id`` tag), or the raw line when there is no ``id``.
+"""
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+
+from chatpulse.ingest.irc.connection import IrcConnection, Received, TwitchLoginError
+from chatpulse.ingest.irc.dedup import RecentKeys
+from chatpulse.ingest.irc.ratelimit import SlidingWindowLimiter, backoff_delay
+from chatpulse.models import normalize_channel
+
+__all__ = ["Received", "TwitchChatClient", "TwitchLoginError"]
+
+logger = logging.getLogger(__name__)
+
+_DATA_COMMANDS = frozenset({"PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG"})
+_DEFAULT_PORTS = {"irc": 6667, "ircs": 6697}
+
+
+class _Shard:
+    """Up to ``channels_per_connection`` channels on one (re)connecting connection."""
+
+    def __init__(self, client: "TwitchChatClient", index: int) -> None:
+        self.client = client
+        self.index = index
+        self.channels: set[str] = set()
+        self.conn: IrcConnection | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._joiners: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        if self.task is None:
+            self.task = asyncio.create_task(self._run(), name=f"twitch-shard-{self.index}")
+
+    def add(self, channel: str) -> None:
+        self.channels.add(channel)
+        if self.conn is not None and not self.conn.closed.is_set():
+            self._spawn_joins(self.conn, [channel])
+
+    def remove(self, channel: str) -> None:
+        self.channels.discard(channel)
+        conn = self.conn
+        if conn is not None and not conn.closed.is_set():
+            task = asyncio.create_task(conn.part(channel))
+            self._joiners.add(task)
+            task.add_done_callback(self._joiners.discard)
+
+    def _spawn_joins(self, conn: IrcConnection, channels: list[str]) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._join_all(conn, channels))
+        self._joiners.add(task)
+        task.add_done_callback(self._joiners.discard)
+        return task
+
+    async def _join_all(self, conn: IrcConnection, channels: list[str]) -> None:
+        for channel in channels:
+            await self.client._join_limiter.acquire()
+            if channel not in self.channels or conn.closed.is_set():
+                continue
+            try:
+                await conn.join(channel)
+            except (ConnectionError, OSError):
+                return
+            self.client.join_attempts += 1
+
+    async def _connect(self, *, wait_joined: bool) -> IrcConnection:
+        conn = self.client._new_connection()
+        await conn.open()
+        joining = self._spawn_joins(conn, sorted(self.channels))
+        if wait_joined:
+            await joining
+            wanted = set(self.channels)
+            if not await conn.wait_joined(wanted, self.client.join_confirm_timeout_s):
+                logger.warning(
+                    "shard %d: connection %d did not confirm all %d joins in time",
+                    self.index,
+                    conn.id,
+                    len(wanted),
+                )
+        return conn
+
+    async def _run(self) -> None:
+        attempt = 0
+        conn: IrcConnection | None = None
+        try:
+            while True:
+                if conn is None:
+                    attempt += 1
+                    await asyncio.sleep(self.client._backoff(attempt))
+                    try:
+                        conn = await self._connect(wait_joined=False)
+                    except (OSError, TimeoutError) as exc:
+                        logger.warning(
+                            "shard %d: connect attempt %d failed: %s", self.index, attempt, exc
+                        )
+                        continue
+                    attempt = 0
+                    self.conn = conn
+                await _first_of(conn.closed.wait(), conn.reconnect_requested.wait())
+                if conn.closed.is_set():
+                    logger.info("shard %d: connection %d lost, reconnecting", self.index, conn.id)
+                    self.client.reconnects += 1
+                    conn = self.conn = None
+                    continue
+                conn = await self._replace(conn)
+        except TwitchLoginError as exc:
+            self.client._fail(exc)
+        finally:
+            if self.conn is not None:
+                self.conn.abort()
+            for task in list(self._joiners):
+                task.cancel()
+
+    async def _replace(self, old: IrcConnection) -> IrcConnection | None:
+        """RECONNECT: open and join a new connection first, then let the old one go."""
+        self.client.reconnects += 1
+        try:
+            new: IrcConnection | None = await self._connect(wait_joined=True)
+        except (OSError, TimeoutError) as exc:
+            logger.warning("shard %d: replacement connection failed: %s", self.index, exc)
+            new = None
+        self.conn = new
+        logger.info(
+            "shard %d: connection %s replaces %d", self.index, new.id if new else None, old.id
+        )
+        await old.quit_and_drain(self.client.drain_timeout_s)
+        return new
+
+
+async def _first_of(*waits: object) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]  # type: ignore[call-overload]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+class TwitchChatClient:
+    """Reads Twitch chat from many channels; see the module docstring.
+
+    ``join``/``part`` may be called before or after :meth:`start`. Lines come out of
+    :meth:`lines`, which ends after :meth:`stop` and raises TwitchLoginError when Twitch
+    refuses the login.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        login: str | None = None,
+        token: SecretStr | None = None,
+        *,
+        channels_per_connection: int = 90,
+        join_rate: int = 20,
+        join_window_s: float = 10.0,
+        ping_interval_s: float = 60.0,
+        pong_timeout_s: float = 10.0,
+        connect_timeout_s: float = 10.0,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        join_confirm_timeout_s: float = 15.0,
+        drain_timeout_s: float = 5.0,
+        dedup_capacity: int = 200_000,
+        max_pending_batches: int = 1_000,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+            raise ValueError(f"not an irc:// or ircs:// URL: {url!r}")
+        if token is not None and not login:
+            raise ValueError("a Twitch token needs the login it belongs to")
+        if channels_per_connection < 1:
+            raise ValueError("channels_per_connection must be >= 1")
+        self.host = parts.hostname
+        self.port = parts.port or _DEFAULT_PORTS[parts.scheme]
+        self.tls = parts.scheme == "ircs"
+        self._ssl = (ssl_context or ssl.create_default_context()) if self.tls else None
+        self.nick = login.lower() if login else f"justinfan{random.randint(10_000, 99_999_999)}"
+        self._token = token
+        self.channels_per_connection = channels_per_connection
+        self.ping_interval_s = ping_interval_s
+        self.pong_timeout_s = pong_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.join_confirm_timeout_s = join_confirm_timeout_s
+        self.drain_timeout_s = drain_timeout_s
+        self._join_limiter = SlidingWindowLimiter(join_rate, join_window_s)
+        self._recent = RecentKeys(dedup_capacity)
+        self._queue: asyncio.Queue[list[Received] | None] = asyncio.Queue()
+        self._max_pending = max_pending_batches
+        self._not_full = asyncio.Event()
+        self._not_full.set()
+        self._shards: list[_Shard] = []
+        self._shard_of: dict[str, _Shard] = {}
+        self._next_connection_id = 0
+        self._started = False
+        self._error: BaseException | None = None
+        # Counters for metrics and tests.
+        self.duplicates_dropped = 0
+        self.reconnects = 0
+        self.join_attempts = 0
+
+    def __repr__(self) -> str:
+        scheme = "ircs" if self.tls else "irc"
+        return f"TwitchChatClient({scheme}://{self.host}:{self.port}, nick={self.nick!r})"
+
+    @property
+    def channels(self) -> frozenset[str]:
+        """The channels we want to be in (joined or being joined)."""
+        return frozenset(self._shard_of)
+
+    @property
+    def connections(self) -> list[IrcConnection]:
+        """The live connection of each shard (for metrics and tests)."""
+        return [s.conn for s in self._shards if s.conn is not None and not s.conn.closed.is_set()]
+
+    def join(self, channel: str) -> None:
+        """Join a channel (login, with or without ``#``); the JOIN itself is rate-limited."""
+        name = normalize_channel(channel)
+        if name in self._shard_of:
+            return
+        shard = next(
+            (s for s in self._shards if len(s.channels) < self.channels_per_connection), None
+        )
+        if shard is None:
+            shard = _Shard(self, len(self._shards))
+            self._shards.append(shard)
+            if self._started:
+                shard.start()
+        self._shard_of[name] = shard
+        shard.add(name)
+
+    def part(self, channel: str) -> None:
+        """Leave a channel; its slot on the connection is reused by the next join."""
+        name = normalize_channel(channel)
+        shard = self._shard_of.pop(name, None)
+        if shard is not None:
+            shard.remove(name)
+
+    async def start(self) -> None:
+        """Start connecting (one connection per shard of channels)."""
+        self._started = True
+        for shard in self._shards:
+            shard.start()
+
+    async def stop(self) -> None:
+        """Close every connection; :meth:`lines` ends after the lines already received."""
+        self._started = False
+        tasks = [s.task for s in self._shards if s.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._queue.put_nowait(None)
+
+    async def lines(self) -> AsyncIterator[Received]:
+        """Every received line once, in arrival order per connection."""
+        while True:
+            batch = await self._queue.get()
+            if self._queue.qsize() < self._max_pending:
+                self._not_full.set()
+            if batch is None:
+                if self._error is not None:
+                    raise self._error
+                return
+            for received in batch:
+                yield received
+
+    def _backoff(self, attempt: int) -> float:
+        return backoff_delay(attempt, self.backoff_base_s, self.backoff_max_s)
+
+    def _new_connection(self) -> IrcConnection:
+        self._next_connection_id += 1
+        return IrcConnection(
+            self._next_connection_id,
+            self.host,
+            self.port,
+            ssl_context=self._ssl,
+            nick=self.nick,
+            token=self._token,
+            deliver=self._deliver,
+            ping_interval_s=self.ping_interval_s,
+            pong_timeout_s=self.pong_timeout_s,
+            connect_timeout_s=self.connect_timeout_s,
+        )
+
+    async def _deliver(self, conn: IrcConnection, batch: list[Received]) -> None:
+        fresh = []
+        for received in batch:
+            msg = received.msg
+            if msg is not None and msg.command in _DATA_COMMANDS:
+                msg_id = msg.tags.get("id")
+                key = (msg.params[0] if msg.params else "", msg_id) if msg_id else received.raw
+                if self._recent.seen(key):
+                    self.duplicates_dropped += 1
+                    continue
+            fresh.append(received)
+        if not fresh:
+            return
+        if self._queue.qsize() >= self._max_pending:
+            # Back-pressure: stop reading this socket until the consumer catches up.
+            self._not_full.clear()
+            await self._not_full.wait()
+        self._queue.put_nowait(fresh)
+
+    def _fail(self, exc: BaseException) -> None:
+        logger.error("Twitch chat client stopped: %s", exc)
+        self._error = exc
+        self._queue.put_nowait(None)

@@ -1,0 +1,268 @@
+"""One IRC connection to Twitch: login, reading and splitting lines, keepalive, JOIN/PART.
+
+The shard logic (which channels, reconnects, make-before-break) lives in :mod:`.client`;
+this module only speaks the protocol on one socket.
+"""
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+
+from chatpulse.errors import ChatpulseError
+from chatpulse.ingest.irc.parser import IrcMessage, IrcParseError, parse_line
+
+__all__ = ["CAPABILITIES", "LOGIN_FAILURES", "IrcConnection", "Received", "TwitchLoginError"]
+
+logger = logging.getLogger(__name__)
+
+CAPABILITIES = "twitch.tv/tags twitch.tv/commands twitch.tv/membership"
+# NOTICE texts Twitch sends to ``*`` before closing a connection whose login it refused.
+LOGIN_FAILURES = (
+    "Login authentication failed",
+    "Improperly formatted auth",
+    "Login unsuccessful",
+    "Invalid NICK",
+)
+_READ_SIZE = 256 * 1024
+_MAX_LINE = 1024 * 1024  # far above Twitch's ~2 KB lines; a peer sending more is broken
+
+
+class TwitchLoginError(ChatpulseError):
+    """Twitch refused the login (bad token or nick); retrying with the same token won't help."""
+
+    retriable = False
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One line as received: ``msg`` when it parsed, else ``error`` (and ``raw`` as is)."""
+
+    raw: str
+    msg: IrcMessage | None
+    error: IrcParseError | None
+    received_at: float  # epoch seconds, taken once per socket read
+    connection: int  # the id of the connection it came on (ids are never reused)
+
+
+Deliver = Callable[["IrcConnection", list[Received]], Awaitable[None]]
+
+
+class IrcConnection:
+    """A logged-in socket; lines go to ``deliver`` in batches (one per socket read)."""
+
+    def __init__(
+        self,
+        connection_id: int,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        nick: str,
+        token: SecretStr | None,
+        deliver: Deliver,
+        ping_interval_s: float,
+        pong_timeout_s: float,
+        connect_timeout_s: float,
+    ) -> None:
+        self.id = connection_id
+        self.nick = nick
+        self._host, self._port, self._ssl = host, port, ssl_context
+        self._token = token
+        self._deliver = deliver
+        self._ping_interval_s = ping_interval_s
+        self._pong_timeout_s = pong_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._writer: asyncio.StreamWriter | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._welcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.joined: set[str] = set()
+        self.join_failed: set[str] = set()
+        self._membership_changed = asyncio.Event()
+        self.reconnect_requested = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.last_received = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"IrcConnection(id={self.id}, host={self._host!r}, nick={self.nick!r})"
+
+    async def open(self) -> None:
+        """Connect and log in; raises OSError/TimeoutError (retry) or TwitchLoginError."""
+        async with asyncio.timeout(self._connect_timeout_s):
+            reader, self._writer = await asyncio.open_connection(
+                self._host,
+                self._port,
+                ssl=self._ssl,
+                server_hostname=self._host if self._ssl else None,
+            )
+            self._tasks.append(asyncio.create_task(self._read_loop(reader)))
+            lines = [f"CAP REQ :{CAPABILITIES}"]
+            if self._token is not None:
+                token = self._token.get_secret_value().removeprefix("oauth:")
+                lines.append(f"PASS oauth:{token}")
+            lines.append(f"NICK {self.nick}")
+            await self._write(lines)
+            try:
+                await self._welcome
+            except BaseException:
+                self.abort()
+                raise
+        self._tasks.append(asyncio.create_task(self._ping_loop()))
+        logger.info(
+            "connection %d: logged in to %s:%d as %s", self.id, self._host, self._port, self.nick
+        )
+
+    async def _write(self, lines: list[str]) -> None:
+        if self._writer is None or self._writer.is_closing():
+            raise ConnectionError(f"connection {self.id} is closed")
+        self._writer.write("".join(f"{line}\r\n" for line in lines).encode())
+        await self._writer.drain()
+
+    async def send(self, line: str) -> None:
+        """Send one line (never a PASS: that only happens in :meth:`open`)."""
+        logger.debug("connection %d: > %s", self.id, line)
+        await self._write([line])
+
+    async def join(self, channel: str) -> None:
+        await self.send(f"JOIN #{channel}")
+
+    async def part(self, channel: str) -> None:
+        self.joined.discard(channel)
+        await self.send(f"PART #{channel}")
+
+    async def wait_joined(self, channels: set[str], timeout_s: float) -> bool:
+        """Wait until every channel is joined (or refused); False on timeout or close."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not channels <= self.joined | self.join_failed:
+                    if self.closed.is_set():
+                        return False
+                    self._membership_changed.clear()
+                    await self._membership_changed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def quit_and_drain(self, timeout_s: float) -> None:
+        """Leave gracefully: QUIT, keep reading what the server still sends, until it closes."""
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.send("QUIT")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self.closed.wait()
+        self.abort()
+
+    def abort(self) -> None:
+        """Close the socket now and stop this connection's tasks."""
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+        if not self._welcome.done():
+            self._welcome.set_exception(ConnectionError(f"connection {self.id} closed"))
+            self._welcome.exception()  # retrieved here: nobody may be waiting any more
+        self.closed.set()
+        self._membership_changed.set()
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        pending = b""
+        try:
+            while data := await reader.read(_READ_SIZE):
+                self.last_received = time.monotonic()
+                chunks = (pending + data).split(b"\n") if pending else data.split(b"\n")
+                pending = chunks.pop()
+                if len(pending) > _MAX_LINE:
+                    logger.warning("connection %d: line over %d bytes, closing", self.id, _MAX_LINE)
+                    break
+                batch = await self._handle(chunks)
+                if batch:
+                    await self._deliver(self, batch)
+        except (ConnectionError, OSError) as exc:
+            logger.warning("connection %d: read failed: %s", self.id, exc)
+        finally:
+            logger.info("connection %d: closed", self.id)
+            self.abort()
+
+    async def _handle(self, chunks: list[bytes]) -> list[Received]:
+        now = time.time()
+        batch: list[Received] = []
+        replies: list[str] = []
+        for chunk in chunks:
+            data = chunk[:-1] if chunk.endswith(b"\r") else chunk
+            if not data:
+                continue
+            try:
+                line = data.decode()
+            except UnicodeDecodeError:
+                line = data.decode(errors="replace")
+                error = IrcParseError("invalid UTF-8", line)
+                batch.append(Received(line, None, error, now, self.id))
+                continue
+            try:
+                msg = parse_line(line)
+            except IrcParseError as exc:
+                batch.append(Received(line, None, exc, now, self.id))
+                continue
+            self._on_message(msg, replies)
+            batch.append(Received(line, msg, None, now, self.id))
+        if replies:
+            with contextlib.suppress(ConnectionError, OSError):
+                await self._write(replies)
+        return batch
+
+    def _on_message(self, msg: IrcMessage, replies: list[str]) -> None:
+        command = msg.command
+        if command in ("PRIVMSG", "CLEARCHAT", "USERNOTICE", "CLEARMSG", "ROOMSTATE"):
+            return
+        if command == "PING":
+            replies.append(f"PONG :{msg.trailing or 'tmi.twitch.tv'}")
+        elif command == "RECONNECT":
+            logger.info("connection %d: server asked to reconnect", self.id)
+            self.reconnect_requested.set()
+        elif command in ("JOIN", "PART") and msg.nick == self.nick and msg.channel:
+            (self.joined.add if command == "JOIN" else self.joined.discard)(msg.channel)
+            self._membership_changed.set()
+        elif command == "001" and not self._welcome.done():
+            self._welcome.set_result(None)
+        elif command == "NOTICE":
+            self._on_notice(msg)
+
+    def _on_notice(self, msg: IrcMessage) -> None:
+        text = msg.trailing or ""
+        if not self._welcome.done() and (msg.channel is None or text in LOGIN_FAILURES):
+            self._welcome.set_exception(TwitchLoginError(f"Twitch refused the login: {text}"))
+        elif msg.channel and msg.tags.get("msg-id", "").startswith("msg_"):
+            # Join refusals (msg_channel_suspended, msg_banned, ...) are keyed on msg-id.
+            logger.warning(
+                "connection %d: channel %s: %s (%s)", self.id, msg.channel, text, msg.tags["msg-id"]
+            )
+            self.join_failed.add(msg.channel)
+            self._membership_changed.set()
+
+    async def _ping_loop(self) -> None:
+        # Our own PING: a silent socket may be dead without the OS noticing for many minutes.
+        while not self.closed.is_set():
+            await asyncio.sleep(self._ping_interval_s)
+            if time.monotonic() - self.last_received < self._ping_interval_s:
+                continue
+            sent = time.monotonic()
+            try:
+                await self.send("PING :chatpulse")
+            except (ConnectionError, OSError):
+                break
+            await asyncio.sleep(self._pong_timeout_s)
+            if self.last_received < sent:
+                logger.warning(
+                    "connection %d: no reply to PING in %.1f s, reconnecting",
+                    self.id,
+                    self._pong_timeout_s,
+                )
+                break
+        self.abort()
