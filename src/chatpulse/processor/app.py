@@ -1,0 +1,120 @@
+"""Wiring: settings -> Quix ``Application`` + topics + sinks + topology, and running it."""
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from quixstreams import Application
+
+from chatpulse.init_cli import initialize
+from chatpulse.processor.metrics import ProcessorMetrics
+from chatpulse.processor.sinks import CassandraSink
+from chatpulse.processor.topology import PipelineConfig, PipelineTopics, build_pipeline
+from chatpulse.settings import Settings
+from chatpulse.topics import Topics
+
+__all__ = ["Processor", "build_processor", "run_processor"]
+
+logger = logging.getLogger(__name__)
+
+# An open transaction of a killed instance blocks read_committed readers of its changelog
+# and channel-stats partitions until the broker aborts it; keep that short but well above a
+# checkpoint (commit interval + a sink flush).
+_TRANSACTION_TIMEOUT_MS = 30_000
+
+
+def transactional_id(settings: Settings) -> str:
+    """Stable per instance (group + state dir): a restarted instance fences its former self
+    at once instead of waiting for the broker to time the dead transaction out."""
+    digest = hashlib.sha256(str(settings.state_dir.resolve()).encode()).hexdigest()[:16]
+    return f"{settings.processor_group}-{digest}"
+
+
+@dataclass
+class Processor:
+    """A configured processor, ready to ``run()``."""
+
+    app: Application
+    sink: CassandraSink
+    metrics: ProcessorMetrics
+
+    def run(self) -> None:
+        """Process until SIGINT/SIGTERM (Quix installs the handlers and stops gracefully)."""
+        try:
+            self.app.run()
+        finally:
+            self.sink.close()
+
+
+def _time_checkpoints(app: Application, metrics: ProcessorMetrics) -> None:
+    # Quix has no checkpoint hook; this wraps the pinned version's ProcessingContext method
+    # and times the calls after which a new checkpoint object exists (a commit happened).
+    context: Any = app._processing_context
+    commit = context.commit_checkpoint
+
+    def timed_commit(force: bool = False, revoking: bool = False) -> None:
+        before = context._checkpoint
+        start = time.perf_counter()
+        commit(force=force, revoking=revoking)
+        if context._checkpoint is not before:
+            metrics.checkpoint_seconds.observe(time.perf_counter() - start)
+
+    context.commit_checkpoint = timed_commit
+
+
+def build_processor(settings: Settings, metrics: ProcessorMetrics | None = None) -> Processor:
+    """Build the Application, topics, Cassandra sink and topology from ``settings``."""
+    metrics = metrics or ProcessorMetrics()
+    exactly_once = settings.processing_guarantee == "exactly-once"
+    producer_config: dict[str, Any] = {"linger.ms": 20}
+    if exactly_once:
+        producer_config["transactional.id"] = transactional_id(settings)
+        producer_config["transaction.timeout.ms"] = _TRANSACTION_TIMEOUT_MS
+    app = Application(
+        broker_address=settings.kafka_bootstrap_servers,
+        consumer_group=settings.processor_group,
+        auto_offset_reset="earliest",
+        commit_interval=settings.commit_interval_s,
+        state_dir=settings.state_dir,
+        processing_guarantee=settings.processing_guarantee,
+        consumer_extra_config={
+            "statistics.interval.ms": 5_000,
+            "stats_cb": metrics.on_kafka_stats,
+        },
+        producer_extra_config=producer_config,
+        loglevel=None,  # logging is configured by the entry point
+    )
+    names = Topics.from_settings(settings)
+    topics = PipelineTopics(
+        messages=app.topic(names.messages, key_deserializer="bytes", value_deserializer="bytes"),
+        stats=app.topic(names.stats, key_serializer="bytes", value_serializer="bytes"),
+        deadletter=app.topic(names.deadletter, key_serializer="bytes", value_serializer="bytes"),
+    )
+    config = PipelineConfig(
+        window_sizes_ms=settings.window_sizes_ms,
+        grace_ms=settings.grace_ms,
+        dedup_horizon_ms=settings.dedup_horizon_ms,
+        live_update_interval_s=settings.live_update_interval_s,
+    )
+    sink = CassandraSink(settings, metrics)
+    build_pipeline(app, topics, config, sinks=[sink], metrics=metrics)
+    _time_checkpoints(app, metrics)
+    return Processor(app=app, sink=sink, metrics=metrics)
+
+
+def run_processor(settings: Settings) -> None:
+    """Create topics and schema if missing, serve metrics, and process until stopped."""
+    initialize(settings)
+    processor = build_processor(settings)
+    processor.metrics.serve(settings.processor_metrics_port)
+    logger.info(
+        "processing %s as group %s (%s), windows %s, grace %s",
+        Topics.from_settings(settings).messages,
+        settings.processor_group,
+        settings.processing_guarantee,
+        ",".join(settings.windows),
+        settings.grace,
+    )
+    processor.run()

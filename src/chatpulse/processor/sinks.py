@@ -1,0 +1,215 @@
+"""Cassandra sink: a Quix ``BatchingSink`` that upserts the processor's results at checkpoints.
+
+Quix flushes sinks before it commits the Kafka transaction, so after a crash a batch is
+written again: every statement is an idempotent upsert keyed by what it describes (never a
+counter). Within one flush only the newest value of a window or a channel's totals is
+written (the batch holds one update per message). Raw messages go in single-partition
+unlogged batches, which costs the driver one request per ~30 rows instead of one per row.
+Transient Cassandra errors raise ``SinkBackpressureError``: Quix drops the batch, pauses,
+rewinds to the last checkpoint and processes again, so nothing is lost.
+"""
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+from cassandra.cluster import Cluster, NoHostAvailable, Session
+from cassandra.concurrent import execute_concurrent
+from cassandra.connection import ConnectionException
+from cassandra.policies import ExponentialReconnectionPolicy
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
+from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
+
+from chatpulse.models import ChatMessage, WindowStats
+from chatpulse.processor.aggregate import WindowAggregate, top_emotes
+from chatpulse.processor.channel import ChannelUpdate
+from chatpulse.processor.metrics import ProcessorMetrics
+from chatpulse.settings import Settings
+from chatpulse.storage import connect
+from chatpulse.windows import format_duration
+
+__all__ = ["TRANSIENT_ERRORS", "CassandraSink"]
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    NoHostAvailable,
+    OperationTimedOut,
+    WriteTimeout,
+    ReadTimeout,
+    Unavailable,
+    ConnectionException,
+)
+_DAY_MS = 86_400_000
+_DATE_OFFSET = 2**31  # CQL `date` is an unsigned day count centred on the epoch
+_MESSAGES_PER_BATCH = 30
+_json = msgspec.json.Encoder()
+
+
+def _cql_date(epoch_ms: int) -> int:
+    return epoch_ms // _DAY_MS + _DATE_OFFSET
+
+
+class CassandraSink(BatchingSink):
+    """Writes messages, window statistics (open and closed) and channel totals."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: ProcessorMetrics | None = None,
+        *,
+        retry_after_s: float = 5.0,
+        concurrency: int = 48,
+        request_timeout_s: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self._settings = settings
+        self._metrics = metrics or ProcessorMetrics()
+        self._retry_after_s = retry_after_s
+        self._concurrency = concurrency
+        self._request_timeout_s = request_timeout_s
+        self._ttl_s = settings.message_ttl_days * 86_400
+        self._cluster: Cluster | None = None
+        self._session: Session | None = None
+        self._statements: dict[str, PreparedStatement] = {}
+
+    def setup(self) -> None:
+        """Connect and prepare the statements (the schema is created at start-up)."""
+        cluster, session = connect(self._settings)
+        # Come back quickly after an outage: the default policy waits up to 10 minutes.
+        cluster.reconnection_policy = ExponentialReconnectionPolicy(0.5, 5.0)
+        session.default_timeout = self._request_timeout_s
+        self._cluster, self._session = cluster, session
+        # The keyspace name is validated by the settings ([a-zA-Z][a-zA-Z0-9_]*).
+        ks = self._settings.cassandra_keyspace
+        cql = {
+            "message": f"INSERT INTO {ks}.messages (channel, day, sent_at, id, channel_id, "  # noqa: S608
+            "user_id, user_login, display_name, text, is_action, emotes, bits, badges) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?",
+            "window": f"INSERT INTO {ks}.window_stats (channel, window, day, window_start, "  # noqa: S608
+            "window_end, messages, unique_chatters, top_emotes, closed) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "leaderboard": f"INSERT INTO {ks}.window_leaderboard (window, window_start, channel, "  # noqa: S608
+            "messages, unique_chatters) VALUES (?, ?, ?, ?, ?)",
+            "latest": f"INSERT INTO {ks}.latest_window (window, window_start) VALUES (?, ?) "  # noqa: S608
+            "USING TIMESTAMP ?",
+            "totals": f"INSERT INTO {ks}.channel_totals (channel, total_messages, first_seen, "  # noqa: S608
+            "last_seen) VALUES (?, ?, ?, ?)",
+        }
+        self._statements = {name: session.prepare(text) for name, text in cql.items()}
+
+    def close(self) -> None:
+        """Shut the driver down (the app calls this on exit)."""
+        if self._cluster is not None:
+            self._cluster.shutdown()
+            self._cluster = None
+
+    def write(self, batch: SinkBatch) -> None:
+        """Upsert one partition's batch; transient failures become backpressure."""
+        if self._session is None:
+            raise RuntimeError("CassandraSink.write before setup")
+        updates: list[ChannelUpdate] = [item.value for item in batch]
+        statements = list(self._statements_for(updates))
+        start = time.perf_counter()
+        try:
+            results = execute_concurrent(
+                self._session, statements, concurrency=self._concurrency, raise_on_first_error=True
+            )
+        except TRANSIENT_ERRORS as exc:
+            self._metrics.sink_backpressure.inc()
+            logger.warning(
+                "Cassandra write failed for partition %s[%d] (%s); pausing %.1fs and retrying",
+                batch.topic,
+                batch.partition,
+                exc.__class__.__name__,
+                self._retry_after_s,
+            )
+            raise SinkBackpressureError(retry_after=self._retry_after_s) from exc
+        self._metrics.sink_write_seconds.observe(time.perf_counter() - start)
+        logger.debug(
+            "wrote %d statements for partition %s[%d] from offset %d",
+            len(results),
+            batch.topic,
+            batch.partition,
+            batch.start_offset,
+        )
+
+    def _statements_for(self, updates: list[ChannelUpdate]) -> Iterable[tuple[Any, Any]]:
+        st = self._statements
+        windows: dict[tuple[str, int, int], WindowAggregate | WindowStats] = {}
+        totals: dict[str, ChannelUpdate] = {}
+        by_partition: dict[tuple[str, int], list[ChatMessage]] = {}
+        for update in updates:
+            message = update.message
+            by_partition.setdefault((message.channel, _cql_date(message.sent_at)), []).append(
+                message
+            )
+            totals[message.channel] = update
+            for size, start, aggregate in update.windows:
+                windows[(message.channel, size, start)] = aggregate
+            for final in update.closed:
+                size = final.window_end - final.window_start
+                windows[(final.channel, size, final.window_start)] = final
+
+        for (channel, day), messages in by_partition.items():
+            for offset in range(0, len(messages), _MESSAGES_PER_BATCH):
+                group = BatchStatement(batch_type=BatchType.UNLOGGED)
+                for message in messages[offset : offset + _MESSAGES_PER_BATCH]:
+                    group.add(st["message"], self._message_row(channel, day, message))
+                yield group, None
+
+        latest: dict[str, int] = {}
+        for (channel, size, start), value in windows.items():
+            name = format_duration(size)
+            closed = isinstance(value, WindowStats)
+            if isinstance(value, WindowStats):
+                emotes_json = _json.encode(value.top_emotes)
+            else:
+                emotes_json = _json.encode(top_emotes(value.emotes))
+            messages_count, chatters = value.messages, value.unique_chatters
+            day = _cql_date(start)
+            yield (
+                st["window"],
+                (
+                    channel,
+                    name,
+                    day,
+                    start,
+                    start + size,
+                    messages_count,
+                    chatters,
+                    emotes_json.decode(),
+                    closed,
+                ),
+            )
+            yield st["leaderboard"], (name, start, channel, messages_count, chatters)
+            latest[name] = max(latest.get(name, start), start)
+        for name, start in latest.items():
+            yield st["latest"], (name, start, start * 1000)
+        for channel, update in totals.items():
+            yield (
+                st["totals"],
+                (channel, update.total_messages, update.first_seen, update.last_seen),
+            )
+
+    def _message_row(self, channel: str, day: int, m: ChatMessage) -> tuple[Any, ...]:
+        emotes = _json.encode(m.emotes).decode() if m.emotes else "[]"
+        return (
+            channel,
+            day,
+            m.sent_at,
+            m.id,
+            m.channel_id,
+            m.user_id,
+            m.user_login,
+            m.display_name,
+            m.text,
+            m.is_action,
+            emotes,
+            m.bits,
+            m.badges,
+            self._ttl_s,
+        )
