@@ -1,8 +1,100 @@
-"""Placeholder: being built."""
+"""``chatpulse ingest``: read Twitch chat into Kafka until Ctrl-C or SIGTERM."""
 
-from chatpulse.errors import ChatpulseError
+import asyncio
+import logging
+import signal
+from typing import Annotated
+
+import typer
+
+from chatpulse.ingest.metrics import IngestMetrics
+from chatpulse.ingest.service import IngestService, IngestSummary
+from chatpulse.kafka_admin import KafkaUnavailableError, admin_client, create_topics, wait_for_kafka
+from chatpulse.logs import configure_logging
+from chatpulse.settings import Settings, load_settings
+from chatpulse.topics import Topics
+
+__all__ = ["ensure_topics", "ingest_command", "run_ingest"]
+
+logger = logging.getLogger(__name__)
 
 
-def ingest_command() -> None:
-    """Not built yet."""
-    raise ChatpulseError("not built yet")
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Create the topics if missing (the Kafka part of ``chatpulse init``).
+
+    When Kafka does not answer the ingest still starts: chat cannot wait, records are
+    buffered and spilled until Kafka is back.
+    """
+    admin = admin_client(settings.kafka_bootstrap_servers)
+    try:
+        wait_for_kafka(admin, settings.kafka_bootstrap_servers, timeout_s)
+    except KafkaUnavailableError as exc:
+        logger.warning("%s; starting anyway (records are kept until it is back)", exc)
+        return
+    specs = Topics.from_settings(settings).specs(settings)
+    created = create_topics(admin, specs, settings.topic_replication_factor)
+    logger.info("Kafka topics ready (%d created)", len(created))
+
+
+async def run_ingest(settings: Settings, *, flush_timeout_s: float = 15.0) -> IngestSummary:
+    """Run the service until SIGINT or SIGTERM, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    metrics = IngestMetrics()
+    metrics.serve(settings.ingest_metrics_port)
+    if settings.ingest_metrics_port:
+        logger.info("metrics on http://0.0.0.0:%d/metrics", settings.ingest_metrics_port)
+    service = IngestService(settings, flush_timeout_s=flush_timeout_s, metrics=metrics)
+    try:
+        return await service.run(stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def ingest_command(
+    *,
+    channels: Annotated[
+        str | None,
+        typer.Option("--channels", help="Comma-separated channels to join [CHATPULSE_CHANNELS]"),
+    ] = None,
+    irc_url: Annotated[
+        str | None,
+        typer.Option(
+            "--irc-url", help="ircs://host:port or irc://host:port [CHATPULSE_TWITCH_IRC_URL]"
+        ),
+    ] = None,
+    bootstrap_servers: Annotated[
+        str | None,
+        typer.Option(
+            "--bootstrap-servers", help="Kafka cluster [CHATPULSE_KAFKA_BOOTSTRAP_SERVERS]"
+        ),
+    ] = None,
+    topic_prefix: Annotated[
+        str | None,
+        typer.Option("--topic-prefix", help="Prefix of every topic [CHATPULSE_TOPIC_PREFIX]"),
+    ] = None,
+    flush_timeout: Annotated[
+        float,
+        typer.Option(
+            "--flush-timeout", help="Seconds to wait for Kafka at shutdown before spilling to disk"
+        ),
+    ] = 15.0,
+) -> None:
+    """Read Twitch chat over IRC and produce every message and event to Kafka.
+
+    Channels come from --channels and, live, from the tracked-channels topic. While Kafka is
+    unreachable, records are buffered in memory and then spilled to CHATPULSE_SPILL_DIR; they
+    are sent in order once it is back. Ctrl-C or SIGTERM stops reading, flushes and exits.
+    """
+    configure_logging()
+    settings = load_settings(
+        channels=channels,
+        twitch_irc_url=irc_url,
+        kafka_bootstrap_servers=bootstrap_servers,
+        topic_prefix=topic_prefix,
+    )
+    ensure_topics(settings)
+    asyncio.run(run_ingest(settings, flush_timeout_s=flush_timeout))

@@ -62,6 +62,14 @@ class IngestMetrics:
             "chatpulse_ingest_spill_bytes", "bytes in the on-disk spill", registry=r
         )
         self.channels = Gauge("chatpulse_ingest_channels", "channels wanted", registry=r)
+        self.reconnects = Gauge(
+            "chatpulse_ingest_irc_reconnects", "IRC reconnects since start", registry=r
+        )
+        self.duplicates_dropped = Gauge(
+            "chatpulse_ingest_duplicates_dropped",
+            "lines dropped as repeats across reconnect overlaps since start",
+            registry=r,
+        )
         self.connection_state = Gauge(
             "chatpulse_ingest_connection_state",
             "IRC connections: 1 while connected, 0 otherwise",

@@ -84,6 +84,7 @@ class IngestProducer:
     ) -> None:
         config = producer_config(bootstrap_servers, buffer_messages)
         config["error_cb"] = self._on_error
+        config["logger"] = logger  # librdkafka's log through logging, not raw stderr
         config.update(config_overrides or {})
         self._producer = Producer(config)
         self._spill = spill

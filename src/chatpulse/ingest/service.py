@@ -1,0 +1,278 @@
+"""The ingest service: Twitch IRC lines in, Kafka records out, until asked to stop.
+
+One asyncio task reads lines from the IRC client and turns each into a record handed to the
+:class:`IngestProducer` (never blocking: the producer buffers or spills); a second task ticks a
+few times a second to serve delivery reports, drain the spill, follow ``tracked-channels`` and
+log progress. Bad lines go to the dead-letter topic. Stopping closes the IRC connections
+first (nothing more is read), then flushes the producer for a bounded time and spills the rest.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from chatpulse.ingest.convert import DATA_COMMANDS, ConvertError, to_record
+from chatpulse.ingest.deadletter import IRC_KEY, deadletter_value
+from chatpulse.ingest.irc.client import Received, TwitchChatClient
+from chatpulse.ingest.metrics import IngestMetrics
+from chatpulse.ingest.producer import IngestProducer
+from chatpulse.ingest.spill import Spill
+from chatpulse.ingest.tracked import TrackedChannels
+from chatpulse.models import ChatMessage, encode
+from chatpulse.settings import Settings
+from chatpulse.topics import Topics
+
+__all__ = ["IngestService", "IngestSummary"]
+
+logger = logging.getLogger(__name__)
+
+_TICK_S = 0.05
+_TRACKED_EVERY_S = 0.5
+_PROGRESS_EVERY_S = 10.0
+_POLL_EVERY_RECORDS = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSummary:
+    """What one run did, logged at shutdown and returned to the caller."""
+
+    lines: int
+    messages: int
+    events: int
+    deadlettered: int
+    produced: int
+    spilled_at_exit: int
+    seconds: float
+
+
+class IngestService:
+    """Reads Twitch chat into Kafka; ``await run(stop)`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        flush_timeout_s: float = 15.0,
+        metrics: IngestMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = Topics.from_settings(settings)
+        self.metrics = metrics or IngestMetrics()
+        self.flush_timeout_s = flush_timeout_s
+        self.static_channels = set(settings.channels)
+        self.lines = 0
+        self.messages = 0
+        self.events = 0
+        self.deadlettered = 0
+        self._reported_lines = 0
+        self._producer: IngestProducer | None = None
+        self._client: TwitchChatClient | None = None
+        self._tracked: TrackedChannels | None = None
+        self._joined: set[str] = set()
+        self._live_connections: set[str] = set()
+        self._stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> IngestSummary:
+        """Run until ``stop`` is set (or the IRC client ends); return the summary."""
+        started = time.monotonic()
+        settings = self.settings
+        spill = Spill(settings.spill_dir)
+        self._producer = IngestProducer(
+            settings.kafka_bootstrap_servers,
+            self.topics,
+            spill,
+            self.metrics,
+            buffer_messages=settings.ingest_buffer_messages,
+        )
+        self._tracked = TrackedChannels(settings.kafka_bootstrap_servers, self.topics.tracked)
+        tracked = await asyncio.to_thread(self._tracked.load, 10.0)
+        self._client = TwitchChatClient(
+            settings.twitch_irc_url,
+            login=settings.twitch_login,
+            token=settings.twitch_token,
+            channels_per_connection=settings.channels_per_connection,
+            join_rate=settings.join_rate,
+            join_window_s=settings.join_window_s,
+        )
+        await self._client.start()
+        self._join(self.static_channels | tracked)
+        logger.info(
+            "ingest started: %s -> Kafka %s (%d channels, topic prefix %r)",
+            settings.twitch_irc_url,
+            settings.kafka_bootstrap_servers,
+            len(self._joined),
+            settings.topic_prefix,
+        )
+        reader = asyncio.create_task(self._read(), name="ingest-read")
+        ticker = asyncio.create_task(self._tick(), name="ingest-tick")
+        stopper = asyncio.create_task(stop.wait(), name="ingest-stop")
+        try:
+            await asyncio.wait({reader, ticker, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._stopping = True
+            logger.info("ingest stopping: closing IRC connections")
+            await self._client.stop()
+            if not reader.done():  # it ends after handling the lines already received
+                await asyncio.wait({reader}, timeout=self.flush_timeout_s)
+            for task in (reader, ticker, stopper):
+                task.cancel()
+            for task in (reader, ticker, stopper):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            spilled = await asyncio.to_thread(self._producer.close, self.flush_timeout_s)
+            self._tracked.close()
+        for task in (reader, ticker):
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        summary = IngestSummary(
+            lines=self.lines,
+            messages=self.messages,
+            events=self.events,
+            deadlettered=self.deadlettered,
+            produced=sum(self._producer.acked.values()),
+            spilled_at_exit=spilled,
+            seconds=time.monotonic() - started,
+        )
+        logger.info(
+            "ingest stopped after %.1fs: %d lines, %d chat messages, %d events, "
+            "%d dead-lettered, %d records acknowledged by Kafka, %d spilled to %s",
+            summary.seconds,
+            summary.lines,
+            summary.messages,
+            summary.events,
+            summary.deadlettered,
+            summary.produced,
+            summary.spilled_at_exit,
+            settings.spill_dir,
+        )
+        return summary
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        assert self._client is not None
+        assert self._producer is not None
+        producer = self._producer
+        since_poll = 0
+        async for received in self._client.lines():
+            self._handle(received)
+            since_poll += 1
+            if since_poll >= _POLL_EVERY_RECORDS:
+                producer.poll()
+                since_poll = 0
+        if not self._stopping:
+            logger.warning("the IRC client stopped delivering lines")
+
+    def _handle(self, received: Received) -> None:
+        self.lines += 1
+        msg = received.msg
+        if msg is None:
+            error = received.error
+            reason = error.reason if error is not None else "unparsable line"
+            self._deadletter(received.raw, reason, "parse", received.connection)
+            return
+        if msg.command not in DATA_COMMANDS:
+            return
+        try:
+            record = to_record(msg)
+        except ConvertError as exc:
+            self._deadletter(received.raw, exc.reason, "convert", received.connection)
+            return
+        if record is None:
+            return
+        assert self._producer is not None
+        key = record.channel.encode()
+        if isinstance(record, ChatMessage):
+            self._producer.send(self.topics.messages, key, encode(record), record.sent_at)
+            self.messages += 1
+        else:
+            self._producer.send(self.topics.events, key, encode(record), record.sent_at)
+            self.events += 1
+
+    def _deadletter(self, raw: str, reason: str, kind: str, connection: object) -> None:
+        assert self._producer is not None
+        logger.warning("dead-lettering a line from connection %s: %s", connection, reason)
+        value = deadletter_value(raw, reason, connection=str(connection))
+        self._producer.send(self.topics.deadletter, IRC_KEY, value, 0)
+        self.metrics.deadlettered.labels(kind).inc()
+        self.deadlettered += 1
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        assert self._producer is not None
+        next_tracked = next_progress = time.monotonic()
+        while True:
+            await asyncio.sleep(_TICK_S)
+            self._producer.poll()
+            if self._producer.fatal_error is not None:
+                raise RuntimeError(f"Kafka producer failed: {self._producer.fatal_error.str()}")
+            self.metrics.lines_received.inc(self.lines - self._reported_lines)
+            self._reported_lines = self.lines
+            now = time.monotonic()
+            if now >= next_tracked:
+                next_tracked = now + _TRACKED_EVERY_S
+                self._follow_tracked()
+                self._connection_metrics()
+            if now >= next_progress:
+                next_progress = now + _PROGRESS_EVERY_S
+                self._log_progress()
+
+    def _follow_tracked(self) -> None:
+        assert self._tracked is not None
+        assert self._producer is not None
+        added, removed = self._tracked.poll()
+        self._join(added)
+        self._part(removed - self.static_channels)
+        for bad in self._tracked.bad:
+            value = deadletter_value(bad.raw, bad.reason, source=self.topics.tracked)
+            self._producer.send(self.topics.deadletter, self.topics.tracked.encode(), value, 0)
+            self.metrics.deadlettered.labels("tracked").inc()
+            self.deadlettered += 1
+        self._tracked.bad.clear()
+
+    def _connection_metrics(self) -> None:
+        assert self._client is not None
+        live = {str(conn.id) for conn in self._client.connections}
+        for connection in live:
+            self.metrics.connection_state.labels(connection).set(1)
+        for connection in self._live_connections - live:
+            self.metrics.connection_state.remove(connection)  # ids are never reused
+        self._live_connections = live
+        self.metrics.reconnects.set(self._client.reconnects)
+        self.metrics.duplicates_dropped.set(self._client.duplicates_dropped)
+
+    def _join(self, channels: set[str]) -> None:
+        assert self._client is not None
+        for channel in sorted(channels - self._joined):
+            logger.info("joining #%s", channel)
+            self._client.join(channel)
+            self._joined.add(channel)
+        self.metrics.channels.set(len(self._joined))
+
+    def _part(self, channels: set[str]) -> None:
+        assert self._client is not None
+        for channel in sorted(channels & self._joined):
+            logger.info("parting #%s (untracked)", channel)
+            self._client.part(channel)
+            self._joined.discard(channel)
+        self.metrics.channels.set(len(self._joined))
+
+    def _log_progress(self) -> None:
+        assert self._producer is not None
+        acked = self._producer.acked
+        logger.info(
+            "progress: %d lines, %d messages, %d events, %d dead-lettered; Kafka acknowledged "
+            "%d; %d buffered%s",
+            self.lines,
+            self.messages,
+            self.events,
+            self.deadlettered,
+            sum(acked.values()),
+            self._producer.buffered,
+            "; SPILLING to disk" if self._producer.spilling else "",
+        )
