@@ -14,7 +14,6 @@ Every test under tests/integration gets the ``integration`` marker.
 
 import logging
 import os
-import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from chatpulse.init_cli import initialize
 from chatpulse.kafka_admin import admin_client, delete_topics
 from chatpulse.settings import Settings, load_settings
 from chatpulse.stack import CassandraServer, KafkaServer, Stack
-from chatpulse.stack.process import is_port_free
+from chatpulse.stack.process import free_ports
 from chatpulse.storage import connect
 
 logger = logging.getLogger(__name__)
@@ -115,25 +114,11 @@ def _drop_test_data(test_settings: Settings, prefix: str) -> None:
         logger.exception("could not drop keyspace %s", test_settings.cassandra_keyspace)
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports below the ephemeral range (so no client socket takes them)."""
-    chosen: list[int] = []
-    while len(chosen) < count:
-        port = random.randrange(20000, 31000)
-        if (
-            port not in chosen
-            and port not in (TEST_KAFKA_PORT, TEST_CASSANDRA_PORT)
-            and is_port_free(port)
-        ):
-            chosen.append(port)
-    return chosen
-
-
 @pytest.fixture
 def dedicated_kafka(tmp_path: Path) -> Iterator[KafkaServer]:
     """A Kafka of this test's own (data in tmp_path); ``stop()`` then ``start()`` keeps its data."""
-    port, controller_port = free_ports(2)
-    server = KafkaServer(tmp_path / "dedicated", port, controller_port=controller_port)
+    (port,) = free_ports(1)
+    server = KafkaServer(tmp_path / "dedicated", port)
     server.start()
     try:
         server.wait_ready(timeout=120)
@@ -145,8 +130,8 @@ def dedicated_kafka(tmp_path: Path) -> Iterator[KafkaServer]:
 @pytest.fixture
 def dedicated_cassandra(tmp_path: Path) -> Iterator[CassandraServer]:
     """A Cassandra of this test's own (data in tmp_path); ``stop()`` then ``start()`` keeps data."""
-    port, storage_port = free_ports(2)
-    server = CassandraServer(tmp_path / "dedicated", port, storage_port=storage_port)
+    (port,) = free_ports(1)
+    server = CassandraServer(tmp_path / "dedicated", port)
     server.start()
     try:
         server.wait_ready(timeout=180)

@@ -9,6 +9,7 @@ import contextlib
 import errno
 import json
 import os
+import random
 import signal
 import socket
 import time
@@ -19,6 +20,7 @@ __all__ = [
     "PidRecord",
     "can_connect",
     "cmdline_of",
+    "free_ports",
     "is_port_free",
     "pid_alive",
     "read_pid_record",
@@ -84,6 +86,22 @@ def is_port_free(port: int, host: str = "127.0.0.1") -> bool:
                 return False
             raise
     return True
+
+
+def free_ports(count: int, *, low: int = 20000, high: int = 31000) -> list[int]:
+    """``count`` distinct ports now free on 127.0.0.1, each with its +1 neighbour free too.
+
+    Drawn below Linux's ephemeral range (32768+) so no client socket takes one meanwhile; the
+    neighbour is checked because a server's second listener defaults to ``port + 1``.
+    """
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = random.randrange(low, high - 1)
+        if {port, port + 1} & {p + d for p in chosen for d in (-1, 0, 1)}:
+            continue
+        if is_port_free(port) and is_port_free(port + 1):
+            chosen.append(port)
+    return chosen
 
 
 def can_connect(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
