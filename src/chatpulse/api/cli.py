@@ -1,8 +1,50 @@
-"""Placeholder: being built."""
+"""``chatpulse api``: serve the REST API, the live stream and the dashboard with uvicorn."""
 
-from chatpulse.errors import ChatpulseError
+import os
+import secrets
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from chatpulse.api.app import CURSOR_KEY_ENV, create_app
+from chatpulse.logs import configure_logging
+from chatpulse.settings import load_settings
+
+__all__ = ["api_command"]
 
 
-def api_command() -> None:
-    """Not built yet."""
-    raise ChatpulseError("not built yet")
+def api_command(
+    host: Annotated[
+        str | None, typer.Option(help="bind address (default CHATPULSE_API_HOST, 127.0.0.1)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port (default CHATPULSE_API_PORT, 8000)", min=0, max=65535)
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="uvicorn worker processes (each has its own Kafka consumer)", min=1)
+    ] = 1,
+) -> None:
+    """Serve the REST API (/api/v1, OpenAPI at /docs), live SSE streams and the dashboard at /.
+
+    Ctrl-C or SIGTERM stops it gracefully (open live streams are closed).
+    """
+    configure_logging()
+    settings = load_settings(api_host=host, api_port=port)
+    if workers == 1:
+        app = create_app(settings)
+        uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_config=None)
+        return
+    # Worker processes build their own app from the environment; share the overrides and
+    # one cursor key with them so a cursor from one worker is valid at another.
+    os.environ.setdefault(CURSOR_KEY_ENV, secrets.token_hex(32))
+    os.environ["CHATPULSE_API_HOST"] = settings.api_host
+    os.environ["CHATPULSE_API_PORT"] = str(settings.api_port)
+    uvicorn.run(
+        "chatpulse.api.app:app_from_env",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=workers,
+        log_config=None,
+    )

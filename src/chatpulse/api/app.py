@@ -1,0 +1,79 @@
+"""The FastAPI application factory: routers, problem documents, metrics, dashboard, lifespan."""
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from chatpulse.api.metrics import MetricsMiddleware
+from chatpulse.api.problems import install_problem_handlers
+from chatpulse.api.routes import channels, health, leaderboard, live, messages, stats
+from chatpulse.api.services import running_services
+from chatpulse.settings import Settings, load_settings
+
+__all__ = ["CURSOR_KEY_ENV", "app_from_env", "create_app"]
+
+STATIC_DIR = Path(__file__).parent / "static"
+# Set by ``chatpulse api --workers N`` so every worker process signs cursors with one key.
+CURSOR_KEY_ENV = "CHATPULSE_API_CURSOR_KEY"
+
+
+def create_app(settings: Settings, *, cursor_key: bytes | None = None) -> FastAPI:
+    """A ready-to-serve app; Cassandra and Kafka are connected by its lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with running_services(settings, cursor_key) as services:
+            app.state.services = services
+            yield
+
+    app = FastAPI(
+        title="chatpulse",
+        summary="Real-time Twitch chat analytics: REST API, live stream and dashboard.",
+        version="1.0.0",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(MetricsMiddleware)
+    for module in (channels, stats, messages, live, leaderboard, health):
+        app.include_router(module.router)
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _document_windows(app, settings.windows)
+    return app
+
+
+def _document_windows(app: FastAPI, windows: list[str]) -> None:
+    """Make the configured window sizes an enum in the OpenAPI document."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    for parameter in operation.get("parameters", []):
+                        if parameter.get("name") == "window":
+                            target = parameter["schema"]
+                            for option in target.get("anyOf", [target]):
+                                if option.get("type") == "string":
+                                    option["enum"] = list(windows)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (one per worker process): settings from the env."""
+    key = os.environ.get(CURSOR_KEY_ENV)
+    return create_app(load_settings(), cursor_key=bytes.fromhex(key) if key else None)

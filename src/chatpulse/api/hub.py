@@ -1,0 +1,160 @@
+"""One shared consumer of ``channel-stats`` fanning updates out to live-stream subscribers.
+
+A daemon thread polls confluent-kafka (assigned to every partition at the latest offset, no
+consumer group work) and hands each batch to the event loop; the loop copies each update into the
+bounded queue of every subscriber of that channel. A slow client loses its oldest updates, never
+slows the others down.
+"""
+
+import asyncio
+import contextlib
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator
+
+import msgspec
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+from prometheus_client import Counter, Gauge
+
+from chatpulse.api.partitions import assign_all
+from chatpulse.api.schemas import WindowStatsOut, ms_to_datetime
+from chatpulse.models import WindowStats
+
+__all__ = ["LiveHub", "stats_json"]
+
+logger = logging.getLogger(__name__)
+
+LIVE_SUBSCRIBERS = Gauge("chatpulse_api_live_subscribers", "Open live-stream connections")
+LIVE_DROPPED = Counter(
+    "chatpulse_api_live_dropped_total", "Live updates dropped because a client was slow"
+)
+LIVE_UNREADABLE = Counter(
+    "chatpulse_api_live_unreadable_total", "channel-stats records that did not decode"
+)
+
+_decoder = msgspec.json.Decoder(WindowStats)
+
+
+def stats_json(stats: WindowStats) -> str:
+    """The API's JSON of a WindowStats wire record (ISO times), as sent in SSE events."""
+    return WindowStatsOut(
+        channel=stats.channel,
+        window=stats.window,
+        window_start=ms_to_datetime(stats.window_start),
+        window_end=ms_to_datetime(stats.window_end),
+        messages=stats.messages,
+        unique_chatters=stats.unique_chatters,
+        top_emotes=[msgspec.structs.asdict(emote) for emote in stats.top_emotes],
+        closed=stats.closed,
+    ).model_dump_json()
+
+
+class LiveHub:
+    """Subscribe with :meth:`subscribe`; :meth:`start`/:meth:`stop` run the consumer thread."""
+
+    def __init__(self, *, bootstrap_servers: str, topic: str, queue_size: int = 64) -> None:
+        self._config = {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": f"chatpulse-api-live-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "client.id": "chatpulse-api-live",
+        }
+        self._topic = topic
+        self._queue_size = queue_size
+        self._subscribers: dict[str, set[asyncio.Queue[tuple[str, str]]]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.assigned = threading.Event()
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="live-hub", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 10)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator["asyncio.Queue[tuple[str, str]]"]:
+        """A queue receiving (window, JSON) of each update of ``channel`` while the block runs."""
+        queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(self._queue_size)
+        self._subscribers.setdefault(channel, set()).add(queue)
+        LIVE_SUBSCRIBERS.inc()
+        try:
+            yield queue
+        finally:
+            LIVE_SUBSCRIBERS.dec()
+            queues = self._subscribers.get(channel)
+            if queues is not None:
+                queues.discard(queue)
+                if not queues:
+                    del self._subscribers[channel]
+
+    def _dispatch(self, batch: list[tuple[str, tuple[str, str]]]) -> None:
+        for channel, payload in batch:
+            for queue in self._subscribers.get(channel, ()):
+                if queue.full():
+                    queue.get_nowait()
+                    LIVE_DROPPED.inc()
+                queue.put_nowait(payload)
+
+    def _assign(self, consumer: Consumer) -> list[TopicPartition]:
+        partitions = assign_all(consumer, self._topic, OFFSET_END)
+        # Pin the end offsets now: a logical OFFSET_END is resolved only on the first fetch,
+        # and an update produced before that would be skipped.
+        pinned = []
+        for tp in partitions:
+            _low, high = consumer.get_watermark_offsets(tp, timeout=5)
+            pinned.append(TopicPartition(tp.topic, tp.partition, high))
+        consumer.assign(pinned)
+        logger.info("live hub reads %s, %d partitions, from the end", self._topic, len(pinned))
+        return pinned
+
+    def _run(self) -> None:
+        consumer = Consumer(self._config)
+        partitions: list[TopicPartition] = []
+        try:
+            while not self._stop.is_set():
+                if not partitions:
+                    try:
+                        partitions = self._assign(consumer)
+                    except KafkaException as exc:
+                        logger.warning("live hub cannot assign %s yet: %s", self._topic, exc)
+                        self._stop.wait(1.0)
+                        continue
+                    self.assigned.set()
+                self._poll_once(consumer)
+        finally:
+            consumer.close()
+
+    def _poll_once(self, consumer: Consumer) -> None:
+        records = consumer.consume(num_messages=500, timeout=0.2)
+        batch: list[tuple[str, tuple[str, str]]] = []
+        for record in records:
+            if record.error() is not None:
+                logger.debug("live hub: %s", record.error())
+                continue
+            value = record.value()
+            if value is None:
+                continue
+            try:
+                stats = _decoder.decode(value)
+            except msgspec.MsgspecError as exc:
+                LIVE_UNREADABLE.inc()
+                logger.warning(
+                    "unreadable channel-stats record partition %s offset %s: %s",
+                    record.partition(),
+                    record.offset(),
+                    exc,
+                )
+                continue
+            # Encode only for channels someone watches (a racy read is harmless here).
+            if stats.channel in self._subscribers:
+                batch.append((stats.channel, (stats.window, stats_json(stats))))
+        if batch and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._dispatch, batch)

@@ -1,0 +1,254 @@
+"""Data access: every read the API makes, as keyword-only functions over the gateway.
+
+Each function answers with response models; Cassandra rows never leave this module. Walks over
+day partitions are bounded by the channel's ``first_seen``/``last_seen`` (and the message TTL), so
+no request touches more than a few dozen partitions.
+"""
+
+import asyncio
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from cassandra.murmur3 import murmur3
+
+from chatpulse.api.db import CassandraGateway
+from chatpulse.api.schemas import (
+    ChannelItem,
+    EmoteOut,
+    LeaderboardEntry,
+    LeaderboardOut,
+    MessageItem,
+    TopEmoteOut,
+    WindowStatsOut,
+    decode_json_list,
+    ms_to_datetime,
+    to_ms,
+    utc,
+)
+from chatpulse.windows import window_start
+
+__all__ = [
+    "Totals",
+    "channel_page",
+    "channel_totals",
+    "latest_windows",
+    "leaderboard",
+    "message_page",
+    "window_stats",
+]
+
+DAY_MS = 86_400_000
+_EPOCH_DAY = date(1970, 1, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """A channel's ``channel_totals`` row (times in epoch ms)."""
+
+    channel: str
+    total_messages: int
+    first_seen_ms: int
+    last_seen_ms: int
+
+    @property
+    def seen(self) -> bool:
+        """False for a tracked channel with no message yet (times are then -1)."""
+        return self.first_seen_ms >= 0
+
+
+def _day(ms: int) -> date:
+    return _EPOCH_DAY + timedelta(days=ms // DAY_MS)
+
+
+def _token(channel: str) -> int:
+    return int(murmur3(channel.encode("utf-8")))
+
+
+def _stats_out(row: Any) -> WindowStatsOut:
+    emotes = []
+    for item in decode_json_list(row.top_emotes):
+        try:
+            emotes.append(TopEmoteOut.model_validate(item))
+        except ValueError:
+            continue
+    return WindowStatsOut(
+        channel=row.channel,
+        window=row.window,
+        window_start=utc(row.window_start),
+        window_end=utc(row.window_end),
+        messages=row.messages or 0,
+        unique_chatters=row.unique_chatters or 0,
+        top_emotes=emotes,
+        closed=bool(row.closed),
+    )
+
+
+def _totals(row: Any) -> Totals:
+    return Totals(row[0], row[1] or 0, to_ms(row[2]), to_ms(row[3]))
+
+
+async def channel_totals(db: CassandraGateway, *, channel: str) -> Totals | None:
+    """The channel's totals, or None when the processor never saw it."""
+    rows = await db.execute("totals_one", (channel,))
+    return _totals(rows[0]) if rows and rows[0].first_seen and rows[0].last_seen else None
+
+
+async def channel_page(
+    db: CassandraGateway, *, tracked: frozenset[str], after_token: int | None, limit: int
+) -> tuple[list[ChannelItem], int | None]:
+    """One page of channels in token order, tracked-but-unseen ones merged in; next token."""
+    if after_token is None:
+        rows = await db.execute("totals_first", (limit,))
+    else:
+        rows = await db.execute("totals_after", (after_token, limit))
+    full = len(rows) == limit
+    lower = after_token if after_token is not None else -(2**63) - 1
+    upper = rows[-1][4] if full else 2**63
+    page: list[tuple[int, ChannelItem]] = []
+    for row in rows:
+        first, last = row[2], row[3]
+        item = ChannelItem(
+            channel=row[0],
+            total_messages=row[1] or 0,
+            first_seen=utc(first) if first else None,
+            last_seen=utc(last) if last else None,
+            tracked=row[0] in tracked,
+        )
+        page.append((row[4], item))
+    seen = {item.channel for _, item in page}
+    for channel in tracked - seen:
+        token = _token(channel)
+        if lower < token <= upper:
+            unseen = ChannelItem(
+                channel=channel, total_messages=0, first_seen=None, last_seen=None, tracked=True
+            )
+            page.append((token, unseen))
+    page.sort(key=lambda pair: pair[0])
+    if len(page) > limit:
+        page = page[:limit]
+        return [item for _, item in page], page[-1][0]
+    return [item for _, item in page], (upper if full else None)
+
+
+async def latest_windows(
+    db: CassandraGateway, *, totals: Totals, windows: dict[str, int]
+) -> dict[str, WindowStatsOut | None]:
+    """The newest window of each size (from the day partition of ``last_seen``)."""
+
+    async def newest(name: str, size_ms: int) -> WindowStatsOut | None:
+        day = _day(window_start(totals.last_seen_ms, size_ms))
+        rows = await db.execute("stats_latest", (totals.channel, name, day))
+        if not rows and day > _day(totals.first_seen_ms):
+            rows = await db.execute("stats_latest", (totals.channel, name, day - timedelta(1)))
+        return _stats_out(rows[0]) if rows else None
+
+    found = await asyncio.gather(*(newest(name, size) for name, size in windows.items()))
+    return dict(zip(windows, found, strict=True))
+
+
+async def window_stats(
+    db: CassandraGateway,
+    *,
+    totals: Totals,
+    window: str,
+    size_ms: int,
+    from_ms: int,
+    to_ms: int,
+    limit: int,
+) -> list[WindowStatsOut]:
+    """Windows starting in ``[from_ms, to_ms)``, newest first, at most ``limit``."""
+    low = max(from_ms, window_start(totals.first_seen_ms, size_ms))
+    high = min(to_ms, totals.last_seen_ms + 1)
+    items: list[WindowStatsOut] = []
+    if low >= high:
+        return items
+    day, first_day = _day(high - 1), _day(low)
+    low_at, high_at = ms_to_datetime(low), ms_to_datetime(high)
+    while day >= first_day and len(items) < limit:
+        params = (totals.channel, window, day, low_at, high_at, limit - len(items))
+        items.extend(_stats_out(row) for row in await db.execute("stats_range", params))
+        day -= timedelta(days=1)
+    return items
+
+
+def _message(channel: str, row: Any) -> MessageItem:
+    emotes = []
+    for item in decode_json_list(row.emotes):
+        try:
+            emotes.append(EmoteOut.model_validate(item))
+        except ValueError:
+            continue
+    return MessageItem(
+        id=row.id,
+        channel=channel,
+        user_id=row.user_id or "",
+        user_login=row.user_login or "",
+        display_name=row.display_name or "",
+        text=row.text or "",
+        is_action=bool(row.is_action),
+        sent_at=utc(row.sent_at),
+        emotes=emotes,
+        bits=row.bits or 0,
+        badges=dict(row.badges or {}),
+    )
+
+
+async def message_page(
+    db: CassandraGateway,
+    *,
+    totals: Totals,
+    before_ms: int | None,
+    before_key: tuple[int, str] | None,
+    limit: int,
+    oldest_ms: int,
+) -> tuple[list[MessageItem], tuple[int, str] | None]:
+    """Messages newest first, strictly before a time or a (sent_at, id) key; the next key.
+
+    ``oldest_ms`` bounds the walk (messages older than the TTL are gone anyway).
+    """
+    start_ms = totals.last_seen_ms
+    if before_key is not None:
+        start_ms = min(start_ms, before_key[0])
+    elif before_ms is not None:
+        start_ms = min(start_ms, before_ms - 1)
+    day, last_day = _day(start_ms), _day(max(totals.first_seen_ms, oldest_ms))
+    bound = ms_to_datetime(before_ms if before_ms is not None else totals.last_seen_ms + 1)
+    rows: list[Any] = []
+    while day >= last_day and len(rows) <= limit:
+        want = limit + 1 - len(rows)
+        if before_key is not None and not rows and day == _day(before_key[0]):
+            key_at = ms_to_datetime(before_key[0])
+            params: tuple[Any, ...] = (totals.channel, day, key_at, before_key[1], want)
+            rows.extend(await db.execute("messages_before_key", params))
+        else:
+            if before_key is not None:
+                bound = ms_to_datetime(before_key[0])
+            params = (totals.channel, day, bound, want)
+            rows.extend(await db.execute("messages_before_time", params))
+        day -= timedelta(days=1)
+    items = [_message(totals.channel, row) for row in rows[:limit]]
+    next_key = (to_ms(items[-1].sent_at), items[-1].id) if len(rows) > limit else None
+    return items, next_key
+
+
+async def leaderboard(db: CassandraGateway, *, window: str, limit: int) -> LeaderboardOut:
+    """Channels of the newest window of ``window`` size, most messages first."""
+    latest = await db.execute("latest_window", (window,))
+    if not latest or latest[0].window_start is None:
+        return LeaderboardOut(window=window, window_start=None, items=[])
+    started: datetime = latest[0].window_start
+    rows = await db.execute("leaderboard", (window, started))
+    ranked = sorted(rows, key=lambda row: (-(row.messages or 0), row.channel))[:limit]
+    return LeaderboardOut(
+        window=window,
+        window_start=utc(started),
+        items=[
+            LeaderboardEntry(
+                channel=row.channel,
+                messages=row.messages or 0,
+                unique_chatters=row.unique_chatters or 0,
+            )
+            for row in ranked
+        ],
+    )

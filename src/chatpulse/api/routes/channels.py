@@ -1,0 +1,109 @@
+"""``/api/v1/channels``: list, summary, track and untrack."""
+
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Security
+from fastapi.security import APIKeyHeader
+
+from chatpulse.api import queries
+from chatpulse.api.deps import ChannelName, KnownChannel, ServicesDep
+from chatpulse.api.errors import ApiError, BadCursorError
+from chatpulse.api.routes import problems
+from chatpulse.api.schemas import (
+    ChannelPage,
+    ChannelSummary,
+    TrackRequest,
+    TrackResult,
+    ms_to_datetime,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/channels", tags=["channels"])
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def _require_api_key(
+    services: ServicesDep, given: Annotated[str | None, Security(_api_key_header)]
+) -> None:
+    expected = services.settings.api_key
+    if expected is None:
+        raise ApiError(
+            "Writes are disabled: set CHATPULSE_API_KEY to a secret, restart the API and send "
+            "that secret in the X-API-Key header.",
+            status=403,
+            title="Writes disabled",
+            slug="writes-disabled",
+        )
+    secret = expected.get_secret_value().encode()
+    if given is None or not hmac.compare_digest(given.encode(), secret):
+        raise ApiError(
+            "Send the value of CHATPULSE_API_KEY in the X-API-Key header.",
+            status=401,
+            title="Unauthorized",
+            slug="bad-api-key",
+        )
+
+
+WriteAccess = Depends(_require_api_key)
+
+
+@router.get("", responses=problems(400, 422, 503))
+async def list_channels(
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> ChannelPage:
+    """Every channel seen (totals) or tracked, in a stable order, one page at a time."""
+    after = None
+    if cursor is not None:
+        after = services.signer.check("channels", cursor)
+        if not isinstance(after, int):
+            raise BadCursorError("The cursor is malformed.")
+    items, next_token = await queries.channel_page(
+        services.db, tracked=services.tracked.channels, after_token=after, limit=limit
+    )
+    next_cursor = None if next_token is None else services.signer.issue("channels", next_token)
+    return ChannelPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{channel}", responses=problems(404, 422, 503))
+async def channel_summary(totals: KnownChannel, services: ServicesDep) -> ChannelSummary:
+    """Totals and the newest window of each size."""
+    windows = dict.fromkeys(services.windows)
+    if totals.seen:
+        windows = await queries.latest_windows(services.db, totals=totals, windows=services.windows)
+    return ChannelSummary(
+        channel=totals.channel,
+        total_messages=totals.total_messages,
+        first_seen=ms_to_datetime(totals.first_seen_ms) if totals.seen else None,
+        last_seen=ms_to_datetime(totals.last_seen_ms) if totals.seen else None,
+        tracked=services.tracked.is_tracked(totals.channel),
+        windows=windows,
+    )
+
+
+@router.post(
+    "",
+    status_code=202,
+    dependencies=[WriteAccess],
+    responses=problems(401, 403, 422, 503),
+)
+async def track_channel(body: TrackRequest, services: ServicesDep) -> TrackResult:
+    """Track a channel: ingest joins it (written to the compacted tracked-channels topic)."""
+    await services.tracked.set_tracked(body.channel, tracked=True)
+    return TrackResult(channel=body.channel, tracked=True)
+
+
+@router.delete(
+    "/{channel}",
+    status_code=202,
+    dependencies=[WriteAccess],
+    responses=problems(401, 403, 422, 503),
+)
+async def untrack_channel(channel: ChannelName, services: ServicesDep) -> TrackResult:
+    """Untrack a channel (a tombstone on tracked-channels); its history stays readable."""
+    await services.tracked.set_tracked(channel, tracked=False)
+    return TrackResult(channel=channel, tracked=False)

@@ -1,0 +1,25 @@
+"""``/api/v1/leaderboard``: channels of the newest window, most messages first."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from chatpulse.api import queries
+from chatpulse.api.deps import ServicesDep, check_window
+from chatpulse.api.routes import problems
+from chatpulse.api.schemas import LeaderboardOut
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["leaderboard"])
+
+
+@router.get("/leaderboard", responses=problems(422, 503))
+async def get_leaderboard(
+    services: ServicesDep,
+    window: Annotated[str, Query(description="window size (configured: 1m, 10m, 1h)")] = "10m",
+    limit: Annotated[int, Query(ge=1, le=100, description="most channels returned")] = 10,
+) -> LeaderboardOut:
+    """The newest window of ``window`` size across all channels."""
+    check_window(services, window)
+    return await queries.leaderboard(services.db, window=window, limit=limit)

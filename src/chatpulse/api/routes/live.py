@@ -1,0 +1,47 @@
+"""``/api/v1/channels/{channel}/live``: Server-Sent Events of the channel's WindowStats updates.
+
+Uses FastAPI's own SSE support (``EventSourceResponse``), which also sends a ``: ping`` comment
+after 15 s without an event and cancels this generator when the client goes away.
+"""
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from chatpulse.api.deps import KnownChannel, ServicesDep, check_window
+from chatpulse.api.routes import problems
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/channels", tags=["live"])
+
+
+def _window_filter(
+    services: ServicesDep,
+    window: Annotated[str | None, Query(description="only updates of this window size")] = None,
+) -> str | None:
+    # Checked here, not in the generator: once streaming starts no error answer is possible.
+    if window is not None:
+        check_window(services, window)
+    return window
+
+
+@router.get(
+    "/{channel}/live",
+    response_class=EventSourceResponse,
+    responses=problems(404, 422, 503),
+)
+async def live_stats(
+    totals: KnownChannel,
+    services: ServicesDep,
+    window: Annotated[str | None, Depends(_window_filter)],
+) -> AsyncIterator[ServerSentEvent]:
+    """Each WindowStats update (JSON in ``data``) as it is produced; comments as heartbeats."""
+    async with services.hub.subscribe(totals.channel) as updates:
+        yield ServerSentEvent(comment="connected", retry=2000)
+        while True:
+            size, payload = await updates.get()
+            if window is None or size == window:
+                yield ServerSentEvent(raw_data=payload)

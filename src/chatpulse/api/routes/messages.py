@@ -1,0 +1,72 @@
+"""``/api/v1/channels/{channel}/messages``: recent chat, newest first, paged by cursor."""
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from chatpulse.api import queries
+from chatpulse.api.deps import KnownChannel, ServicesDep
+from chatpulse.api.errors import BadCursorError
+from chatpulse.api.routes import problems
+from chatpulse.api.schemas import MessagePage, to_ms
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/channels", tags=["messages"])
+
+_DAY_MS = 86_400_000
+
+
+def _parse_time(text: str) -> int | None:
+    try:
+        return to_ms(datetime.fromisoformat(text))
+    except ValueError:
+        return None
+
+
+@router.get("/{channel}/messages", responses=problems(400, 404, 422, 503))
+async def channel_messages(
+    totals: KnownChannel,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=200, description="page size")] = 50,
+    before: Annotated[
+        str | None,
+        Query(
+            max_length=512,
+            description="next_cursor of the previous page, or an ISO 8601 time (exclusive)",
+        ),
+    ] = None,
+) -> MessagePage:
+    """Messages newest first; follow ``next_cursor`` (as ``before``) for older ones."""
+    before_ms: int | None = None
+    before_key: tuple[int, str] | None = None
+    scope = f"messages:{totals.channel}"
+    if before is not None:
+        before_ms = _parse_time(before)
+        if before_ms is None:
+            position = services.signer.check(scope, before)
+            if not (
+                isinstance(position, list)
+                and len(position) == 2
+                and isinstance(position[0], int)
+                and isinstance(position[1], str)
+            ):
+                raise BadCursorError("The cursor is malformed.")
+            before_key = (position[0], position[1])
+    if not totals.seen:
+        return MessagePage(items=[], next_cursor=None)
+    # Messages expire (TTL) about message_ttl_days after they were written, which is soon
+    # after they were sent: no need to walk further back than that from the newest.
+    ttl_days = services.settings.message_ttl_days
+    oldest_ms = totals.last_seen_ms - (ttl_days + 1) * _DAY_MS
+    items, next_key = await queries.message_page(
+        services.db,
+        totals=totals,
+        before_ms=before_ms,
+        before_key=before_key,
+        limit=limit,
+        oldest_ms=oldest_ms,
+    )
+    next_cursor = None if next_key is None else services.signer.issue(scope, list(next_key))
+    return MessagePage(items=items, next_cursor=next_cursor)

@@ -1,0 +1,63 @@
+"""``/api/v1/channels/{channel}/stats``: windows of one size over a bounded time range."""
+
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from chatpulse.api import queries
+from chatpulse.api.deps import KnownChannel, ServicesDep, check_window
+from chatpulse.api.errors import ApiError
+from chatpulse.api.routes import problems
+from chatpulse.api.schemas import StatsOut, to_ms
+
+__all__ = ["MAX_SPAN", "router"]
+
+router = APIRouter(prefix="/api/v1/channels", tags=["stats"])
+
+MAX_SPAN = timedelta(days=31)
+
+
+def _invalid(detail: str) -> ApiError:
+    return ApiError(detail, status=422, title="Invalid request", slug="validation")
+
+
+@router.get("/{channel}/stats", responses=problems(404, 422, 503))
+async def channel_stats(
+    *,
+    totals: KnownChannel,
+    services: ServicesDep,
+    window: Annotated[str, Query(description="window size (configured: 1m, 10m, 1h)")] = "1m",
+    from_: Annotated[
+        datetime | None,
+        Query(alias="from", description="windows starting at or after (ISO 8601; default to-31d)"),
+    ] = None,
+    to: Annotated[
+        datetime | None,
+        Query(description="windows starting before (ISO 8601; default just after last_seen)"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1440, description="most windows returned")] = 60,
+) -> StatsOut:
+    """Windows of ``window`` size starting in ``[from, to)``, newest first (span at most 31 days).
+
+    Times without a zone are UTC.
+    """
+    size_ms = check_window(services, window)
+    to_ms_ = to_ms(to) if to is not None else max(totals.last_seen_ms, 0) + 1
+    from_ms = to_ms(from_) if from_ is not None else to_ms_ - MAX_SPAN // timedelta(milliseconds=1)
+    if from_ms > to_ms_:
+        raise _invalid("from must not be after to")
+    if to_ms_ - from_ms > MAX_SPAN // timedelta(milliseconds=1):
+        raise _invalid(f"from..to may span at most {MAX_SPAN.days} days")
+    items = []
+    if totals.seen:
+        items = await queries.window_stats(
+            services.db,
+            totals=totals,
+            window=window,
+            size_ms=size_ms,
+            from_ms=from_ms,
+            to_ms=to_ms_,
+            limit=limit,
+        )
+    return StatsOut(channel=totals.channel, window=window, items=items)

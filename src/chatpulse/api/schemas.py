@@ -1,0 +1,166 @@
+"""Response and request models of the REST API (separate from Cassandra rows and wire records).
+
+Times are ``datetime`` in UTC, serialised as ISO 8601 with a ``Z``.
+"""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from pydantic import BaseModel, Field, field_validator
+
+from chatpulse.models import normalize_channel
+
+__all__ = [
+    "ChannelItem",
+    "ChannelPage",
+    "ChannelSummary",
+    "Health",
+    "LeaderboardEntry",
+    "LeaderboardOut",
+    "MessageItem",
+    "MessagePage",
+    "StatsOut",
+    "TopEmoteOut",
+    "TrackRequest",
+    "TrackResult",
+    "WindowStatsOut",
+    "ms_to_datetime",
+    "to_ms",
+    "utc",
+]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def utc(value: datetime) -> datetime:
+    """The driver returns naive UTC datetimes; make them aware."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def to_ms(value: datetime) -> int:
+    """Epoch milliseconds of a datetime (naive means UTC)."""
+    return round((utc(value) - _EPOCH) / _MS)
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+class TopEmoteOut(BaseModel):
+    id: str
+    name: str
+    count: int
+
+
+class WindowStatsOut(BaseModel):
+    """Statistics of one channel in one tumbling window ``[window_start, window_end)``."""
+
+    channel: str
+    window: str
+    window_start: datetime
+    window_end: datetime
+    messages: int
+    unique_chatters: int
+    top_emotes: list[TopEmoteOut]
+    closed: bool = Field(description="false while the window is still open (live numbers)")
+
+
+_emotes_decoder = msgspec.json.Decoder(list[dict[str, Any]])
+
+
+def decode_json_list(text: str | None) -> list[dict[str, Any]]:
+    """A JSON list column (``top_emotes``, ``emotes``); empty when missing or unreadable."""
+    if not text:
+        return []
+    try:
+        return _emotes_decoder.decode(text)
+    except msgspec.MsgspecError:
+        return []
+
+
+class ChannelItem(BaseModel):
+    channel: str
+    total_messages: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+    tracked: bool
+
+
+class ChannelPage(BaseModel):
+    items: list[ChannelItem]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null at end")
+
+
+class ChannelSummary(BaseModel):
+    channel: str
+    total_messages: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+    tracked: bool
+    windows: dict[str, WindowStatsOut | None] = Field(
+        description="the newest window of each configured size"
+    )
+
+
+class StatsOut(BaseModel):
+    channel: str
+    window: str
+    items: list[WindowStatsOut] = Field(description="newest first")
+
+
+class EmoteOut(BaseModel):
+    id: str
+    start: int
+    end: int
+
+
+class MessageItem(BaseModel):
+    id: str
+    channel: str
+    user_id: str
+    user_login: str
+    display_name: str
+    text: str
+    is_action: bool
+    sent_at: datetime
+    emotes: list[EmoteOut]
+    bits: int
+    badges: dict[str, str]
+
+
+class MessagePage(BaseModel):
+    items: list[MessageItem] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as `before` for older messages")
+
+
+class LeaderboardEntry(BaseModel):
+    channel: str
+    messages: int
+    unique_chatters: int
+
+
+class LeaderboardOut(BaseModel):
+    window: str
+    window_start: datetime | None = Field(description="null until a window was written")
+    items: list[LeaderboardEntry] = Field(description="by messages, most first")
+
+
+class TrackRequest(BaseModel):
+    channel: str = Field(description="a Twitch login: 1-25 of a-z, 0-9, _ (case-insensitive)")
+
+    @field_validator("channel")
+    @classmethod
+    def _normalize(cls, value: str) -> str:
+        return normalize_channel(value)
+
+
+class TrackResult(BaseModel):
+    channel: str
+    tracked: bool
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

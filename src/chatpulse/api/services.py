@@ -1,0 +1,52 @@
+"""What the API holds for its lifetime: the gateway, the live hub, the tracked set, the signer.
+
+Built by the app factory's lifespan and reached by routes through :mod:`chatpulse.api.deps`.
+"""
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from chatpulse.api.cursors import CursorSigner
+from chatpulse.api.db import CassandraGateway
+from chatpulse.api.hub import LiveHub
+from chatpulse.api.tracked import TrackedChannels
+from chatpulse.settings import Settings
+from chatpulse.topics import Topics
+
+__all__ = ["Services", "running_services"]
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: CassandraGateway
+    hub: LiveHub
+    tracked: TrackedChannels
+    signer: CursorSigner
+    windows: dict[str, int] = field(default_factory=dict)
+
+
+@contextlib.asynccontextmanager
+async def running_services(settings: Settings, cursor_key: bytes | None) -> AsyncIterator[Services]:
+    """Start every background part (none blocks on a cluster being up) and stop them after."""
+    topics = Topics.from_settings(settings)
+    services = Services(
+        settings=settings,
+        db=CassandraGateway(settings),
+        hub=LiveHub(bootstrap_servers=settings.kafka_bootstrap_servers, topic=topics.stats),
+        tracked=TrackedChannels(
+            bootstrap_servers=settings.kafka_bootstrap_servers, topic=topics.tracked
+        ),
+        signer=CursorSigner(cursor_key),
+        windows=dict(zip(settings.windows, settings.window_sizes_ms, strict=True)),
+    )
+    services.db.start()
+    services.hub.start()
+    services.tracked.start()
+    try:
+        yield services
+    finally:
+        await services.hub.stop()
+        await services.tracked.stop()
+        await services.db.close()
