@@ -38,6 +38,12 @@ class Problem(BaseModel):
     instance: str = Field(description="the request path that failed")
 
 
+def _instance(request: Request) -> str:
+    """The request path as sent (percent-encoded: ``instance`` is a URI reference)."""
+    raw = request.scope.get("raw_path")
+    return raw.decode("latin-1") if isinstance(raw, bytes) else request.url.path
+
+
 def problem_response(
     request: Request,
     *,
@@ -54,7 +60,7 @@ def problem_response(
         "title": title or HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
-        "instance": request.url.path,
+        "instance": _instance(request),
     }
     if extra:
         body.update(jsonable_encoder(extra))
