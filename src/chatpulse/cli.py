@@ -9,6 +9,7 @@ from chatpulse.errors import ChatpulseError
 from chatpulse.fake_twitch.cli import fake_twitch_command
 from chatpulse.ingest.cli import ingest_command
 from chatpulse.init_cli import init_command
+from chatpulse.inspect.cli import inspect_command
 from chatpulse.processor.cli import process_command
 from chatpulse.run.cli import up_command
 from chatpulse.stack.cli import stack_app
@@ -29,6 +30,7 @@ app.command("fake-twitch")(fake_twitch_command)
 app.command("process")(process_command)
 app.command("api")(api_command)
 app.command("up")(up_command)
+app.command("inspect")(inspect_command)
 
 
 def main() -> None:

@@ -1,0 +1,80 @@
+"""``chatpulse inspect``: a terminal view of the running system, for learners and operators."""
+
+from __future__ import annotations
+
+import sys
+import time
+from functools import partial
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from chatpulse.inspect.collect import collect_snapshot
+from chatpulse.inspect.render import render_snapshot
+from chatpulse.logs import configure_logging
+from chatpulse.settings import load_settings
+
+__all__ = ["inspect_command"]
+
+
+def inspect_command(
+    *,
+    watch: Annotated[
+        float | None,
+        typer.Option(min=0.5, help="Refresh every N seconds until Ctrl-C.", metavar="N"),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print JSON instead of tables (one line per refresh)."),
+    ] = False,
+    count: Annotated[
+        bool,
+        typer.Option(
+            "--count", help="Exact row counts per Cassandra table (a full scan: small data only)."
+        ),
+    ] = False,
+    everything: Annotated[
+        bool,
+        typer.Option("--all", help="Every topic and group, not only this chatpulse's (prefix)."),
+    ] = False,
+    transactions: Annotated[
+        bool,
+        typer.Option(help="Read the transactional producers from __transaction_state."),
+    ] = True,
+    timeout: Annotated[float, typer.Option(min=1.0, help="Seconds per request.")] = 10.0,
+) -> None:
+    """Show topics (partitions, records), consumer groups (members, assignments, lag), changelog
+    topics and local state stores, transactional producers, and Cassandra tables.
+
+    Reads the same CHATPULSE_* settings as the services, so it looks where they work.
+    """
+    configure_logging("ERROR")
+    take = partial(
+        collect_snapshot,
+        load_settings(),
+        everything=everything,
+        count_rows=count,
+        transactions=transactions,
+        timeout=timeout,
+    )
+    console = Console()
+    try:
+        if as_json:
+            while True:
+                sys.stdout.write(orjson.dumps(take().to_dict()).decode() + "\n")
+                sys.stdout.flush()
+                if watch is None:
+                    return
+                time.sleep(watch)
+        if watch is None:
+            console.print(render_snapshot(take()))
+            return
+        with Live(console=console, auto_refresh=False) as live:
+            while True:
+                live.update(render_snapshot(take()), refresh=True)
+                time.sleep(watch)
+    except KeyboardInterrupt:
+        console.print("stopped watching", style="dim")

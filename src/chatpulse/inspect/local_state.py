@@ -1,0 +1,51 @@
+"""The processor's local state stores on disk (RocksDB directories under ``state_dir``).
+
+Quix Streams keeps one RocksDB database per store and partition at
+``<state_dir>/<consumer group>/<store name>/<partition>/``; the changelog topics are their
+backup, replayed into these directories after a crash or when a partition moves here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from chatpulse.inspect.model import StoreInfo
+
+__all__ = ["collect_stores", "directory_bytes"]
+
+
+def directory_bytes(path: Path) -> int:
+    """Total size of the regular files under ``path`` (0 if it vanished meanwhile)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += (Path(root) / name).stat().st_size
+            except FileNotFoundError:  # RocksDB compaction removes files while we walk
+                continue
+    return total
+
+
+def collect_stores(state_dir: Path, group: str | None = None) -> list[StoreInfo]:
+    """Every ``<group>/<store>/<partition>`` directory under ``state_dir`` with its size."""
+    if not state_dir.is_dir():
+        return []
+    stores = []
+    for group_dir in sorted(p for p in state_dir.iterdir() if p.is_dir()):
+        if group is not None and group_dir.name != group:
+            continue
+        for store_dir in sorted(p for p in group_dir.iterdir() if p.is_dir()):
+            for part_dir in sorted(p for p in store_dir.iterdir() if p.is_dir()):
+                if not part_dir.name.isdigit():
+                    continue
+                stores.append(
+                    StoreInfo(
+                        group=group_dir.name,
+                        store=store_dir.name,
+                        partition=int(part_dir.name),
+                        path=str(part_dir),
+                        bytes=directory_bytes(part_dir),
+                    )
+                )
+    return stores

@@ -1,0 +1,207 @@
+"""Rich tables for a :class:`Snapshot`, with captions that explain what the numbers mean."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from chatpulse.inspect.model import GroupInfo, GroupMember, Snapshot
+
+__all__ = ["partition_ranges", "render_snapshot"]
+
+
+def partition_ranges(partitions: Iterable[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2,5"``."""
+    ordered = sorted(set(partitions))
+    runs: list[str] = []
+    start = prev = None
+    for number in [*ordered, None]:
+        if number is not None and prev is not None and number == prev + 1:
+            prev = number
+            continue
+        if start is not None:
+            runs.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = number
+    return ",".join(runs)
+
+
+def _assignment(pairs: Iterable[tuple[str, int]]) -> str:
+    by_topic: dict[str, list[int]] = defaultdict(list)
+    for topic, partition in pairs:
+        by_topic[topic].append(partition)
+    return "\n".join(f"{t} [{partition_ranges(ps)}]" for t, ps in sorted(by_topic.items())) or "-"
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def _ago(epoch_ms: int) -> str:
+    seconds = max(time.time() - epoch_ms / 1000, 0)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _topics_table(snapshot: Snapshot) -> Table:
+    table = Table(
+        title="Topics",
+        caption="records = high - low watermark per partition; under exactly-once every "
+        "committed or aborted transaction also leaves one marker offset. "
+        "[bold]open txn[/]: partitions whose last stable offset is below the high watermark.",
+        caption_justify="left",
+    )
+    table.add_column("topic", no_wrap=True)
+    for column in ("role", "parts", "records", "per partition", "policy", "open txn"):
+        table.add_column(column, justify="right" if column in ("parts", "records") else "left")
+    for topic in snapshot.topics:
+        open_txn = [p.partition for p in topic.partitions if p.open_transaction]
+        table.add_row(
+            topic.name,
+            topic.role,
+            str(len(topic.partitions)),
+            f"{topic.records:,}",
+            " ".join(f"{p.partition}:{p.records}" for p in topic.partitions),
+            topic.cleanup_policy,
+            partition_ranges(open_txn) or "-",
+        )
+    return table
+
+
+def _groups_table(groups: list[GroupInfo]) -> Table:
+    table = Table(
+        title="Consumer groups",
+        caption="lag = log end offset - committed offset. A transactional (exactly-once) "
+        "consumer at rest shows lag 1 on partitions whose last record is a commit marker.",
+        caption_justify="left",
+    )
+    for column in ("group", "state", "assignor", "member (client id @ host)", "assigned", "lag"):
+        table.add_column(column)
+    for group in groups:
+        lag_by_topic: dict[str, list[str]] = defaultdict(list)
+        for offset in group.offsets:
+            shown = "?" if offset.lag is None else str(offset.lag)
+            lag_by_topic[offset.topic].append(f"{offset.partition}:{shown}")
+        lag_text = f"total {group.total_lag:,}\n" + "\n".join(
+            f"{t} {' '.join(parts)}" for t, parts in sorted(lag_by_topic.items())
+        )
+        members: list[GroupMember | None] = list(group.members) or [None]
+        first = True
+        for member in members:
+            table.add_row(
+                group.group_id if first else "",
+                group.state if first else "",
+                group.assignor if first else "",
+                f"{member.client_id} @ {member.host}" if member else "(no members)",
+                _assignment(member.assignment) if member else "-",
+                lag_text if first else "",
+            )
+            first = False
+    return table
+
+
+def _state_table(snapshot: Snapshot) -> Table:
+    table = Table(
+        title="State: changelog topics and local stores",
+        caption="Each RocksDB store partition on disk is backed by the same partition of its "
+        "compacted changelog topic; a restarted or newly assigned processor replays it.",
+        caption_justify="left",
+    )
+    for column in ("changelog topic", "store", "source topic", "parts", "records", "on disk"):
+        table.add_column(column)
+    on_disk: dict[tuple[str, str], list[int]] = defaultdict(list)
+    sizes: dict[tuple[str, str], int] = defaultdict(int)
+    for store in snapshot.stores:
+        on_disk[(store.group, store.store)].append(store.partition)
+        sizes[(store.group, store.store)] += store.bytes
+    shown = set()
+    for log in snapshot.changelogs:
+        key = (log.group, log.store)
+        shown.add(key)
+        local = (
+            f"{_size(sizes[key])} in partitions [{partition_ranges(on_disk[key])}]"
+            if key in on_disk
+            else "not on this machine"
+        )
+        table.add_row(
+            log.topic, log.store, log.source_topic, str(log.partitions), f"{log.records:,}", local
+        )
+    for key in sorted(set(on_disk) - shown):
+        local = f"{_size(sizes[key])} in partitions [{partition_ranges(on_disk[key])}]"
+        table.add_row("(no changelog listed)", key[1], key[0], "", "", local)
+    return table
+
+
+def _transactions_table(snapshot: Snapshot) -> Table | None:
+    view = snapshot.transactions
+    if view is None:
+        return None
+    caption = f"From the compacted internal topic {view.source}. {view.note}".strip()
+    table = Table(title="Transactional producers", caption=caption, caption_justify="left")
+    for column in ("transactional id", "producer id", "epoch", "state", "partitions", "updated"):
+        table.add_column(column)
+    for txn in view.transactions[:25]:
+        table.add_row(
+            txn.transactional_id,
+            str(txn.producer_id),
+            str(txn.producer_epoch),
+            txn.state,
+            _assignment(txn.partitions),
+            _ago(txn.last_update_ms),
+        )
+    if len(view.transactions) > 25:
+        table.add_row(f"... {len(view.transactions) - 25} more", "", "", "", "", "")
+    return table
+
+
+def _tables_table(snapshot: Snapshot) -> Table:
+    table = Table(
+        title=f"Cassandra {snapshot.cassandra}",
+        caption="est. partitions: system.size_estimates (refreshed every few minutes from "
+        "flushed data; 0 until the first flush). rows: exact count, with --count.",
+        caption_justify="left",
+    )
+    for column in ("table", "partition key", "clustering", "est. partitions", "mean part.", "rows"):
+        table.add_column(column)
+    for info in snapshot.tables:
+        rows = info.count_error or ("-" if info.rows is None else f"{info.rows:,}")
+        table.add_row(
+            info.table,
+            ", ".join(info.partition_key),
+            ", ".join(info.clustering_key) or "-",
+            f"{info.estimated_partitions:,}",
+            _size(info.mean_partition_bytes) if info.mean_partition_bytes else "-",
+            rows,
+        )
+    return table
+
+
+def render_snapshot(snapshot: Snapshot) -> RenderableType:
+    """Everything in one renderable, in the order data flows through chatpulse."""
+    parts: list[RenderableType] = [
+        Text.assemble(
+            ("chatpulse inspect", "bold"),
+            f"  Kafka {snapshot.kafka}  Cassandra {snapshot.cassandra}  at {snapshot.taken_at}",
+        ),
+        _topics_table(snapshot),
+        _groups_table(snapshot.groups),
+        _state_table(snapshot),
+    ]
+    transactions = _transactions_table(snapshot)
+    if transactions is not None:
+        parts.append(transactions)
+    parts.append(_tables_table(snapshot))
+    parts += [Text(f"could not read {error}", style="bold red") for error in snapshot.errors]
+    return Group(*parts)
