@@ -1,0 +1,180 @@
+"""The topology, run record by record with ``sdf.test()`` on a local RocksDB state (no broker)."""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from quixstreams import Application
+from quixstreams.context import set_message_context
+from quixstreams.models import MessageContext, Topic, TopicConfig
+from quixstreams.sinks import BaseSink
+
+from chatpulse.models import ChatMessage, Emote, WindowStats, encode
+from chatpulse.processor.aggregate import WindowAggregate
+from chatpulse.processor.channel import ChannelUpdate
+from chatpulse.processor.metrics import ProcessorMetrics
+from chatpulse.processor.topology import (
+    DeadLetter,
+    LiveThrottle,
+    PipelineConfig,
+    PipelineTopics,
+    build_pipeline,
+    decode_record,
+)
+
+MIN = 60_000
+T0 = 1_700_000_000_000 - 1_700_000_000_000 % (60 * MIN)
+TOPIC = "msgs"
+
+
+class RecordingSink(BaseSink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: list[Any] = []
+
+    def add(self, value: Any, *_args: Any, **_kwargs: Any) -> None:
+        self.values.append(value)
+
+    def flush(self) -> None:
+        pass
+
+
+class Harness:
+    def __init__(self, tmp_path: Path) -> None:
+        self.app = Application(
+            broker_address="127.0.0.1:1",
+            consumer_group="unit",
+            state_dir=tmp_path / "state",
+            use_changelog_topics=False,
+            loglevel=None,
+        )
+        # Topic objects made directly: app.topic() would ask the (absent) broker about them.
+        self.topics = PipelineTopics(
+            messages=Topic(TOPIC, key_deserializer="bytes", value_deserializer="bytes"),
+            stats=Topic("stats", value_serializer="bytes"),
+            deadletter=Topic("dead", value_serializer="bytes"),
+        )
+        for topic in (self.topics.messages, self.topics.stats, self.topics.deadletter):
+            topic.broker_config = TopicConfig(
+                num_partitions=1,
+                replication_factor=1,
+                extra_config={"retention.ms": "-1", "retention.bytes": "-1"},
+            )
+        self.metrics = ProcessorMetrics()
+        config = PipelineConfig([MIN, 10 * MIN], grace_ms=5_000, dedup_horizon_ms=3_600_000)
+        self.sink = RecordingSink()
+        self.sdf = build_pipeline(
+            self.app, self.topics, config, sinks=[self.sink], metrics=self.metrics
+        )
+        self.offset = 0
+        state_manager: Any = self.app._state_manager
+        state_manager.on_partition_assign(
+            stream_id=self.sdf.stream_id, partition=0, committed_offsets={}
+        )
+        self.app._processing_context.init_checkpoint()
+
+    def send(self, value: bytes | None, key: bytes | None) -> list[ChannelUpdate]:
+        """Process one record: the updates the sink got (the topic outputs go to ``outputs``)."""
+        self.offset += 1
+        ctx = MessageContext(topic=TOPIC, partition=0, offset=self.offset, size=0)
+        results = self.sdf.test(value, key=key, timestamp=0, ctx=ctx)
+        # leaves: the produced channel-stats and dead-letter values (the sink leaf yields None)
+        self.outputs = [out[0] for out in results if out[0] is not None]
+        updates, self.sink.values = self.sink.values, []
+        return updates
+
+    def close(self) -> None:
+        self.app._state_manager.close()
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path)
+    yield h
+    h.close()
+
+
+def chat(mid: str, sent_at: int, user: str = "1", channel: str = "c") -> bytes:
+    message = ChatMessage(
+        id=mid,
+        channel=channel,
+        user_id=user,
+        user_login="u",
+        text="Kappa",
+        sent_at=sent_at,
+        emotes=[Emote("25", 0, 4)],
+    )
+    return encode(message)
+
+
+def test_counts_deduplicates_and_closes_windows(harness: Harness) -> None:
+    first = harness.send(chat("a", T0 + 1_000), b"c")
+    assert len(first) == 1
+    update = first[0]
+    assert isinstance(update, ChannelUpdate)
+    assert update.total_messages == 1
+    assert [(s, st, a.messages) for s, st, a in update.windows] == [(MIN, T0, 1), (10 * MIN, T0, 1)]
+    assert harness.send(chat("a", T0 + 1_000), b"c") == []  # duplicate
+    harness.send(chat("b", T0 + 2_000, user="2"), b"c")
+    closing = harness.send(chat("c", T0 + MIN + 6_000), b"c")[0]
+    assert [(w.window, w.messages, w.unique_chatters) for w in closing.closed] == [("1m", 2, 2)]
+    assert [(e.id, e.name, e.count) for e in closing.closed[0].top_emotes] == [("25", "Kappa", 2)]
+    # channel-stats gets the closed minute (a live update of the new minute may follow)
+    published = [msgspec.json.decode(out, type=WindowStats) for out in harness.outputs]
+    assert published[0] == closing.closed[0]
+    assert all(not p.closed for p in published[1:])
+    late = harness.send(chat("d", T0 + 3_000), b"c")[0]
+    assert late.late_sizes == [MIN]
+    assert late.total_messages == 4
+    assert harness.metrics.duplicates._value.get() == 1
+    assert harness.metrics.late.labels("1m")._value.get() == 1
+
+
+def test_channels_have_separate_state(harness: Harness) -> None:
+    harness.send(chat("a", T0, channel="x"), b"x")
+    other = harness.send(chat("a", T0, channel="y"), b"y")  # same id, other channel: counts
+    assert len(other) == 1
+    assert other[0].total_messages == 1
+
+
+def test_poison_records_become_dead_letters(harness: Harness) -> None:
+    assert harness.send(b"not json", b"c") == []
+    assert harness.send(b'{"id": "x", "channel": "c"}', b"c") == []
+    assert harness.send(chat("a", T0, channel="c"), b"other") == []
+    assert harness.send(None, b"c") == []
+    assert msgspec.json.decode(harness.outputs[0])["reason"] == "empty value"
+    assert harness.metrics.deadlettered._value.get() == 4
+    assert len(harness.send(chat("ok", T0), b"c")) == 1
+
+
+def test_decode_record_reasons() -> None:
+    set_message_context(MessageContext(topic="t", partition=3, offset=42, size=0))
+    bad = decode_record(b'{"id": 1}', b"c")
+    assert isinstance(bad, DeadLetter)
+    value = msgspec.json.decode(bad.value)
+    assert value["source"] == "t"
+    assert (value["partition"], value["offset"], value["raw"]) == (3, 42, '{"id": 1}')
+    assert "invalid ChatMessage" in value["reason"]
+    assert bad.key == b"t"
+
+
+def test_live_updates_are_throttled_per_channel() -> None:
+    now = [100.0]
+    throttle = LiveThrottle(MIN, 1.0, clock=lambda: now[0])
+    harness_update = ChannelUpdate(
+        message=msgspec.json.decode(chat("a", T0), type=ChatMessage),
+        total_messages=1,
+        first_seen=T0,
+        last_seen=T0,
+    )
+    assert throttle.live_update(harness_update) is None  # it entered no 1m window
+    harness_update.windows.append((MIN, T0, WindowAggregate(messages=3)))
+    live = throttle.live_update(harness_update)
+    assert isinstance(live, WindowStats)
+    assert (live.closed, live.messages, live.window) == (False, 3, "1m")
+    now[0] += 0.5
+    assert throttle.live_update(harness_update) is None
+    now[0] += 0.6
+    assert throttle.live_update(harness_update) is not None
