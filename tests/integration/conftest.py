@@ -1,7 +1,8 @@
 """Fixtures of the integration tests: the shared test stack, per-test settings, dedicated servers.
 
 - ``stack`` (session): the shared test stack (Kafka 127.0.0.1:19092, Cassandra 127.0.0.1:19042,
-  data in ``<repo>/build/test-stack``), started if not running, else reused. Each pytest session
+  data in ``<repo>/build/test-stack``), started if not running, else reused (also one that
+  another checkout started on these ports). Each pytest session
   holds a lease on it; the last session to leave stops it only if a test session started it.
 - ``settings`` (function): Settings pointing at that stack with a unique topic prefix
   (``t<hex>-``), keyspace (``t_<hex>``) and processor group, state/spill dirs in ``tmp_path``;
@@ -25,6 +26,7 @@ from chatpulse.kafka_admin import admin_client, delete_topics
 from chatpulse.settings import Settings, load_settings
 from chatpulse.stack import CassandraServer, KafkaServer, Stack
 from chatpulse.stack.process import free_ports
+from chatpulse.stack.stack import find_running_data_dir
 from chatpulse.storage import connect
 
 logger = logging.getLogger(__name__)
@@ -50,7 +52,9 @@ def _live_leases(leases: Path) -> list[Path]:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     """The shared test stack, up and answering clients."""
-    shared = Stack(TEST_STACK_DIR, kafka_port=TEST_KAFKA_PORT, cassandra_port=TEST_CASSANDRA_PORT)
+    # A test stack another checkout started on the same ports is reused (its data dir wins).
+    data_dir = find_running_data_dir(TEST_KAFKA_PORT) or TEST_STACK_DIR
+    shared = Stack(data_dir, kafka_port=TEST_KAFKA_PORT, cassandra_port=TEST_CASSANDRA_PORT)
     leases = shared.data_dir / "leases"
     lease = leases / str(os.getpid())
     with shared.lock():

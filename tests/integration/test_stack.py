@@ -10,18 +10,20 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from chatpulse.settings import Settings
-from chatpulse.stack import Stack
+from chatpulse.kafka_admin import admin_client, create_topics
+from chatpulse.settings import Settings, load_settings
+from chatpulse.stack import CassandraServer, KafkaServer, Stack
 from chatpulse.stack.process import cmdline_of, free_ports, is_port_free
-from chatpulse.topics import Topics
+from chatpulse.storage import connect
+from chatpulse.topics import Topics, TopicSpec
 
 
-def _read_partition(settings: Settings, topic: str, isolation: str, until: bytes) -> list[bytes]:
+def _read_partition(bootstrap: str, topic: str, isolation: str, until: bytes) -> list[bytes]:
     """Values of partition 0 from the start up to and including ``until``."""
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"{settings.topic_prefix}{uuid.uuid4().hex}",
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{topic}-{uuid.uuid4().hex}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "isolation.level": isolation,
@@ -68,8 +70,9 @@ def test_committed_transaction_is_read_and_aborted_one_is_not(settings: Settings
     producer.produce(topic, key=b"k", value=b"committed-last", partition=0)
     producer.commit_transaction(30)
 
-    committed = _read_partition(settings, topic, "read_committed", until=b"committed-last")
-    everything = _read_partition(settings, topic, "read_uncommitted", until=b"committed-last")
+    bootstrap = settings.kafka_bootstrap_servers
+    committed = _read_partition(bootstrap, topic, "read_committed", until=b"committed-last")
+    everything = _read_partition(bootstrap, topic, "read_uncommitted", until=b"committed-last")
 
     assert committed == [b"committed-1", b"committed-2", b"committed-3", b"committed-last"]
     assert everything == [
@@ -160,3 +163,58 @@ def test_cli_up_status_down_on_a_throwaway_stack(tmp_path: Path) -> None:
         assert after.stdout.count("stopped") == 2, after.stdout
     finally:
         throwaway.down(timeout=10)
+
+
+@pytest.mark.timeout(300)
+def test_dedicated_kafka_restarts_on_its_port_with_its_data(dedicated_kafka: KafkaServer) -> None:
+    bootstrap = dedicated_kafka.bootstrap_servers
+    assert create_topics(admin_client(bootstrap), [TopicSpec("kept", 1)], 1) == ["kept"]
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer.produce("kept", value=b"before-outage", partition=0)
+    assert producer.flush(30) == 0
+    first_pid = dedicated_kafka.pid
+
+    assert dedicated_kafka.stop() is True
+    assert not dedicated_kafka.is_running()
+    assert is_port_free(dedicated_kafka.port)
+    assert dedicated_kafka.start() is True
+    dedicated_kafka.wait_ready(timeout=120)
+
+    assert dedicated_kafka.pid not in (None, first_pid)
+    producer.produce("kept", value=b"after-outage", partition=0)
+    assert producer.flush(30) == 0
+    values = _read_partition(bootstrap, "kept", "read_committed", until=b"after-outage")
+    assert values == [b"before-outage", b"after-outage"]
+
+
+@pytest.mark.timeout(400)
+def test_dedicated_cassandra_restarts_on_its_port_with_its_data(
+    dedicated_cassandra: CassandraServer,
+) -> None:
+    settings = load_settings(
+        cassandra_contact_points="127.0.0.1",
+        cassandra_port=dedicated_cassandra.port,
+        cassandra_keyspace="kept",
+    )
+
+    def execute(statement: str) -> list[tuple[object, ...]]:
+        cluster, session = connect(settings)
+        try:
+            return [tuple(row) for row in session.execute(statement, timeout=60)]
+        finally:
+            cluster.shutdown()
+
+    execute(
+        "CREATE KEYSPACE kept WITH replication = "
+        "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    )
+    execute("CREATE TABLE kept.t (k text PRIMARY KEY, v int)")
+    execute("INSERT INTO kept.t (k, v) VALUES ('before-outage', 1)")
+
+    assert dedicated_cassandra.stop() is True
+    assert not dedicated_cassandra.is_running()
+    assert dedicated_cassandra.start() is True
+    dedicated_cassandra.wait_ready(timeout=180)
+
+    execute("INSERT INTO kept.t (k, v) VALUES ('after-outage', 2)")
+    assert sorted(execute("SELECT k, v FROM kept.t")) == [("after-outage", 2), ("before-outage", 1)]

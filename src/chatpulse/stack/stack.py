@@ -9,9 +9,10 @@ from pathlib import Path
 from chatpulse.stack.cassandra import CassandraServer
 from chatpulse.stack.errors import StackError
 from chatpulse.stack.kafka import KafkaServer
+from chatpulse.stack.process import cmdline_of
 from chatpulse.stack.server import JavaServer, ServerStatus
 
-__all__ = ["DEFAULT_DATA_DIR", "Stack"]
+__all__ = ["DEFAULT_DATA_DIR", "Stack", "find_running_data_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,3 +115,26 @@ class Stack:
     def status(self) -> list[ServerStatus]:
         """One status per server."""
         return [server.status() for server in self.servers]
+
+
+def find_running_data_dir(kafka_port: int) -> Path | None:
+    """The data dir of a running chatpulse stack whose Kafka listens on ``kafka_port``, if any.
+
+    Lets a second checkout (e.g. a fresh clone running ``make test``) reuse a test stack that
+    another checkout started on the same ports, instead of failing on ports in use.
+    """
+    wanted = f"PLAINTEXT://127.0.0.1:{kafka_port},"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        args = cmdline_of(int(proc.name)).split()
+        if "kafka.Kafka" not in args or not args[-1].endswith("/kafka/server.properties"):
+            continue
+        config = Path(args[-1])
+        try:
+            listeners = config.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        if f"listeners={wanted}" in listeners:
+            return config.parent.parent
+    return None
