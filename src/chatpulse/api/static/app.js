@@ -1,0 +1,180 @@
+// chatpulse dashboard: plain JS over the REST API and the live SSE stream (no build step).
+"use strict";
+
+const API = "/api/v1";
+const state = { windows: ["1m", "10m", "1h"], lbWindow: "10m", channel: null, source: null,
+  chart: null, xs: [], ys: [] };
+const $ = (id) => document.getElementById(id);
+const fmt = new Intl.NumberFormat();
+
+async function getJSON(path) {
+  const response = await fetch(path, { headers: { Accept: "application/json" } });
+  if (!response.ok) throw new Error(`${path}: ${response.status}`);
+  return response.json();
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function setStatus(on, text) {
+  $("status-dot").classList.toggle("on", on);
+  $("status-text").textContent = text;
+}
+
+function timeOf(iso) {
+  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+// ---- leaderboard and channel list ----
+function renderWindowTabs() {
+  const tabs = $("lb-windows");
+  tabs.replaceChildren(...state.windows.map((w) => {
+    const button = el("button", { type: "button", textContent: w });
+    button.setAttribute("role", "tab");
+    button.setAttribute("aria-selected", String(w === state.lbWindow));
+    button.addEventListener("click", () => { state.lbWindow = w; renderWindowTabs(); refreshLeaderboard(); });
+    return button;
+  }));
+}
+
+async function refreshLeaderboard() {
+  const board = await getJSON(`${API}/leaderboard?window=${state.lbWindow}&limit=10`);
+  const rows = board.items.map((item, i) => {
+    const row = el("tr", {},
+      el("td", { textContent: String(i + 1) }),
+      el("td", { textContent: item.channel }),
+      el("td", { className: "num", textContent: fmt.format(item.messages) }),
+      el("td", { className: "num", textContent: fmt.format(item.unique_chatters) }));
+    row.dataset.channel = item.channel;
+    row.classList.toggle("selected", item.channel === state.channel);
+    row.addEventListener("click", () => selectChannel(item.channel));
+    return row;
+  });
+  $("leaderboard").tBodies[0].replaceChildren(...rows);
+  $("lb-empty").hidden = rows.length > 0;
+  $("lb-window-start").textContent = board.window_start
+    ? `${board.window} window from ${timeOf(board.window_start)}` : "no window yet";
+  if (!state.channel && board.items.length) selectChannel(board.items[0].channel);
+}
+
+async function refreshChannels() {
+  const page = await getJSON(`${API}/channels?limit=100`);
+  $("channels").replaceChildren(...page.items.map((item) => {
+    const button = el("button", { type: "button", textContent: item.channel,
+      className: item.tracked ? "tracked" : "" });
+    button.addEventListener("click", () => selectChannel(item.channel));
+    return el("li", {}, button);
+  }));
+  if (!state.channel && page.items.length) selectChannel(page.items[0].channel);
+}
+
+// ---- the selected channel ----
+function makeChart() {
+  const target = $("chart");
+  const opts = {
+    width: target.clientWidth || 600, height: 240,
+    scales: { x: { time: true } },
+    axes: [{ stroke: "#8b93a7", grid: { stroke: "#262b38" } },
+      { stroke: "#8b93a7", grid: { stroke: "#262b38" } }],
+    series: [{}, { label: "messages / min", stroke: "#9b6bff", width: 2,
+      fill: "rgba(155,107,255,0.15)", points: { show: false } }],
+    legend: { show: true },
+  };
+  state.chart = new uPlot(opts, [state.xs, state.ys], target);
+  new ResizeObserver(() => state.chart.setSize({ width: target.clientWidth, height: 240 }))
+    .observe(target);
+}
+
+function showWindow(stats) {
+  const x = Date.parse(stats.window_start) / 1000;
+  const at = state.xs.indexOf(x);
+  if (at >= 0) state.ys[at] = stats.messages;
+  else if (!state.xs.length || x > state.xs[state.xs.length - 1]) {
+    state.xs.push(x); state.ys.push(stats.messages);
+    if (state.xs.length > 60) { state.xs.shift(); state.ys.shift(); }
+  } else return;
+  state.chart.setData([state.xs, state.ys]);
+  if (x === state.xs[state.xs.length - 1]) {
+    $("live-messages").textContent = fmt.format(stats.messages);
+    $("live-chatters").textContent = fmt.format(stats.unique_chatters);
+    $("emotes").replaceChildren(...stats.top_emotes.map((e) =>
+      el("li", {}, e.name || e.id, el("span", { className: "count", textContent: fmt.format(e.count) }))));
+  }
+}
+
+async function refreshSummary() {
+  if (!state.channel) return;
+  const summary = await getJSON(`${API}/channels/${state.channel}`);
+  $("total-messages").textContent = fmt.format(summary.total_messages);
+  $("ch-last-seen").textContent = summary.last_seen ? `last message ${timeOf(summary.last_seen)}` : "";
+}
+
+async function refreshMessages() {
+  if (!state.channel) return;
+  const page = await getJSON(`${API}/channels/${state.channel}/messages?limit=30`);
+  $("messages").replaceChildren(...page.items.map((m) => el("li", {},
+    el("time", { textContent: timeOf(m.sent_at), dateTime: m.sent_at }),
+    el("span", { className: "who", textContent: m.display_name || m.user_login }),
+    m.text)));
+}
+
+async function loadHistory() {
+  const stats = await getJSON(`${API}/channels/${state.channel}/stats?window=1m&limit=60`);
+  const items = stats.items.slice().reverse();
+  state.xs = items.map((s) => Date.parse(s.window_start) / 1000);
+  state.ys = items.map((s) => s.messages);
+  state.chart.setData([state.xs, state.ys]);
+  if (items.length) showWindow(items[items.length - 1]);
+}
+
+function openLive() {
+  if (state.source) state.source.close();
+  const source = new EventSource(`${API}/channels/${state.channel}/live?window=1m`);
+  source.onopen = () => setStatus(true, `live · ${state.channel}`);
+  source.onerror = () => setStatus(false, "reconnecting…");
+  source.onmessage = (event) => showWindow(JSON.parse(event.data));
+  state.source = source;
+}
+
+async function selectChannel(channel) {
+  if (channel === state.channel) return;
+  state.channel = channel;
+  history.replaceState(null, "", `#channel=${channel}`);
+  $("ch-title").textContent = channel;
+  for (const id of ["live-messages", "live-chatters", "total-messages"]) $(id).textContent = "–";
+  $("emotes").replaceChildren();
+  for (const row of $("leaderboard").tBodies[0].rows) {
+    row.classList.toggle("selected", row.dataset.channel === channel);
+  }
+  openLive();
+  await Promise.all([loadHistory(), refreshSummary(), refreshMessages()]);
+}
+
+function every(ms, task) {
+  const run = () => task().catch((err) => console.warn(err.message));
+  setInterval(run, ms);
+}
+
+async function main() {
+  try {
+    const spec = await getJSON("/openapi.json");
+    const param = spec.paths[`${API}/leaderboard`].get.parameters.find((p) => p.name === "window");
+    if (param && param.schema.enum) state.windows = param.schema.enum;
+  } catch (err) { console.warn(err.message); }
+  if (!state.windows.includes(state.lbWindow)) state.lbWindow = state.windows[0];
+  renderWindowTabs();
+  makeChart();
+  const wanted = new URLSearchParams(location.hash.slice(1)).get("channel");
+  if (wanted) await selectChannel(wanted).catch((err) => console.warn(err.message));
+  await Promise.all([refreshLeaderboard(), refreshChannels()]).catch((err) => console.warn(err.message));
+  every(5000, refreshLeaderboard);
+  every(15000, refreshChannels);
+  every(5000, refreshSummary);
+  every(3000, refreshMessages);
+}
+
+main();
