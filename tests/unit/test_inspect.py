@@ -122,15 +122,16 @@ def test_transaction_log_key_and_bad_records() -> None:
 
 def test_local_stores_sizes(tmp_path: Path) -> None:
     for partition, size in ((0, 100), (3, 250)):
-        part = tmp_path / "grp" / "default" / str(partition)
+        part = tmp_path / "grp" / "default" / "topic-a" / str(partition)
         part.mkdir(parents=True)
         (part / "000001.sst").write_bytes(b"x" * size)
         (part / "LOCK").write_bytes(b"")
     (tmp_path / "grp" / "default" / "not-a-partition").mkdir()
+    (tmp_path / "grp" / "default" / "topic-a" / "0" / "archive").mkdir()
     stores = collect_stores(tmp_path)
-    assert [(s.group, s.store, s.partition, s.bytes) for s in stores] == [
-        ("grp", "default", 0, 100),
-        ("grp", "default", 3, 250),
+    assert [(s.group, s.store, s.stream, s.partition, s.bytes) for s in stores] == [
+        ("grp", "default", "topic-a", 0, 100),
+        ("grp", "default", "topic-a", 3, 250),
     ]
     assert collect_stores(tmp_path / "missing") == []
 
@@ -167,7 +168,7 @@ def _snapshot() -> Snapshot:
         topics=[topic, changelog],
         groups=[group],
         changelogs=changelog_topics([topic, changelog]),
-        stores=[StoreInfo("p-proc", "default", 0, "/x/0", 2048)],
+        stores=[StoreInfo("p-proc", "default", "p-twitch-chat-messages", 0, "/x/0", 2048)],
         transactions=TransactionsView(
             "__transaction_state",
             [TransactionInfo("tx-a", 1, 0, "Ongoing", 60000, [], int(time.time() * 1000), 0)],

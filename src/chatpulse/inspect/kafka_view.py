@@ -9,6 +9,7 @@ Everything comes from confluent-kafka's AdminClient: ``list_topics`` (metadata),
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 from confluent_kafka import (
@@ -44,6 +45,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_RETRIES = 6
 
 Offsets = dict[tuple[str, int], tuple[int, int, int]]  # (topic, partition) -> low, high, stable
 
@@ -85,10 +88,20 @@ def _offsets(admin: AdminClient, tps: Iterable[tuple[str, int]], timeout: float)
         return {}
 
     def query(spec: Callable[[], OffsetSpec], **kwargs: object) -> dict[tuple[str, int], int]:
-        futures = admin.list_offsets(
-            {tp: spec() for tp in wanted}, request_timeout=timeout, **kwargs
-        )
-        return {(tp.topic, tp.partition): fut.result().offset for tp, fut in futures.items()}
+        for attempt in range(_RETRIES):
+            futures = admin.list_offsets(
+                {tp: spec() for tp in wanted}, request_timeout=timeout, **kwargs
+            )
+            try:
+                return {
+                    (tp.topic, tp.partition): fut.result().offset for tp, fut in futures.items()
+                }
+            except KafkaException as exc:
+                # A topic created a moment ago may not have its leader known everywhere yet.
+                if not exc.args[0].retriable() or attempt == _RETRIES - 1:
+                    raise
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
 
     low = query(OffsetSpec.earliest)
     high = query(OffsetSpec.latest, isolation_level=IsolationLevel.READ_UNCOMMITTED)

@@ -116,6 +116,7 @@ class StoreInfo:
 
     group: str
     store: str
+    stream: str  # the source topic the store belongs to ("" in older layouts)
     partition: int
     path: str
     bytes: int

@@ -121,14 +121,14 @@ def _state_table(snapshot: Snapshot) -> Table:
     )
     for column in ("changelog topic", "store", "source topic", "parts", "records", "on disk"):
         table.add_column(column)
-    on_disk: dict[tuple[str, str], list[int]] = defaultdict(list)
-    sizes: dict[tuple[str, str], int] = defaultdict(int)
+    on_disk: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    sizes: dict[tuple[str, str, str], int] = defaultdict(int)
     for store in snapshot.stores:
-        on_disk[(store.group, store.store)].append(store.partition)
-        sizes[(store.group, store.store)] += store.bytes
+        on_disk[(store.group, store.stream, store.store)].append(store.partition)
+        sizes[(store.group, store.stream, store.store)] += store.bytes
     shown = set()
     for log in snapshot.changelogs:
-        key = (log.group, log.store)
+        key = (log.group, log.source_topic, log.store)
         shown.add(key)
         local = (
             f"{_size(sizes[key])} in partitions [{partition_ranges(on_disk[key])}]"
@@ -140,7 +140,7 @@ def _state_table(snapshot: Snapshot) -> Table:
         )
     for key in sorted(set(on_disk) - shown):
         local = f"{_size(sizes[key])} in partitions [{partition_ranges(on_disk[key])}]"
-        table.add_row("(no changelog listed)", key[1], key[0], "", "", local)
+        table.add_row(f"(none listed; group {key[0]})", key[2], key[1], "", "", local)
     return table
 
 
