@@ -23,7 +23,7 @@ __all__ = [
 CHANNEL_PATTERN = r"^[A-Za-z0-9_]{1,25}$"
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -31,14 +31,14 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_db(services: ServicesDep) -> CassandraGateway:
+async def get_db(services: ServicesDep) -> CassandraGateway:
     return services.db
 
 
 Db = Annotated[CassandraGateway, Depends(get_db)]
 
 
-def _channel_name(
+async def _channel_name(
     channel: Annotated[
         str,
         Path(

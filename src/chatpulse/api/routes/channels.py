@@ -25,7 +25,7 @@ router = APIRouter(prefix="/api/v1/channels", tags=["channels"])
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
-def _require_api_key(
+async def _require_api_key(
     services: ServicesDep, given: Annotated[str | None, Security(_api_key_header)]
 ) -> None:
     expected = services.settings.api_key

@@ -18,7 +18,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api/v1/channels", tags=["live"])
 
 
-def _window_filter(
+async def _window_filter(
     services: ServicesDep,
     window: Annotated[str | None, Query(description="only updates of this window size")] = None,
 ) -> str | None:

@@ -1,0 +1,232 @@
+"""Helpers of the API's integration tests: a known stream, its expected numbers, a running API.
+
+The expected numbers are computed here, independently of the processor, from the messages
+themselves (counting semantics of the contract); :func:`write_rows` stores them through the
+storage schema exactly as the processor's rows are laid out.
+"""
+
+import contextlib
+import json
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from chatpulse.api.app import create_app
+from chatpulse.api.server import serve_in_thread
+from chatpulse.models import ChatMessage, Emote
+from chatpulse.settings import Settings
+from chatpulse.storage import connect
+
+DAY_MS = 86_400_000
+EMOTES = {"Kappa": "25", "PogChamp": "88", "LUL": "425618"}
+
+
+def iso(ms: int) -> str:
+    """How the API writes a time: ISO 8601 UTC with Z."""
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _message(channel: str, i: int, sent_at: int, users: int) -> ChatMessage:
+    words = ["hi", "Kappa", "gg", "PogChamp", "LUL", "nice", "Kappa"]
+    chosen = [words[(i * k) % len(words)] for k in (1, 2, 3)][: 1 + i % 3]
+    text = " ".join(chosen)
+    emotes, position = [], 0
+    for word in chosen:
+        if word in EMOTES:
+            emotes.append(Emote(id=EMOTES[word], start=position, end=position + len(word) - 1))
+        position += len(word) + 1
+    user = f"{channel[:2]}u{(i * 7) % users}"
+    return ChatMessage(
+        id=f"{channel}-{i:04d}",
+        channel=channel,
+        user_id=user,
+        user_login=user,
+        display_name=user.upper(),
+        text=text,
+        sent_at=sent_at,
+        emotes=emotes,
+        bits=i % 5,
+        badges={"subscriber": "12"} if i % 4 == 0 else {},
+    )
+
+
+@dataclass
+class Window:
+    messages: int = 0
+    users: set[str] = field(default_factory=set)
+    emotes: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def top_emotes(self) -> list[dict[str, Any]]:
+        ranked = sorted(self.emotes.items(), key=lambda kv: (-kv[1], kv[0][0]))[:10]
+        return [{"id": eid, "name": name, "count": count} for (eid, name), count in ranked]
+
+
+@dataclass
+class KnownStream:
+    """Messages of a few channels over five minutes around the last UTC midnight."""
+
+    windows: dict[str, int]
+    messages: list[ChatMessage] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, windows: dict[str, int], counts: dict[str, int]) -> "KnownStream":
+        now = int(time.time() * 1000)
+        base = now - now % DAY_MS - 150_000  # 23:57:30 yesterday: the stream spans midnight
+        stream = cls(windows)
+        for c, (channel, count) in enumerate(counts.items()):
+            step = 300_000 // count
+            for i in range(count):
+                sent_at = base + i * step + c * 997
+                stream.messages.append(_message(channel, i, sent_at, users=3 + count // 6))
+        return stream
+
+    @property
+    def channels(self) -> list[str]:
+        return sorted({m.channel for m in self.messages})
+
+    def of(self, channel: str) -> list[ChatMessage]:
+        return [m for m in self.messages if m.channel == channel]
+
+    def window_table(self) -> dict[tuple[str, str, int], Window]:
+        table: dict[tuple[str, str, int], Window] = defaultdict(Window)
+        for m in self.messages:
+            for name, size in self.windows.items():
+                w = table[(m.channel, name, m.sent_at - m.sent_at % size)]
+                w.messages += 1
+                w.users.add(m.user_id)
+                for e in m.emotes:
+                    w.emotes[(e.id, m.emote_name(e))] += 1
+        return dict(table)
+
+    def stats_json(self, channel: str, name: str, start: int, *, closed: bool) -> dict[str, Any]:
+        w = self.window_table()[(channel, name, start)]
+        size = self.windows[name]
+        return {
+            "channel": channel,
+            "window": name,
+            "window_start": iso(start),
+            "window_end": iso(start + size),
+            "messages": w.messages,
+            "unique_chatters": len(w.users),
+            "top_emotes": w.top_emotes(),
+            "closed": closed,
+        }
+
+    def starts(self, channel: str, name: str) -> list[int]:
+        """Window starts of a channel, newest first."""
+        return sorted(
+            (s for (c, n, s) in self.window_table() if c == channel and n == name), reverse=True
+        )
+
+    def is_closed(self, channel: str, name: str, start: int) -> bool:
+        """The newest 1m window of each channel is still open (a live row)."""
+        return not (
+            name == min(self.windows, key=self.windows.__getitem__)
+            and start == max(self.starts(channel, name))
+        )
+
+
+def _day(ms: int) -> date:
+    return date(1970, 1, 1) + timedelta(days=ms // DAY_MS)
+
+
+def write_rows(settings: Settings, stream: KnownStream) -> None:
+    """Store the stream's messages, windows, leaderboard, latest windows and totals."""
+    cluster, session = connect(settings)
+    ks = settings.cassandra_keyspace
+    try:
+        insert_message = session.prepare(
+            f"INSERT INTO {ks}.messages (channel, day, sent_at, id, channel_id, user_id, "
+            "user_login, display_name, text, is_action, emotes, bits, badges) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        for m in stream.messages:
+            emotes = json.dumps([{"id": e.id, "start": e.start, "end": e.end} for e in m.emotes])
+            session.execute(
+                insert_message,
+                (
+                    m.channel,
+                    _day(m.sent_at),
+                    m.sent_at,
+                    m.id,
+                    "",
+                    m.user_id,
+                    m.user_login,
+                    m.display_name,
+                    m.text,
+                    m.is_action,
+                    emotes,
+                    m.bits,
+                    m.badges,
+                ),
+            )
+        insert_window = session.prepare(
+            f"INSERT INTO {ks}.window_stats (channel, window, day, window_start, window_end, "
+            "messages, unique_chatters, top_emotes, closed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        insert_board = session.prepare(
+            f"INSERT INTO {ks}.window_leaderboard (window, window_start, channel, messages, "
+            "unique_chatters) VALUES (?, ?, ?, ?, ?)"
+        )
+        latest: dict[str, int] = {}
+        for (channel, name, start), w in stream.window_table().items():
+            closed = stream.is_closed(channel, name, start)
+            session.execute(
+                insert_window,
+                (
+                    channel,
+                    name,
+                    _day(start),
+                    start,
+                    start + stream.windows[name],
+                    w.messages,
+                    len(w.users),
+                    json.dumps(w.top_emotes()),
+                    closed,
+                ),
+            )
+            session.execute(insert_board, (name, start, channel, w.messages, len(w.users)))
+            latest[name] = max(latest.get(name, start), start)
+        for name, start in latest.items():
+            session.execute(
+                f"INSERT INTO {ks}.latest_window (window, window_start) VALUES (%s, %s)",
+                (name, start),
+            )
+        for channel in stream.channels:
+            sent = [m.sent_at for m in stream.of(channel)]
+            session.execute(
+                f"INSERT INTO {ks}.channel_totals (channel, total_messages, first_seen, "
+                "last_seen) VALUES (%s, %s, %s, %s)",
+                (channel, len(sent), min(sent), max(sent)),
+            )
+    finally:
+        cluster.shutdown()
+
+
+def wait_ready(client: httpx.Client, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = client.get("/readyz")
+        if response.status_code == 200:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"API not ready: {response.text}")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def running_api(settings: Settings, *, ready: bool = True) -> Iterator[httpx.Client]:
+    """The real app on a loopback port, with a client; waits for /readyz unless told not to."""
+    with (
+        serve_in_thread(create_app(settings)) as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        if ready:
+            wait_ready(client)
+        yield client
