@@ -74,6 +74,7 @@ class FakeTwitchServer:
         self.join_log: list[tuple[float, int, str]] = []  # (loop time, session id, channel)
         self.close_log: list[tuple[float, int]] = []  # (loop time, session id)
         self.answer_pings = True  # False simulates a connection that went silent
+        self.quit_delay_s = 0.0  # keep a quitting connection in its channels this long
         self.connections_accepted = 0
         self.login_failures = 0
         self.pings_answered = 0

@@ -95,7 +95,7 @@ class Session:
         elif command == "PONG":
             self.server.pongs_received += 1
         elif command == "QUIT":
-            self.close()
+            self._quit()
         elif not self.logged_in:
             return
         elif command in ("JOIN", "PART") and params:
@@ -104,6 +104,13 @@ class Session:
                 (self._join if command == "JOIN" else self._part)(channel)
         elif command != "PRIVMSG":
             self.send([f"{_SERVER} 421 {self.nick} {command} :Unknown command"])
+
+    def _quit(self) -> None:
+        delay = self.server.quit_delay_s
+        if delay > 0:  # lines keep flowing for a while, as they do from Twitch
+            asyncio.get_running_loop().call_later(delay, self.close)
+        else:
+            self.close()
 
     def _pong(self, params: list[str]) -> None:
         if self.server.answer_pings:

@@ -1,0 +1,283 @@
+"""The Twitch chat client against the fake Twitch server over real sockets (no Kafka needed)."""
+
+import asyncio
+import gzip
+import logging
+import os
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from chatpulse.fake_twitch.server import FakeTwitchServer
+from chatpulse.fake_twitch.simulate import channel_names, simulate_channel
+from chatpulse.fake_twitch.source import ReplaySource, SimulatedSource
+from chatpulse.ingest.irc.client import Received, TwitchChatClient, TwitchLoginError
+
+pytestmark = pytest.mark.timeout(60)
+
+SAMPLE = Path(
+    os.environ.get(
+        "CHATPULSE_SAMPLE_CAPTURE",
+        Path(__file__).resolve().parents[3] / "shared/data/twitch-irc-xqcow-2019-09.txt.gz",
+    )
+)
+DATA = {"PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG"}
+FAST = {"backoff_base_s": 0.05, "join_window_s": 0.01, "drain_timeout_s": 2.0}
+
+
+def sample_lines() -> list[str]:
+    with gzip.open(SAMPLE, "rt", encoding="utf-8") as fh:
+        return fh.read().splitlines()
+
+
+@pytest.fixture
+async def replay_server() -> AsyncIterator[FakeTwitchServer]:
+    async with FakeTwitchServer(ReplaySource(sample_lines()), speed=0) as server:
+        yield server
+
+
+async def collect(
+    client: TwitchChatClient,
+    until: Callable[[Received], bool],
+    on_line: Callable[[int], None] | None = None,
+    timeout_s: float = 20.0,
+) -> list[Received]:
+    """Lines from the client up to the first for which ``until`` holds (included)."""
+    got: list[Received] = []
+
+    async def read() -> None:
+        async for received in client.lines():
+            got.append(received)
+            if on_line is not None:
+                on_line(len(got))
+            if until(received):
+                return
+
+    await asyncio.wait_for(read(), timeout_s)
+    return got
+
+
+def counting(command: str | set[str], count: int) -> Callable[[Received], bool]:
+    """A stop condition: the ``count``-th line with one of these commands."""
+    wanted = {command} if isinstance(command, str) else command
+    seen = 0
+
+    def until(received: Received) -> bool:
+        nonlocal seen
+        if received.msg is not None and received.msg.command in wanted:
+            seen += 1
+        return seen >= count
+
+    return until
+
+
+def data_lines(lines: list[Received]) -> list[str]:
+    return [r.raw for r in lines if r.msg is not None and r.msg.command in DATA]
+
+
+async def test_login_join_and_replay_every_line_once(replay_server: FakeTwitchServer) -> None:
+    client = TwitchChatClient(replay_server.url, **FAST)
+    client.join("#XQcOW")
+    await client.start()
+    try:
+        got = await collect(client, counting(DATA, 5000))
+    finally:
+        await client.stop()
+    commands = Counter(r.msg.command for r in got if r.msg is not None)
+    assert data_lines(got) == sample_lines()  # every line, once, in order
+    assert (commands["PRIVMSG"], commands["CLEARCHAT"], commands["USERNOTICE"]) == (4933, 58, 9)
+    assert commands["CAP"] == 1
+    assert commands["001"] == 1
+    roomstate = next(r.msg for r in got if r.msg is not None and r.msg.command == "ROOMSTATE")
+    assert roomstate.tags["room-id"] == "71092938"
+    assert max(len(r.raw.encode()) for r in got) > 1024
+    assert all(r.error is None for r in got)
+    assert client.nick.startswith("justinfan")
+    assert client.channels == {"xqcow"}
+
+
+async def test_malformed_line_is_delivered_with_its_error() -> None:
+    async with FakeTwitchServer(SimulatedSource(1, 1.0, seed=1, duration_s=0.0)) as server:
+        client = TwitchChatClient(server.url, **FAST)
+        client.join("streamer0000")
+        await client.start()
+        try:
+            await collect(
+                client,
+                counting("ROOMSTATE", 1),
+            )
+            server.inject("streamer0000", "@tags-only-no-command")
+            server.inject("streamer0000", ":tmi.twitch.tv PING :after")
+            got = await collect(client, lambda received: received.msg is not None)
+        finally:
+            await client.stop()
+    assert got[0].error is not None
+    assert got[0].error.reason == "tags without a command"
+    assert got[0].raw == "@tags-only-no-command"
+    assert got[1].msg is not None
+    assert got[1].msg.command == "PING"
+
+
+async def test_ping_pong_both_ways() -> None:
+    async with FakeTwitchServer(SimulatedSource(1, 1.0, seed=1, duration_s=0.0)) as server:
+        client = TwitchChatClient(server.url, ping_interval_s=0.2, pong_timeout_s=1.0, **FAST)
+        client.join("streamer0000")
+        await client.start()
+        try:
+            await collect(client, counting("ROOMSTATE", 1))
+            server.send_ping()
+            await collect(client, counting("PONG", 1))
+            for _ in range(100):
+                if server.pongs_received:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await client.stop()
+    assert server.pongs_received == 1  # our PONG to the server's PING
+    assert server.pings_answered >= 1  # the server's PONG to our keepalive PING
+    assert client.reconnects == 0
+    assert server.connections_accepted == 1
+
+
+async def test_silent_connection_is_detected_and_replaced() -> None:
+    async with FakeTwitchServer(SimulatedSource(1, 1.0, seed=1, duration_s=0.0)) as server:
+        server.answer_pings = False
+        client = TwitchChatClient(server.url, ping_interval_s=0.2, pong_timeout_s=0.2, **FAST)
+        client.join("streamer0000")
+        await client.start()
+        try:
+            for _ in range(300):
+                if server.connections_accepted >= 2 and len(server.memberships()) == 1:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await client.stop()
+    assert client.reconnects >= 1
+    assert server.connections_accepted >= 2
+    assert server.pings_answered == 0
+
+
+async def test_server_drop_reconnects_and_loses_nothing() -> None:
+    async with FakeTwitchServer(ReplaySource(sample_lines()), speed=500) as server:
+        client = TwitchChatClient(server.url, **FAST)
+        client.join("xqcow")
+        await client.start()
+        dropped: list[int] = []
+
+        def drop_once(received_so_far: int) -> None:
+            if not dropped and received_so_far > 1500:
+                dropped.append(server.drop_connections())
+
+        try:
+            got = await collect(client, counting(DATA, 5000), drop_once)
+        finally:
+            await client.stop()
+    assert dropped == [1]
+    assert data_lines(got) == sample_lines()
+    assert client.reconnects == 1
+    assert server.connections_accepted == 2
+    assert len({r.connection for r in got}) == 2
+
+
+async def test_reconnect_is_make_before_break_without_duplicates() -> None:
+    async with FakeTwitchServer(ReplaySource(sample_lines()), speed=500) as server:
+        server.quit_delay_s = 0.2  # both connections receive the same lines for 0.2 s
+        client = TwitchChatClient(server.url, **FAST)
+        client.join("xqcow")
+        await client.start()
+        told: list[int] = []
+
+        def reconnect_once(received_so_far: int) -> None:
+            if not told and received_so_far > 1500:
+                told.append(server.send_reconnect(grace_s=5.0))
+
+        try:
+            got = await collect(client, counting(DATA, 5000), reconnect_once)
+        finally:
+            await client.stop()
+    assert told == [1]
+    assert sorted(data_lines(got)) == sorted(sample_lines())  # all, none twice
+    assert client.reconnects == 1
+    assert client.duplicates_dropped > 100  # the overlap was real, and de-duplicated
+    (old_closed,) = [t for t, session in server.close_log if session == 1][:1]
+    new_joined = next(t for t, session, _ in server.join_log if session == 2)
+    assert new_joined < old_closed  # the new connection joined before the old one went
+    assert old_closed - new_joined < 4.0  # ... and the client let the old one go, not the grace
+    assert len({r.connection for r in got if r.msg is not None and r.msg.command in DATA}) == 2
+
+
+async def test_join_rate_limit_is_observed() -> None:
+    async with FakeTwitchServer(SimulatedSource(9, 9.0, seed=1, duration_s=0.0)) as server:
+        client = TwitchChatClient(server.url, join_rate=3, join_window_s=0.5, backoff_base_s=0.05)
+        for name in channel_names(9):
+            client.join(name)
+        await client.start()
+        try:
+            await collect(
+                client,
+                counting("ROOMSTATE", 9),
+            )
+        finally:
+            await client.stop()
+    times = sorted(t for t, _, _ in server.join_log)
+    assert len(times) == 9
+    for i in range(len(times) - 3):
+        assert times[i + 3] - times[i] >= 0.5 - 0.01  # never 4 JOINs in one 0.5 s window
+    assert times[-1] - times[0] >= 1.0 - 0.01
+
+
+async def test_channels_are_sharded_over_connections() -> None:
+    source = SimulatedSource(5, 50.0, seed=7, duration_s=1.0)
+    async with FakeTwitchServer(source, speed=0) as server:
+        client = TwitchChatClient(server.url, channels_per_connection=2, **FAST)
+        for name in channel_names(5):
+            client.join(name)
+        await client.start()
+        expected = {
+            name: [line for _, line in simulate_channel(i, 5, 50.0, 7, duration_s=1.0)]
+            for i, name in enumerate(channel_names(5))
+        }
+        total = sum(len(lines) for lines in expected.values())
+        try:
+            got = await collect(client, counting(DATA, total))
+            memberships = server.memberships()
+        finally:
+            await client.stop()
+    assert sorted(len(channels) for channels in memberships.values()) == [1, 2, 2]
+    assert set().union(*memberships.values()) == set(channel_names(5))
+    assert len(client.connections) == 0  # stopped
+    by_channel: dict[str, list[str]] = {}
+    for r in got:
+        if r.msg is not None and r.msg.command in DATA:
+            assert r.msg.channel is not None
+            by_channel.setdefault(r.msg.channel, []).append(r.raw)
+    assert by_channel == expected  # the simulator's API gives the exact ground truth
+
+
+async def test_login_failure_is_a_clear_error_and_the_token_stays_secret(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with FakeTwitchServer(ReplaySource([]), reject_tokens={"s3cret-bad"}) as server:
+        bad = TwitchChatClient(server.url, login="MyBot", token=SecretStr("s3cret-bad"), **FAST)
+        bad.join("xqcow")
+        await bad.start()
+        with pytest.raises(TwitchLoginError, match="Login authentication failed"):
+            await collect(bad, lambda received: False)
+        await bad.stop()
+        good = TwitchChatClient(
+            server.url, login="MyBot", token=SecretStr("oauth:s3cret-good"), **FAST
+        )
+        good.join("xqcow")
+        await good.start()
+        try:
+            got = await collect(good, counting("JOIN", 1))
+        finally:
+            await good.stop()
+    assert any(r.msg and r.msg.command == "GLOBALUSERSTATE" for r in got)
+    assert server.login_failures == 1
+    assert good.nick == "mybot"
+    assert "s3cret" not in repr(bad) + repr(good) + caplog.text
