@@ -81,7 +81,7 @@ class CassandraSink(BatchingSink):
         cluster, session = connect(self._settings)
         # Come back quickly after an outage: the default policy waits up to 10 minutes.
         cluster.reconnection_policy = ExponentialReconnectionPolicy(0.5, 5.0)
-        session.default_timeout = self._request_timeout_s
+        cluster.profile_manager.default.request_timeout = self._request_timeout_s
         self._cluster, self._session = cluster, session
         # The keyspace name is validated by the settings ([a-zA-Z][a-zA-Z0-9_]*).
         ks = self._settings.cassandra_keyspace

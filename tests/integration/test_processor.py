@@ -1,0 +1,96 @@
+"""The processor on the real Kafka and Cassandra: exact counts of a known stream; poison."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from test_processor_support import (
+    ProcessorProcess,
+    assert_exact,
+    generate,
+    ground_truth,
+    produce,
+    wait_for_totals,
+)
+
+from chatpulse.settings import Settings
+from chatpulse.topics import Topics
+
+
+@pytest.mark.timeout(300)
+def test_known_stream_is_counted_exactly(settings: Settings, tmp_path: Path) -> None:
+    records = generate(channels=30, messages=6_000, seed=1)
+    truth = ground_truth(records)
+    assert truth.late > 0
+    assert truth.duplicates > 200
+    assert len(truth.closed) > 300
+    produce(settings, records)
+    proc = ProcessorProcess(settings, tmp_path / "state", tmp_path / "processor.log")
+    proc.start()
+    try:
+        assert_exact(settings, truth, timeout_s=150, procs=(proc,))
+    finally:
+        assert proc.stop() == 0, (tmp_path / "processor.log").read_text()[-3000:]
+
+
+def _dead_letters(settings: Settings, expected: int, timeout_s: float = 60) -> list[dict]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"{settings.topic_prefix}dl-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer.subscribe([Topics.from_settings(settings).deadletter])
+    found: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(found) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                found.append({"key": msg.key(), **json.loads(msg.value())})
+    finally:
+        consumer.close()
+    return found
+
+
+@pytest.mark.timeout(240)
+def test_poison_records_go_to_dead_letter_and_processing_continues(
+    settings: Settings, tmp_path: Path
+) -> None:
+    records = generate(channels=3, messages=300, seed=5, duplicate_rate=0, late_rate=0)
+    topic = Topics.from_settings(settings).messages
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    poison = [
+        (b"ch000", b"this is not json"),
+        (b"ch001", b'{"id": "m1", "channel": "ch001"}'),
+        (b"ch002", b'{"id": 5, "channel": "ch002", "user_id": "1"}'),
+    ]
+    half = len(records) // 2
+    for r in records[:half]:
+        producer.produce(topic, key=r.channel.encode(), value=r.value, partition=0)
+    for key, value in poison:
+        producer.produce(topic, key=key, value=value, partition=0)
+    for r in records[half:]:
+        producer.produce(topic, key=r.channel.encode(), value=r.value, partition=0)
+    assert producer.flush(30) == 0
+    truth = ground_truth(records)
+
+    proc = ProcessorProcess(settings, tmp_path / "state", tmp_path / "processor.log")
+    proc.start()
+    try:
+        results = wait_for_totals(settings, truth, timeout_s=120, procs=(proc,))
+        assert results.totals == truth.totals
+        letters = _dead_letters(settings, expected=3)
+    finally:
+        assert proc.stop() == 0
+    assert sorted(letter["raw"].encode() for letter in letters) == sorted(v for _, v in poison)
+    for letter in letters:
+        assert letter["key"] == topic.encode()
+        assert letter["source"] == topic
+        assert letter["partition"] == 0
+        assert letter["offset"] >= half
+        assert letter["reason"]

@@ -1,0 +1,379 @@
+"""Helpers of the processor's integration tests (no tests here).
+
+- ``generate``: a chat stream with out-of-order messages within the grace, redeliveries, late
+  messages and, per channel, a final "closer" message far enough ahead to close every window.
+- ``ground_truth``: what every number must be, computed from the generated records with
+  plain sets and Counters, independently of chatpulse.processor.
+- ``ProcessorProcess``: ``chatpulse process`` as a subprocess of the real CLI.
+- ``read_results`` / ``wait_until_exact``: what Cassandra and channel-stats hold.
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from chatpulse.settings import Settings
+from chatpulse.storage import connect
+from chatpulse.topics import Topics
+
+VENV_BIN = Path(sys.executable).parent
+WINDOWS = ["10s", "1m"]
+SIZES = {"10s": 10_000, "1m": 60_000}
+GRACE = "3s"
+GRACE_MS = 3_000
+EMOTE_NAMES = {str(i): f"Emote{i}" for i in range(1, 13)}
+
+
+@dataclass(frozen=True)
+class Record:
+    channel: str
+    value: bytes
+    id: str
+    user_id: str
+    sent_at: int
+    emote_ids: tuple[str, ...]
+
+
+def _message(channel: str, mid: str, user: str, sent_at: int, rng: random.Random) -> Record:
+    words, emotes, emote_ids = [], [], []
+    position = 0
+    for _ in range(rng.randint(1, 5)):
+        if rng.random() < 0.4:
+            eid = rng.choice(list(EMOTE_NAMES))
+            word = EMOTE_NAMES[eid]
+            emotes.append({"id": eid, "start": position, "end": position + len(word) - 1})
+            emote_ids.append(eid)
+        else:
+            word = rng.choice(["hi", "lol", "gg", "wow", "no"])
+        words.append(word)
+        position += len(word) + 1
+    value = {
+        "v": 1,
+        "id": mid,
+        "channel": channel,
+        "channel_id": "1",
+        "user_id": user,
+        "user_login": f"user{user}",
+        "display_name": f"User{user}",
+        "text": " ".join(words),
+        "is_action": False,
+        "sent_at": sent_at,
+        "emotes": emotes,
+        "bits": 0,
+        "badges": {},
+    }
+    return Record(channel, json.dumps(value).encode(), mid, user, sent_at, tuple(emote_ids))
+
+
+def generate(
+    *,
+    channels: int,
+    messages: int,
+    seed: int,
+    span_ms: int = 5 * 60_000,
+    duplicate_rate: float = 0.04,
+    late_rate: float = 0.003,
+) -> list[Record]:
+    """A stream in production order (the order of each channel's records is what counts)."""
+    rng = random.Random(seed)
+    base = int(time.time() * 1000) - 2 * 3_600_000
+    base -= base % 3_600_000
+    names = [f"ch{i:03d}" for i in range(channels)]
+    weights = [1.0 / (i + 1) for i in range(channels)]
+    clock = {name: base for name in names}
+    step = span_ms / messages * channels / 2
+    records: list[Record] = []
+    for n in range(messages):
+        channel = rng.choices(names, weights)[0]
+        clock[channel] += rng.randint(0, int(step * 2) + 1)
+        now = clock[channel]
+        roll = rng.random()
+        if roll < late_rate:
+            sent = now - rng.randint(70_000, 120_000)  # beyond 1m window + grace: late
+        elif roll < 0.25:
+            sent = now - rng.randint(0, GRACE_MS // 2)  # out of order, within grace
+        else:
+            sent = now
+        user = str(rng.randint(1, 300)) if rng.random() < 0.97 else f"x{rng.randint(1, 9)}"
+        record = _message(channel, f"{channel}-{n}", user, max(sent, base), rng)
+        records.append(record)
+        if rng.random() < duplicate_rate:
+            records.append(record)
+    # redeliver a block of earlier records (an ingest reconnect overlap)
+    records.extend(records[len(records) // 2 : len(records) // 2 + 200])
+    end = max(clock.values()) + 3 * 60_000
+    for i, channel in enumerate(names):
+        records.append(_message(channel, f"{channel}-closer", "1", end + i, rng))
+    return records
+
+
+@dataclass
+class Truth:
+    windows: dict[tuple[str, str, int], tuple[int, int, list[dict[str, Any]]]]
+    totals: dict[str, tuple[int, int, int]]
+    messages: dict[str, int]
+    closed: set[tuple[str, str, int]]
+    late: int
+    duplicates: int = 0
+    distinct_ids: set[tuple[str, str]] = field(default_factory=set)
+
+
+def ground_truth(records: list[Record]) -> Truth:
+    """Per channel in order: count once per id; a window closes when the channel's latest
+    sent_at reaches end + grace; a message for a closed window is late (totals only)."""
+    seen: set[tuple[str, str]] = set()
+    latest: dict[str, int] = {}
+    counts: dict[tuple[str, str, int], int] = Counter()
+    users: dict[tuple[str, str, int], set[str]] = defaultdict(set)
+    emotes: dict[tuple[str, str, int], Counter[str]] = defaultdict(Counter)
+    totals: dict[str, list[int]] = {}
+    late = duplicates = 0
+    for r in records:
+        if (r.channel, r.id) in seen:
+            duplicates += 1
+            continue
+        seen.add((r.channel, r.id))
+        now = max(latest.get(r.channel, r.sent_at), r.sent_at)
+        latest[r.channel] = now
+        t = totals.setdefault(r.channel, [0, r.sent_at, r.sent_at])
+        t[0] += 1
+        t[1] = min(t[1], r.sent_at)
+        t[2] = now
+        for name, size in SIZES.items():
+            start = r.sent_at // size * size
+            if start + size + GRACE_MS <= now:
+                late += 1
+                continue
+            key = (r.channel, name, start)
+            counts[key] += 1
+            users[key].add(r.user_id)
+            emotes[key].update(r.emote_ids)
+    windows = {}
+    closed = set()
+    for key, count in counts.items():
+        ranked = sorted(emotes[key].items(), key=lambda item: (-item[1], item[0]))[:10]
+        top = [{"id": eid, "name": EMOTE_NAMES[eid], "count": c} for eid, c in ranked]
+        windows[key] = (count, len(users[key]), top)
+        channel, name, start = key
+        if start + SIZES[name] + GRACE_MS <= latest[channel]:
+            closed.add(key)
+    return Truth(
+        windows=windows,
+        totals={c: (t[0], t[1], t[2]) for c, t in totals.items()},
+        messages={c: t[0] for c, t in totals.items()},
+        closed=closed,
+        late=late,
+        duplicates=duplicates,
+        distinct_ids=seen,
+    )
+
+
+def produce(settings: Settings, records: list[Record], rate: float | None = None) -> None:
+    """Produce in order (idempotent producer keeps each partition's order)."""
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "enable.idempotence": True,
+            "linger.ms": 20,
+        }
+    )
+    topic = Topics.from_settings(settings).messages
+    start = time.monotonic()
+    for i, r in enumerate(records):
+        while True:
+            try:
+                producer.produce(topic, key=r.channel.encode(), value=r.value, timestamp=r.sent_at)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+        if rate and i % 100 == 0:
+            ahead = i / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+    assert producer.flush(60) == 0
+
+
+def processor_env(settings: Settings, state_dir: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "CHATPULSE_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "CHATPULSE_TOPIC_PREFIX": settings.topic_prefix,
+            "CHATPULSE_CASSANDRA_CONTACT_POINTS": ",".join(settings.cassandra_contact_points),
+            "CHATPULSE_CASSANDRA_PORT": str(settings.cassandra_port),
+            "CHATPULSE_CASSANDRA_KEYSPACE": settings.cassandra_keyspace,
+            "CHATPULSE_PROCESSOR_GROUP": settings.processor_group,
+            "CHATPULSE_STATE_DIR": str(state_dir),
+            "CHATPULSE_WINDOWS": ",".join(WINDOWS),
+            "CHATPULSE_GRACE": GRACE,
+            "CHATPULSE_COMMIT_INTERVAL_S": "0.5",
+            "CHATPULSE_PROCESSOR_METRICS_PORT": "0",
+            "CHATPULSE_LOG_LEVEL": "INFO",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+class ProcessorProcess:
+    """``chatpulse process`` in a subprocess, its output in a log file."""
+
+    def __init__(self, settings: Settings, state_dir: Path, log: Path, **extra: str) -> None:
+        self.env = processor_env(settings, state_dir, **extra)
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [str(VENV_BIN / "chatpulse"), "process"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class Results:
+    windows: dict[tuple[str, str, int], tuple[int, int, list[dict[str, Any]]]]
+    closed_flags: dict[tuple[str, str, int], bool]
+    totals: dict[str, tuple[int, int, int]]
+    messages: dict[str, int]
+    leaderboard: dict[tuple[str, str, int], tuple[int, int]]
+
+
+def read_cassandra(settings: Settings) -> Results:
+    cluster, session = connect(settings)
+    ks = settings.cassandra_keyspace
+    try:
+        windows, flags, leaderboard = {}, {}, {}
+        for row in session.execute(f"SELECT * FROM {ks}.window_stats", timeout=60):
+            start = int(row.window_start.timestamp() * 1000)
+            key = (row.channel, row.window, start)
+            windows[key] = (row.messages, row.unique_chatters, json.loads(row.top_emotes))
+            flags[key] = row.closed
+        for row in session.execute(f"SELECT * FROM {ks}.window_leaderboard", timeout=60):
+            start = int(row.window_start.timestamp() * 1000)
+            leaderboard[(row.channel, row.window, start)] = (row.messages, row.unique_chatters)
+        totals = {
+            row.channel: (
+                row.total_messages,
+                int(row.first_seen.timestamp() * 1000),
+                int(row.last_seen.timestamp() * 1000),
+            )
+            for row in session.execute(f"SELECT * FROM {ks}.channel_totals", timeout=60)
+        }
+        messages: Counter[str] = Counter()
+        for row in session.execute(f"SELECT channel, id FROM {ks}.messages", timeout=120):
+            messages[row.channel] += 1
+        return Results(windows, flags, totals, dict(messages), leaderboard)
+    finally:
+        cluster.shutdown()
+
+
+def read_channel_stats(settings: Settings, idle_s: float = 5.0) -> list[dict[str, Any]]:
+    """Every committed record of channel-stats (read_committed), until idle."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"{settings.topic_prefix}verify-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer.subscribe([Topics.from_settings(settings).stats])
+    out: list[dict[str, Any]] = []
+    last = time.monotonic()
+    try:
+        while time.monotonic() - last < idle_s:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            last = time.monotonic()
+            value = json.loads(msg.value())
+            assert msg.key() == value["channel"].encode()
+            out.append(value)
+    finally:
+        consumer.close()
+    return out
+
+
+def wait_for_totals(
+    settings: Settings, truth: Truth, timeout_s: float, procs: tuple["ProcessorProcess", ...] = ()
+) -> Results:
+    """Poll Cassandra until the channel totals equal the truth (or time out)."""
+    deadline = time.monotonic() + timeout_s
+    results = read_cassandra(settings)
+    while results.totals != truth.totals and time.monotonic() < deadline:
+        for proc in procs:
+            assert proc.alive(), proc.log.read_text()[-3000:]
+        time.sleep(2)
+        results = read_cassandra(settings)
+    return results
+
+
+def assert_exact(
+    settings: Settings,
+    truth: Truth,
+    timeout_s: float = 120,
+    procs: tuple["ProcessorProcess", ...] = (),
+) -> None:
+    """Cassandra and channel-stats hold exactly the truth."""
+    results = wait_for_totals(settings, truth, timeout_s, procs)
+    assert results.totals == truth.totals
+    deadline = time.monotonic() + 30
+    while results.windows != truth.windows and time.monotonic() < deadline:
+        time.sleep(2)
+        results = read_cassandra(settings)
+    assert results.messages == truth.messages
+    missing = set(truth.windows) - set(results.windows)
+    extra = set(results.windows) - set(truth.windows)
+    wrong = {
+        k for k in truth.windows if k in results.windows and results.windows[k] != truth.windows[k]
+    }
+    assert not missing, f"{len(missing)} windows missing, e.g. {sorted(missing)[:3]}"
+    assert not extra, f"{len(extra)} windows too many, e.g. {sorted(extra)[:3]}"
+    assert not wrong, f"{len(wrong)} windows wrong, e.g. {sorted(wrong)[:3]}"
+    assert results.windows == truth.windows
+    assert {k for k, closed in results.closed_flags.items() if closed} == truth.closed
+    assert results.leaderboard == {k: v[:2] for k, v in truth.windows.items()}
+
+    stats = read_channel_stats(settings)
+    closed = Counter((s["channel"], s["window"], s["window_start"]) for s in stats if s["closed"])
+    assert set(closed) == truth.closed
+    assert max(closed.values()) == 1, "a closed window was published twice"
+    for s in stats:
+        if s["closed"]:
+            key = (s["channel"], s["window"], s["window_start"])
+            assert (s["messages"], s["unique_chatters"], s["top_emotes"]) == truth.windows[key]
