@@ -35,6 +35,7 @@ __all__ = ["IngestProducer", "producer_config"]
 logger = logging.getLogger(__name__)
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
+_DirectCallback = Callable[[int, KafkaError | None, Message], None]
 _Record = tuple[str, bytes | None, bytes, int]
 
 # Errors a retry cannot fix: the record goes to the dead-letter topic instead.
@@ -118,7 +119,11 @@ class IngestProducer:
             return
         try:
             self._producer.produce(
-                topic, value, key, timestamp=timestamp, on_delivery=self._direct_callback
+                topic,
+                value,
+                key,
+                timestamp=timestamp,
+                on_delivery=functools.partial(self._direct_callback, timestamp),
             )
         except BufferError:
             logger.warning(
@@ -162,35 +167,38 @@ class IngestProducer:
 
     # -- delivery reports ------------------------------------------------------------------
 
-    def _make_direct_callback(self, slot: int) -> DeliveryCallback:
+    def _make_direct_callback(self, slot: int) -> _DirectCallback:
+        # The timestamp rides along: librdkafka does not report it for purged records.
         acked = self._acked
 
-        def delivered(err: KafkaError | None, msg: Message) -> None:
+        def delivered(timestamp: int, err: KafkaError | None, msg: Message) -> None:
             if err is None:
                 acked[msg.topic()] += 1
             else:
-                self._failed(err, msg, delivered, slot=slot)
+                callback = functools.partial(delivered, timestamp)
+                self._failed(err, msg, timestamp, callback, slot=slot)
 
         return delivered
 
-    def _spill_delivered(self, position: Position, err: KafkaError | None, msg: Message) -> None:
+    def _spill_delivered(self, record: SpilledRecord, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             self._acked[msg.topic()] += 1
-            self._spill.acknowledge(position)
+            self._spill.acknowledge(record.position)
         else:
-            callback = functools.partial(self._spill_delivered, position)
-            self._failed(err, msg, callback, position=position)
+            callback = functools.partial(self._spill_delivered, record)
+            self._failed(err, msg, record.timestamp, callback, position=record.position)
 
     def _failed(
         self,
         err: KafkaError,
         msg: Message,
+        timestamp: int,
         callback: DeliveryCallback,
         *,
         slot: int | None = None,
         position: Position | None = None,
     ) -> None:
-        record: _Record = (msg.topic(), msg.key(), msg.value(), msg.timestamp()[1])
+        record: _Record = (msg.topic(), msg.key(), msg.value(), timestamp)
         if err.code() in _PURGED and self._closing:
             if slot is not None:
                 self._purged.setdefault(slot, []).append(record)
@@ -260,7 +268,7 @@ class IngestProducer:
                     record.value,
                     record.key,
                     timestamp=record.timestamp,
-                    on_delivery=functools.partial(self._spill_delivered, record.position),
+                    on_delivery=functools.partial(self._spill_delivered, record),
                 )
             except BufferError:
                 self._held = record

@@ -216,16 +216,17 @@ class IngestService:
             now = time.monotonic()
             if now >= next_tracked:
                 next_tracked = now + _TRACKED_EVERY_S
-                self._follow_tracked()
+                await self._follow_tracked()
                 self._connection_metrics()
             if now >= next_progress:
                 next_progress = now + _PROGRESS_EVERY_S
                 self._log_progress()
 
-    def _follow_tracked(self) -> None:
+    async def _follow_tracked(self) -> None:
         assert self._tracked is not None
         assert self._producer is not None
-        added, removed = self._tracked.poll()
+        # In a thread: while Kafka is away, finding the topic blocks for a while.
+        added, removed = await asyncio.to_thread(self._tracked.poll)
         self._join(added)
         self._part(removed - self.static_channels)
         for bad in self._tracked.bad:

@@ -1,0 +1,304 @@
+"""Ingest end to end: fake-twitch -> ingest (in-process) -> the real Kafka, counted exactly."""
+
+import asyncio
+import contextlib
+import gzip
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+
+import msgspec
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from chatpulse.fake_twitch.server import FakeTwitchServer
+from chatpulse.fake_twitch.simulate import channel_names, simulate_channel
+from chatpulse.fake_twitch.source import ReplaySource, SimulatedSource
+from chatpulse.ingest.cli import ensure_topics
+from chatpulse.ingest.convert import ConvertError, to_record
+from chatpulse.ingest.irc.parser import IrcParseError, parse_line
+from chatpulse.ingest.metrics import IngestMetrics
+from chatpulse.ingest.producer import IngestProducer
+from chatpulse.ingest.service import IngestService, IngestSummary
+from chatpulse.ingest.spill import Spill
+from chatpulse.models import ChatEvent, ChatMessage, encode
+from chatpulse.settings import Settings, load_settings
+from chatpulse.stack import KafkaServer
+from chatpulse.topics import Topics
+
+CAPTURE = Path(__file__).resolve().parents[3] / "shared/data/twitch-irc-xqcow-2019-09.txt.gz"
+CAPTURE_MESSAGES = 4_933
+CAPTURE_EVENTS = 67
+
+
+def capture_lines() -> list[str]:
+    with gzip.open(CAPTURE, "rt", encoding="utf-8") as fh:
+        return fh.read().splitlines()
+
+
+def expected_records(lines: Iterable[str]) -> tuple[list[ChatMessage], list[ChatEvent]]:
+    """What ingest must produce for these lines (computed independently of the service)."""
+    messages: list[ChatMessage] = []
+    events: list[ChatEvent] = []
+    for line in lines:
+        try:
+            record = to_record(parse_line(line))
+        except (IrcParseError, ConvertError):
+            continue
+        if isinstance(record, ChatMessage):
+            messages.append(record)
+        elif isinstance(record, ChatEvent):
+            events.append(record)
+    return messages, events
+
+
+def read_topic(bootstrap_servers: str, topic: str) -> list[Message]:
+    """Every committed record of ``topic``, from the beginning to its current end."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": f"count-{uuid.uuid4().hex}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        partitions = list(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        records: list[Message] = []
+        at_end: set[int] = set()
+        while at_end != set(partitions):
+            for msg in consumer.consume(num_messages=5_000, timeout=1.0):
+                error = msg.error()
+                if error is None:
+                    records.append(msg)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(msg.partition())
+                else:
+                    raise AssertionError(f"reading {topic}: {error}")
+        return records
+    finally:
+        consumer.close()
+
+
+def decode_messages(records: list[Message]) -> list[ChatMessage]:
+    return [msgspec.json.decode(r.value(), type=ChatMessage) for r in records]
+
+
+async def until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for: {what}")
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running_ingest(
+    settings: Settings, summaries: list[IngestSummary]
+) -> AsyncIterator[IngestService]:
+    """The ingest service running in this event loop; stopped (and flushed) on exit."""
+    service = IngestService(settings, flush_timeout_s=30.0, metrics=IngestMetrics())
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    try:
+        yield service
+    finally:
+        stop.set()
+        summaries.append(await task)
+
+
+def acked(service: IngestService) -> int:
+    producer = service._producer
+    return sum(producer.acked.values()) if producer is not None else 0
+
+
+def for_server(settings: Settings, server: FakeTwitchServer, channels: list[str]) -> Settings:
+    return settings.model_copy(
+        update={"twitch_irc_url": server.url, "channels": channels, "ingest_metrics_port": 0}
+    )
+
+
+def assert_exact_messages(records: list[Message], expected: list[ChatMessage]) -> None:
+    got = decode_messages(records)
+    assert len(got) == len(expected)
+    assert Counter(m.id for m in got) == Counter(m.id for m in expected)  # each exactly once
+    for record, message in zip(records, got, strict=True):
+        assert record.key() == message.channel.encode()
+        assert record.timestamp()[1] == message.sent_at
+
+
+async def test_replaying_the_capture_produces_every_message_and_event_once(
+    settings: Settings,
+) -> None:
+    lines = capture_lines()
+    messages, events = expected_records(lines)
+    assert (len(messages), len(events)) == (CAPTURE_MESSAGES, CAPTURE_EVENTS)
+    summaries: list[IngestSummary] = []
+    async with FakeTwitchServer(ReplaySource(lines), speed=0) as server:
+        conf = for_server(settings, server, ["xqcow"])
+        async with running_ingest(conf, summaries) as service:
+            await until(lambda: server.finished("xqcow"), 60, "replay finished")
+            await until(lambda: acked(service) == len(lines), 60, "all records acknowledged")
+    topics = Topics.from_settings(settings)
+    assert_exact_messages(read_topic(settings.kafka_bootstrap_servers, topics.messages), messages)
+    event_records = read_topic(settings.kafka_bootstrap_servers, topics.events)
+    assert len(event_records) == CAPTURE_EVENTS
+    got_events = [msgspec.json.decode(r.value(), type=ChatEvent) for r in event_records]
+    assert Counter(e.type for e in got_events) == Counter(e.type for e in events)
+    assert {r.key() for r in event_records} == {b"xqcow"}
+    assert summaries[0].spilled_at_exit == 0
+
+
+async def test_disconnect_and_reconnect_mid_stream_lose_and_repeat_nothing(
+    settings: Settings,
+) -> None:
+    lines = capture_lines()
+    messages, _events = expected_records(lines)
+    summaries: list[IngestSummary] = []
+    # 463 s of chat at 60x: about 8 s, long enough to cut it twice in the middle.
+    async with FakeTwitchServer(ReplaySource(lines), speed=60) as server:
+        conf = for_server(settings, server, ["xqcow"])
+        async with running_ingest(conf, summaries) as service:
+            await until(lambda: server.sent("xqcow") > 1_000, 30, "stream under way")
+            assert server.drop_connections() == 1
+            await until(lambda: server.sent("xqcow") > 2_500, 30, "stream resumed after drop")
+            assert server.send_reconnect(grace_s=1.0) == 1
+            await until(lambda: server.finished("xqcow"), 60, "replay finished")
+            await until(lambda: acked(service) == len(lines), 60, "all records acknowledged")
+            assert server.connections_accepted >= 3
+    topics = Topics.from_settings(settings)
+    assert_exact_messages(read_topic(settings.kafka_bootstrap_servers, topics.messages), messages)
+    assert len(read_topic(settings.kafka_bootstrap_servers, topics.events)) == CAPTURE_EVENTS
+
+
+async def test_malformed_lines_go_to_the_dead_letter_topic_and_the_stream_goes_on(
+    settings: Settings,
+) -> None:
+    head, tail = capture_lines()[:150], capture_lines()[150:300]
+    no_user = (
+        "@id=bad-1;room-id=1;tmi-sent-ts=1568505610000 :x!x@x.tmi.twitch.tv PRIVMSG #xqcow :hi"
+    )
+    unparsable = "@badge-info=;id=2 :tmi.twitch.tv 12 #xqcow"
+    messages, events = expected_records(head + tail)
+    summaries: list[IngestSummary] = []
+    async with FakeTwitchServer(ReplaySource([*head, no_user, *tail]), speed=10) as server:
+        conf = for_server(settings, server, ["xqcow"])
+        async with running_ingest(conf, summaries) as service:
+            await until(lambda: server.sent("xqcow") > 10, 30, "stream under way")
+            server.inject("xqcow", unparsable)
+            await until(lambda: server.finished("xqcow"), 60, "replay finished")
+            total = len(messages) + len(events) + 2
+            await until(lambda: acked(service) == total, 60, "all records acknowledged")
+            assert (
+                service.metrics.registry.get_sample_value(
+                    "chatpulse_ingest_deadlettered_total", {"kind": "convert"}
+                )
+                == 1
+            )
+    topics = Topics.from_settings(settings)
+    dead = read_topic(settings.kafka_bootstrap_servers, topics.deadletter)
+    values = sorted((msgspec.json.decode(r.value()) for r in dead), key=lambda v: v["raw"])
+    assert [r.key() for r in dead] == [b"irc", b"irc"]
+    assert [(v["raw"], v["reason"]) for v in values] == [
+        (unparsable, "no valid command"),
+        (no_user, "missing tag user-id"),
+    ]
+    assert all(isinstance(v["at"], int) for v in values)
+    assert_exact_messages(read_topic(settings.kafka_bootstrap_servers, topics.messages), messages)
+
+
+def _spilled_message(index: int) -> ChatMessage:
+    return ChatMessage(
+        id=f"spilled-{index}",
+        channel="xqcow",
+        user_id="1",
+        user_login="someone",
+        text=f"from before the restart {index}",
+        sent_at=1_568_505_500_000 + index,
+    )
+
+
+async def test_a_restart_with_a_spill_present_drains_it_first(
+    settings: Settings, tmp_path: Path
+) -> None:
+    topics = Topics.from_settings(settings)
+    old = [_spilled_message(i) for i in range(40)]
+    # A previous run that never reached Kafka (nothing listens on port 1) left them on disk.
+    spill = Spill(settings.spill_dir)
+    dead = IngestProducer(
+        "127.0.0.1:1",
+        topics,
+        spill,
+        IngestMetrics(),
+        buffer_messages=10,
+        config_overrides={"log_level": 0},
+    )
+    for message in old:
+        dead.send(topics.messages, b"xqcow", encode(message), message.sent_at)
+    dead.close(timeout_s=0.5)
+    assert len(list(settings.spill_dir.glob("*.spill"))) == 2  # 10 put back + 30 spilled
+
+    lines = capture_lines()[:400]
+    messages, events = expected_records(lines)
+    summaries: list[IngestSummary] = []
+    async with FakeTwitchServer(ReplaySource(lines), speed=0) as server:
+        conf = for_server(settings, server, ["xqcow"])
+        async with running_ingest(conf, summaries) as service:
+            total = len(old) + len(messages) + len(events)
+            await until(lambda: acked(service) == total, 60, "all records acknowledged")
+            await until(lambda: not list(settings.spill_dir.glob("*.spill")), 10, "spill gone")
+    records = read_topic(settings.kafka_bootstrap_servers, topics.messages)
+    assert_exact_messages(records, old + messages)
+    offsets = {msgspec.json.decode(r.value(), type=ChatMessage).id: r.offset() for r in records}
+    assert [offsets[m.id] for m in old] == list(range(len(old)))  # first, in their order
+    assert min(offsets[m.id] for m in messages) == len(old)
+
+
+@pytest.mark.timeout(400)
+async def test_kafka_down_for_30s_during_a_stream_loses_and_repeats_nothing(
+    dedicated_kafka: KafkaServer, tmp_path: Path
+) -> None:
+    channels, rate, seed, duration_s = 4, 250.0, 11, 50.0
+    names = channel_names(channels)
+    sent_lines = [
+        line
+        for index in range(channels)
+        for _offset, line in simulate_channel(index, channels, rate, seed, duration_s=duration_s)
+    ]
+    messages, events = expected_records(sent_lines)
+    source = SimulatedSource(channels, rate, seed, duration_s=duration_s)
+    summaries: list[IngestSummary] = []
+    async with FakeTwitchServer(source, speed=1.0) as server:
+        settings = load_settings(
+            kafka_bootstrap_servers=dedicated_kafka.bootstrap_servers,
+            topic_prefix="outage-",
+            spill_dir=tmp_path / "spill",
+            ingest_buffer_messages=1_000,
+            ingest_metrics_port=0,
+            twitch_irc_url=server.url,
+            channels=",".join(names),
+        )
+        await asyncio.to_thread(ensure_topics, settings)
+        async with running_ingest(settings, summaries) as service:
+            await until(lambda: acked(service) > 500, 30, "records reach Kafka")
+            await asyncio.to_thread(dedicated_kafka.stop, 30)
+            await asyncio.sleep(30)
+            assert acked(service) < len(sent_lines)
+            await asyncio.to_thread(dedicated_kafka.start)
+            await asyncio.to_thread(dedicated_kafka.wait_ready, 120)
+            await until(lambda: all(server.finished(n) for n in names), 120, "streams finished")
+            assert sum(server.sent(n) for n in names) == len(sent_lines)
+            total = len(messages) + len(events)
+            await until(lambda: acked(service) == total, 120, "all records acknowledged")
+            spilled = service.metrics.registry.get_sample_value("chatpulse_ingest_spilled_total")
+            assert spilled is not None
+            assert spilled > 1_000  # the outage outlasted the memory buffer
+    topics = Topics.from_settings(settings)
+    records = read_topic(settings.kafka_bootstrap_servers, topics.messages)
+    assert_exact_messages(records, messages)
+    assert len(read_topic(settings.kafka_bootstrap_servers, topics.events)) == len(events)
+    assert not list((tmp_path / "spill").glob("*.spill"))
