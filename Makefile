@@ -45,6 +45,9 @@ test: install ## All tests: unit, then integration against a real Kafka + Cassan
 run: install ## Everything at once: stack, fake chat, ingest, processor, API (CHANNELS=a,b for real Twitch)
 	$(BIN)/chatpulse up $(if $(CHANNELS),--channels $(CHANNELS))
 
+bench: install ## Run every benchmark in bench/, write bench/results/ (QUICK=1 for short runs)
+	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick)
+
 stack-up: install ## Start the local Kafka + Cassandra (downloads jars once)
 	$(BIN)/chatpulse stack up
 
