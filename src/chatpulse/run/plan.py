@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+from chatpulse.fake_twitch.simulate import channel_names
 from chatpulse.run.readiness import wait_http_ok, wait_tcp
 from chatpulse.run.supervisor import ChildSpec, StepSpec
 from chatpulse.settings import Settings
@@ -22,52 +23,10 @@ __all__ = [
     "simulated_channels",
 ]
 
-# Real-looking names, so the dashboard reads like Twitch; numbered past the list.
-_SIM_NAMES = (
-    "speedrunhub",
-    "pixelqueen",
-    "retrogamer",
-    "chessclub",
-    "lofibeats",
-    "cozycrafter",
-    "mapmaker",
-    "dungeonmaster",
-    "kartracer",
-    "tacticalcat",
-    "nightowlrpg",
-    "synthwave",
-    "indiedevlive",
-    "fpsarena",
-    "puzzlepanda",
-    "cookingwithkai",
-    "artstream",
-    "moddingbay",
-    "rhythmrush",
-    "starfleetsim",
-    "soccerstats",
-    "strategystorm",
-    "minerva_plays",
-    "bitbybit",
-    "quietcoding",
-    "horrorhour",
-    "tabletoptavern",
-    "skaterzone",
-    "pokemonfan",
-    "cardcastle",
-    "raidnight",
-    "arcadeark",
-    "mystery_maps",
-    "ranked_grind",
-    "chillvibes",
-    "astro_ada",
-)
-
 
 def simulated_channels(count: int) -> list[str]:
-    """``count`` distinct channel names for the simulated chat (deterministic)."""
-    names = list(_SIM_NAMES[:count])
-    names += [f"simchannel_{index:03d}" for index in range(len(names), count)]
-    return names
+    """The channels fake-twitch simulates for ``--simulate`` with ``count`` channels."""
+    return channel_names(count)
 
 
 @dataclass(frozen=True, slots=True)

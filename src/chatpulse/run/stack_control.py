@@ -89,17 +89,19 @@ class StackControl:
         self._cancel.set()
 
     def _start_stack(self, stack: Stack) -> None:
-        """Runs in a worker thread: start each server, wait for it, report progress."""
+        """Runs in a worker thread: start the servers (Cassandra, the slowest, first, so both
+        boot in parallel), then wait for each, reporting progress."""
+        began = time.monotonic()
         with stack.lock():
-            for server in stack.servers:
-                began = time.monotonic()
-                if not server.start():
+            for server in reversed(stack.servers):
+                if server.start():
+                    self.started.insert(0, server)
+                    self._progress(f"starting {server.name} {server.version} on port {server.port}")
+                else:
                     self._progress(f"{server.name} already running (pid {server.pid})")
-                    continue
-                self.started.append(server)
-                self._progress(f"starting {server.name} {server.version} on port {server.port} ...")
+            for server in stack.servers:
                 self._wait_ready(server)
-                self._progress(f"{server.name} ready in {time.monotonic() - began:.1f}s")
+                self._progress(f"{server.name} ready after {time.monotonic() - began:.1f}s")
 
     def _wait_ready(self, server: JavaServer) -> None:
         deadline = time.monotonic() + _READY_TIMEOUT_S
