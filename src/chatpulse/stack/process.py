@@ -113,7 +113,11 @@ def can_connect(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> boo
         return False
 
 
-def tail(path: Path, lines: int = 15) -> str:
+def _shorten(line: str, limit: int = 240) -> str:
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def tail(path: Path, lines: int = 10) -> str:
     """The last lines of a log file, joined by `` | `` to fit on one line."""
     try:
         with path.open("rb") as handle:
@@ -122,7 +126,8 @@ def tail(path: Path, lines: int = 15) -> str:
             text = handle.read().decode("utf-8", "replace")
     except OSError:
         return "(no log)"
-    kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    # Long lines (Cassandra logs whole paths) are cut so the message stays readable.
+    kept = [_shorten(line.strip()) for line in text.splitlines() if line.strip()][-lines:]
     return " | ".join(kept) or "(empty log)"
 
 

@@ -166,11 +166,17 @@ class JavaServer(ABC):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # outlives us; Ctrl-C in our terminal does not reach it
             )
+        # Between fork and exec the child still shows our command line: wait for the exec, so
+        # is_running() (which trusts only a command line naming our config) is true from now on.
+        marker = str(self.config_file)
+        deadline = time.monotonic() + 10
+        while not pid_alive(child.pid, marker) and child.poll() is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         # A waiting thread reaps the child when it exits, so no zombie outlives it in our process.
         threading.Thread(target=child.wait, name=f"reap-{self.name}", daemon=True).start()
-        write_pid_record(
-            self.pid_file, PidRecord(child.pid, self.version, self.port, str(self.config_file))
-        )
+        write_pid_record(self.pid_file, PidRecord(child.pid, self.version, self.port, marker))
         logger.info("started %s %s pid=%d port=%d", self.name, self.version, child.pid, self.port)
         return True
 
