@@ -96,7 +96,8 @@ def clearchat(sim: "_ChannelSim", ts: int) -> str:
 
 
 def clearmsg(sim: "_ChannelSim", ts: int) -> str:
-    msg_id, user, text = sim.rng.choice(sim.recent)
+    # A message is deleted once: take it out of the recent ones.
+    msg_id, user, text = sim.recent.pop(sim.rng.randrange(len(sim.recent)))
     return (
         f"@login={user.login};room-id=;target-msg-id={msg_id};tmi-sent-ts={ts} "
         f":tmi.twitch.tv CLEARMSG #{sim.name} :{text}"
