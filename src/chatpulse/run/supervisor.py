@@ -87,7 +87,9 @@ class Supervisor:
     # ----------------------------------------------------------------- output
     def say(self, message: str, *, style: str = "bold") -> None:
         """A line from the supervisor itself, under the ``up`` prefix."""
-        self.console.print(Text.assemble((f"{'up':<{_PREFIX_WIDTH}}│ ", style), message))
+        self.console.print(
+            Text.assemble((f"{'up':<{_PREFIX_WIDTH}}│ ", style), message), soft_wrap=True
+        )
 
     def say_as(self, name: str, message: str, *, style: str = "white") -> None:
         """A progress line under another prefix (e.g. ``stack``); safe from worker threads."""
