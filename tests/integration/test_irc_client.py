@@ -4,6 +4,8 @@ import asyncio
 import gzip
 import logging
 import os
+import signal
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -281,3 +283,42 @@ async def test_login_failure_is_a_clear_error_and_the_token_stays_secret(
     assert server.login_failures == 1
     assert good.nick == "mybot"
     assert "s3cret" not in repr(bad) + repr(good) + caplog.text
+
+
+async def test_fake_twitch_command_serves_signals_and_stops() -> None:
+    start_ms = 1_700_000_000_000
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chatpulse", "fake-twitch", "--simulate", "--channels", "2",
+        "--rate", "40", "--seed", "5", "--port", "0", "--speed", "0", "--duration", "3",
+        "--start-ms", str(start_ms),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        url = first.split()[-1]
+        assert url.startswith("irc://127.0.0.1:")
+        assert (
+            await proc.stdout.readline()
+        ).decode().strip() == f"point ingest at it: CHATPULSE_TWITCH_IRC_URL={url}"
+        client = TwitchChatClient(url, **FAST)
+        client.join("streamer0001")
+        await client.start()
+        expected = [
+            line for _, line in simulate_channel(1, 2, 40.0, 5, duration_s=3.0, start_ms=start_ms)
+        ]
+        try:
+            got = await collect(client, counting(DATA, len(expected)))
+            proc.send_signal(signal.SIGUSR1)  # RECONNECT: the client moves to a new connection
+            await collect(client, counting("ROOMSTATE", 1))
+        finally:
+            await client.stop()
+        assert data_lines(got) == expected
+        assert client.reconnects == 1
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
