@@ -80,6 +80,9 @@ def build_processor(settings: Settings, metrics: ProcessorMetrics | None = None)
         state_dir=settings.state_dir,
         processing_guarantee=settings.processing_guarantee,
         consumer_extra_config={
+            # A killed instance's partitions move after this long (librdkafka's default: 45 s).
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 2_000,
             "statistics.interval.ms": 5_000,
             "stats_cb": metrics.on_kafka_stats,
         },

@@ -1,0 +1,111 @@
+"""The processor survives SIGKILLs, a lost instance and a Cassandra outage with exact numbers."""
+
+import random
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_processor_support import (
+    ProcessorProcess,
+    assert_exact,
+    generate,
+    ground_truth,
+    produce,
+    read_cassandra,
+)
+
+from chatpulse.settings import Settings
+from chatpulse.stack import CassandraServer
+
+
+def _counted(settings: Settings) -> int:
+    return sum(total for total, _, _ in read_cassandra(settings).totals.values())
+
+
+def _wait_progress(
+    settings: Settings, at_least: int, procs: tuple[ProcessorProcess, ...], timeout_s: float
+) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for proc in procs:
+            assert proc.alive(), proc.log.read_text()[-3000:]
+        counted = _counted(settings)
+        if counted >= at_least:
+            return counted
+        time.sleep(0.3)
+    raise AssertionError(f"fewer than {at_least} messages counted after {timeout_s}s")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sigkill_three_times_then_exact(settings: Settings, tmp_path: Path) -> None:
+    records = generate(channels=40, messages=100_000, seed=11, span_ms=20 * 60_000)
+    truth = ground_truth(records)
+    total = len(truth.distinct_ids)
+    produce(settings, records)
+    rng = random.Random()
+    proc = ProcessorProcess(settings, tmp_path / "state", tmp_path / "processor.log")
+    kills = []
+    for fraction in sorted(rng.uniform(0.1, 0.8) for _ in range(3)):
+        proc.start()
+        counted = _wait_progress(settings, int(total * fraction), (proc,), timeout_s=240)
+        time.sleep(rng.uniform(0, 1.0))
+        proc.kill()
+        kills.append(counted)
+    assert max(kills) < total, "the processor finished before the last kill"
+    proc.start()
+    try:
+        assert_exact(settings, truth, timeout_s=300, procs=(proc,))
+    finally:
+        assert proc.stop() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_instances_one_killed_survivor_takes_over(settings: Settings, tmp_path: Path) -> None:
+    records = generate(channels=40, messages=40_000, seed=12, span_ms=10 * 60_000)
+    truth = ground_truth(records)
+    total = len(truth.distinct_ids)
+    producer = threading.Thread(target=produce, args=(settings, records), kwargs={"rate": 4_000})
+    producer.start()
+    a = ProcessorProcess(settings, tmp_path / "a", tmp_path / "a.log")
+    b = ProcessorProcess(settings, tmp_path / "b", tmp_path / "b.log")
+    a.start()
+    b.start()
+    try:
+        _wait_progress(settings, total // 3, (a, b), timeout_s=240)
+        b.kill()
+        producer.join()
+        assert_exact(settings, truth, timeout_s=300, procs=(a,))
+    finally:
+        producer.join()
+        assert a.stop() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_cassandra_outage_pauses_and_resumes_exactly(
+    settings: Settings, dedicated_cassandra: CassandraServer, tmp_path: Path
+) -> None:
+    own = settings.model_copy(update={"cassandra_port": dedicated_cassandra.port})
+    records = generate(channels=20, messages=30_000, seed=13, span_ms=10 * 60_000)
+    truth = ground_truth(records)
+    total = len(truth.distinct_ids)
+    producer = threading.Thread(target=produce, args=(own, records), kwargs={"rate": 500})
+    producer.start()
+    proc = ProcessorProcess(own, tmp_path / "state", tmp_path / "processor.log")
+    proc.start()
+    try:
+        _wait_progress(own, total // 10, (proc,), timeout_s=240)
+        dedicated_cassandra.stop(timeout=30)
+        time.sleep(30)
+        assert proc.alive(), proc.log.read_text()[-3000:]
+        dedicated_cassandra.start()
+        dedicated_cassandra.wait_ready(timeout=180)
+        producer.join()
+        assert_exact(own, truth, timeout_s=300, procs=(proc,))
+    finally:
+        producer.join()
+        assert proc.stop() == 0
+    assert "pausing" in proc.log.read_text()
