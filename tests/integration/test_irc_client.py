@@ -5,6 +5,8 @@ import gzip
 import logging
 import os
 import signal
+import ssl
+import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -322,3 +324,40 @@ async def test_fake_twitch_command_serves_signals_and_stops() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_ircs_url_uses_tls(tls_files: tuple[Path, Path]) -> None:
+    cert, key = tls_files
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    client_tls = ssl.create_default_context(cafile=str(cert))
+    source = SimulatedSource(1, 100.0, seed=2, duration_s=1.0)
+    async with FakeTwitchServer(source, speed=0, ssl_context=server_tls) as server:
+        assert server.url.startswith("ircs://")
+        client = TwitchChatClient(server.url, ssl_context=client_tls, **FAST)
+        client.join("streamer0000")
+        await client.start()
+        expected = [line for _, line in simulate_channel(0, 1, 100.0, 2, duration_s=1.0)]
+        try:
+            got = await collect(client, counting(DATA, len(expected)))
+        finally:
+            await client.stop()
+        # Without our CA the default context (certificate verification on) refuses the server.
+        untrusted = TwitchChatClient(server.url)._new_connection()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await untrusted.open()
+    assert data_lines(got) == expected

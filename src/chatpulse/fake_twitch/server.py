@@ -12,6 +12,7 @@ import contextlib
 import heapq
 import logging
 import math
+import ssl
 from collections import deque
 from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class FakeTwitchServer:
         suspended_channels: Iterable[str] = (),
         batch_lines: int = 500,
         drain_timeout_s: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.source = source
         self.host, self._port = host, port
@@ -70,6 +72,7 @@ class FakeTwitchServer:
         self.suspended_channels = frozenset(suspended_channels)
         self.batch_lines = batch_lines
         self.drain_timeout_s = drain_timeout_s
+        self.ssl_context = ssl_context
         self.sessions: set[Session] = set()
         self.join_log: list[tuple[float, int, str]] = []  # (loop time, session id, channel)
         self.close_log: list[tuple[float, int]] = []  # (loop time, session id)
@@ -85,22 +88,26 @@ class FakeTwitchServer:
         self._wakeup = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._session_tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            return self._port
-        return int(self._server.sockets[0].getsockname()[1])
+        """The listening port (the one picked when constructed with port 0)."""
+        return self._port
 
     @property
     def url(self) -> str:
         """The URL to give ingest (CHATPULSE_TWITCH_IRC_URL)."""
-        return f"irc://{self.host}:{self.port}"
+        scheme = "ircs" if self.ssl_context is not None else "irc"
+        return f"{scheme}://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self._port)
+        self._server = await asyncio.start_server(
+            self._accept, self.host, self._port, ssl=self.ssl_context
+        )
+        self._port = int(self._server.sockets[0].getsockname()[1])
         self._spawn(self._schedule())
         self._spawn(self._ping_loop())
         logger.info("fake Twitch listening on %s", self.url)
@@ -110,6 +117,8 @@ class FakeTwitchServer:
             self._server.close()
         for session in list(self.sessions):
             session.close()
+        if self._session_tasks:  # closed sessions end by themselves: never cancel them
+            await asyncio.wait(self._session_tasks, timeout=5.0)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -139,10 +148,15 @@ class FakeTwitchServer:
         self.connections_accepted += 1
         session = Session(self, self.connections_accepted, reader, writer)
         self.sessions.add(session)
+        task = asyncio.current_task()
+        if task is not None:
+            self._session_tasks.add(task)
         try:
             await session.run()
         finally:
             self.sessions.discard(session)
+            if task is not None:
+                self._session_tasks.discard(task)
 
     # -- control and observation -----------------------------------------------------------
 
