@@ -12,10 +12,11 @@ def test_simulated_mode_starts_fake_twitch_first_and_points_ingest_at_it() -> No
     assert fake.argv[:4] == ["py", "-m", "chatpulse", "fake-twitch"]
     assert "--simulate" in fake.argv
     assert fake.argv[fake.argv.index("--port") + 1] == "6999"
+    assert fake.argv[fake.argv.index("--channels") + 1] == "40"
     assert fake.ready is not None
     assert ingest.env["CHATPULSE_TWITCH_IRC_URL"] == "irc://127.0.0.1:6999"
     assert ingest.env["CHATPULSE_CHANNELS"].split(",") == plan.channels
-    assert len(plan.channels) == 40
+    assert plan.channels == [f"streamer{i:04d}" for i in range(40)]
     assert list(process.argv) == ["py", "-m", "chatpulse", "process"]
     assert api.env == {"CHATPULSE_API_HOST": "127.0.0.1", "CHATPULSE_API_PORT": "8123"}
     assert api.ready is not None

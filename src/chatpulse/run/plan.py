@@ -89,7 +89,7 @@ def build_plan(settings: Settings, options: UpOptions) -> Plan:
                     "--port",
                     str(options.fake_twitch_port),
                     "--channels",
-                    ",".join(channels),
+                    str(options.sim_channels),
                     "--rate",
                     f"{options.sim_rate:g}",
                 ],
