@@ -301,8 +301,15 @@ def read_cassandra(settings: Settings) -> Results:
         cluster.shutdown()
 
 
-def read_channel_stats(settings: Settings, idle_s: float = 5.0) -> list[dict[str, Any]]:
-    """Every committed record of channel-stats (read_committed), until idle."""
+def read_channel_stats(
+    settings: Settings,
+    expected_closed: set[tuple[str, str, int]],
+    idle_s: float = 3.0,
+    timeout_s: float = 90.0,
+) -> list[dict[str, Any]]:
+    """Committed records of channel-stats (read_committed) until every expected closed window
+    is seen and nothing more comes for ``idle_s``. A killed instance's open transaction holds
+    back its partitions' later records until the broker aborts it (transaction timeout)."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -314,9 +321,13 @@ def read_channel_stats(settings: Settings, idle_s: float = 5.0) -> list[dict[str
     )
     consumer.subscribe([Topics.from_settings(settings).stats])
     out: list[dict[str, Any]] = []
+    seen: set[tuple[str, str, int]] = set()
     last = time.monotonic()
+    deadline = last + timeout_s
     try:
-        while time.monotonic() - last < idle_s:
+        while time.monotonic() < deadline and (
+            not expected_closed <= seen or time.monotonic() - last < idle_s
+        ):
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
@@ -324,6 +335,8 @@ def read_channel_stats(settings: Settings, idle_s: float = 5.0) -> list[dict[str
             value = json.loads(msg.value())
             assert msg.key() == value["channel"].encode()
             out.append(value)
+            if value["closed"]:
+                seen.add((value["channel"], value["window"], value["window_start"]))
     finally:
         consumer.close()
     return out
@@ -369,7 +382,7 @@ def assert_exact(
     assert {k for k, closed in results.closed_flags.items() if closed} == truth.closed
     assert results.leaderboard == {k: v[:2] for k, v in truth.windows.items()}
 
-    stats = read_channel_stats(settings)
+    stats = read_channel_stats(settings, truth.closed)
     closed = Counter((s["channel"], s["window"], s["window_start"]) for s in stats if s["closed"])
     assert set(closed) == truth.closed
     assert max(closed.values()) == 1, "a closed window was published twice"
