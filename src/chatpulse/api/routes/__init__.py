@@ -7,7 +7,7 @@ from chatpulse.api.problems import PROBLEM_MEDIA_TYPE, Problem
 __all__ = ["problems"]
 
 _DESCRIPTIONS = {
-    400: "Bad request (e.g. a cursor that is not valid for this query)",
+    400: "Bad request (a cursor not valid for this query, or a body that is not JSON)",
     401: "Missing or wrong X-API-Key",
     403: "Writes are disabled (no CHATPULSE_API_KEY configured)",
     404: "Unknown channel",

@@ -89,7 +89,7 @@ async def channel_summary(totals: KnownChannel, services: ServicesDep) -> Channe
     "",
     status_code=202,
     dependencies=[WriteAccess],
-    responses=problems(401, 403, 422, 503),
+    responses=problems(400, 401, 403, 422, 503),
 )
 async def track_channel(body: TrackRequest, services: ServicesDep) -> TrackResult:
     """Track a channel: ingest joins it (written to the compacted tracked-channels topic)."""

@@ -30,11 +30,16 @@ async def channel_stats(
     window: Annotated[str, Query(description="window size (configured: 1m, 10m, 1h)")] = "1m",
     from_: Annotated[
         datetime | None,
-        Query(alias="from", description="windows starting at or after (ISO 8601; default to-31d)"),
+        Query(
+            alias="from",
+            description="windows starting at or after (ISO 8601; default to - 31 days)",
+        ),
     ] = None,
     to: Annotated[
         datetime | None,
-        Query(description="windows starting before (ISO 8601; default just after last_seen)"),
+        Query(
+            description="windows starting before (ISO 8601; default after last_seen, <= from+31d)"
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1440, description="most windows returned")] = 60,
 ) -> StatsOut:
@@ -43,11 +48,17 @@ async def channel_stats(
     Times without a zone are UTC.
     """
     size_ms = check_window(services, window)
-    to_ms_ = to_ms(to) if to is not None else max(totals.last_seen_ms, 0) + 1
-    from_ms = to_ms(from_) if from_ is not None else to_ms_ - MAX_SPAN // timedelta(milliseconds=1)
+    span_ms = MAX_SPAN // timedelta(milliseconds=1)
+    newest_ms = max(totals.last_seen_ms, 0) + 1
+    if from_ is None:
+        to_ms_ = to_ms(to) if to is not None else newest_ms
+        from_ms = to_ms_ - span_ms
+    else:
+        from_ms = to_ms(from_)
+        to_ms_ = to_ms(to) if to is not None else min(from_ms + span_ms, max(newest_ms, from_ms))
     if from_ms > to_ms_:
         raise _invalid("from must not be after to")
-    if to_ms_ - from_ms > MAX_SPAN // timedelta(milliseconds=1):
+    if to_ms_ - from_ms > span_ms:
         raise _invalid(f"from..to may span at most {MAX_SPAN.days} days")
     items = []
     if totals.seen:
