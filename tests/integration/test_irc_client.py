@@ -78,6 +78,13 @@ def counting(command: str | set[str], count: int) -> Callable[[Received], bool]:
     return until
 
 
+async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll the server's or client's state (they expose no events for tests to wait on)."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
 def data_lines(lines: list[Received]) -> list[str]:
     return [r.raw for r in lines if r.msg is not None and r.msg.command in DATA]
 
@@ -134,10 +141,7 @@ async def test_ping_pong_both_ways() -> None:
             await collect(client, counting("ROOMSTATE", 1))
             server.send_ping()
             await collect(client, counting("PONG", 1))
-            for _ in range(100):
-                if server.pongs_received:
-                    break
-                await asyncio.sleep(0.01)
+            await wait_for(lambda: server.pongs_received > 0)
         finally:
             await client.stop()
     assert server.pongs_received == 1  # our PONG to the server's PING
@@ -153,10 +157,9 @@ async def test_silent_connection_is_detected_and_replaced() -> None:
         client.join("streamer0000")
         await client.start()
         try:
-            for _ in range(300):
-                if server.connections_accepted >= 2 and len(server.memberships()) == 1:
-                    break
-                await asyncio.sleep(0.01)
+            await wait_for(
+                lambda: server.connections_accepted >= 2 and len(server.memberships()) == 1
+            )
         finally:
             await client.stop()
     assert client.reconnects >= 1
@@ -361,3 +364,28 @@ async def test_ircs_url_uses_tls(tls_files: tuple[Path, Path]) -> None:
         with pytest.raises(ssl.SSLCertVerificationError):
             await untrusted.open()
     assert data_lines(got) == expected
+
+
+async def test_join_and_part_while_running_and_during_a_reconnect() -> None:
+    names = channel_names(6)
+    async with FakeTwitchServer(SimulatedSource(6, 60.0, seed=3)) as server:
+        client = TwitchChatClient(server.url, join_confirm_timeout_s=2.0, **FAST)
+        for name in names[:3]:
+            client.join(name)
+        await client.start()
+        try:
+            await wait_for(lambda: list(server.memberships().values()) == [set(names[:3])])
+            client.join(names[3])
+            client.part(names[0])
+            await wait_for(lambda: list(server.memberships().values()) == [set(names[1:4])])
+            server.send_reconnect(grace_s=5.0)
+            await wait_for(lambda: server.connections_accepted == 2)
+            client.join(names[4])  # while the replacement connection is being set up
+            client.part(names[1])
+            await wait_for(
+                lambda: list(server.memberships().values()) == [{names[2], names[3], names[4]}]
+            )
+        finally:
+            await client.stop()
+    assert client.channels == {names[2], names[3], names[4]}
+    assert client.reconnects == 1

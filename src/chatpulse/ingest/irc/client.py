@@ -57,9 +57,26 @@ class _Shard:
         self.channels.discard(channel)
         conn = self.conn
         if conn is not None and not conn.closed.is_set():
-            task = asyncio.create_task(conn.part(channel))
-            self._joiners.add(task)
-            task.add_done_callback(self._joiners.discard)
+            self._spawn_parts(conn, [channel])
+
+    def _spawn_parts(self, conn: IrcConnection, channels: list[str]) -> None:
+        async def part_all() -> None:
+            for channel in channels:
+                with contextlib.suppress(ConnectionError, OSError):
+                    await conn.part(channel)
+
+        task = asyncio.create_task(part_all())
+        self._joiners.add(task)
+        task.add_done_callback(self._joiners.discard)
+
+    def _reconcile(self, conn: IrcConnection) -> None:
+        """Catch up with joins/parts asked for while ``conn`` was being set up."""
+        missing = sorted(self.channels - conn.requested)
+        if missing:
+            self._spawn_joins(conn, missing)
+        extra = sorted(conn.requested - self.channels)
+        if extra:
+            self._spawn_parts(conn, extra)
 
     def _spawn_joins(self, conn: IrcConnection, channels: list[str]) -> asyncio.Task[None]:
         task = asyncio.create_task(self._join_all(conn, channels))
@@ -69,9 +86,13 @@ class _Shard:
 
     async def _join_all(self, conn: IrcConnection, channels: list[str]) -> None:
         for channel in channels:
-            await self.client._join_limiter.acquire()
-            if channel not in self.channels or conn.closed.is_set():
+            if channel not in self.channels or channel in conn.requested:
                 continue
+            await self.client._join_limiter.acquire()
+            if channel not in self.channels or channel in conn.requested:
+                continue
+            if conn.closed.is_set():
+                return
             try:
                 await conn.join(channel)
             except (ConnectionError, OSError):
@@ -135,6 +156,8 @@ class _Shard:
             logger.warning("shard %d: replacement connection failed: %s", self.index, exc)
             new = None
         self.conn = new
+        if new is not None:
+            self._reconcile(new)
         logger.info(
             "shard %d: connection %s replaces %d", self.index, new.id if new else None, old.id
         )
@@ -175,7 +198,7 @@ class TwitchChatClient:
         backoff_max_s: float = 60.0,
         join_confirm_timeout_s: float = 15.0,
         drain_timeout_s: float = 5.0,
-        dedup_capacity: int = 200_000,
+        dedup_capacity: int = 100_000,
         max_pending_batches: int = 1_000,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -308,7 +331,9 @@ class TwitchChatClient:
             if msg is not None and msg.command in _DATA_COMMANDS:
                 msg_id = msg.tags.get("id")
                 key = (msg.params[0] if msg.params else "", msg_id) if msg_id else received.raw
-                if self._recent.seen(key):
+                # The hash stands for the key: 64 bits make a collision within the window
+                # practically impossible, and ints cost a fraction of the strings' memory.
+                if self._recent.seen(hash(key)):
                     self.duplicates_dropped += 1
                     continue
             fresh.append(received)

@@ -81,6 +81,7 @@ class IrcConnection:
         self._writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._welcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.requested: set[str] = set()  # channels we sent a JOIN for (and no PART since)
         self.joined: set[str] = set()
         self.join_failed: set[str] = set()
         self._membership_changed = asyncio.Event()
@@ -129,9 +130,11 @@ class IrcConnection:
         await self._write([line])
 
     async def join(self, channel: str) -> None:
+        self.requested.add(channel)
         await self.send(f"JOIN #{channel}")
 
     async def part(self, channel: str) -> None:
+        self.requested.discard(channel)
         self.joined.discard(channel)
         await self.send(f"PART #{channel}")
 
