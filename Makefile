@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install lint format test test-unit test-integration run bench stack-up stack-down stack-status clean
+.PHONY: help install lint format chromium test test-unit test-integration run bench stack-up stack-down stack-status clean
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -38,7 +38,10 @@ format: install ## Apply ruff's fixes and formatting
 test-unit: install ## Unit tests only (no network, seconds)
 	$(BIN)/pytest tests/unit
 
-test: install ## All tests: unit, then integration against a real Kafka + Cassandra test stack it starts
+chromium: ## Install Debian's chromium for the browser test (when /usr/bin/chromium is missing)
+	@test -x /usr/bin/chromium || apt-get install -y chromium || (apt-get update && apt-get install -y chromium)
+
+test: install chromium ## All tests: unit, then integration against a real Kafka + Cassandra test stack it starts
 	$(BIN)/pytest tests/unit
 	$(BIN)/pytest tests/integration
 
