@@ -389,3 +389,104 @@ async def test_join_and_part_while_running_and_during_a_reconnect() -> None:
             await client.stop()
     assert client.channels == {names[2], names[3], names[4]}
     assert client.reconnects == 1
+
+
+class RawClient:
+    """A bare socket speaking IRC, to check the fake server's dialect line by line."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, server: FakeTwitchServer) -> "RawClient":
+        return cls(*await asyncio.open_connection(server.host, server.port))
+
+    def send(self, *lines: str) -> None:
+        self.writer.write("".join(f"{line}\r\n" for line in lines).encode())
+
+    async def expect(self, count: int) -> list[str]:
+        lines = []
+        for _ in range(count):
+            data = await asyncio.wait_for(self.reader.readline(), 5)
+            assert data.endswith(b"\r\n")
+            lines.append(data.decode()[:-2])
+        return lines
+
+    async def closed(self) -> bool:
+        """True when the server closed the connection (then ours is closed too)."""
+        at_end = await asyncio.wait_for(self.reader.read(), 5) == b""
+        self.writer.close()
+        await self.writer.wait_closed()
+        return at_end
+
+
+async def test_fake_server_speaks_twitch_dialect() -> None:
+    source = ReplaySource(sample_lines()[:3])
+    async with FakeTwitchServer(source, speed=0, suspended_channels={"gone"}) as server:
+        anon = await RawClient.connect(server)
+        anon.send("CAP REQ :twitch.tv/tags twitch.tv/bogus", "CAP REQ :twitch.tv/commands")
+        assert await anon.expect(2) == [
+            ":tmi.twitch.tv CAP * NAK :twitch.tv/tags twitch.tv/bogus",
+            ":tmi.twitch.tv CAP * ACK :twitch.tv/commands",
+        ]
+        anon.send("NICK justinfan123", "PING :hello", "JOIN #gone,#xqcow")
+        welcome = await anon.expect(7)
+        assert [line.split()[1] for line in welcome] == [
+            "001",
+            "002",
+            "003",
+            "004",
+            "375",
+            "372",
+            "376",
+        ]
+        assert all(line.split()[2] == "justinfan123" for line in welcome)
+        assert await anon.expect(2) == [
+            ":tmi.twitch.tv PONG tmi.twitch.tv :hello",
+            ":tmi.twitch.tv NOTICE #gone :This channel does not exist or has been suspended.",
+        ]
+        joined = await anon.expect(4 + 3)
+        assert joined[:4] == [
+            ":justinfan123!justinfan123@justinfan123.tmi.twitch.tv JOIN #xqcow",
+            ":justinfan123.tmi.twitch.tv 353 justinfan123 = #xqcow :justinfan123",
+            ":justinfan123.tmi.twitch.tv 366 justinfan123 #xqcow :End of /NAMES list",
+            # without the tags capability Twitch strips the tags, as here
+            ":tmi.twitch.tv ROOMSTATE #xqcow",
+        ]
+        assert joined[4:] == [line.split(" ", 1)[1] for line in sample_lines()[:3]]
+        anon.send("PART #xqcow", "WHATEVER x")
+        assert await anon.expect(2) == [
+            ":justinfan123!justinfan123@justinfan123.tmi.twitch.tv PART #xqcow",
+            ":tmi.twitch.tv 421 justinfan123 WHATEVER :Unknown command",
+        ]
+        anon.send("QUIT")
+        assert await anon.closed()
+
+        for lines, notice in [
+            (["NICK somebot"], "Improperly formatted auth"),
+            (["PASS oauth:abc", "NICK Not-Valid"], "Invalid NICK"),
+            (["PASS abc", "NICK somebot"], "Improperly formatted auth"),
+        ]:
+            raw = await RawClient.connect(server)
+            raw.send(*lines)
+            assert await raw.expect(1) == [f":tmi.twitch.tv NOTICE * :{notice}"]
+            assert await raw.closed()
+        assert server.login_failures == 3
+
+
+async def test_refused_join_is_keyed_on_msg_id() -> None:
+    async with FakeTwitchServer(ReplaySource([]), suspended_channels={"gone"}) as server:
+        client = TwitchChatClient(server.url, **FAST)
+        client.join("gone")
+        client.join("xqcow")
+        await client.start()
+        try:
+            got = await collect(client, counting("NOTICE", 1))
+            (conn,) = client.connections
+            assert await conn.wait_joined({"gone", "xqcow"}, 5.0)
+        finally:
+            await client.stop()
+    notice = got[-1].msg
+    assert notice is not None
+    assert notice.tags == {"msg-id": "msg_channel_suspended"}
+    assert (conn.join_failed, conn.joined) == ({"gone"}, {"xqcow"})
