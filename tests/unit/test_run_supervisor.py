@@ -5,13 +5,14 @@ import io
 import os
 import signal
 import sys
+import time
 
 import pytest
 from rich.console import Console
 
-from chatpulse.run.errors import ChildFailedError
+from chatpulse.run.errors import ChildFailedError, StartupInterruptedError
 from chatpulse.run.readiness import free_port, wait_tcp
-from chatpulse.run.supervisor import ChildSpec, StepSpec, Supervisor
+from chatpulse.run.supervisor import ChildSpec, Supervisor
 
 PY = sys.executable
 
@@ -121,12 +122,35 @@ async def test_readiness_timeout() -> None:
     assert codes == {"silent": -signal.SIGTERM}
 
 
-async def test_step_failure_and_success() -> None:
+async def test_start_without_waiting_then_wait_ready() -> None:
     supervisor, out = _supervisor()
-    await supervisor.run_step(StepSpec(name="ok", argv=[PY, "-c", "print('made topics')"]))
-    assert "ok         │ made topics" in out.getvalue()
-    with pytest.raises(ChildFailedError, match="bad failed with exit code 2"):
-        await supervisor.run_step(StepSpec(name="bad", argv=[PY, "-c", "raise SystemExit(2)"]))
+    port = free_port()
+    server = (
+        "import socket, time; time.sleep(0.5); s = socket.socket(); "
+        f"s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)"
+    )
+    spec = ChildSpec(name="late", argv=[PY, "-c", server], ready=wait_tcp("127.0.0.1", port))
+    await supervisor.start(spec, wait=False)
+    assert "late ready" not in out.getvalue()
+    await supervisor.wait_ready("late")
+    assert "late ready after" in out.getvalue()
+    await supervisor.stop_all()
+
+
+async def test_call_blocking_returns_raises_and_is_interruptible() -> None:
+    supervisor, _ = _supervisor()
+    assert await supervisor.call_blocking("sum", lambda: 1 + 1) == 2
+
+    def fail() -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await supervisor.call_blocking("fail", fail)
+    asyncio.get_running_loop().call_later(0.2, supervisor.request_stop)
+    started = time.monotonic()
+    with pytest.raises(StartupInterruptedError, match="interrupted during slow"):
+        await supervisor.call_blocking("slow", lambda: time.sleep(30))
+    assert time.monotonic() - started < 5
 
 
 async def test_sigint_requests_a_stop() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from functools import partial
 from typing import Annotated
 
 import typer
@@ -72,6 +74,15 @@ def up_command(
     raise typer.Exit(code)
 
 
+def _initialize(settings: Settings, supervisor: Supervisor) -> None:
+    """Topics and schema before any service starts (Cassandra dislikes concurrent DDL)."""
+    from chatpulse.init_cli import initialize  # noqa: PLC0415 - loads the drivers: only here
+
+    began = time.monotonic()
+    initialize(settings, timeout=120, progress=lambda line: supervisor.say_as("init", line))
+    supervisor.say(f"topics and schema ready in {time.monotonic() - began:.1f}s")
+
+
 async def _up(
     settings: Settings, options: UpOptions, *, external: bool, keep_stack: bool, stop_timeout: float
 ) -> int:
@@ -88,12 +99,19 @@ async def _up(
     else:
         supervisor.say(f"reading real Twitch channels anonymously: {', '.join(plan.channels)}")
     code = 0
+    fake = next((child for child in plan.children if child.name == "fake-twitch"), None)
+    services = [child for child in plan.children if child is not fake]
     try:
+        if fake is not None:  # needs no cluster: let it boot while the stack starts
+            await supervisor.start(fake, wait=False)
         await stack.ensure(external=external)
-        for step in plan.steps:
-            await supervisor.run_step(step)
-        for child in plan.children:
-            await supervisor.start(child)
+        await supervisor.call_blocking("init", partial(_initialize, settings, supervisor))
+        if fake is not None:
+            await supervisor.wait_ready(fake.name)
+        for child in services:  # independent of each other: start them together
+            await supervisor.start(child, wait=False)
+        for child in services:
+            await supervisor.wait_ready(child.name)
         console.print(
             Panel.fit(
                 f"[bold]Dashboard[/]  {plan.dashboard_url}\n"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from chatpulse.fake_twitch.simulate import channel_names
 from chatpulse.run.readiness import wait_http_ok, wait_tcp
-from chatpulse.run.supervisor import ChildSpec, StepSpec
+from chatpulse.run.supervisor import ChildSpec
 from chatpulse.settings import Settings
 
 __all__ = [
@@ -46,9 +46,8 @@ class UpOptions:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """The init step, the children in start order, and where the dashboard will be."""
+    """The children in start order, and where the dashboard will be."""
 
-    steps: list[StepSpec]
     children: list[ChildSpec]
     dashboard_url: str
     channels: list[str]
@@ -71,7 +70,7 @@ def local_url(host: str, port: int, path: str = "/") -> str:
 
 
 def build_plan(settings: Settings, options: UpOptions) -> Plan:
-    """Steps and children for ``chatpulse up``; the children inherit the environment."""
+    """The children of ``chatpulse up``; they inherit the environment."""
     cmd = [options.python, "-m", "chatpulse"]
     children: list[ChildSpec] = []
     ingest_env: dict[str, str] = {}
@@ -118,9 +117,7 @@ def build_plan(settings: Settings, options: UpOptions) -> Plan:
             ready_timeout_s=120,
         ),
     ]
-    steps = [StepSpec(name="init", argv=[*cmd, "init"], style="white")]
     return Plan(
-        steps=steps,
         children=children,
         dashboard_url=local_url(settings.api_host, settings.api_port, "/"),
         channels=channels,

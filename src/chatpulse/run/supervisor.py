@@ -18,30 +18,23 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from rich.console import Console
 from rich.text import Text
 
 from chatpulse.run.errors import ChildFailedError, StartupInterruptedError
 
-__all__ = ["ChildSpec", "StepSpec", "Supervisor"]
+__all__ = ["ChildSpec", "Supervisor"]
 
 ReadyCheck = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 _PREFIX_WIDTH = 11
 _PR_SET_PDEATHSIG = 1
-
-
-@dataclass(frozen=True, slots=True)
-class StepSpec:
-    """A one-shot command run to completion before the services start (stack up, init)."""
-
-    name: str
-    argv: Sequence[str]
-    env: Mapping[str, str] = field(default_factory=dict)
-    style: str = "white"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +58,7 @@ class _Running:
     spec: ChildSpec
     process: asyncio.subprocess.Process
     pump: asyncio.Task[None]
+    started_at: float
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
@@ -163,38 +157,21 @@ class Supervisor:
         assert process.stdout is not None
         return process, process.stdout
 
-    async def run_step(self, step: StepSpec, *, interruptible: bool = True) -> None:
-        """Run a one-shot command, streaming its output; raise if it fails or we are stopped.
-
-        ``interruptible=False`` runs it to the end even after a stop request (clean-up steps).
-        """
-        started = time.monotonic()
-        process, stdout = await self._spawn(step.name, step.argv, step.env)
-        pump = asyncio.create_task(self._pump(step.name, step.style, stdout))
-        waiter = asyncio.create_task(process.wait())
-        never = asyncio.Event()
-        stopper = asyncio.create_task((self._stop if interruptible else never).wait())
-        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if not waiter.done():
-            await self._terminate(step.name, process)
-            await pump
-            raise StartupInterruptedError(f"interrupted during {step.name}")
-        await pump
-        code = waiter.result()
-        if code != 0:
-            raise ChildFailedError(f"{step.name} failed with exit code {code}", exit_code=code)
-        self.say(f"{step.name} done in {time.monotonic() - started:.1f}s")
-
-    async def start(self, spec: ChildSpec) -> None:
-        """Start a child and wait for its readiness check (if any), watching for its death."""
+    async def start(self, spec: ChildSpec, *, wait: bool = True) -> None:
+        """Start a child; with ``wait``, also wait for its readiness check (:meth:`wait_ready`)."""
         process, stdout = await self._spawn(spec.name, spec.argv, spec.env)
         pump = asyncio.create_task(self._pump(spec.name, spec.style, stdout))
-        self.running.append(_Running(spec, process, pump))
+        self.running.append(_Running(spec, process, pump, time.monotonic()))
         self.say(f"started {spec.name} (pid {process.pid}): {' '.join(spec.argv[-3:])}")
+        if wait:
+            await self.wait_ready(spec.name)
+
+    async def wait_ready(self, name: str) -> None:
+        """Wait for a started child's readiness check, failing if it dies or we are stopped."""
+        child = next(c for c in self.running if c.spec.name == name)
+        spec, process = child.spec, child.process
         if spec.ready is None:
             return
-        started = time.monotonic()
         ready = asyncio.create_task(asyncio.wait_for(spec.ready(), spec.ready_timeout_s))
         died = asyncio.create_task(process.wait())
         stopper = asyncio.create_task(self._stop.wait())
@@ -207,16 +184,51 @@ class Supervisor:
                     f"{spec.name} not ready after {spec.ready_timeout_s:.0f}s", exit_code=1
                 )
             ready.result()  # re-raise a failed check
-            self.say(f"{spec.name} ready after {time.monotonic() - started:.1f}s")
+            self.say(f"{spec.name} ready after {time.monotonic() - child.started_at:.1f}s")
             return
         ready.cancel()
         if process.returncode is not None:
-            await pump
+            await child.pump
             raise ChildFailedError(
                 f"{spec.name} exited during start-up with code {process.returncode}",
                 exit_code=process.returncode or 1,
             )
         raise StartupInterruptedError(f"interrupted while waiting for {spec.name}")
+
+    async def call_blocking(self, name: str, work: Callable[[], T]) -> T:
+        """Run blocking ``work`` in a daemon thread; a stop request interrupts the wait.
+
+        For work that holds nothing to clean up (e.g. creating topics): a daemon thread,
+        unlike ``asyncio.to_thread``, does not keep the process alive after Ctrl-C.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(result: T | None, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+
+        def run() -> None:
+            try:
+                result = work()
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                loop.call_soon_threadsafe(settle, None, exc)
+            else:
+                loop.call_soon_threadsafe(settle, result, None)
+
+        threading.Thread(target=run, name=name, daemon=True).start()
+        stopper: asyncio.Future[object] = asyncio.ensure_future(self._stop.wait())
+        waiting: set[asyncio.Future[object]] = {future, stopper}  # type: ignore[arg-type]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not future.done():
+            future.cancel()
+            raise StartupInterruptedError(f"interrupted during {name}")
+        return future.result()
 
     async def serve(self) -> ChildSpec | None:
         """Wait until a stop is requested (None) or a child dies (its spec)."""
