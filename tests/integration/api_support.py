@@ -41,7 +41,7 @@ def _message(channel: str, i: int, sent_at: int, users: int) -> ChatMessage:
         if word in EMOTES:
             emotes.append(Emote(id=EMOTES[word], start=position, end=position + len(word) - 1))
         position += len(word) + 1
-    user = f"{channel[:2]}u{(i * 7) % users}"
+    user = f"{channel[:2]}u{(i * 5) % users}"
     return ChatMessage(
         id=f"{channel}-{i:04d}",
         channel=channel,

@@ -13,6 +13,9 @@ from chatpulse.settings import load_settings
 
 __all__ = ["api_command"]
 
+# Live streams never end by themselves: on Ctrl-C/SIGTERM they get this long, then are closed.
+_GRACE_S = 3
+
 
 def api_command(
     host: Annotated[
@@ -33,7 +36,13 @@ def api_command(
     settings = load_settings(api_host=host, api_port=port)
     if workers == 1:
         app = create_app(settings)
-        uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_config=None)
+        uvicorn.run(
+            app,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_config=None,
+            timeout_graceful_shutdown=_GRACE_S,
+        )
         return
     # Worker processes build their own app from the environment; share the overrides and
     # one cursor key with them so a cursor from one worker is valid at another.
@@ -47,4 +56,5 @@ def api_command(
         port=settings.api_port,
         workers=workers,
         log_config=None,
+        timeout_graceful_shutdown=_GRACE_S,
     )

@@ -20,7 +20,10 @@ def serve_in_thread(
     app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 30.0
 ) -> Iterator[str]:
     """Serve ``app`` (lifespan included) until the block ends; yields ``http://host:port``."""
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on")
+    # Live streams never end by themselves: give them 3 s on shutdown, then cancel them.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, lifespan="on", timeout_graceful_shutdown=3
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="api-server", daemon=True)
     thread.start()

@@ -1,0 +1,90 @@
+"""The dashboard in headless Chromium (Debian's package, driven by Playwright).
+
+It must load without console errors, show the leaderboard, and raise a channel's live counter
+when a new stats record arrives. Screenshots go to build/screenshots/.
+"""
+
+import time
+from pathlib import Path
+
+import pytest
+from api_support import KnownStream, running_api, write_rows
+from confluent_kafka import Producer
+from playwright.sync_api import ConsoleMessage, expect, sync_playwright
+
+from chatpulse.models import WindowStats, encode
+from chatpulse.settings import Settings
+from chatpulse.topics import Topics
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="run `make chromium` (part of `make test`)")
+def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> None:
+    windows = dict(zip(settings.windows, settings.window_sizes_ms, strict=True))
+    stream = KnownStream.build(windows, {"alpha": 40, "beta": 25, "gamma": 9})
+    write_rows(settings, stream)
+    newest = stream.starts("alpha", "1m")[0]
+    before = stream.window_table()[("alpha", "1m", newest)].messages
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            problems.append(message.text)
+
+    with running_api(settings) as api, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", on_console)
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.goto(f"{api.base_url}/#channel=alpha")
+
+            rows = page.locator("#leaderboard tbody tr")
+            expect(rows).to_have_count(3)
+            expect(rows.nth(0)).to_contain_text("alpha")
+            expect(page.locator("#ch-title")).to_have_text("alpha")
+            expect(page.locator("#total-messages")).to_have_text("40")
+            expect(page.locator("#live-messages")).to_have_text(str(before))
+            expect(page.locator("#status-text")).to_have_text("live · alpha")
+            expect(page.locator("#messages li")).to_have_count(30)
+
+            producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+            update = WindowStats(
+                "alpha", "1m", newest, newest + 60_000, before + 17, 9, closed=False
+            )
+            producer.produce(
+                Topics.from_settings(settings).stats, key=b"alpha", value=encode(update)
+            )
+            producer.flush(10)
+            started = time.monotonic()
+            expect(page.locator("#live-messages")).to_have_text(str(before + 17), timeout=5000)
+            assert time.monotonic() - started < 5
+            expect(page.locator("#live-chatters")).to_have_text("9")
+            page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+
+            phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+            phone.on("console", on_console)
+            phone.goto(f"{api.base_url}/#channel=beta")
+            expect(phone.locator("#ch-title")).to_have_text("beta")
+            expect(phone.locator("#total-messages")).to_have_text("25")
+            phone.screenshot(path=str(SCREENSHOTS / "dashboard-phone.png"), full_page=True)
+            page.close()
+            phone.close()
+        finally:
+            browser.close()
+    assert problems == []
