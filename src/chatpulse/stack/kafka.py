@@ -84,6 +84,17 @@ logger.cleaner.level = WARN
 """
 
 
+def _cluster_id() -> str:
+    """16 random bytes, url-safe base64 without padding, as Kafka's own tool makes them.
+
+    Never starting with '-', which the storage tool's argument parser would take for an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaServer(JavaServer):
     """One Kafka node; ``controller_port`` defaults to ``port + 1``."""
 
@@ -135,7 +146,7 @@ class KafkaServer(JavaServer):
         """Format the KRaft storage once (a new cluster id per data dir)."""
         if (self.log_dir / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = _cluster_id()
         command = [
             str(java),
             *self._log_flags(),
