@@ -200,11 +200,14 @@ def collect_groups(
         request = [ConsumerGroupTopicPartitions(gid)]
         futures = admin.list_consumer_group_offsets(request, request_timeout=timeout)
         committed[gid] = list(futures[gid].result().topic_partitions or [])
+    # Lag of assigned partitions too (None until a first commit), except changelogs: Quix
+    # assigns them to restore state and never commits offsets on them.
     assigned = {
         gid: {
             (tp.topic, tp.partition)
             for m in descriptions[gid].members
             for tp in (m.assignment.topic_partitions or [])
+            if parse_internal_topic(tp.topic) is None
         }
         for gid in ids
     }

@@ -63,7 +63,7 @@ def _topics_table(snapshot: Snapshot) -> Table:
         "[bold]open txn[/]: partitions whose last stable offset is below the high watermark.",
         caption_justify="left",
     )
-    table.add_column("topic", no_wrap=True)
+    table.add_column("topic", overflow="fold", min_width=20)
     for column in ("role", "parts", "records", "per partition", "policy", "open txn"):
         table.add_column(column, justify="right" if column in ("parts", "records") else "left")
     for topic in snapshot.topics:
@@ -87,8 +87,11 @@ def _groups_table(groups: list[GroupInfo]) -> Table:
         "consumer at rest shows lag 1 on partitions whose last record is a commit marker.",
         caption_justify="left",
     )
-    for column in ("group", "state", "assignor", "member (client id @ host)", "assigned", "lag"):
+    table.add_column("group", overflow="fold", min_width=16)
+    for column in ("state", "assignor", "member (client id @ host)"):
         table.add_column(column)
+    table.add_column("assigned", overflow="fold", min_width=18)
+    table.add_column("lag", overflow="fold", min_width=18)
     for group in groups:
         lag_by_topic: dict[str, list[str]] = defaultdict(list)
         for offset in group.offsets:
@@ -119,8 +122,9 @@ def _state_table(snapshot: Snapshot) -> Table:
         "compacted changelog topic; a restarted or newly assigned processor replays it.",
         caption_justify="left",
     )
-    for column in ("changelog topic", "store", "source topic", "parts", "records", "on disk"):
-        table.add_column(column)
+    table.add_column("changelog topic", overflow="fold", min_width=20)
+    for column in ("store", "source topic", "parts", "records", "on disk"):
+        table.add_column(column, overflow="fold")
     on_disk: dict[tuple[str, str, str], list[int]] = defaultdict(list)
     sizes: dict[tuple[str, str, str], int] = defaultdict(int)
     for store in snapshot.stores:
@@ -169,8 +173,9 @@ def _transactions_table(snapshot: Snapshot) -> Table | None:
 def _tables_table(snapshot: Snapshot) -> Table:
     table = Table(
         title=f"Cassandra {snapshot.cassandra}",
-        caption="est. partitions: system.size_estimates (refreshed every few minutes from "
-        "flushed data; 0 until the first flush). rows: exact count, with --count.",
+        caption="est. partitions: Cassandra's own estimate (system.size_estimates), refreshed "
+        "every few minutes from flushed SSTables: 0 before the first flush, coarse for small "
+        "tables. rows: an exact count, with --count (a full scan).",
         caption_justify="left",
     )
     for column in ("table", "partition key", "clustering", "est. partitions", "mean part.", "rows"):
