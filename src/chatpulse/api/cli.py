@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from chatpulse.api.app import CURSOR_KEY_ENV, create_app
+from chatpulse.api.app import CACHE_TTL_ENV, CURSOR_KEY_ENV, create_app
 from chatpulse.logs import configure_logging
 from chatpulse.settings import load_settings
 
@@ -27,6 +27,12 @@ def api_command(
     workers: Annotated[
         int, typer.Option(help="uvicorn worker processes (each has its own Kafka consumer)", min=1)
     ] = 1,
+    cache_ttl: Annotated[
+        float,
+        typer.Option(
+            help="seconds a summary/stats/leaderboard answer may be reused (0: off)", min=0
+        ),
+    ] = 1.0,
 ) -> None:
     """Serve the REST API (/api/v1, OpenAPI at /docs), live SSE streams and the dashboard at /.
 
@@ -35,7 +41,7 @@ def api_command(
     configure_logging()
     settings = load_settings(api_host=host, api_port=port)
     if workers == 1:
-        app = create_app(settings)
+        app = create_app(settings, cache_ttl_s=cache_ttl)
         uvicorn.run(
             app,
             host=settings.api_host,
@@ -47,6 +53,7 @@ def api_command(
     # Worker processes build their own app from the environment; share the overrides and
     # one cursor key with them so a cursor from one worker is valid at another.
     os.environ.setdefault(CURSOR_KEY_ENV, secrets.token_hex(32))
+    os.environ[CACHE_TTL_ENV] = str(cache_ttl)
     os.environ["CHATPULSE_API_HOST"] = settings.api_host
     os.environ["CHATPULSE_API_PORT"] = str(settings.api_port)
     uvicorn.run(

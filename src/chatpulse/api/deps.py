@@ -18,6 +18,7 @@ __all__ = [
     "ServicesDep",
     "check_window",
     "get_services",
+    "known_totals",
 ]
 
 CHANNEL_PATTERN = r"^[A-Za-z0-9_]{1,25}$"
@@ -57,7 +58,7 @@ async def _channel_name(
 ChannelName = Annotated[str, Depends(_channel_name)]
 
 
-async def _known_channel(channel: ChannelName, services: ServicesDep) -> Totals:
+async def known_totals(services: Services, channel: str) -> Totals:
     """The channel's totals; a tracked channel not seen yet has zeros; 404 if neither."""
     totals = await channel_totals(services.db, channel=channel)
     if totals is not None:
@@ -67,6 +68,10 @@ async def _known_channel(channel: ChannelName, services: ServicesDep) -> Totals:
     raise NotFoundError(
         f"No channel {channel!r}: it was never seen nor tracked.", slug="unknown-channel"
     )
+
+
+async def _known_channel(channel: ChannelName, services: ServicesDep) -> Totals:
+    return await known_totals(services, channel)
 
 
 KnownChannel = Annotated[Totals, Depends(_known_channel)]

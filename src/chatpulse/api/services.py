@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from chatpulse.api.cache import ResponseCache
 from chatpulse.api.cursors import CursorSigner
 from chatpulse.api.db import CassandraGateway
 from chatpulse.api.hub import LiveHub
@@ -24,11 +25,14 @@ class Services:
     hub: LiveHub
     tracked: TrackedChannels
     signer: CursorSigner
+    cache: ResponseCache
     windows: dict[str, int] = field(default_factory=dict)
 
 
 @contextlib.asynccontextmanager
-async def running_services(settings: Settings, cursor_key: bytes | None) -> AsyncIterator[Services]:
+async def running_services(
+    settings: Settings, cursor_key: bytes | None, cache_ttl_s: float
+) -> AsyncIterator[Services]:
     """Start every background part (none blocks on a cluster being up) and stop them after."""
     topics = Topics.from_settings(settings)
     services = Services(
@@ -39,6 +43,7 @@ async def running_services(settings: Settings, cursor_key: bytes | None) -> Asyn
             bootstrap_servers=settings.kafka_bootstrap_servers, topic=topics.tracked
         ),
         signer=CursorSigner(cursor_key),
+        cache=ResponseCache(cache_ttl_s),
         windows=dict(zip(settings.windows, settings.window_sizes_ms, strict=True)),
     )
     services.db.start()

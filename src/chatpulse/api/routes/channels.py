@@ -3,11 +3,12 @@
 import hmac
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Security
+from fastapi import APIRouter, Depends, Query, Response, Security
+from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 
 from chatpulse.api import queries
-from chatpulse.api.deps import ChannelName, KnownChannel, ServicesDep
+from chatpulse.api.deps import ChannelName, ServicesDep, known_totals
 from chatpulse.api.errors import ApiError, BadCursorError
 from chatpulse.api.routes import problems
 from chatpulse.api.schemas import (
@@ -69,20 +70,33 @@ async def list_channels(
     return ChannelPage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{channel}", responses=problems(404, 422, 503))
-async def channel_summary(totals: KnownChannel, services: ServicesDep) -> ChannelSummary:
-    """Totals and the newest window of each size."""
-    windows = dict.fromkeys(services.windows)
-    if totals.seen:
-        windows = await queries.latest_windows(services.db, totals=totals, windows=services.windows)
-    return ChannelSummary(
-        channel=totals.channel,
-        total_messages=totals.total_messages,
-        first_seen=ms_to_datetime(totals.first_seen_ms) if totals.seen else None,
-        last_seen=ms_to_datetime(totals.last_seen_ms) if totals.seen else None,
-        tracked=services.tracked.is_tracked(totals.channel),
-        windows=windows,
-    )
+@router.get(
+    "/{channel}",
+    response_model=ChannelSummary,
+    response_class=JSONResponse,
+    responses=problems(404, 422, 503),
+)
+async def channel_summary(channel: ChannelName, services: ServicesDep) -> Response:
+    """Totals and the newest window of each size (answers may be up to 1 s old)."""
+
+    async def summary() -> ChannelSummary:
+        totals = await known_totals(services, channel)
+        windows = dict.fromkeys(services.windows)
+        if totals.seen:
+            windows = await queries.latest_windows(
+                services.db, totals=totals, windows=services.windows
+            )
+        return ChannelSummary(
+            channel=totals.channel,
+            total_messages=totals.total_messages,
+            first_seen=ms_to_datetime(totals.first_seen_ms) if totals.seen else None,
+            last_seen=ms_to_datetime(totals.last_seen_ms) if totals.seen else None,
+            tracked=services.tracked.is_tracked(totals.channel),
+            windows=windows,
+        )
+
+    body = await services.cache.json(("summary", channel), summary)
+    return Response(body, media_type="application/json")
 
 
 @router.post(
@@ -94,6 +108,7 @@ async def channel_summary(totals: KnownChannel, services: ServicesDep) -> Channe
 async def track_channel(body: TrackRequest, services: ServicesDep) -> TrackResult:
     """Track a channel: ingest joins it (written to the compacted tracked-channels topic)."""
     await services.tracked.set_tracked(body.channel, tracked=True)
+    services.cache.clear()
     return TrackResult(channel=body.channel, tracked=True)
 
 
@@ -106,4 +121,5 @@ async def track_channel(body: TrackRequest, services: ServicesDep) -> TrackResul
 async def untrack_channel(channel: ChannelName, services: ServicesDep) -> TrackResult:
     """Untrack a channel (a tombstone on tracked-channels); its history stays readable."""
     await services.tracked.set_tracked(channel, tracked=False)
+    services.cache.clear()
     return TrackResult(channel=channel, tracked=False)

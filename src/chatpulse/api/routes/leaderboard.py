@@ -2,7 +2,8 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
 
 from chatpulse.api import queries
 from chatpulse.api.deps import ServicesDep, check_window
@@ -14,12 +15,22 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api/v1", tags=["leaderboard"])
 
 
-@router.get("/leaderboard", responses=problems(422, 503))
+@router.get(
+    "/leaderboard",
+    response_model=LeaderboardOut,
+    response_class=JSONResponse,
+    responses=problems(422, 503),
+)
 async def get_leaderboard(
     services: ServicesDep,
     window: Annotated[str, Query(description="window size (configured: 1m, 10m, 1h)")] = "10m",
     limit: Annotated[int, Query(ge=1, le=100, description="most channels returned")] = 10,
-) -> LeaderboardOut:
-    """The newest window of ``window`` size across all channels."""
+) -> Response:
+    """The newest window of ``window`` size across all channels (may be up to 1 s old)."""
     check_window(services, window)
-    return await queries.leaderboard(services.db, window=window, limit=limit)
+
+    async def board() -> LeaderboardOut:
+        return await queries.leaderboard(services.db, window=window, limit=limit)
+
+    body = await services.cache.json(("leaderboard", window, limit), board)
+    return Response(body, media_type="application/json")

@@ -3,13 +3,16 @@
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
 
 from chatpulse.api import queries
-from chatpulse.api.deps import KnownChannel, ServicesDep, check_window
+from chatpulse.api.deps import ChannelName, ServicesDep, check_window, known_totals
 from chatpulse.api.errors import ApiError
+from chatpulse.api.queries import Totals
 from chatpulse.api.routes import problems
 from chatpulse.api.schemas import StatsOut, to_ms
+from chatpulse.api.services import Services
 
 __all__ = ["MAX_SPAN", "router"]
 
@@ -22,10 +25,15 @@ def _invalid(detail: str) -> ApiError:
     return ApiError(detail, status=422, title="Invalid request", slug="validation")
 
 
-@router.get("/{channel}/stats", responses=problems(404, 422, 503))
+@router.get(
+    "/{channel}/stats",
+    response_model=StatsOut,
+    response_class=JSONResponse,
+    responses=problems(404, 422, 503),
+)
 async def channel_stats(
     *,
-    totals: KnownChannel,
+    channel: ChannelName,
     services: ServicesDep,
     window: Annotated[str, Query(description="window size (configured: 1m, 10m, 1h)")] = "1m",
     from_: Annotated[
@@ -42,12 +50,33 @@ async def channel_stats(
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1440, description="most windows returned")] = 60,
-) -> StatsOut:
+) -> Response:
     """Windows of ``window`` size starting in ``[from, to)``, newest first (span at most 31 days).
 
-    Times without a zone are UTC.
+    Times without a zone are UTC. Answers may be up to 1 s old.
     """
     size_ms = check_window(services, window)
+
+    async def stats() -> StatsOut:
+        totals = await known_totals(services, channel)
+        return await _stats(
+            services, totals, window=window, size_ms=size_ms, from_=from_, to=to, limit=limit
+        )
+
+    body = await services.cache.json(("stats", channel, window, from_, to, limit), stats)
+    return Response(body, media_type="application/json")
+
+
+async def _stats(
+    services: Services,
+    totals: Totals,
+    *,
+    window: str,
+    size_ms: int,
+    from_: datetime | None,
+    to: datetime | None,
+    limit: int,
+) -> StatsOut:
     span_ms = MAX_SPAN // timedelta(milliseconds=1)
     newest_ms = max(totals.last_seen_ms, 0) + 1
     if from_ is None:
