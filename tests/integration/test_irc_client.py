@@ -231,9 +231,11 @@ async def test_join_rate_limit_is_observed() -> None:
             await client.stop()
     times = sorted(t for t, _, _ in server.join_log)
     assert len(times) == 9
+    # Never 4 JOINs in one 0.5 s window, as seen by the server (0.1 s for delivery jitter on a
+    # loaded machine: unlimited, the 9 JOINs arrive within a few milliseconds).
     for i in range(len(times) - 3):
-        assert times[i + 3] - times[i] >= 0.5 - 0.01  # never 4 JOINs in one 0.5 s window
-    assert times[-1] - times[0] >= 1.0 - 0.01
+        assert times[i + 3] - times[i] >= 0.5 - 0.1, times
+    assert times[-1] - times[0] >= 1.0 - 0.1
 
 
 async def test_channels_are_sharded_over_connections() -> None:

@@ -101,23 +101,29 @@ class _Shard:
 
     async def _connect(self, *, wait_joined: bool) -> IrcConnection:
         conn = self.client._new_connection()
-        await conn.open()
-        joining = self._spawn_joins(conn, sorted(self.channels))
-        if wait_joined:
-            await joining
-            wanted = set(self.channels)
-            if not await conn.wait_joined(wanted, self.client.join_confirm_timeout_s):
-                logger.warning(
-                    "shard %d: connection %d did not confirm all %d joins in time",
-                    self.index,
-                    conn.id,
-                    len(wanted),
-                )
+        try:
+            await conn.open()
+            joining = self._spawn_joins(conn, sorted(self.channels))
+            if wait_joined:
+                await joining
+                wanted = set(self.channels)
+                if not await conn.wait_joined(wanted, self.client.join_confirm_timeout_s):
+                    logger.warning(
+                        "shard %d: connection %d did not confirm all %d joins in time",
+                        self.index,
+                        conn.id,
+                        len(wanted),
+                    )
+        except BaseException:
+            conn.abort()
+            raise
         return conn
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         attempt = 0
         conn: IrcConnection | None = None
+        connected_at = 0.0
         try:
             while True:
                 if conn is None:
@@ -130,20 +136,24 @@ class _Shard:
                             "shard %d: connect attempt %d failed: %s", self.index, attempt, exc
                         )
                         continue
-                    attempt = 0
-                    self.conn = conn
+                    self.conn, connected_at = conn, loop.time()
                 await _first_of(conn.closed.wait(), conn.reconnect_requested.wait())
                 if conn.closed.is_set():
                     logger.info("shard %d: connection %d lost, reconnecting", self.index, conn.id)
                     self.client.reconnects += 1
+                    if loop.time() - connected_at >= self.client.stable_after_s:
+                        attempt = 0  # it was healthy: the next try is immediate again
                     conn = self.conn = None
                     continue
                 conn = await self._replace(conn)
+                if conn is not None:
+                    connected_at = loop.time()
         except TwitchLoginError as exc:
             self.client._fail(exc)
         finally:
-            if self.conn is not None:
-                self.conn.abort()
+            for open_conn in (conn, self.conn):
+                if open_conn is not None:
+                    open_conn.abort()
             for task in list(self._joiners):
                 task.cancel()
 
@@ -151,16 +161,15 @@ class _Shard:
         """RECONNECT: open and join a new connection first, then let the old one go."""
         self.client.reconnects += 1
         try:
-            new: IrcConnection | None = await self._connect(wait_joined=True)
+            new = await self._connect(wait_joined=True)
         except (OSError, TimeoutError) as exc:
+            # Keep reading the old connection until the server closes it, then reconnect.
             logger.warning("shard %d: replacement connection failed: %s", self.index, exc)
-            new = None
+            await old.closed.wait()
+            return None
         self.conn = new
-        if new is not None:
-            self._reconcile(new)
-        logger.info(
-            "shard %d: connection %s replaces %d", self.index, new.id if new else None, old.id
-        )
+        self._reconcile(new)
+        logger.info("shard %d: connection %d replaces %d", self.index, new.id, old.id)
         await old.quit_and_drain(self.client.drain_timeout_s)
         return new
 
@@ -198,6 +207,7 @@ class TwitchChatClient:
         backoff_max_s: float = 60.0,
         join_confirm_timeout_s: float = 15.0,
         drain_timeout_s: float = 5.0,
+        stable_after_s: float = 10.0,
         dedup_capacity: int = 100_000,
         max_pending_batches: int = 1_000,
         ssl_context: ssl.SSLContext | None = None,
@@ -223,6 +233,7 @@ class TwitchChatClient:
         self.backoff_max_s = backoff_max_s
         self.join_confirm_timeout_s = join_confirm_timeout_s
         self.drain_timeout_s = drain_timeout_s
+        self.stable_after_s = stable_after_s  # a connection that lived this long resets backoff
         self._join_limiter = SlidingWindowLimiter(join_rate, join_window_s)
         self._recent = RecentKeys(dedup_capacity)
         self._queue: asyncio.Queue[list[Received] | None] = asyncio.Queue()
