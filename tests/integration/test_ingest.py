@@ -3,6 +3,9 @@
 import asyncio
 import contextlib
 import gzip
+import os
+import signal
+import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -10,7 +13,14 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from chatpulse.fake_twitch.server import FakeTwitchServer
 from chatpulse.fake_twitch.simulate import channel_names, simulate_channel
@@ -22,7 +32,7 @@ from chatpulse.ingest.metrics import IngestMetrics
 from chatpulse.ingest.producer import IngestProducer
 from chatpulse.ingest.service import IngestService, IngestSummary
 from chatpulse.ingest.spill import Spill
-from chatpulse.models import ChatEvent, ChatMessage, encode
+from chatpulse.models import ChatEvent, ChatMessage, TrackedChannel, encode
 from chatpulse.settings import Settings, load_settings
 from chatpulse.stack import KafkaServer
 from chatpulse.topics import Topics
@@ -302,3 +312,76 @@ async def test_kafka_down_for_30s_during_a_stream_loses_and_repeats_nothing(
     assert_exact_messages(records, messages)
     assert len(read_topic(settings.kafka_bootstrap_servers, topics.events)) == len(events)
     assert not list((tmp_path / "spill").glob("*.spill"))
+
+
+def _produce_tracked(settings: Settings, channel: str, tracked: bool) -> None:
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    value = encode(TrackedChannel(channel)) if tracked else None
+    producer.produce(Topics.from_settings(settings).tracked, value, channel.encode())
+    assert producer.flush(30) == 0
+
+
+async def test_channels_follow_the_tracked_channels_topic(settings: Settings) -> None:
+    _produce_tracked(settings, "xqcow", tracked=True)  # tracked before the start
+    _produce_tracked(settings, "forsen", tracked=True)
+    _produce_tracked(settings, "forsen", tracked=False)  # and untracked again
+    lines = capture_lines()
+    source = ReplaySource(lines[:2_000] + [_rewrite(line, "xqcow", "lirik") for line in lines])
+    summaries: list[IngestSummary] = []
+    async with FakeTwitchServer(source, speed=20) as server:
+        conf = for_server(settings, server, [])
+
+        def joined() -> set[str]:
+            return set().union(*server.memberships().values())
+
+        async with running_ingest(conf, summaries):
+            await until(lambda: joined() == {"xqcow"}, 30, "joined the tracked channel at start")
+            _produce_tracked(settings, "lirik", tracked=True)
+            await until(lambda: joined() == {"xqcow", "lirik"}, 10, "joined a newly tracked one")
+            await until(lambda: server.sent("lirik") > 50, 30, "lirik chat flowing")
+            _produce_tracked(settings, "lirik", tracked=False)
+            await until(lambda: joined() == {"xqcow"}, 10, "parted the untracked one")
+            parted_after = server.sent("lirik")
+    records = read_topic(settings.kafka_bootstrap_servers, Topics.from_settings(settings).messages)
+    channels = Counter(r.key() for r in records)
+    assert set(channels) == {b"xqcow", b"lirik"}
+    assert 50 < channels[b"lirik"] <= parted_after  # nothing after the PART
+
+
+def _rewrite(line: str, old: str, new: str) -> str:
+    return line.replace(f" #{old}", f" #{new}", 1)
+
+
+async def test_the_cli_runs_until_sigterm_and_flushes(settings: Settings) -> None:
+    lines = capture_lines()[:1_000]
+    messages, events = expected_records(lines)
+    async with FakeTwitchServer(ReplaySource(lines), speed=0) as server:
+        env = {
+            **os.environ,
+            "CHATPULSE_SPILL_DIR": str(settings.spill_dir),
+            "CHATPULSE_INGEST_METRICS_PORT": "0",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "chatpulse",
+            "ingest",
+            "--channels",
+            "xqcow",
+            "--irc-url",
+            server.url,
+            "--bootstrap-servers",
+            settings.kafka_bootstrap_servers,
+            "--topic-prefix",
+            settings.topic_prefix,
+            env=env,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        await until(lambda: server.finished("xqcow"), 60, "replay delivered to the CLI")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    log = stderr.decode()
+    assert process.returncode == 0, log
+    assert f"{len(messages)} chat messages, {len(events)} events" in log
+    topics = Topics.from_settings(settings)
+    assert_exact_messages(read_topic(settings.kafka_bootstrap_servers, topics.messages), messages)

@@ -1,0 +1,258 @@
+"""Benchmark: end-to-end fake-twitch -> ingest -> Kafka messages/s, beside the raw produce rate.
+
+A fake-twitch server in a separate process serves N simulated chat lines as fast as the client
+reads; the ingest service runs in this process against a real Kafka (the shared test stack by
+default) and is timed from the first line received to the last record acknowledged. In the
+same run the same records are produced with a bare confluent-kafka Producer of the same
+settings (the baseline: what Kafka and librdkafka allow from one Python process), and the
+parser's lines/s is measured when bench/parser.py sits beside this file.
+
+    .venv/bin/python bench/ingest.py [--messages N] [--channels C] [--bootstrap-servers HOST:PORT]
+"""
+
+import argparse
+import asyncio
+import importlib.util
+import logging
+import multiprocessing
+import os
+import platform
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TypeVar
+
+import confluent_kafka
+from pyinstrument import Profiler
+
+from chatpulse.fake_twitch.server import FakeTwitchServer
+from chatpulse.fake_twitch.simulate import channel_names, simulate
+from chatpulse.fake_twitch.source import ReplaySource
+from chatpulse.ingest.cli import ensure_topics
+from chatpulse.ingest.convert import ConvertError, to_record
+from chatpulse.ingest.irc.parser import IrcParseError, parse_line
+from chatpulse.ingest.metrics import IngestMetrics
+from chatpulse.ingest.producer import producer_config
+from chatpulse.ingest.service import IngestService
+from chatpulse.kafka_admin import admin_client, delete_topics
+from chatpulse.models import ChatMessage, encode
+from chatpulse.settings import Settings, load_settings
+from chatpulse.topics import Topics
+
+SIM_SECONDS = 60.0
+T = TypeVar("T")
+
+
+def machine_state() -> str:
+    load = os.getloadavg()
+    info = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        info[key] = value.strip()
+    return (
+        f"{os.cpu_count()} cores, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
+        f"mem total {info.get('MemTotal', '?')}, available {info.get('MemAvailable', '?')}"
+    )
+
+
+def versions() -> str:
+    return (
+        f"python {platform.python_version()}, confluent-kafka {_client_version()}, "
+        f"librdkafka {confluent_kafka.libversion()[0]}"
+    )
+
+
+def _client_version() -> str:
+    version = confluent_kafka.version()
+    return version if isinstance(version, str) else str(version[0])
+
+
+def simulated_lines(messages: int, channels: int, seed: int) -> list[str]:
+    """About ``messages`` simulated lines over ``channels`` channels."""
+    return list(simulate(channels, messages / SIM_SECONDS, seed, duration_s=SIM_SECONDS))
+
+
+def serve(lines: list[str], pipe: Connection) -> None:
+    """Child process: serve ``lines`` as fast as the client reads, until told to stop."""
+
+    async def main() -> None:
+        async with FakeTwitchServer(ReplaySource(lines), speed=0, batch_lines=1_000) as server:
+            pipe.send(server.url)
+            await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
+
+    asyncio.run(main())
+
+
+def to_records(lines: list[str], topics: Topics) -> list[tuple[str, bytes, bytes, int]]:
+    records = []
+    for line in lines:
+        try:
+            record = to_record(parse_line(line))
+        except (IrcParseError, ConvertError):
+            continue
+        if record is None:
+            continue
+        topic = topics.messages if isinstance(record, ChatMessage) else topics.events
+        records.append((topic, record.channel.encode(), encode(record), record.sent_at))
+    return records
+
+
+def raw_produce_rate(settings: Settings, records: list[tuple[str, bytes, bytes, int]]) -> float:
+    """Records/s of a bare Producer (same settings as ingest) producing and flushing them all."""
+    config = producer_config(settings.kafka_bootstrap_servers, settings.ingest_buffer_messages)
+    producer = confluent_kafka.Producer(config)
+    producer.poll(0)
+    start = time.perf_counter()
+    for index, (topic, key, value, timestamp) in enumerate(records):
+        while True:
+            try:
+                producer.produce(topic, value, key, timestamp=timestamp)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        if index % 1_000 == 0:
+            producer.poll(0)
+    left = producer.flush(120)
+    elapsed = time.perf_counter() - start
+    if left:
+        raise RuntimeError(f"{left} records not acknowledged by the baseline producer")
+    return len(records) / elapsed
+
+
+async def source_rate(url: str, channels: list[str], expected: int) -> float:
+    """Lines/s a bare socket reader gets from the fake server (the ceiling it sets)."""
+    host, port = url.removeprefix("irc://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    joins = ",".join(f"#{name}" for name in channels)
+    login = "CAP REQ :twitch.tv/tags twitch.tv/commands\r\nNICK justinfan1\r\n"
+    writer.write(f"{login}JOIN {joins}\r\n".encode())
+    await writer.drain()
+    markers = (b" PRIVMSG #", b" USERNOTICE #", b" CLEARCHAT #", b" CLEARMSG #")
+    seen, start, tail = 0, 0.0, b""
+    async with asyncio.timeout(300):
+        while seen < expected:
+            chunk = await reader.read(1 << 16)
+            if not chunk:
+                break
+            start = start or time.perf_counter()
+            # The 9 bytes kept from the last chunk are shorter than any marker: a match that
+            # uses them straddled the boundary and was not counted before.
+            window = tail + chunk
+            seen += sum(window.count(marker) for marker in markers)
+            tail = window[-9:]
+    elapsed = time.perf_counter() - start
+    writer.close()
+    return seen / elapsed
+
+
+def with_server(lines: list[str], work: Callable[[str], T]) -> T:
+    """Run ``work(url)`` while a fake-twitch process serves ``lines``."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    server = context.Process(target=serve, args=(lines, theirs), daemon=True)
+    server.start()
+    try:
+        return work(ours.recv())
+    finally:
+        ours.send("stop")
+        server.join(10)
+
+
+async def end_to_end(settings: Settings, expected: int) -> tuple[float, int]:
+    """Run ingest until ``expected`` records are acknowledged; (records/s, records)."""
+    service = IngestService(settings, metrics=IngestMetrics())
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    while service.lines == 0:
+        if task.done():
+            await task
+        await asyncio.sleep(0.001)
+    start = time.perf_counter()
+    while True:
+        producer = service._producer
+        done = sum(producer.acked.values()) if producer is not None else 0
+        if done >= expected:
+            break
+        await asyncio.sleep(0.002)
+    elapsed = time.perf_counter() - start
+    stop.set()
+    await task
+    return done / elapsed, done
+
+
+def parser_rate(lines: list[str]) -> str:
+    path = Path(__file__).with_name("parser.py")
+    if not path.exists():
+        return "bench/parser.py not found"
+    spec = importlib.util.spec_from_file_location("chatpulse_bench_parser", path)
+    if spec is None or spec.loader is None:
+        return "bench/parser.py not importable"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parsed = module.rate(lines, parse_line, 3)
+    converted = module.rate(lines, module.parse_and_convert, 3)
+    return f"{parsed:,.0f} lines/s parse_line, {converted:,.0f} lines/s parse + to_record"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=200_000, help="simulated lines (about)")
+    parser.add_argument("--channels", type=int, default=20, help="simulated channels")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--bootstrap-servers", default="127.0.0.1:19092")
+    parser.add_argument("--buffer", type=int, default=100_000, help="ingest_buffer_messages")
+    parser.add_argument("--profile", action="store_true", help="profile ingest with pyinstrument")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    print(f"machine: {machine_state()}")
+    print(f"versions: {versions()}")
+    lines = simulated_lines(args.messages, args.channels, args.seed)
+    names = channel_names(args.channels)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}-"
+    settings = load_settings(
+        kafka_bootstrap_servers=args.bootstrap_servers,
+        topic_prefix=prefix,
+        channels=",".join(names),
+        spill_dir=Path(tempfile.mkdtemp(prefix="chatpulse-bench-spill-")),
+        ingest_metrics_port=0,
+        ingest_buffer_messages=args.buffer,
+    )
+    ensure_topics(settings)
+    topics = Topics.from_settings(settings)
+    records = to_records(lines, topics)
+    print(f"workload: {len(lines):,} lines, {len(records):,} records, {args.channels} channels")
+
+    source = with_server(lines, lambda url: asyncio.run(source_rate(url, names, len(records))))
+
+    def run_ingest(url: str) -> tuple[float, int]:
+        conf = settings.model_copy(update={"twitch_irc_url": url})
+        if not args.profile:
+            return asyncio.run(end_to_end(conf, len(records)))
+        with Profiler() as profiler:
+            result = asyncio.run(end_to_end(conf, len(records)))
+        profiler.print(show_all=False)
+        return result
+
+    e2e, produced = with_server(lines, run_ingest)
+    baseline_settings = settings.model_copy(update={"topic_prefix": f"{prefix}raw-"})
+    ensure_topics(baseline_settings)
+    raw_records = to_records(lines, Topics.from_settings(baseline_settings))
+    raw = raw_produce_rate(baseline_settings, raw_records)
+
+    print(f"fake-twitch alone (bare socket reader):            {source:>10,.0f} lines/s")
+    print(f"end to end (fake-twitch -> ingest -> Kafka acked): {e2e:>10,.0f} records/s")
+    print(f"raw confluent-kafka produce + flush, same records: {raw:>10,.0f} records/s")
+    print(f"ingest / raw: {e2e / raw:.2f} ({produced:,} records acknowledged)")
+    print(f"parser (one core): {parser_rate(lines)}")
+    admin = admin_client(args.bootstrap_servers)
+    delete_topics(admin, [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)])
+
+
+if __name__ == "__main__":
+    main()
