@@ -492,3 +492,21 @@ async def test_refused_join_is_keyed_on_msg_id() -> None:
     assert notice is not None
     assert notice.tags == {"msg-id": "msg_channel_suspended"}
     assert (conn.join_failed, conn.joined) == ({"gone"}, {"xqcow"})
+
+
+async def test_reconnects_back_off_while_connections_keep_dropping() -> None:
+    async with FakeTwitchServer(ReplaySource([])) as server:
+        client = TwitchChatClient(server.url, backoff_base_s=0.1, join_window_s=0.01)
+        client.join("xqcow")
+        await client.start()
+        try:
+            async with asyncio.timeout(1.5):
+                while True:  # a server that drops every connection right after login
+                    server.drop_connections()
+                    await asyncio.sleep(0.005)
+        except TimeoutError:
+            pass
+        finally:
+            await client.stop()
+    # immediate, then 0.1, 0.2, 0.4, 0.8 s (+ jitter): about 5 attempts, not hundreds
+    assert 3 <= server.connections_accepted <= 7
