@@ -1,0 +1,122 @@
+"""End to end below ingest: a known stream through the real processor, read through the API.
+
+Messages (every fourth one delivered twice) go to the messages topic; ``chatpulse process``
+(a subprocess of the real CLI) counts them into Cassandra; every read endpoint must then answer
+the numbers computed independently by the test (api_support.KnownStream). Whether a window is
+already closed is the processor's business (it depends on its grace), so ``closed`` is left out;
+ties among top emotes may be ordered either way, so they are compared as sets.
+"""
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from api_support import KnownStream, iso, running_api
+from confluent_kafka import Producer
+from test_processor_support import ProcessorProcess
+
+from chatpulse.models import encode
+from chatpulse.settings import Settings
+from chatpulse.topics import Topics
+
+pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]
+
+COUNTS = {"alpha": 40, "beta": 25, "gamma": 9}
+
+
+def _comparable(stats: dict[str, Any] | None) -> dict[str, Any] | None:
+    if stats is None:
+        return None
+    emotes = sorted(stats["top_emotes"], key=lambda e: e["id"])
+    return {**{k: v for k, v in stats.items() if k != "closed"}, "top_emotes": emotes}
+
+
+def _wait_counted(api: httpx.Client, stream: KnownStream, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    pending = set(stream.channels)
+    while pending:
+        assert time.monotonic() < deadline, f"not counted in time: {sorted(pending)}"
+        for channel in sorted(pending):
+            response = api.get(f"/api/v1/channels/{channel}")
+            if response.status_code == 200:
+                newest = response.json()["windows"]["1m"]
+                want = stream.window_table()[(channel, "1m", stream.starts(channel, "1m")[0])]
+                if (
+                    response.json()["total_messages"] == COUNTS[channel]
+                    and newest is not None
+                    and newest["messages"] == want.messages
+                ):
+                    pending.discard(channel)
+        time.sleep(0.5)
+
+
+def test_api_serves_exactly_what_the_processor_counted(settings: Settings, tmp_path: Path) -> None:
+    windows = dict(zip(settings.windows, settings.window_sizes_ms, strict=True))
+    stream = KnownStream.build(windows, COUNTS)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    topic = Topics.from_settings(settings).messages
+    for i, message in enumerate(stream.messages):
+        for _ in range(2 if i % 4 == 0 else 1):
+            producer.produce(
+                topic,
+                key=message.channel.encode(),
+                value=encode(message),
+                timestamp=message.sent_at,
+            )
+    producer.flush(30)
+
+    processor = ProcessorProcess(
+        settings, tmp_path / "state", tmp_path / "processor.log", CHATPULSE_WINDOWS="1m,10m,1h"
+    )
+    processor.start()
+    try:
+        with running_api(settings) as api:
+            _wait_counted(api, stream)
+            time.sleep(1.5)  # past the API's 1 s response cache: every read below is fresh
+            for channel in stream.channels:
+                sent = [m.sent_at for m in stream.of(channel)]
+                summary = api.get(f"/api/v1/channels/{channel}").json()
+                assert summary["total_messages"] == COUNTS[channel]
+                assert (summary["first_seen"], summary["last_seen"]) == (
+                    iso(min(sent)),
+                    iso(max(sent)),
+                )
+                for name in windows:
+                    newest = stream.starts(channel, name)[0]
+                    expected = stream.stats_json(channel, name, newest, closed=False)
+                    assert _comparable(summary["windows"][name]) == _comparable(expected)
+                    stats = api.get(
+                        f"/api/v1/channels/{channel}/stats", params={"window": name}
+                    ).json()
+                    assert [_comparable(s) for s in stats["items"]] == [
+                        _comparable(stream.stats_json(channel, name, s, closed=False))
+                        for s in stream.starts(channel, name)
+                    ]
+                ids: list[str] = []
+                params: dict[str, Any] = {"limit": 9}
+                while True:
+                    page = api.get(f"/api/v1/channels/{channel}/messages", params=params).json()
+                    ids += [item["id"] for item in page["items"]]
+                    if page["next_cursor"] is None:
+                        break
+                    params = {"limit": 9, "before": page["next_cursor"]}
+                expected_ids = sorted(stream.of(channel), key=lambda m: (m.sent_at, m.id))
+                assert ids == [m.id for m in reversed(expected_ids)]
+
+            table = stream.window_table()
+            for name in windows:
+                newest = max(s for (_c, n, s) in table if n == name)
+                board = api.get("/api/v1/leaderboard", params={"window": name}).json()
+                assert board["window_start"] == iso(newest)
+                assert board["items"] == sorted(
+                    (
+                        {"channel": c, "messages": w.messages, "unique_chatters": len(w.users)}
+                        for (c, n, s), w in table.items()
+                        if n == name and s == newest
+                    ),
+                    key=lambda e: (-e["messages"], e["channel"]),
+                )
+    finally:
+        processor.stop()
