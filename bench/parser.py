@@ -17,9 +17,7 @@ from pathlib import Path
 from chatpulse.ingest.convert import ConvertError, to_record
 from chatpulse.ingest.irc.parser import parse_line
 
-DEFAULT_CAPTURE = (
-    Path(__file__).resolve().parents[2] / "shared/data/twitch-irc-xqcow-2019-09.txt.gz"
-)
+DEFAULT_CAPTURE = Path(__file__).resolve().parents[1] / "tests/data/twitch-irc-xqcow-2019-09.txt.gz"
 
 
 def machine_state() -> str:

@@ -37,7 +37,7 @@ from chatpulse.settings import Settings, load_settings
 from chatpulse.stack import KafkaServer
 from chatpulse.topics import Topics
 
-CAPTURE = Path(__file__).resolve().parents[3] / "shared/data/twitch-irc-xqcow-2019-09.txt.gz"
+CAPTURE = Path(__file__).resolve().parents[1] / "data/twitch-irc-xqcow-2019-09.txt.gz"
 CAPTURE_MESSAGES = 4_933
 CAPTURE_EVENTS = 67
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(60)
 SAMPLE = Path(
     os.environ.get(
         "CHATPULSE_SAMPLE_CAPTURE",
-        Path(__file__).resolve().parents[3] / "shared/data/twitch-irc-xqcow-2019-09.txt.gz",
+        Path(__file__).resolve().parents[1] / "data/twitch-irc-xqcow-2019-09.txt.gz",
     )
 )
 DATA = {"PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG"}

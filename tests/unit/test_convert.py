@@ -13,7 +13,7 @@ from chatpulse.models import ChatEvent, ChatMessage, Emote
 SAMPLE = Path(
     os.environ.get(
         "CHATPULSE_SAMPLE_CAPTURE",
-        Path(__file__).resolve().parents[3] / "shared/data/twitch-irc-xqcow-2019-09.txt.gz",
+        Path(__file__).resolve().parents[1] / "data/twitch-irc-xqcow-2019-09.txt.gz",
     )
 )
 TAGS = "id=m1;room-id=22;tmi-sent-ts=1700000000123;user-id=7;display-name=Zoë"

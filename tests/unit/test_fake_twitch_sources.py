@@ -22,7 +22,7 @@ from chatpulse.models import ChatEvent, ChatMessage
 SAMPLE = Path(
     os.environ.get(
         "CHATPULSE_SAMPLE_CAPTURE",
-        Path(__file__).resolve().parents[3] / "shared/data/twitch-irc-xqcow-2019-09.txt.gz",
+        Path(__file__).resolve().parents[1] / "data/twitch-irc-xqcow-2019-09.txt.gz",
     )
 )
 # Tags real Twitch sends on every PRIVMSG today (bits, vip and reply-* only when they apply).

@@ -21,7 +21,7 @@ from chatpulse.ingest.irc.parser import (
 SAMPLE = Path(
     os.environ.get(
         "CHATPULSE_SAMPLE_CAPTURE",
-        Path(__file__).resolve().parents[3] / "shared/data/twitch-irc-xqcow-2019-09.txt.gz",
+        Path(__file__).resolve().parents[1] / "data/twitch-irc-xqcow-2019-09.txt.gz",
     )
 )
 
