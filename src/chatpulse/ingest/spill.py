@@ -160,13 +160,6 @@ class Spill:
         """Bytes on disk in all segments."""
         return sum(seg.path.stat().st_size for seg in self._segments.values() if seg.path.exists())
 
-    def fully_read(self) -> bool:
-        """True when every record written has been handed out (some may await acknowledgement)."""
-        self.flush()
-        return all(
-            seg.exhausted and seg.name != self._writer_name for seg in self._segments.values()
-        )
-
     # -- writing ---------------------------------------------------------------------------
 
     def append(self, topic: str, key: bytes | None, value: bytes, timestamp: int) -> None:
