@@ -15,6 +15,7 @@ from test_processor_support import (
     read_cassandra,
 )
 
+from chatpulse.init_cli import initialize
 from chatpulse.settings import Settings
 from chatpulse.stack import CassandraServer
 
@@ -89,6 +90,7 @@ def test_cassandra_outage_pauses_and_resumes_exactly(
     settings: Settings, dedicated_cassandra: CassandraServer, tmp_path: Path
 ) -> None:
     own = settings.model_copy(update={"cassandra_port": dedicated_cassandra.port})
+    initialize(own, timeout=120)
     records = generate(channels=20, messages=30_000, seed=13, span_ms=10 * 60_000)
     truth = ground_truth(records)
     total = len(truth.distinct_ids)

@@ -35,6 +35,7 @@ __all__ = ["ChannelCounter", "ChannelUpdate", "KeyValueStore", "dedup_bucket_ms"
 
 _pack_q = struct.Struct(">q").pack
 _pack_qq = struct.Struct(">qq").pack
+_DECODED_CACHE_SIZE = 50_000
 _META = b"m"
 _BUCKETS = b"b"
 _meta_encoder = msgspec.msgpack.Encoder()
@@ -87,6 +88,12 @@ class ChannelCounter:
         self._grace_ms = grace_ms
         self._horizon_ms = dedup_horizon_ms
         self._bucket_ms = dedup_bucket_ms(dedup_horizon_ms)
+        # Decoded aggregates by (channel, state key), with the exact bytes object they were
+        # last stored as. The state returns that very object while the checkpoint's
+        # transaction holds it, so an identity match proves the decoded copy is current and
+        # saves decoding a large chatter bitmap per message; after a commit or a rewind the
+        # state hands out new bytes and the aggregate is decoded again.
+        self._decoded: dict[tuple[str, bytes], tuple[bytes, WindowAggregate]] = {}
 
     def process(self, message: ChatMessage, store: KeyValueStore) -> ChannelUpdate | None:
         """Count ``message``; None when it is a duplicate within the horizon."""
@@ -120,9 +127,11 @@ class ChannelCounter:
                 aggregate = WindowAggregate()
                 open_windows.append((size, start))
             else:
-                aggregate = WindowAggregate.decode(data)
+                aggregate = self._decode(message.channel, key, data)
             aggregate.add(message)
-            store.set_bytes(key, aggregate.encode())
+            encoded = aggregate.encode()
+            store.set_bytes(key, encoded)
+            self._remember(message.channel, key, encoded, aggregate)
             update.windows.append((size, start, aggregate))
 
         if latest > last_seen or meta_bytes is None:
@@ -132,6 +141,17 @@ class ChannelCounter:
             _meta_encoder.encode((update.total_messages, update.first_seen, latest, open_windows)),
         )
         return update
+
+    def _decode(self, channel: str, key: bytes, data: bytes) -> WindowAggregate:
+        cached = self._decoded.get((channel, key))
+        if cached is not None and cached[0] is data:
+            return cached[1]
+        return WindowAggregate.decode(data)
+
+    def _remember(self, channel: str, key: bytes, data: bytes, aggregate: WindowAggregate) -> None:
+        if len(self._decoded) >= _DECODED_CACHE_SIZE:
+            self._decoded.clear()  # crude bound; entries of closed windows are dropped anyway
+        self._decoded[(channel, key)] = (data, aggregate)
 
     def _is_duplicate(self, message: ChatMessage, store: KeyValueStore, latest: int) -> bool:
         bucket = message.sent_at // self._bucket_ms
@@ -179,6 +199,7 @@ class ChannelCounter:
             data = store.get_bytes(key)
             store.delete(key)
             if data is not None:
-                aggregate = WindowAggregate.decode(data)
+                aggregate = self._decode(channel, key, data)
+                self._decoded.pop((channel, key), None)
                 update.closed.append(to_window_stats(channel, size, start, aggregate, closed=True))
         return still_open

@@ -1,0 +1,346 @@
+"""Benchmark of ``chatpulse process``: throughput over a pre-filled topic, and freshness.
+
+In one run, over the same pre-filled topic (Zipf-skewed channels):
+  1. ceiling: a plain confluent-kafka consume loop that only decodes and counts per channel;
+  2. the processor, exactly-once, all aggregations, Cassandra sink on;
+  3. the same with at-least-once;
+then freshness: the processor (``chatpulse process`` subprocess) under a steady produce rate,
+time from producing a probe message to its channel's total being visible in Cassandra.
+
+Defaults use the shared test stack (Kafka 127.0.0.1:19092, Cassandra 127.0.0.1:19042):
+    .venv/bin/python bench/processor.py --messages 1000000
+"""
+
+import argparse
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer
+
+from chatpulse.init_cli import initialize
+from chatpulse.kafka_admin import admin_client, delete_topics
+from chatpulse.logs import configure_logging
+from chatpulse.models import decode_chat_message, encode
+from chatpulse.processor.app import build_processor
+from chatpulse.settings import Settings, load_settings
+from chatpulse.storage import connect
+from chatpulse.topics import Topics
+
+EMOTES = [("25", "Kappa"), ("88", "PogChamp"), ("1902", "Keepo"), ("354", "4Head")]
+
+
+def machine_state() -> str:
+    mem = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            key, value = line.split(":", 1)
+            mem[key] = int(value.split()[0]) // 1024
+    load = os.getloadavg()
+    return (
+        f"machine: {os.cpu_count()} cores, {mem['MemTotal']} MiB RAM "
+        f"({mem['MemAvailable']} MiB available), load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
+        f"Python {platform.python_version()}, {platform.platform()}"
+    )
+
+
+def zipf_channels(count: int, skew: float) -> tuple[list[str], list[float]]:
+    names = [f"bench{i:04d}" for i in range(count)]
+    return names, [1.0 / (rank + 1) ** skew for rank in range(count)]
+
+
+def message_value(channel: str, mid: str, user: int, sent_at: int, rng: random.Random) -> bytes:
+    emote_id, name = rng.choice(EMOTES)
+    with_emote = rng.random() < 0.3
+    text = f"{name} hello there" if with_emote else "hello there chat"
+    emotes = [{"id": emote_id, "start": 0, "end": len(name) - 1}] if with_emote else []
+    return encode(
+        {
+            "v": 1,
+            "id": mid,
+            "channel": channel,
+            "channel_id": "1",
+            "user_id": str(user),
+            "user_login": f"u{user}",
+            "display_name": f"U{user}",
+            "text": text,
+            "is_action": False,
+            "sent_at": sent_at,
+            "emotes": emotes,
+            "bits": 0,
+            "badges": {"subscriber": "12"},
+        }
+    )
+
+
+def prefill(settings: Settings, messages: int, channels: int, skew: float) -> float:
+    rng = random.Random(1)
+    names, weights = zipf_channels(channels, skew)
+    picks = rng.choices(names, weights, k=messages)
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+            "compression.type": "lz4",
+        }
+    )
+    topic = Topics.from_settings(settings).messages
+    start_ts = int(time.time() * 1000) - 3_600_000
+    started = time.perf_counter()
+    for i, channel in enumerate(picks):
+        sent_at = start_ts + i * 3  # ~333 msg/s of event time overall: ~1h of chat per 1M
+        value = message_value(channel, f"m{i}", rng.randint(1, 200_000), sent_at, rng)
+        while True:
+            try:
+                producer.produce(topic, key=channel.encode(), value=value, timestamp=sent_at)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 1000 == 0:
+            producer.poll(0)
+    producer.flush(120)
+    return time.perf_counter() - started
+
+
+def ceiling(settings: Settings, messages: int) -> float:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"{settings.topic_prefix}ceiling",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([Topics.from_settings(settings).messages])
+    counts: Counter[str] = Counter()
+    seen = 0
+    started = None
+    while seen < messages:
+        batch = consumer.consume(1000, 1.0)
+        for msg in batch:
+            if msg.error():
+                continue
+            if started is None:
+                started = time.perf_counter()
+            counts[decode_chat_message(msg.value()).channel] += 1
+            seen += 1
+    consumer.close()
+    assert started is not None
+    return messages / (time.perf_counter() - started)
+
+
+def run_processor(settings: Settings, messages: int, profile: Path | None) -> float:
+    processor = build_processor(settings)
+    consumed = processor.metrics.consumed
+    marks: dict[str, float] = {}
+
+    def watch() -> None:
+        while "end" not in marks:
+            value = consumed._value.get()
+            now = time.perf_counter()
+            if value > 0 and "start" not in marks:
+                marks["start"] = now
+            if value >= messages:
+                marks["end"] = now
+                processor.app.stop()
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    profiler = None
+    if profile is not None:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.002)
+        profiler.start()
+    try:
+        processor.run()
+    finally:
+        if profiler is not None:
+            profiler.stop()
+            profile.write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+            print(f"  profile written to {profile}")
+    return messages / (marks["end"] - marks["start"])
+
+
+def freshness(
+    settings: Settings, rate: int, seconds: float, channels: int, skew: float
+) -> list[float]:
+    """Produce at ``rate`` msg/s to a running processor; probes measure produce->Cassandra."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "CHATPULSE_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "CHATPULSE_TOPIC_PREFIX": settings.topic_prefix,
+            "CHATPULSE_CASSANDRA_PORT": str(settings.cassandra_port),
+            "CHATPULSE_CASSANDRA_KEYSPACE": settings.cassandra_keyspace,
+            "CHATPULSE_PROCESSOR_GROUP": f"{settings.topic_prefix}fresh",
+            "CHATPULSE_STATE_DIR": str(settings.state_dir / "fresh"),
+            "CHATPULSE_COMMIT_INTERVAL_S": str(settings.commit_interval_s),
+            "CHATPULSE_PROCESSOR_METRICS_PORT": "0",
+            "CHATPULSE_LOG_LEVEL": "WARNING",
+        }
+    )
+    log = open(settings.state_dir / "fresh.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "chatpulse"), "process"], env=env, stdout=log, stderr=log
+    )
+    cluster, session = connect(settings)
+    lookup = session.prepare(
+        f"SELECT total_messages FROM {settings.cassandra_keyspace}.channel_totals WHERE channel = ?"
+    )
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 5})
+    topic = Topics.from_settings(settings).messages
+    rng = random.Random(2)
+    names, weights = zipf_channels(channels, skew)
+    probes: dict[str, float] = {}
+    latencies: list[float] = []
+    try:
+        # wait until the processor is up: a first probe must come through
+        warm = f"warm{uuid.uuid4().hex[:8]}"
+        producer.produce(
+            topic,
+            key=warm.encode(),
+            value=message_value(warm, warm, 1, int(time.time() * 1000), rng),
+        )
+        producer.flush(10)
+        deadline = time.monotonic() + 120
+        while not session.execute(lookup, (warm,)).one():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the processor did not start; see fresh.log")
+            time.sleep(0.2)
+        started = time.monotonic()
+        sent = 0
+        next_probe = started
+        while time.monotonic() - started < seconds:
+            now = time.monotonic()
+            due = int((now - started) * rate)
+            while sent < due:
+                channel = rng.choices(names, weights)[0]
+                value = message_value(
+                    channel, uuid.uuid4().hex, rng.randint(1, 200_000), int(time.time() * 1000), rng
+                )
+                producer.produce(topic, key=channel.encode(), value=value)
+                sent += 1
+            if now >= next_probe:
+                probe = f"probe{uuid.uuid4().hex[:12]}"
+                producer.produce(
+                    topic,
+                    key=probe.encode(),
+                    value=message_value(probe, probe, 1, int(time.time() * 1000), rng),
+                )
+                probes[probe] = time.monotonic()
+                next_probe = now + 0.2
+            producer.poll(0)
+            for probe, at in list(probes.items()):
+                if session.execute(lookup, (probe,)).one():
+                    latencies.append(time.monotonic() - at)
+                    del probes[probe]
+            time.sleep(0.002)
+        producer.flush(10)
+        deadline = time.monotonic() + 30
+        while probes and time.monotonic() < deadline:
+            for probe, at in list(probes.items()):
+                if session.execute(lookup, (probe,)).one():
+                    latencies.append(time.monotonic() - at)
+                    del probes[probe]
+            time.sleep(0.01)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        cluster.shutdown()
+        log.close()
+    if probes:
+        print(f"  {len(probes)} probes never became visible")
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--channels", type=int, default=1_000)
+    parser.add_argument("--zipf", type=float, default=1.1, help="Zipf skew of channel popularity")
+    parser.add_argument("--bootstrap-servers", default="127.0.0.1:19092")
+    parser.add_argument("--cassandra-port", type=int, default=19042)
+    parser.add_argument("--commit-interval", type=float, default=1.0)
+    parser.add_argument("--fresh-rate", type=int, default=5_000, help="msg/s for freshness")
+    parser.add_argument("--fresh-seconds", type=float, default=30.0)
+    parser.add_argument("--skip-fresh", action="store_true")
+    parser.add_argument("--skip-alo", action="store_true", help="skip the at-least-once run")
+    parser.add_argument("--profile", type=Path, help="write a pyinstrument profile of the EOS run")
+    args = parser.parse_args()
+    configure_logging("WARNING")
+
+    token = uuid.uuid4().hex[:8]
+    state = Path(tempfile.mkdtemp(prefix="chatpulse-bench-"))
+    base = load_settings(
+        kafka_bootstrap_servers=args.bootstrap_servers,
+        topic_prefix=f"bench{token}-",
+        cassandra_port=args.cassandra_port,
+        cassandra_keyspace=f"bench_{token}",
+        state_dir=state,
+        commit_interval_s=args.commit_interval,
+        processor_metrics_port=0,
+        messages_partitions=6,
+    )
+    print(machine_state())
+    print(f"command: {' '.join(sys.argv)}")
+    initialize(base)
+    try:
+        took = prefill(base, args.messages, args.channels, args.zipf)
+        print(
+            f"prefill: {args.messages} messages over {args.channels} channels (Zipf {args.zipf}) in {took:.1f}s"
+        )
+        rate = ceiling(base, args.messages)
+        print(f"ceiling (confluent-kafka consume + msgspec decode + count): {rate:,.0f} msg/s")
+        for guarantee in ("exactly-once", "at-least-once"):
+            if guarantee == "at-least-once" and args.skip_alo:
+                continue
+            settings = base.model_copy(
+                update={
+                    "processing_guarantee": guarantee,
+                    "processor_group": f"{base.topic_prefix}{guarantee}",
+                    "state_dir": state / guarantee,
+                }
+            )
+            profile = args.profile if guarantee == "exactly-once" else None
+            rate = run_processor(settings, args.messages, profile)
+            print(
+                f"processor {guarantee} (dedup, 1m/10m/1h windows, totals, Cassandra sink): {rate:,.0f} msg/s"
+            )
+        if not args.skip_fresh:
+            latencies = sorted(
+                freshness(base, args.fresh_rate, args.fresh_seconds, args.channels, args.zipf)
+            )
+            if latencies:
+                p50 = statistics.median(latencies)
+                p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+                print(
+                    f"freshness at {args.fresh_rate} msg/s (exactly-once, commit {args.commit_interval}s): "
+                    f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms over {len(latencies)} probes"
+                )
+        print(machine_state())
+    finally:
+        admin = admin_client(base.kafka_bootstrap_servers)
+        delete_topics(
+            admin, [t for t in admin.list_topics(timeout=10).topics if base.topic_prefix in t]
+        )
+        cluster, session = connect(base)
+        session.execute(f"DROP KEYSPACE IF EXISTS {base.cassandra_keyspace}", timeout=120)
+        cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main()
