@@ -85,9 +85,11 @@ def ingest_command(
 ) -> None:
     """Read Twitch chat over IRC and produce every message and event to Kafka.
 
-    Channels come from --channels and, live, from the tracked-channels topic. While Kafka is
-    unreachable, records are buffered in memory and then spilled to CHATPULSE_SPILL_DIR; they
-    are sent in order once it is back. Ctrl-C or SIGTERM stops reading, flushes and exits.
+    Channels come from --channels and, live, from the tracked-channels topic.
+
+    While Kafka is unreachable, records are kept in memory, then spilled to CHATPULSE_SPILL_DIR.
+
+    They are sent in order once Kafka is back. Ctrl-C or SIGTERM stops reading, flushes, exits.
     """
     configure_logging()
     settings = load_settings(
