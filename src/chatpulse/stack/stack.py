@@ -96,8 +96,8 @@ class Stack:
             try:
                 for server in self.servers:
                     server.wait_ready(timeout)
-            except StackError:
-                # Leave nothing half-started behind: stop what this call started.
+            except BaseException:
+                # Leave nothing half-started behind (also on Ctrl-C): stop what this call started.
                 for server in self.servers:
                     if server.name in started:
                         server.stop(timeout=10)
