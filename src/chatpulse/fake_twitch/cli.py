@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from chatpulse.errors import ConfigError
+from chatpulse.errors import ChatpulseError, ConfigError
 from chatpulse.fake_twitch.server import FakeTwitchServer
 from chatpulse.fake_twitch.simulate import channel_names
 from chatpulse.fake_twitch.source import ReplaySource, SimulatedSource, Source
@@ -63,7 +63,10 @@ def _source(
             name = normalize_channel(channel) if channel else None
         except ValueError as exc:
             raise ConfigError(f"--channel: {exc}") from None
-        source = ReplaySource.from_file(replay, name)
+        try:
+            source = ReplaySource.from_file(replay, name)
+        except ChatpulseError as exc:
+            raise ConfigError(f"--replay: {exc}") from None
         for chan, count in source.channels.items():
             logger.info("replaying %d lines in #%s from %s", count, chan, replay)
         return source
