@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -510,3 +511,23 @@ async def test_reconnects_back_off_while_connections_keep_dropping() -> None:
             await client.stop()
     # immediate, then 0.1, 0.2, 0.4, 0.8 s (+ jitter): about 5 attempts, not hundreds
     assert 3 <= server.connections_accepted <= 7
+
+
+async def test_endless_fast_simulation_survives_a_drop_exactly() -> None:
+    async with FakeTwitchServer(SimulatedSource(1, 1000.0, seed=9), speed=0) as server:
+        client = TwitchChatClient(server.url, **FAST)
+        client.join("streamer0000")
+        await client.start()
+        dropped: list[int] = []
+
+        def drop_once(received_so_far: int) -> None:
+            if not dropped and received_so_far > 1000:
+                dropped.append(server.drop_connections())
+
+        try:
+            got = await collect(client, counting(DATA, 3000), drop_once)
+        finally:
+            await client.stop()
+    expected = [line for _, line in islice(simulate_channel(0, 1, 1000.0, 9), 3000)]
+    assert dropped == [1]
+    assert data_lines(got) == expected

@@ -37,6 +37,7 @@ class _Channel:
     next_line: str = ""
     sent: int = 0
     done: bool = False
+    parked: bool = False  # as-fast-as-possible stream waiting for a client to rejoin
 
 
 class FakeTwitchServer:
@@ -214,6 +215,10 @@ class FakeTwitchServer:
             session.send(list(state.pending))
             state.sent += len(state.pending)
             state.pending.clear()
+        if state.parked:
+            state.parked = False
+            self._advance(state)
+            self._wakeup.set()
 
     def _leave(self, session: Session, name: str) -> None:
         state = self._channels.get(name)
@@ -246,14 +251,17 @@ class FakeTwitchServer:
             count = 0
             while heap and heap[0][0] <= now and count < self.batch_lines:
                 state = self._channels[heapq.heappop(heap)[2]]
+                count += 1
                 if state.members:
                     for session in state.members:
                         out.setdefault(session, []).append(state.next_line)
                     state.sent += 1
                 else:
                     state.pending.append(state.next_line)
+                    if self.fast:  # no clock to keep: wait for a client instead of piling up
+                        state.parked = True
+                        continue
                 self._advance(state)
-                count += 1
             for session, lines in out.items():
                 session.send(lines)
             await self._drain(out)
