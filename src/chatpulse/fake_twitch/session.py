@@ -71,7 +71,7 @@ class Session:
                 line = data.decode(errors="replace").rstrip("\r\n")
                 if line:
                     self._handle(line)
-        except (ConnectionError, OSError) as exc:
+        except (ConnectionError, OSError, ValueError) as exc:  # ValueError: a line over 64 KiB
             logger.debug("session %d: %s", self.id, exc)
         finally:
             self.close()
