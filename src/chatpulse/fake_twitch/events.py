@@ -70,7 +70,9 @@ def usernotice(sim: "_ChannelSim", ts: int) -> str:
         params = {"color": rng.choice(("PRIMARY", "BLUE", "GREEN", "ORANGE", "PURPLE"))}
         system = ""
         text = rng.choice(("Giveaway tonight!", "New video is out ✨", "Be nice in chat"))
-    param_tags = "".join(f"msg-param-{k}={escape_tag_value(v)};" for k, v in sorted(params.items()))
+    # Twitch orders tags as "key=value" strings: msg-param-sub-plan-name before msg-param-sub-plan.
+    ordered = sorted(params.items(), key=lambda item: f"msg-param-{item[0]}=")
+    param_tags = "".join(f"msg-param-{k}={escape_tag_value(v)};" for k, v in ordered)
     trailing = f" :{text}" if text else ""
     return (
         f"@badge-info={user.badge_info};badges={user.badges};color={user.color};"
