@@ -17,6 +17,7 @@ its numeric leaves become the figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -25,6 +26,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -193,11 +195,45 @@ def run_one(script: Path, *, quick: bool, timeout: float) -> dict[str, Any]:
         "quick": "--quick" in command,
         "returncode": returncode,
         "duration_s": round(duration, 1),
+        "load_after_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "figures": [asdict(f) for f in figures],
         "own_json": own,
         "stdout": stdout,
         "stderr_tail": stderr[-4000:],
     }
+
+
+@contextlib.contextmanager
+def test_stack(enabled: bool) -> Iterator[None]:
+    """The shared test stack the benchmarks default to (Kafka :19092, Cassandra :19042).
+
+    Same protocol as tests/integration/conftest.py: a lease file per process; the stack is
+    stopped at the end only if a test or benchmark session started it and no lease is left.
+    """
+    if not enabled:
+        yield
+        return
+    from chatpulse.stack import Stack  # noqa: PLC0415 - only when a stack is wanted
+
+    stack = Stack(REPO / "build" / "test-stack", kafka_port=19092, cassandra_port=19042)
+    leases = stack.data_dir / "leases"
+    lease = leases / str(os.getpid())
+    marker = stack.data_dir / "started-by-tests"
+    with stack.lock():
+        print("==> test stack (Kafka 127.0.0.1:19092, Cassandra 127.0.0.1:19042)", flush=True)
+        if stack.up():
+            marker.touch()
+        leases.mkdir(exist_ok=True)
+        lease.touch()
+    try:
+        yield
+    finally:
+        with stack.lock():
+            lease.unlink(missing_ok=True)
+            alive = [p for p in leases.glob("*") if Path(f"/proc/{p.name}").exists()]
+            if marker.exists() and not alive:
+                stack.down()
+                marker.unlink(missing_ok=True)
 
 
 def chart(result: dict[str, Any], path: Path) -> bool:
@@ -254,7 +290,8 @@ def summary(results: list[dict[str, Any]], info: dict[str, Any], vers: dict[str,
         lines += [
             f"## {result['name']}",
             "",
-            f"`{result['command']}`: {status} in {result['duration_s']}s",
+            f"`{result['command']}`: {status} in {result['duration_s']}s "
+            f"(load average after it: {result['load_after_1_5_15']})",
             "",
         ]
         figures = [Figure(**f) for f in result["figures"]]
@@ -292,6 +329,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=[], help="benchmark names (file stems)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per benchmark")
     parser.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
+    parser.add_argument(
+        "--no-stack", action="store_true", help="do not start the test stack the benchmarks use"
+    )
     args = parser.parse_args()
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -300,15 +340,14 @@ def main() -> int:
         print("no benchmarks found in bench/")
         return 1
     info, vers = machine(), versions()
-    results = []
-    for script in scripts:
-        result = run_one(script, quick=args.quick, timeout=args.timeout)
-        result["machine"] = {**info, "load_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+    with test_stack(not args.no_stack):
+        results = [run_one(script, quick=args.quick, timeout=args.timeout) for script in scripts]
+    for script, result in zip(scripts, results, strict=True):
+        result["machine"] = info
         result["versions"] = vers
         if not args.no_charts and chart(result, RESULTS / f"{script.stem}.png"):
             result["chart"] = f"{script.stem}.png"
         (RESULTS / f"{script.stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-        results.append(result)
     info["load_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
     (RESULTS / "SUMMARY.md").write_text(summary(results, info, vers))
     failed = [r["name"] for r in results if r["returncode"] != 0]
