@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from chatpulse.ingest.irc.connection import IrcConnection, Received, TwitchLoginError
 from chatpulse.ingest.irc.dedup import RecentKeys
 from chatpulse.ingest.irc.ratelimit import SlidingWindowLimiter, backoff_delay
+from chatpulse.ingest.irc.shard import Shard
 from chatpulse.models import normalize_channel
 
 __all__ = ["Received", "TwitchChatClient", "TwitchLoginError"]
@@ -31,156 +32,6 @@ logger = logging.getLogger(__name__)
 
 _DATA_COMMANDS = frozenset({"PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG"})
 _DEFAULT_PORTS = {"irc": 6667, "ircs": 6697}
-
-
-class _Shard:
-    """Up to ``channels_per_connection`` channels on one (re)connecting connection."""
-
-    def __init__(self, client: "TwitchChatClient", index: int) -> None:
-        self.client = client
-        self.index = index
-        self.channels: set[str] = set()
-        self.conn: IrcConnection | None = None
-        self.task: asyncio.Task[None] | None = None
-        self._joiners: set[asyncio.Task[None]] = set()
-
-    def start(self) -> None:
-        if self.task is None:
-            self.task = asyncio.create_task(self._run(), name=f"twitch-shard-{self.index}")
-
-    def add(self, channel: str) -> None:
-        self.channels.add(channel)
-        if self.conn is not None and not self.conn.closed.is_set():
-            self._spawn_joins(self.conn, [channel])
-
-    def remove(self, channel: str) -> None:
-        self.channels.discard(channel)
-        conn = self.conn
-        if conn is not None and not conn.closed.is_set():
-            self._spawn_parts(conn, [channel])
-
-    def _spawn_parts(self, conn: IrcConnection, channels: list[str]) -> None:
-        async def part_all() -> None:
-            for channel in channels:
-                with contextlib.suppress(ConnectionError, OSError):
-                    await conn.part(channel)
-
-        task = asyncio.create_task(part_all())
-        self._joiners.add(task)
-        task.add_done_callback(self._joiners.discard)
-
-    def _reconcile(self, conn: IrcConnection) -> None:
-        """Catch up with joins/parts asked for while ``conn`` was being set up."""
-        missing = sorted(self.channels - conn.requested)
-        if missing:
-            self._spawn_joins(conn, missing)
-        extra = sorted(conn.requested - self.channels)
-        if extra:
-            self._spawn_parts(conn, extra)
-
-    def _spawn_joins(self, conn: IrcConnection, channels: list[str]) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._join_all(conn, channels))
-        self._joiners.add(task)
-        task.add_done_callback(self._joiners.discard)
-        return task
-
-    async def _join_all(self, conn: IrcConnection, channels: list[str]) -> None:
-        for channel in channels:
-            if channel not in self.channels or channel in conn.requested:
-                continue
-            await self.client._join_limiter.acquire()
-            if channel not in self.channels or channel in conn.requested:
-                continue
-            if conn.closed.is_set():
-                return
-            try:
-                await conn.join(channel)
-            except (ConnectionError, OSError):
-                return
-            self.client.join_attempts += 1
-
-    async def _connect(self, *, wait_joined: bool) -> IrcConnection:
-        conn = self.client._new_connection()
-        try:
-            await conn.open()
-            joining = self._spawn_joins(conn, sorted(self.channels))
-            if wait_joined:
-                await joining
-                wanted = set(self.channels)
-                if not await conn.wait_joined(wanted, self.client.join_confirm_timeout_s):
-                    logger.warning(
-                        "shard %d: connection %d did not confirm all %d joins in time",
-                        self.index,
-                        conn.id,
-                        len(wanted),
-                    )
-        except BaseException:
-            conn.abort()
-            raise
-        return conn
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        attempt = 0
-        conn: IrcConnection | None = None
-        connected_at = 0.0
-        try:
-            while True:
-                if conn is None:
-                    attempt += 1
-                    await asyncio.sleep(self.client._backoff(attempt))
-                    try:
-                        conn = await self._connect(wait_joined=False)
-                    except (OSError, TimeoutError) as exc:
-                        logger.warning(
-                            "shard %d: connect attempt %d failed: %s", self.index, attempt, exc
-                        )
-                        continue
-                    self.conn, connected_at = conn, loop.time()
-                await _first_of(conn.closed.wait(), conn.reconnect_requested.wait())
-                if conn.closed.is_set():
-                    logger.info("shard %d: connection %d lost, reconnecting", self.index, conn.id)
-                    self.client.reconnects += 1
-                    if loop.time() - connected_at >= self.client.stable_after_s:
-                        attempt = 0  # it was healthy: the next try is immediate again
-                    conn = self.conn = None
-                    continue
-                conn = await self._replace(conn)
-                if conn is not None:
-                    connected_at = loop.time()
-        except TwitchLoginError as exc:
-            self.client._fail(exc)
-        finally:
-            for open_conn in (conn, self.conn):
-                if open_conn is not None:
-                    open_conn.abort()
-            for task in list(self._joiners):
-                task.cancel()
-
-    async def _replace(self, old: IrcConnection) -> IrcConnection | None:
-        """RECONNECT: open and join a new connection first, then let the old one go."""
-        self.client.reconnects += 1
-        try:
-            new = await self._connect(wait_joined=True)
-        except (OSError, TimeoutError) as exc:
-            # Keep reading the old connection until the server closes it, then reconnect.
-            logger.warning("shard %d: replacement connection failed: %s", self.index, exc)
-            await old.closed.wait()
-            return None
-        self.conn = new
-        self._reconcile(new)
-        logger.info("shard %d: connection %d replaces %d", self.index, new.id, old.id)
-        await old.quit_and_drain(self.client.drain_timeout_s)
-        return new
-
-
-async def _first_of(*waits: object) -> None:
-    tasks = [asyncio.ensure_future(w) for w in waits]  # type: ignore[call-overload]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 class TwitchChatClient:
@@ -240,8 +91,8 @@ class TwitchChatClient:
         self._max_pending = max_pending_batches
         self._not_full = asyncio.Event()
         self._not_full.set()
-        self._shards: list[_Shard] = []
-        self._shard_of: dict[str, _Shard] = {}
+        self._shards: list[Shard] = []
+        self._shard_of: dict[str, Shard] = {}
         self._next_connection_id = 0
         self._started = False
         self._error: BaseException | None = None
@@ -273,7 +124,7 @@ class TwitchChatClient:
             (s for s in self._shards if len(s.channels) < self.channels_per_connection), None
         )
         if shard is None:
-            shard = _Shard(self, len(self._shards))
+            shard = Shard(self, len(self._shards))
             self._shards.append(shard)
             if self._started:
                 shard.start()
