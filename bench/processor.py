@@ -26,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
+from pyinstrument import Profiler
 
 from chatpulse.init_cli import initialize
 from chatpulse.kafka_admin import admin_client, delete_topics
@@ -159,8 +160,6 @@ def run_processor(settings: Settings, messages: int, profile: Path | None) -> fl
     watcher.start()
     profiler = None
     if profile is not None:
-        from pyinstrument import Profiler
-
         profiler = Profiler(interval=0.002)
         profiler.start()
     try:
@@ -301,7 +300,8 @@ def main() -> None:
     try:
         took = prefill(base, args.messages, args.channels, args.zipf)
         print(
-            f"prefill: {args.messages} messages over {args.channels} channels (Zipf {args.zipf}) in {took:.1f}s"
+            f"prefill: {args.messages} messages over {args.channels} channels "
+            f"(Zipf {args.zipf}) in {took:.1f}s"
         )
         rate = ceiling(base, args.messages)
         print(f"ceiling (confluent-kafka consume + msgspec decode + count): {rate:,.0f} msg/s")
@@ -318,17 +318,22 @@ def main() -> None:
             profile = args.profile if guarantee == "exactly-once" else None
             rate = run_processor(settings, args.messages, profile)
             print(
-                f"processor {guarantee} (dedup, 1m/10m/1h windows, totals, Cassandra sink): {rate:,.0f} msg/s"
+                f"processor {guarantee} (dedup, 1m/10m/1h windows, totals, Cassandra sink): "
+                f"{rate:,.0f} msg/s"
             )
         if not args.skip_fresh:
+            # topics of its own: the processor must not first work through the pre-filled topic
+            fresh = base.model_copy(update={"topic_prefix": f"{base.topic_prefix}fresh-"})
+            initialize(fresh)
             latencies = sorted(
-                freshness(base, args.fresh_rate, args.fresh_seconds, args.channels, args.zipf)
+                freshness(fresh, args.fresh_rate, args.fresh_seconds, args.channels, args.zipf)
             )
             if latencies:
                 p50 = statistics.median(latencies)
                 p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
                 print(
-                    f"freshness at {args.fresh_rate} msg/s (exactly-once, commit {args.commit_interval}s): "
+                    f"freshness at {args.fresh_rate} msg/s "
+                    f"(exactly-once, commit {args.commit_interval}s): "
                     f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms over {len(latencies)} probes"
                 )
         print(machine_state())
