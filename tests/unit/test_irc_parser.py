@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatpulse.ingest.irc.parser import (
@@ -168,6 +168,7 @@ def test_format_line() -> None:
         format_line(IrcMessage({}, None, "PRIVMSG", ["a b", "x"], raw=""))
 
 
+@settings(deadline=None, max_examples=500)  # no deadline: CI machines are shared
 @given(st.text())
 def test_parse_never_raises_other_errors(line: str) -> None:
     try:
@@ -180,12 +181,14 @@ def test_parse_never_raises_other_errors(line: str) -> None:
     assert error is None or error.line == line
 
 
+@settings(deadline=None, max_examples=500)
 @given(st.text(alphabet=st.sampled_from("@:;= \\abc#\r\n\x01é😀"), max_size=60))
 def test_parse_never_raises_on_protocol_characters(line: str) -> None:
     with contextlib.suppress(IrcParseError):
         parse_line(line)
 
 
+@settings(deadline=None)
 @given(st.text())
 def test_escaping_round_trips(value: str) -> None:
     escaped = escape_tag_value(value)
@@ -205,6 +208,7 @@ _text = st.text(
 )
 
 
+@settings(deadline=None)
 @given(
     tags=st.dictionaries(_keys, _text, max_size=6),
     prefix=st.none() | _middle,
