@@ -9,6 +9,7 @@ import logging
 import threading
 import uuid
 
+import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
 from chatpulse.api.errors import KafkaUnavailableError
@@ -18,6 +19,20 @@ from chatpulse.models import TrackedChannel, encode
 __all__ = ["TrackedChannels"]
 
 logger = logging.getLogger(__name__)
+
+
+_decoder = msgspec.json.Decoder(TrackedChannel)
+
+
+def _tracks(value: bytes | None) -> bool:
+    """A record tracks its channel unless it is a tombstone or says ``"tracked": false``."""
+    if value is None:
+        return False
+    try:
+        return _decoder.decode(value).tracked
+    except msgspec.MsgspecError:
+        logger.warning("unreadable tracked-channels value %r; taken as tracked", value[:100])
+        return True
 
 
 class TrackedChannels:
@@ -115,9 +130,9 @@ class TrackedChannels:
                     if record.error() is not None or record.key() is None:
                         continue
                     channel = record.key().decode("utf-8", "replace")
-                    if record.value() is None:
-                        self._channels.discard(channel)
-                    else:
+                    if _tracks(record.value()):
                         self._channels.add(channel)
+                    else:
+                        self._channels.discard(channel)
         finally:
             consumer.close()
