@@ -90,15 +90,20 @@ def escape_tag_value(value: str) -> str:
 
 
 def _parse_tags(text: str, line: str) -> dict[str, str]:
+    # Two loops so the common case (no escapes at all) does the least work per tag.
     tags: dict[str, str] = {}
-    unescape = "\\" in text
-    for item in text.split(";"):
-        key, _, value = item.partition("=")
-        if not key:
-            if item:
-                raise IrcParseError("tag without a key", line)
-            continue
-        tags[key] = _ESCAPE_RE.sub(_unescape_match, value) if unescape and value else value
+    if "\\" not in text:
+        for item in text.split(";"):
+            key, _, value = item.partition("=")
+            tags[key] = value
+    else:
+        for item in text.split(";"):
+            key, _, value = item.partition("=")
+            tags[key] = _ESCAPE_RE.sub(_unescape_match, value) if value else value
+    if "" in tags:  # from an empty item (";;", tolerated) or "=value" (no key: malformed)
+        del tags[""]
+        if (";" + text).find(";=") >= 0:
+            raise IrcParseError("tag without a key", line)
     return tags
 
 
