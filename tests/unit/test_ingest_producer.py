@@ -23,6 +23,11 @@ def _producer(spill: Spill, buffer: int) -> IngestProducer:
     )
 
 
+def _value(index: int) -> bytes:
+    # Chat records carry their timestamp as sent_at: the producer reads it back on a purge.
+    return b'{"n":%d,"sent_at":%d}' % (index, 1_000 + index)
+
+
 def _drain_values(directory: Path) -> list[bytes]:
     spill = Spill(directory)
     values = []
@@ -36,7 +41,7 @@ def test_full_buffer_spills_and_shutdown_keeps_everything_in_order(tmp_path: Pat
     spill = Spill(tmp_path)
     producer = _producer(spill, buffer=10)
     for i in range(25):
-        producer.send(TOPICS.messages, b"chan", b"m%02d" % i, 1_000 + i)
+        producer.send(TOPICS.messages, b"chan", _value(i), 1_000 + i)
     assert producer.spilling
     assert spill.records_written == 15
 
@@ -48,7 +53,7 @@ def test_full_buffer_spills_and_shutdown_keeps_everything_in_order(tmp_path: Pat
     while (record := reopened.next_record()) is not None:
         records.append((record.topic, record.key, record.value, record.timestamp))
     reopened.close()
-    assert records == [(TOPICS.messages, b"chan", b"m%02d" % i, 1_000 + i) for i in range(25)]
+    assert records == [(TOPICS.messages, b"chan", _value(i), 1_000 + i) for i in range(25)]
 
 
 def test_restart_with_a_spill_keeps_spilling_behind_it(tmp_path: Path) -> None:

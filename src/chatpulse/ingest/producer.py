@@ -23,7 +23,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+import msgspec
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message, Producer
 
 from chatpulse.ingest.deadletter import deadletter_value
 from chatpulse.ingest.metrics import IngestMetrics
@@ -35,7 +36,6 @@ __all__ = ["IngestProducer", "producer_config"]
 logger = logging.getLogger(__name__)
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
-_DirectCallback = Callable[[int, KafkaError | None, Message], None]
 _Record = tuple[str, bytes | None, bytes, int]
 
 # Errors a retry cannot fix: the record goes to the dead-letter topic instead.
@@ -51,6 +51,28 @@ _PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
 _DRAIN_BATCH = 20_000
 _RETRY_BACKOFF_S = 1.0
 _CHECKPOINT_INTERVAL_S = 1.0
+_FAILURE_LOG_INTERVAL_S = 5.0
+
+
+class _SentAt(msgspec.Struct):
+    sent_at: int = 0
+
+
+_sent_at_decoder = msgspec.json.Decoder(_SentAt)
+
+
+def _timestamp_of(msg: Message) -> int:
+    """The record's timestamp on a failed delivery (librdkafka omits it for purged records).
+
+    Chat records carry it as ``sent_at`` in their value; others get 0 (the broker's time).
+    """
+    kind, timestamp = msg.timestamp()
+    if kind != TIMESTAMP_NOT_AVAILABLE and timestamp > 0:
+        return int(timestamp)
+    try:
+        return _sent_at_decoder.decode(msg.value() or b"{}").sent_at
+    except msgspec.DecodeError:
+        return 0
 
 
 def producer_config(bootstrap_servers: str, buffer_messages: int) -> dict[str, Any]:
@@ -104,6 +126,8 @@ class IngestProducer:
         self._purged: dict[int, list[_Record]] = {}
         self._closing = False
         self._last_checkpoint = time.monotonic()
+        self._last_failure_log = float("-inf")
+        self._failures = 0
         self.fatal_error: KafkaError | None = None
         self._spilling = not spill.empty
         self._slot = spill.next_slot
@@ -119,11 +143,7 @@ class IngestProducer:
             return
         try:
             self._producer.produce(
-                topic,
-                value,
-                key,
-                timestamp=timestamp,
-                on_delivery=functools.partial(self._direct_callback, timestamp),
+                topic, value, key, timestamp=timestamp, on_delivery=self._direct_callback
             )
         except BufferError:
             logger.warning(
@@ -167,16 +187,15 @@ class IngestProducer:
 
     # -- delivery reports ------------------------------------------------------------------
 
-    def _make_direct_callback(self, slot: int) -> _DirectCallback:
-        # The timestamp rides along: librdkafka does not report it for purged records.
+    def _make_direct_callback(self, slot: int) -> DeliveryCallback:
+        # One callback per slot, not one object per record: this is the hot path.
         acked = self._acked
 
-        def delivered(timestamp: int, err: KafkaError | None, msg: Message) -> None:
+        def delivered(err: KafkaError | None, msg: Message) -> None:
             if err is None:
                 acked[msg.topic()] += 1
             else:
-                callback = functools.partial(delivered, timestamp)
-                self._failed(err, msg, timestamp, callback, slot=slot)
+                self._failed(err, msg, _timestamp_of(msg), delivered, slot=slot)
 
         return delivered
 
@@ -204,6 +223,7 @@ class IngestProducer:
                 self._purged.setdefault(slot, []).append(record)
             return
         self._metrics.delivery_failures.inc()
+        self._failures += 1
         if err.code() in _UNRETRIABLE and record[0] != self._topics.deadletter:
             logger.error(
                 "Kafka refused a record for good (topic %s, key %r): %s; dead-lettering it",
@@ -215,9 +235,16 @@ class IngestProducer:
             if position is not None:
                 self._spill.acknowledge(position)  # the dead letter holds it now
             return
-        logger.warning(
-            "delivery failed (topic %s, key %r): %s; retrying", record[0], record[1], err.str()
-        )
+        now = time.monotonic()
+        if now - self._last_failure_log >= _FAILURE_LOG_INTERVAL_S:  # one line, not a flood
+            self._last_failure_log = now
+            logger.warning(
+                "delivery failed (topic %s, key %r): %s; retrying (%d failures so far)",
+                record[0],
+                record[1],
+                err.str(),
+                self._failures,
+            )
         self._retries.append((time.monotonic() + _RETRY_BACKOFF_S, record, slot, callback))
 
     def _deadletter_refused(self, record: _Record, err: KafkaError) -> None:
