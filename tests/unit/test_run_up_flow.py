@@ -1,0 +1,92 @@
+"""The whole ``chatpulse up`` flow with stand-in children: a dying child stops everything."""
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from chatpulse.run import cli
+from chatpulse.run.plan import Plan, UpOptions
+from chatpulse.run.supervisor import ChildSpec
+from chatpulse.settings import Settings
+
+PY = sys.executable
+SLEEPER = "import time; print('serving', flush=True); time.sleep(60)"
+
+
+class _NoStack:
+    def __init__(self, *_args: object) -> None:
+        self.ensured = False
+        self.released = False
+
+    async def ensure(self, *, external: bool) -> None:
+        self.ensured = True
+
+    async def release(self, *, keep: bool) -> None:
+        self.released = True
+
+
+def _patch(monkeypatch: pytest.MonkeyPatch, children: list[ChildSpec]) -> list[_NoStack]:
+    stacks: list[_NoStack] = []
+
+    def make_stack(*args: object) -> _NoStack:
+        stacks.append(_NoStack(*args))
+        return stacks[-1]
+
+    def plan(_settings: Settings, _options: UpOptions) -> Plan:
+        return Plan(children=children, dashboard_url="http://127.0.0.1:1/", channels=["a"])
+
+    monkeypatch.setattr(cli, "StackControl", make_stack)
+    monkeypatch.setattr(cli, "build_plan", plan)
+    monkeypatch.setattr(cli, "_initialize", lambda _settings, _supervisor: None)
+    return stacks
+
+
+def _run(after_start: Callable[[], None] | None = None) -> int:
+    async def main() -> int:
+        if after_start is not None:
+            asyncio.get_running_loop().call_later(2.0, after_start)
+        return await cli._up(
+            Settings(), UpOptions(), external=True, keep_stack=False, stop_timeout=5
+        )
+
+    return asyncio.run(main())
+
+
+def test_a_child_dying_stops_the_others_and_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "steady.pid"
+    steady = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); " + (
+        "time.sleep(60)"
+    )
+    children = [
+        ChildSpec(name="steady", argv=[PY, "-c", steady]),
+        ChildSpec(name="fragile", argv=[PY, "-c", "import time, sys; time.sleep(1); sys.exit(4)"]),
+    ]
+    stacks = _patch(monkeypatch, children)
+    assert _run() == 1
+    out = capsys.readouterr().out
+    assert "exited unexpectedly with code 4" in out
+    assert "stopped steady" in out
+    assert "stopped everything after a failure (exit code 1)" in out
+    assert stacks[0].ensured
+    assert stacks[0].released
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
+
+
+def test_sigterm_stops_cleanly_with_exit_code_zero(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _patch(monkeypatch, [ChildSpec(name="worker", argv=[PY, "-c", SLEEPER])])
+    assert _run(after_start=lambda: os.kill(os.getpid(), signal.SIGTERM)) == 0
+    out = capsys.readouterr().out
+    assert "SIGTERM received: stopping everything" in out
+    assert "stopped worker" in out
+    assert "everything stopped cleanly" in out
+    assert "Dashboard" in out
