@@ -531,3 +531,20 @@ async def test_endless_fast_simulation_survives_a_drop_exactly() -> None:
     expected = [line for _, line in islice(simulate_channel(0, 1, 1000.0, 9), 3000)]
     assert dropped == [1]
     assert data_lines(got) == expected
+
+
+async def test_part_then_join_again_at_once_stays_joined() -> None:
+    async with FakeTwitchServer(SimulatedSource(2, 10.0, seed=3)) as server:
+        client = TwitchChatClient(server.url, **FAST)
+        client.join("streamer0000")
+        await client.start()
+        try:
+            await wait_for(lambda: list(server.memberships().values()) == [{"streamer0000"}])
+            client.part("streamer0000")
+            client.join("streamer0000")
+            await wait_for(lambda: len(server.join_log) == 2)
+            await asyncio.sleep(0.1)
+            memberships = list(server.memberships().values())
+        finally:
+            await client.stop()
+    assert memberships == [{"streamer0000"}]

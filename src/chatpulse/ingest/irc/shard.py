@@ -46,6 +46,9 @@ class Shard:
             self._spawn_parts(conn, [channel])
 
     def _spawn_parts(self, conn: IrcConnection, channels: list[str]) -> None:
+        # Forget them now, so that a join right after this part is not taken as done already.
+        conn.requested.difference_update(channels)
+
         async def part_all() -> None:
             for channel in channels:
                 with contextlib.suppress(ConnectionError, OSError):
