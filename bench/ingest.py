@@ -170,7 +170,7 @@ async def end_to_end(settings: Settings, expected: int) -> tuple[float, int]:
         if task.done():
             await task
         await asyncio.sleep(0.001)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     while True:
         producer = service._producer
         done = sum(producer.acked.values()) if producer is not None else 0
@@ -178,6 +178,12 @@ async def end_to_end(settings: Settings, expected: int) -> tuple[float, int]:
             break
         await asyncio.sleep(0.002)
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
+    print(
+        f"ingest process: {cpu:.1f}s CPU (all threads) in {elapsed:.1f}s wall: "
+        f"{cpu / max(done, 1) * 1e6:.1f} us CPU per record, "
+        f"{done / max(cpu, 1e-9):,.0f} records per CPU-second"
+    )
     stop.set()
     await task
     return done / elapsed, done
