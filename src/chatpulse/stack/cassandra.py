@@ -95,6 +95,9 @@ def logback_xml() -> str:
   <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">
     <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
   </appender>
+  <!-- Several lines per table created, flushed or compacted: tests create thousands. -->
+  <logger name="org.apache.cassandra.db" level="WARN"/>
+  <logger name="org.apache.cassandra.io.sstable" level="WARN"/>
   <root level="INFO"><appender-ref ref="STDOUT"/></root>
 </configuration>
 """
