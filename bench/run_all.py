@@ -165,9 +165,9 @@ def run_one(script: Path, *, quick: bool, timeout: float) -> dict[str, Any]:
     command = [sys.executable, str(script.relative_to(REPO))]
     if quick and "--quick" in help_text:
         command.append("--quick")
-    json_path = RESULTS / f"{script.stem}.own.json"
+    json_path = (RESULTS / f"{script.stem}.own.json").relative_to(REPO)
     if "--json" in help_text:
-        json_path.unlink(missing_ok=True)
+        (REPO / json_path).unlink(missing_ok=True)
         command += ["--json", str(json_path)]
     print(f"==> {' '.join(command[1:])}", flush=True)
     started = time.monotonic()
@@ -183,9 +183,9 @@ def run_one(script: Path, *, quick: bool, timeout: float) -> dict[str, Any]:
     duration = time.monotonic() - started
     print(stdout, end="", flush=True)
     own = None
-    if json_path.exists():
-        own = json.loads(json_path.read_text())
-        json_path.unlink()
+    if (REPO / json_path).exists():
+        own = json.loads((REPO / json_path).read_text())
+        (REPO / json_path).unlink()
         figures = figures_from_json(own)
     else:
         figures = figures_from_text(stdout)
@@ -267,6 +267,15 @@ def chart(result: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def matching_baseline(figure: Figure, figures: list[Figure]) -> Figure | None:
+    """The in-run baseline to compare ``figure`` with: same unit, and the same last word of
+    the name when there is one (``... p99_ms`` with ``baseline p99_ms``)."""
+    candidates = [f for f in figures if f.baseline and f.unit == figure.unit and f is not figure]
+    last = figure.name.split()[-1] if figure.name.split() else ""
+    same_kind = [f for f in candidates if f.name.split() and f.name.split()[-1] == last]
+    return (same_kind or candidates or [None])[0]
+
+
 def summary(results: list[dict[str, Any]], info: dict[str, Any], vers: dict[str, str]) -> str:
     lines = [
         "# Benchmark results",
@@ -298,14 +307,7 @@ def summary(results: list[dict[str, Any]], info: dict[str, Any], vers: dict[str,
         if figures:
             lines += ["| figure | value | unit | vs in-run baseline |", "|---|---:|---|---|"]
             for figure in figures:
-                base = next(
-                    (
-                        f
-                        for f in figures
-                        if f.baseline and f.unit == figure.unit and f is not figure
-                    ),
-                    None,
-                )
+                base = matching_baseline(figure, figures)
                 versus = "baseline" if figure.baseline else ""
                 if not figure.baseline and base is not None and base.value:
                     versus = f"{figure.value / base.value:.3g}x {base.name}"

@@ -50,3 +50,19 @@ def test_figures_from_json() -> None:
         ("throughput.exactly_once", 10.0, False),
         ("throughput.ceiling", 20.0, True),
     ]
+
+
+def test_each_figure_is_compared_with_the_baseline_of_its_kind() -> None:
+    run_all = _run_all()
+    figure = run_all.Figure
+    figures = [
+        figure("healthz baseline rps", 100.0, "req/s", True),
+        figure("healthz baseline p50_ms", 1.0, "ms", True),
+        figure("healthz baseline p99_ms", 5.0, "ms", True),
+        figure("stats p99_ms", 10.0, "ms", False),
+        figure("stats p50_ms", 2.0, "ms", False),
+        figure("other", 3.0, "s", False),
+    ]
+    assert run_all.matching_baseline(figures[3], figures).name == "healthz baseline p99_ms"
+    assert run_all.matching_baseline(figures[4], figures).name == "healthz baseline p50_ms"
+    assert run_all.matching_baseline(figures[5], figures) is None
