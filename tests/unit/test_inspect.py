@@ -208,3 +208,15 @@ def test_render_shows_every_section() -> None:
         "channel_totals",
     ):
         assert expected in text, expected
+
+
+def test_render_only_some_sections() -> None:
+    out = io.StringIO()
+    view = render_snapshot(_snapshot(), ["groups"])
+    Console(file=out, width=250, color_system=None).print(view)
+    text = out.getvalue()
+    assert "Consumer groups" in text
+    assert "client-a @ /127.0.0.1" in text
+    assert "Topics" not in text
+    assert "channel_totals" not in text
+    assert "Transactional producers" not in text

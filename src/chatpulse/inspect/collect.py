@@ -55,6 +55,7 @@ def collect_snapshot(
     everything: bool = False,
     count_rows: bool = False,
     transactions: bool = True,
+    cassandra: bool = True,
     timeout: float = 10.0,
 ) -> Snapshot:
     """Read topics, groups, changelogs, local stores, transactions and Cassandra tables."""
@@ -85,6 +86,8 @@ def collect_snapshot(
         snapshot.stores = collect_stores(settings.state_dir)
     except OSError as exc:
         snapshot.errors.append(f"state dir {settings.state_dir}: {exc}")
+    if not cassandra:
+        return snapshot
     try:
         cluster, session = connect(settings, connect_timeout=min(timeout, 5.0))
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -12,7 +12,9 @@ from rich.text import Text
 
 from chatpulse.inspect.model import GroupInfo, GroupMember, Snapshot
 
-__all__ = ["partition_ranges", "render_snapshot"]
+__all__ = ["SECTIONS", "partition_ranges", "render_snapshot"]
+
+SECTIONS = ("topics", "groups", "state", "transactions", "cassandra")
 
 
 def partition_ranges(partitions: Iterable[int]) -> str:
@@ -193,20 +195,24 @@ def _tables_table(snapshot: Snapshot) -> Table:
     return table
 
 
-def render_snapshot(snapshot: Snapshot) -> RenderableType:
-    """Everything in one renderable, in the order data flows through chatpulse."""
+def render_snapshot(snapshot: Snapshot, sections: Collection[str] = SECTIONS) -> RenderableType:
+    """The chosen sections (all by default), in the order data flows through chatpulse."""
     parts: list[RenderableType] = [
         Text.assemble(
             ("chatpulse inspect", "bold"),
             f"  Kafka {snapshot.kafka}  Cassandra {snapshot.cassandra}  at {snapshot.taken_at}",
-        ),
-        _topics_table(snapshot),
-        _groups_table(snapshot.groups),
-        _state_table(snapshot),
+        )
     ]
-    transactions = _transactions_table(snapshot)
+    if "topics" in sections:
+        parts.append(_topics_table(snapshot))
+    if "groups" in sections:
+        parts.append(_groups_table(snapshot.groups))
+    if "state" in sections:
+        parts.append(_state_table(snapshot))
+    transactions = _transactions_table(snapshot) if "transactions" in sections else None
     if transactions is not None:
         parts.append(transactions)
-    parts.append(_tables_table(snapshot))
+    if "cassandra" in sections:
+        parts.append(_tables_table(snapshot))
     parts += [Text(f"could not read {error}", style="bold red") for error in snapshot.errors]
     return Group(*parts)
