@@ -1,6 +1,7 @@
 """The whole ``chatpulse up`` flow with stand-in children: a dying child stops everything."""
 
 import asyncio
+import io
 import os
 import signal
 import sys
@@ -8,10 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from chatpulse.run import cli
+from chatpulse.run.errors import RunError
 from chatpulse.run.plan import Plan, UpOptions
-from chatpulse.run.supervisor import ChildSpec
+from chatpulse.run.stack_control import StackControl
+from chatpulse.run.supervisor import ChildSpec, Supervisor
 from chatpulse.settings import Settings
 
 PY = sys.executable
@@ -90,3 +94,15 @@ def test_sigterm_stops_cleanly_with_exit_code_zero(
     assert "stopped worker" in out
     assert "everything stopped cleanly" in out
     assert "Dashboard" in out
+
+
+async def test_remote_clusters_are_used_as_external() -> None:
+    """Settings naming other hosts never start a local stack; they must answer instead."""
+    out = io.StringIO()
+    supervisor = Supervisor(Console(file=out, width=200, color_system=None))
+    settings = Settings(kafka_bootstrap_servers="kafka.invalid:9092")
+    control = StackControl(settings, supervisor)
+    with pytest.raises(RunError, match=r"Kafka does not answer at kafka\.invalid:9092"):
+        await control.ensure(external=False)
+    assert "using them (--external)" in out.getvalue()
+    assert control.started == []

@@ -17,6 +17,7 @@ from chatpulse.stack import JavaServer, ServerExitedError, Stack, StackError
 __all__ = ["StackControl"]
 
 _READY_TIMEOUT_S = 240.0
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
 
 
 class StackControl:
@@ -32,6 +33,11 @@ class StackControl:
     def _progress(self, message: str) -> None:
         self.supervisor.say_as("stack", message, style="bright_black")
 
+    def _local(self) -> bool:
+        """Whether the settings point at this machine (where a local stack can serve them)."""
+        hosts = [kafka_address(self.settings)[0], *self.settings.cassandra_contact_points]
+        return all(host in _LOCAL_HOSTS for host in hosts)
+
     async def _answering(self) -> tuple[bool, bool]:
         kafka_host, kafka_port = kafka_address(self.settings)
         cassandra_host = self.settings.cassandra_contact_points[0]
@@ -45,6 +51,11 @@ class StackControl:
         kafka_up, cassandra_up = await self._answering()
         bootstrap = self.settings.kafka_bootstrap_servers
         cassandra = f"{self.settings.cassandra_contact_points[0]}:{self.settings.cassandra_port}"
+        if not external and not self._local():
+            self.supervisor.say(
+                "the settings name clusters on other hosts: using them (--external)"
+            )
+            external = True
         if external:
             if not kafka_up:
                 raise RunError(
