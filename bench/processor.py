@@ -140,8 +140,10 @@ def ceiling(settings: Settings, messages: int) -> float:
     return messages / (time.perf_counter() - started)
 
 
-def run_processor(settings: Settings, messages: int, profile: Path | None) -> float:
-    processor = build_processor(settings)
+def run_processor(
+    settings: Settings, messages: int, profile: Path | None, *, cassandra: bool = True
+) -> float:
+    processor = build_processor(settings, cassandra=cassandra)
     consumed = processor.metrics.consumed
     marks: dict[str, float] = {}
 
@@ -278,6 +280,11 @@ def main() -> None:
     parser.add_argument("--fresh-seconds", type=float, default=30.0)
     parser.add_argument("--skip-fresh", action="store_true")
     parser.add_argument("--skip-alo", action="store_true", help="skip the at-least-once run")
+    parser.add_argument(
+        "--no-sink-run",
+        action="store_true",
+        help="also run exactly-once without the Cassandra sink (isolates the sink's cost)",
+    )
     parser.add_argument("--profile", type=Path, help="write a pyinstrument profile of the EOS run")
     args = parser.parse_args()
     configure_logging("WARNING")
@@ -321,6 +328,12 @@ def main() -> None:
                 f"processor {guarantee} (dedup, 1m/10m/1h windows, totals, Cassandra sink): "
                 f"{rate:,.0f} msg/s"
             )
+        if args.no_sink_run:
+            settings = base.model_copy(
+                update={"processor_group": f"{base.topic_prefix}nosink", "state_dir": state / "ns"}
+            )
+            rate = run_processor(settings, args.messages, None, cassandra=False)
+            print(f"processor exactly-once WITHOUT the Cassandra sink: {rate:,.0f} msg/s")
         if not args.skip_fresh:
             # topics of its own: the processor must not first work through the pre-filled topic
             fresh = base.model_copy(update={"topic_prefix": f"{base.topic_prefix}fresh-"})

@@ -37,7 +37,7 @@ class Processor:
     """A configured processor, ready to ``run()``."""
 
     app: Application
-    sink: CassandraSink
+    sink: CassandraSink | None
     metrics: ProcessorMetrics
 
     def run(self) -> None:
@@ -45,7 +45,8 @@ class Processor:
         try:
             self.app.run()
         finally:
-            self.sink.close()
+            if self.sink is not None:
+                self.sink.close()
 
 
 def _time_checkpoints(app: Application, metrics: ProcessorMetrics) -> None:
@@ -64,8 +65,11 @@ def _time_checkpoints(app: Application, metrics: ProcessorMetrics) -> None:
     context.commit_checkpoint = timed_commit
 
 
-def build_processor(settings: Settings, metrics: ProcessorMetrics | None = None) -> Processor:
-    """Build the Application, topics, Cassandra sink and topology from ``settings``."""
+def build_processor(
+    settings: Settings, metrics: ProcessorMetrics | None = None, *, cassandra: bool = True
+) -> Processor:
+    """Build the Application, topics, Cassandra sink and topology from ``settings``
+    (``cassandra=False`` leaves the sink out: benchmarks use it to isolate its cost)."""
     metrics = metrics or ProcessorMetrics()
     exactly_once = settings.processing_guarantee == "exactly-once"
     producer_config: dict[str, Any] = {"linger.ms": 20}
@@ -101,8 +105,8 @@ def build_processor(settings: Settings, metrics: ProcessorMetrics | None = None)
         dedup_horizon_ms=settings.dedup_horizon_ms,
         live_update_interval_s=settings.live_update_interval_s,
     )
-    sink = CassandraSink(settings, metrics)
-    build_pipeline(app, topics, config, sinks=[sink], metrics=metrics)
+    sink = CassandraSink(settings, metrics) if cassandra else None
+    build_pipeline(app, topics, config, sinks=[sink] if sink else [], metrics=metrics)
     _time_checkpoints(app, metrics)
     return Processor(app=app, sink=sink, metrics=metrics)
 
