@@ -124,3 +124,20 @@ def test_appending_after_a_torn_tail_keeps_new_records_readable(tmp_path: Path) 
     reopened = Spill(tmp_path)
     reopened.append_before(slot, [("t", None, b"c", 3)])
     assert _values(_read_all(reopened, close=True)) == [b"a", b"c"]
+
+
+def test_acknowledgements_survive_two_restarts(tmp_path: Path) -> None:
+    spill = Spill(tmp_path)
+    _fill(spill, range(4))
+    first = _read_all(spill)
+    spill.acknowledge(first[2].position)  # v0, v1, v3 still unacknowledged
+    spill.close()
+
+    second = Spill(tmp_path)
+    again = _read_all(second)
+    assert _values(again) == [b"v0", b"v1", b"v3"]
+    second.acknowledge(again[1].position)  # v1; v0 still holds the low watermark back
+    second.close()
+
+    third = Spill(tmp_path)
+    assert _values(_read_all(third, close=True)) == [b"v0", b"v3"]

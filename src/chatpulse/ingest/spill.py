@@ -264,8 +264,9 @@ class Spill:
             offset = segment.read_offset
             segment.read_offset += _FRAME.size + length
             segment.dirty = True
-            if offset in segment.skip:
+            if offset in segment.skip:  # acknowledged before a restart
                 segment.skip.discard(offset)
+                segment.done_above.add(offset)
                 continue
             segment.in_flight.add(offset)
             return _decode_body(body, Position(segment.name, offset))
