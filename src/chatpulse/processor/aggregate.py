@@ -15,15 +15,21 @@ from pyroaring import BitMap
 from chatpulse.models import ChatMessage, TopEmote, WindowStats
 from chatpulse.windows import format_duration
 
-__all__ = ["TOP_EMOTES", "WindowAggregate", "numeric_user_id", "to_window_stats", "top_emotes"]
+__all__ = [
+    "TOP_EMOTES",
+    "AggregateTuple",
+    "WindowAggregate",
+    "numeric_user_id",
+    "to_window_stats",
+    "top_emotes",
+]
 
 TOP_EMOTES = 10
 _MAX_U32 = 2**32 - 1
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(
-    tuple[int, bytes, list[str], dict[str, tuple[int, str]]],
-)
+AggregateTuple = tuple[int, bytes, list[str], dict[str, tuple[int, str]]]
+_decoder = msgspec.msgpack.Decoder(AggregateTuple)
 
 
 def numeric_user_id(user_id: str) -> int | None:
@@ -47,13 +53,19 @@ class WindowAggregate:
 
     @classmethod
     def decode(cls, data: bytes) -> "WindowAggregate":
-        messages, bitmap, others, emotes = _decoder.decode(data)
-        return cls(messages, BitMap.deserialize(bitmap), others, emotes)
+        return cls.from_tuple(_decoder.decode(data))
 
     def encode(self) -> bytes:
-        return _encoder.encode(
-            (self.messages, self.chatters.serialize(), self.other_chatters, self.emotes)
-        )
+        return _encoder.encode(self.to_tuple())
+
+    @classmethod
+    def from_tuple(cls, value: AggregateTuple) -> "WindowAggregate":
+        messages, bitmap, others, emotes = value
+        return cls(messages, BitMap.deserialize(bitmap), others, emotes)
+
+    def to_tuple(self) -> AggregateTuple:
+        """The msgpack-ready form (the bitmap in roaring's portable serialization)."""
+        return (self.messages, self.chatters.serialize(), self.other_chatters, self.emotes)
 
     @property
     def unique_chatters(self) -> int:

@@ -7,7 +7,8 @@ record key being the channel) does all three, for these reasons:
 - a message yields both the open windows it changed (for the live view and Cassandra's
   current minute) and the windows it closed, which Quix's built-in windows give only by
   running ``current()`` and ``final()`` side by side;
-- the per-message cost stays a handful of point reads and writes of small byte strings.
+- the per-message cost stays two state reads and writes: the channel's record (totals and
+  open windows together) and the message's de-duplication bucket.
 
 Semantics (see the counting rules of the interface spec):
 - A message counts once per (channel, id) within ``dedup_horizon_ms``. A redelivered message
@@ -29,17 +30,28 @@ from typing import Protocol
 import msgspec
 
 from chatpulse.models import ChatMessage, WindowStats
-from chatpulse.processor.aggregate import WindowAggregate, to_window_stats
+from chatpulse.processor.aggregate import AggregateTuple, WindowAggregate, to_window_stats
 
 __all__ = ["ChannelCounter", "ChannelUpdate", "KeyValueStore", "dedup_bucket_ms"]
 
 _pack_q = struct.Struct(">q").pack
-_pack_qq = struct.Struct(">qq").pack
-_DECODED_CACHE_SIZE = 50_000
-_META = b"m"
+_DECODED_CACHE_SIZE = 20_000
+_CHANNEL = b"c"
 _BUCKETS = b"b"
-_meta_encoder = msgspec.msgpack.Encoder()
-_meta_decoder = msgspec.msgpack.Decoder(tuple[int, int, int, list[tuple[int, int]]])
+_record_encoder = msgspec.msgpack.Encoder()
+_record_decoder = msgspec.msgpack.Decoder(
+    tuple[int, int, int, list[tuple[int, int, AggregateTuple]]]
+)
+
+
+@dataclass(slots=True)
+class _ChannelRecord:
+    """One channel's state record: totals and its open windows."""
+
+    total: int
+    first_seen: int
+    last_seen: int
+    windows: dict[tuple[int, int], WindowAggregate]
 
 
 class KeyValueStore(Protocol):
@@ -88,70 +100,78 @@ class ChannelCounter:
         self._grace_ms = grace_ms
         self._horizon_ms = dedup_horizon_ms
         self._bucket_ms = dedup_bucket_ms(dedup_horizon_ms)
-        # Decoded aggregates by (channel, state key), with the exact bytes object they were
-        # last stored as. The state returns that very object while the checkpoint's
-        # transaction holds it, so an identity match proves the decoded copy is current and
-        # saves decoding a large chatter bitmap per message; after a commit or a rewind the
-        # state hands out new bytes and the aggregate is decoded again.
-        self._decoded: dict[tuple[str, bytes], tuple[bytes, WindowAggregate]] = {}
+        # Decoded channel records by channel, with the exact bytes object each was last
+        # stored as. The state returns that very object while the checkpoint's transaction
+        # holds it, so an identity match proves the decoded copy is current and saves
+        # decoding large chatter bitmaps per message; after a commit or a rewind the state
+        # hands out new bytes and the record is decoded again.
+        self._decoded: dict[str, tuple[bytes, _ChannelRecord]] = {}
 
     def process(self, message: ChatMessage, store: KeyValueStore) -> ChannelUpdate | None:
         """Count ``message``; None when it is a duplicate within the horizon."""
         sent_at = message.sent_at
-        meta_bytes = store.get_bytes(_META)
-        open_windows: list[tuple[int, int]]
-        if meta_bytes is None:
-            total, first_seen, last_seen, open_windows = 0, sent_at, sent_at, []
-        else:
-            total, first_seen, last_seen, open_windows = _meta_decoder.decode(meta_bytes)
-        latest = max(last_seen, sent_at)
+        channel = message.channel
+        record = self._load(channel, store)
+        if record is None:
+            record = _ChannelRecord(0, sent_at, sent_at, {})
+        latest = max(record.last_seen, sent_at)
 
         if self._is_duplicate(message, store, latest):
             return None
 
+        record.total += 1
+        record.first_seen = min(record.first_seen, sent_at)
+        advanced = latest > record.last_seen or record.total == 1
+        record.last_seen = latest
         update = ChannelUpdate(
             message=message,
-            total_messages=total + 1,
-            first_seen=min(first_seen, sent_at),
+            total_messages=record.total,
+            first_seen=record.first_seen,
             last_seen=latest,
         )
         grace = self._grace_ms
+        windows = record.windows
         for size in self._sizes:
             start = sent_at - sent_at % size
             if start + size + grace <= latest:
                 update.late_sizes.append(size)
                 continue
-            key = b"w" + _pack_qq(size, start)
-            data = store.get_bytes(key)
-            if data is None:
-                aggregate = WindowAggregate()
-                open_windows.append((size, start))
-            else:
-                aggregate = self._decode(message.channel, key, data)
+            aggregate = windows.get((size, start))
+            if aggregate is None:
+                aggregate = windows[(size, start)] = WindowAggregate()
             aggregate.add(message)
-            encoded = aggregate.encode()
-            store.set_bytes(key, encoded)
-            self._remember(message.channel, key, encoded, aggregate)
             update.windows.append((size, start, aggregate))
 
-        if latest > last_seen or meta_bytes is None:
-            open_windows = self._close_windows(message.channel, open_windows, latest, store, update)
-        store.set_bytes(
-            _META,
-            _meta_encoder.encode((update.total_messages, update.first_seen, latest, open_windows)),
-        )
+        if advanced:
+            for size, start in list(windows):
+                if start + size + grace <= latest:
+                    closed = windows.pop((size, start))
+                    update.closed.append(to_window_stats(channel, size, start, closed, closed=True))
+        self._store(channel, record, store)
         return update
 
-    def _decode(self, channel: str, key: bytes, data: bytes) -> WindowAggregate:
-        cached = self._decoded.get((channel, key))
+    def _load(self, channel: str, store: KeyValueStore) -> "_ChannelRecord | None":
+        data = store.get_bytes(_CHANNEL)
+        if data is None:
+            return None
+        cached = self._decoded.get(channel)
         if cached is not None and cached[0] is data:
             return cached[1]
-        return WindowAggregate.decode(data)
+        total, first_seen, last_seen, windows = _record_decoder.decode(data)
+        return _ChannelRecord(
+            total,
+            first_seen,
+            last_seen,
+            {(size, start): WindowAggregate.from_tuple(agg) for size, start, agg in windows},
+        )
 
-    def _remember(self, channel: str, key: bytes, data: bytes, aggregate: WindowAggregate) -> None:
+    def _store(self, channel: str, record: "_ChannelRecord", store: KeyValueStore) -> None:
+        windows = [(size, start, agg.to_tuple()) for (size, start), agg in record.windows.items()]
+        data = _record_encoder.encode((record.total, record.first_seen, record.last_seen, windows))
+        store.set_bytes(_CHANNEL, data)
         if len(self._decoded) >= _DECODED_CACHE_SIZE:
-            self._decoded.clear()  # crude bound; entries of closed windows are dropped anyway
-        self._decoded[(channel, key)] = (data, aggregate)
+            self._decoded.clear()  # a crude bound: entries are rebuilt from the state
+        self._decoded[channel] = (data, record)
 
     def _is_duplicate(self, message: ChatMessage, store: KeyValueStore, latest: int) -> bool:
         bucket = message.sent_at // self._bucket_ms
@@ -180,26 +200,3 @@ class ChannelCounter:
             store.delete(b"d" + _pack_q(old))
         del buckets[:expired]
         store.set_bytes(_BUCKETS, buckets.tobytes())
-
-    def _close_windows(
-        self,
-        channel: str,
-        open_windows: list[tuple[int, int]],
-        latest: int,
-        store: KeyValueStore,
-        update: ChannelUpdate,
-    ) -> list[tuple[int, int]]:
-        still_open: list[tuple[int, int]] = []
-        grace = self._grace_ms
-        for size, start in open_windows:
-            if start + size + grace > latest:
-                still_open.append((size, start))
-                continue
-            key = b"w" + _pack_qq(size, start)
-            data = store.get_bytes(key)
-            store.delete(key)
-            if data is not None:
-                aggregate = self._decode(channel, key, data)
-                self._decoded.pop((channel, key), None)
-                update.closed.append(to_window_stats(channel, size, start, aggregate, closed=True))
-        return still_open
