@@ -3,7 +3,9 @@
 Built by the app factory's lifespan and reached by routes through :mod:`chatpulse.api.deps`.
 """
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -12,10 +14,14 @@ from chatpulse.api.cursors import CursorSigner
 from chatpulse.api.db import CassandraGateway
 from chatpulse.api.hub import LiveHub
 from chatpulse.api.tracked import TrackedChannels
+from chatpulse.errors import ChatpulseError
+from chatpulse.kafka_admin import admin_client, create_topics
 from chatpulse.settings import Settings
 from chatpulse.topics import Topics
 
 __all__ = ["Services", "running_services"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,12 +52,32 @@ async def running_services(
         cache=ResponseCache(cache_ttl_s),
         windows=dict(zip(settings.windows, settings.window_sizes_ms, strict=True)),
     )
+    # Like every service, create missing topics at start (the schema: see CassandraGateway).
+    topics_task = asyncio.get_running_loop().create_task(_ensure_topics(settings, topics))
     services.db.start()
     services.hub.start()
     services.tracked.start()
     try:
         yield services
     finally:
+        topics_task.cancel()
         await services.hub.stop()
         await services.tracked.stop()
         await services.db.close()
+
+
+async def _ensure_topics(settings: Settings, topics: Topics) -> None:
+    """Create the contract's missing topics, retrying while Kafka is unreachable."""
+    while True:
+        try:
+            admin = admin_client(settings.kafka_bootstrap_servers)
+            created = await asyncio.to_thread(
+                create_topics, admin, topics.specs(settings), settings.topic_replication_factor
+            )
+        except ChatpulseError as exc:
+            logger.warning("cannot create the topics yet: %s", exc)
+            await asyncio.sleep(2.0)
+        else:
+            if created:
+                logger.info("created topics %s", ", ".join(created))
+            return
