@@ -21,6 +21,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
 from chatpulse.fake_twitch.server import FakeTwitchServer
 from chatpulse.fake_twitch.simulate import channel_names, simulate_channel
@@ -32,6 +33,7 @@ from chatpulse.ingest.metrics import IngestMetrics
 from chatpulse.ingest.producer import IngestProducer
 from chatpulse.ingest.service import IngestService, IngestSummary
 from chatpulse.ingest.spill import Spill
+from chatpulse.kafka_admin import admin_client
 from chatpulse.models import ChatEvent, ChatMessage, TrackedChannel, encode
 from chatpulse.settings import Settings, load_settings
 from chatpulse.stack import KafkaServer
@@ -40,6 +42,31 @@ from chatpulse.topics import Topics
 CAPTURE = Path(__file__).resolve().parents[1] / "data/twitch-irc-xqcow-2019-09.txt.gz"
 CAPTURE_MESSAGES = 4_933
 CAPTURE_EVENTS = 67
+
+
+def keep_forever(settings: Settings) -> None:
+    """Turn time retention off on this test's topics.
+
+    Records carry ``sent_at`` as their timestamp, and the capture (2019) and the simulator
+    (2023) are older than the topics' 7-day retention: Kafka would delete a rolled segment at
+    its next retention check (every 5 minutes), in the middle of a count.
+    """
+    topics = Topics.from_settings(settings)
+    admin = admin_client(settings.kafka_bootstrap_servers)
+    forever = ConfigEntry("retention.ms", "-1", incremental_operation=AlterConfigOpType.SET)
+    resources = [
+        ConfigResource(ResourceType.TOPIC, name, incremental_configs=[forever])
+        for name in (topics.messages, topics.events, topics.deadletter)
+    ]
+    for future in admin.incremental_alter_configs(resources).values():
+        future.result(timeout=30)
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The shared fixture's settings, with time retention off (see keep_forever)."""
+    keep_forever(settings)
+    return settings
 
 
 def capture_lines() -> list[str]:
@@ -293,6 +320,7 @@ async def test_kafka_down_for_30s_during_a_stream_loses_and_repeats_nothing(
             channels=",".join(names),
         )
         await asyncio.to_thread(ensure_topics, settings)
+        keep_forever(settings)
         async with running_ingest(settings, summaries) as service:
             await until(lambda: acked(service) > 500, 30, "records reach Kafka")
             await asyncio.to_thread(dedicated_kafka.stop, 30)
