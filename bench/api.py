@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 
 from chatpulse.init_cli import initialize
+from chatpulse.kafka_admin import admin_client, delete_topics
 from chatpulse.settings import Settings, load_settings
 from chatpulse.storage import connect
 
@@ -207,6 +208,9 @@ def main() -> None:
         cluster, session = connect(settings)
         session.execute(f"DROP KEYSPACE IF EXISTS {settings.cassandra_keyspace}", timeout=60)
         cluster.shutdown()
+        admin = admin_client(settings.kafka_bootstrap_servers)
+        topics = admin.list_topics(timeout=10).topics
+        delete_topics(admin, [name for name in topics if name.startswith(settings.topic_prefix)])
     if args.json:
         figures = [
             {
