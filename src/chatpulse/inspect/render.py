@@ -156,8 +156,9 @@ def _transactions_table(snapshot: Snapshot) -> Table | None:
         return None
     caption = f"From the compacted internal topic {view.source}. {view.note}".strip()
     table = Table(title="Transactional producers", caption=caption, caption_justify="left")
-    for column in ("transactional id", "producer id", "epoch", "state", "partitions", "updated"):
-        table.add_column(column)
+    table.add_column("transactional id", overflow="fold", min_width=20)
+    for column in ("producer id", "epoch", "state", "partitions", "updated"):
+        table.add_column(column, overflow="fold")
     for txn in view.transactions[:25]:
         table.add_row(
             txn.transactional_id,
