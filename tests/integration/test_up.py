@@ -129,3 +129,5 @@ def test_up_simulated_then_sigint_stops_everything(settings: Settings, tmp_path:
         assert not _alive(pid), f"{name} (pid {pid}) still running"
     assert _in_sessions(set(pids.values())) == []
     assert "everything stopped cleanly" in text
+    # The processor's state is tied to this cluster (moved aside if the cluster changes).
+    assert (settings.state_dir / "kafka-cluster-id").read_text().strip()
