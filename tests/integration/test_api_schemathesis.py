@@ -5,12 +5,15 @@ inputs on the real app and stack; schemathesis's checks fail on any 5xx, undocum
 content type, header or body that breaks the documented schema.
 """
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import hypothesis
 import pytest
 import requests
 import schemathesis
 from api_support import KnownStream, running_api, write_rows
 from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -69,3 +72,45 @@ def test_api_conforms_to_its_openapi(settings: Settings) -> None:
                     assert not operation.query
             tested.append(f"{operation.method.upper()} {operation.path}")
         assert len(tested) == 10, tested
+
+
+_limit = timedelta(hours=23, minutes=59)
+_offsets = st.one_of(
+    st.sampled_from([timezone(-_limit), UTC, timezone(_limit)]),
+    st.builds(timezone, st.timedeltas(min_value=-_limit, max_value=_limit)),
+)
+# The ends of the calendar with the extreme offsets, mixed with anything in between.
+_moments = st.one_of(
+    st.sampled_from([datetime.min, datetime.max, datetime(1970, 1, 1)]),
+    st.datetimes(),
+)
+_times = st.builds(
+    lambda moment, zone: moment.replace(tzinfo=zone).isoformat(),
+    _moments,
+    st.one_of(st.none(), _offsets),
+)
+
+
+def test_any_time_parameter_is_answered_without_5xx(settings: Settings) -> None:
+    """Times anywhere in 0001..9999 with any UTC offset (schemathesis rarely reaches the ends)."""
+    windows = dict(zip(settings.windows, settings.window_sizes_ms, strict=True))
+    write_rows(settings, KnownStream.build(windows, {"alpha": 10}))
+    with running_api(settings) as api:
+
+        @given(
+            path=st.sampled_from(["stats", "messages"]),
+            low=st.one_of(st.none(), _times),
+            high=st.one_of(st.none(), _times),
+        )
+        @hypothesis.settings(max_examples=150, deadline=None, database=None, derandomize=True)
+        def check(path: str, low: str | None, high: str | None) -> None:
+            if path == "stats":
+                params = {k: v for k, v in (("from", low), ("to", high)) if v is not None}
+            else:
+                params = {"before": low} if low is not None else {}
+            response = api.get(f"/api/v1/channels/alpha/{path}", params=params)
+            assert response.status_code in (200, 422), (params, response.text)
+            if response.status_code == 422:
+                assert response.headers["content-type"] == "application/problem+json"
+
+        check()

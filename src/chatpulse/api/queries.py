@@ -213,7 +213,8 @@ async def message_page(
     elif before_ms is not None:
         start_ms = min(start_ms, before_ms - 1)
     day, last_day = _day(start_ms), _day(max(totals.first_seen_ms, oldest_ms))
-    bound = ms_to_datetime(before_ms if before_ms is not None else totals.last_seen_ms + 1)
+    newest = totals.last_seen_ms + 1
+    bound = ms_to_datetime(min(before_ms, newest) if before_ms is not None else newest)
     rows: list[Any] = []
     while day >= last_day and len(rows) <= limit:
         want = limit + 1 - len(rows)

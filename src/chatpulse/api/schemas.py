@@ -40,8 +40,12 @@ def utc(value: datetime) -> datetime:
 
 
 def to_ms(value: datetime) -> int:
-    """Epoch milliseconds of a datetime (naive means UTC)."""
-    return round((utc(value) - _EPOCH) / _MS)
+    """Epoch milliseconds of a datetime (naive means UTC), floored.
+
+    Subtracting, not converting to UTC first: 0001-01-01T00:00+05:00 has no UTC datetime.
+    """
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return (aware - _EPOCH) // _MS
 
 
 def ms_to_datetime(ms: int) -> datetime:

@@ -54,7 +54,7 @@ async def channel_messages(
             ):
                 raise BadCursorError("The cursor is malformed.")
             before_key = (position[0], position[1])
-    if not totals.seen:
+    if not totals.seen or (before_ms is not None and before_ms <= totals.first_seen_ms):
         return MessagePage(items=[], next_cursor=None)
     # Messages expire (TTL) about message_ttl_days after they were written, which is soon
     # after they were sent: no need to walk further back than that from the newest.
