@@ -1,0 +1,62 @@
+"""The live hub's fan-out (no Kafka: the consumer thread is not started)."""
+
+import orjson
+
+from chatpulse.api.hub import LiveHub, stats_json
+from chatpulse.models import TopEmote, WindowStats
+
+
+def _hub(queue_size: int = 3) -> LiveHub:
+    return LiveHub(bootstrap_servers="127.0.0.1:1", topic="unused", queue_size=queue_size)
+
+
+async def test_updates_reach_every_subscriber_of_their_channel_only() -> None:
+    hub = _hub()
+    async with (
+        hub.subscribe("alpha") as a1,
+        hub.subscribe("alpha") as a2,
+        hub.subscribe("beta") as b,
+    ):
+        hub._dispatch([("alpha", ("1m", "A")), ("beta", ("1m", "B")), ("gamma", ("1m", "G"))])
+        assert a1.get_nowait() == a2.get_nowait() == ("1m", "A")
+        assert b.get_nowait() == ("1m", "B")
+        assert a1.empty()
+        assert b.empty()
+
+
+async def test_a_slow_subscriber_loses_its_oldest_updates() -> None:
+    hub = _hub(queue_size=3)
+    async with hub.subscribe("alpha") as queue:
+        hub._dispatch([("alpha", ("1m", str(i))) for i in range(5)])
+        assert [queue.get_nowait()[1] for _ in range(3)] == ["2", "3", "4"]
+
+
+async def test_leaving_unsubscribes() -> None:
+    hub = _hub()
+    async with hub.subscribe("alpha"):
+        assert "alpha" in hub._subscribers
+    assert hub._subscribers == {}
+    hub._dispatch([("alpha", ("1m", "A"))])  # nobody listening: nothing happens
+
+
+def test_stats_json_is_the_api_shape() -> None:
+    stats = WindowStats(
+        "alpha",
+        "1m",
+        1_700_000_040_000,
+        1_700_000_100_000,
+        5,
+        2,
+        [TopEmote("25", "Kappa", 3)],
+        False,
+    )
+    assert orjson.loads(stats_json(stats)) == {
+        "channel": "alpha",
+        "window": "1m",
+        "window_start": "2023-11-14T22:14:00Z",
+        "window_end": "2023-11-14T22:15:00Z",
+        "messages": 5,
+        "unique_chatters": 2,
+        "top_emotes": [{"id": "25", "name": "Kappa", "count": 3}],
+        "closed": False,
+    }
