@@ -212,13 +212,18 @@ class Supervisor:
             else:
                 future.set_result(result)  # type: ignore[arg-type]
 
+        def hand_over(result: T | None, error: BaseException | None) -> None:
+            # After an interruption the loop may be closed: nobody waits any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, result, error)
+
         def run() -> None:
             try:
                 result = work()
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-                loop.call_soon_threadsafe(settle, None, exc)
+                hand_over(None, exc)
             else:
-                loop.call_soon_threadsafe(settle, result, None)
+                hand_over(result, None)
 
         threading.Thread(target=run, name=name, daemon=True).start()
         stopper: asyncio.Future[object] = asyncio.ensure_future(self._stop.wait())
