@@ -335,8 +335,15 @@ async def test_kafka_down_for_30s_during_a_stream_loses_and_repeats_nothing(
             spilled = service.metrics.registry.get_sample_value("chatpulse_ingest_spilled_total")
             assert spilled is not None
             assert spilled > 1_000  # the outage outlasted the memory buffer
+    # What the service handed to the producer: a surplus here would come from the IRC side.
+    assert (summaries[0].messages, summaries[0].events) == (len(messages), len(events))
     topics = Topics.from_settings(settings)
     records = read_topic(settings.kafka_bootstrap_servers, topics.messages)
+    places: dict[str, list[tuple[int, int]]] = {}
+    for record, message in zip(records, decode_messages(records), strict=True):
+        places.setdefault(message.id, []).append((record.partition(), record.offset()))
+    repeated = {i: where for i, where in places.items() if len(where) > 1}
+    assert not repeated, f"ids on Kafka more than once (partition, offset): {repeated}"
     assert_exact_messages(records, messages)
     assert len(read_topic(settings.kafka_bootstrap_servers, topics.events)) == len(events)
     assert not list((tmp_path / "spill").glob("*.spill"))

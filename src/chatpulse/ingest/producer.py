@@ -82,6 +82,10 @@ def producer_config(bootstrap_servers: str, buffer_messages: int) -> dict[str, A
         "client.id": "chatpulse-ingest",
         "enable.idempotence": True,
         "acks": "all",
+        # One request in flight: with several, a failure of the first makes the broker answer
+        # OUT_OF_ORDER_SEQUENCE to the next ones and librdkafka bumps the producer epoch,
+        # re-sending records that may be persisted already (librdkafka issue #4953).
+        "max.in.flight.requests.per.connection": 1,
         "compression.type": "lz4",
         "linger.ms": 20,
         "batch.num.messages": 10_000,
