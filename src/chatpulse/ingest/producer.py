@@ -14,6 +14,10 @@ only by its delivery report, so a crash resends just the unacknowledged ones.
 At shutdown whatever Kafka has not acknowledged within the wait is purged from the queue.
 Purged records that came from the spill are still in it (unacknowledged); the others are
 written to the spill in the place they held in the stream (:meth:`Spill.append_before`).
+
+Limits: the memory buffer dies with the process (SIGKILL, power loss); a record that was in
+flight when the shutdown wait ran out, or acknowledged by Kafka after the last spill checkpoint
+before a crash, can reach Kafka twice. Consumers count each (channel, id) once.
 """
 
 import functools
