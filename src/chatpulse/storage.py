@@ -65,6 +65,9 @@ def connect(settings: Settings, *, connect_timeout: float = 10.0) -> tuple[Clust
         port=settings.cassandra_port,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connect_timeout=connect_timeout,
+        # The driver's 2 s default for the control connection's schema queries times out on a
+        # loaded 2-core machine (NoHostAvailable: OperationTimedOut) though Cassandra is up.
+        control_connection_timeout=connect_timeout,
         protocol_version=5,
     )
     return cluster, cluster.connect()
