@@ -199,6 +199,7 @@ class CassandraServer(JavaServer):
             protocol_version=5,
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             connect_timeout=5,
+            control_connection_timeout=5,  # the 2 s default is too short on a loaded machine
         )
         try:
             cluster.connect().execute("SELECT release_version FROM system.local", timeout=5)
