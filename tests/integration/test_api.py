@@ -217,25 +217,23 @@ def test_validation_and_problems_with_data(api: httpx.Client, stream: KnownStrea
     problem("/api/v1/channels/alpha/messages", 400, before=alpha_cursor[:-2] + "AA")
 
 
-@pytest.mark.parametrize(
-    ("path", "params"),
-    [
-        ("/api/v1/channels/alpha/messages", {"before": "0001-01-01T00:00:00"}),
-        ("/api/v1/channels/alpha/messages", {"before": "0001-01-01T00:00:00+05:00"}),
-        ("/api/v1/channels/alpha/messages", {"before": "9999-12-31T23:59:59.999999-05:00"}),
-        ("/api/v1/channels/alpha/stats", {"from": "0001-01-01T00:00:00+05:00"}),
-        ("/api/v1/channels/alpha/stats", {"to": "0001-01-01T00:00:00+05:00"}),
-        ("/api/v1/channels/alpha/stats", {"from": "9999-12-31T23:59:59-05:00"}),
-        ("/api/v1/channels/alpha/stats", {"to": "9999-12-31T23:59:59-05:00"}),
-    ],
-)
-def test_extreme_times_are_answered_not_crashed_on(
-    api: httpx.Client, path: str, params: dict[str, str]
-) -> None:
-    response = api.get(path, params=params)
-    assert response.status_code in (200, 422), response.text
-    if response.status_code == 200 and "0001" in str(params):
-        assert response.json()["items"] == []
+EXTREME_TIMES = [
+    ("/api/v1/channels/alpha/messages", {"before": "0001-01-01T00:00:00"}),
+    ("/api/v1/channels/alpha/messages", {"before": "0001-01-01T00:00:00+05:00"}),
+    ("/api/v1/channels/alpha/messages", {"before": "9999-12-31T23:59:59.999999-05:00"}),
+    ("/api/v1/channels/alpha/stats", {"from": "0001-01-01T00:00:00+05:00"}),
+    ("/api/v1/channels/alpha/stats", {"to": "0001-01-01T00:00:00+05:00"}),
+    ("/api/v1/channels/alpha/stats", {"from": "9999-12-31T23:59:59-05:00"}),
+    ("/api/v1/channels/alpha/stats", {"to": "9999-12-31T23:59:59-05:00"}),
+]
+
+
+def test_extreme_times_are_answered_not_crashed_on(api: httpx.Client) -> None:
+    for path, params in EXTREME_TIMES:
+        response = api.get(path, params=params)
+        assert response.status_code in (200, 422), (params, response.text)
+        if response.status_code == 200 and "0001" in str(params):
+            assert response.json()["items"] == []
 
 
 def test_write_key_rules(api: httpx.Client) -> None:
