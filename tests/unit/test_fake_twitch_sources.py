@@ -136,3 +136,16 @@ def test_simulated_source_streams_by_channel_name() -> None:
     )
     assert list(source.stream("nobody")) == []
     assert source.room_id("streamer0001") != source.room_id("streamer0002")
+
+
+def test_replay_shifts_sent_timestamps_to_the_requested_start() -> None:
+    lines = [
+        "@id=a;room-id=1;tmi-sent-ts=1000;user-id=5 :u!u@u.tmi.twitch.tv PRIVMSG #c :hi",
+        "@id=b;room-id=1;tmi-sent-ts=1500;user-id=5 :u!u@u.tmi.twitch.tv PRIVMSG #c "
+        ":tmi-sent-ts=1500",
+    ]
+    shifted = [line for _, line in ReplaySource(lines, start_ms=10_000).stream("c")]
+    assert [parse_line(line).tags["tmi-sent-ts"] for line in shifted] == ["10000", "10500"]
+    assert parse_line(shifted[1]).trailing == "tmi-sent-ts=1500"
+    kept = [line for _, line in ReplaySource(lines).stream("c")]
+    assert kept == lines

@@ -64,7 +64,7 @@ def _source(
         except ValueError as exc:
             raise ConfigError(f"--channel: {exc}") from None
         try:
-            source = ReplaySource.from_file(replay, name)
+            source = ReplaySource.from_file(replay, name, start_ms=start_ms)
         except ChatpulseError as exc:
             raise ConfigError(f"--replay: {exc}") from None
         for chan, count in source.channels.items():
@@ -83,6 +83,12 @@ def _source(
     )
     start = start_ms if start_ms is not None else int(time.time() * 1000)
     return SimulatedSource(channels, rate, seed, duration_s=duration, start_ms=start)
+
+
+def _start_time(start_ms: int | None, keep_captured: bool) -> int | None:
+    if keep_captured:
+        return None
+    return start_ms if start_ms is not None else int(time.time() * 1000)
 
 
 def fake_twitch_command(
@@ -119,9 +125,18 @@ def fake_twitch_command(
     start_ms: Annotated[
         int | None,
         typer.Option(
-            help="With --simulate: tmi-sent-ts of the stream start, epoch ms (default: now)"
+            help="tmi-sent-ts of the stream's start, epoch ms (default: now; a replay's "
+            "timestamps are shifted by the same amount)"
         ),
     ] = None,
+    keep_timestamps: Annotated[
+        bool,
+        typer.Option(
+            "--keep-timestamps",
+            help="With --replay: send the captured tmi-sent-ts unchanged (records then carry "
+            "old timestamps, which Kafka's time retention deletes within minutes)",
+        ),
+    ] = False,
     ping_interval: Annotated[float, typer.Option(help="Seconds between PINGs to clients")] = 300.0,
     reject_token: Annotated[
         list[str] | None, typer.Option(help="An OAuth token whose login fails (repeatable)")
@@ -152,7 +167,7 @@ def fake_twitch_command(
         rate=rate,
         seed=seed,
         duration=duration,
-        start_ms=start_ms,
+        start_ms=_start_time(start_ms, replay is not None and keep_timestamps),
     )
     server = FakeTwitchServer(
         source,

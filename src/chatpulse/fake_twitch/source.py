@@ -5,6 +5,7 @@ Two sources: a replayed capture file (:class:`ReplaySource`) and the simulator
 """
 
 import gzip
+import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,13 +52,19 @@ class ReplaySource:
 
     With ``channel`` every line is moved to that channel (its ``#channel`` parameter is
     rewritten, the rest of the line is sent as captured). Lines without a channel are skipped.
+    With ``start_ms`` every ``tmi-sent-ts`` is shifted so the capture starts at that time:
+    a 2019 capture replayed as if sent now (Kafka's time retention, which reads record
+    timestamps, would otherwise delete the records within minutes of producing them).
     """
 
-    def __init__(self, lines: list[str], channel: str | None = None) -> None:
+    def __init__(
+        self, lines: list[str], channel: str | None = None, *, start_ms: int | None = None
+    ) -> None:
         self._streams: dict[str, list[tuple[float, str]]] = {}
         self._rooms: dict[str, str] = {}
         first_ts: int | None = None
         last = 0.0
+        shift = _timestamp_shift(lines, start_ms)
         for line in lines:
             try:
                 msg = parse_line(line)
@@ -70,17 +77,19 @@ class ReplaySource:
             if ts.isdigit():
                 first_ts = int(ts) if first_ts is None else first_ts
                 last = max(last, (int(ts) - first_ts) / 1000.0)
-            text = line
+            text = _shift_sent_ts(line, ts, shift) if shift and ts.isdigit() else line
             if channel is not None and name != channel:
-                text = _rewrite_channel(line, msg.command, name, channel)
+                text = _rewrite_channel(text, msg.command, name, channel)
                 name = channel
             self._streams.setdefault(name, []).append((last, text))
             if msg.tags.get("room-id"):
                 self._rooms.setdefault(name, msg.tags["room-id"])
 
     @classmethod
-    def from_file(cls, path: Path, channel: str | None = None) -> "ReplaySource":
-        return cls(read_capture(path), channel)
+    def from_file(
+        cls, path: Path, channel: str | None = None, *, start_ms: int | None = None
+    ) -> "ReplaySource":
+        return cls(read_capture(path), channel, start_ms=start_ms)
 
     @property
     def channels(self) -> dict[str, int]:
@@ -92,6 +101,25 @@ class ReplaySource:
 
     def room_id(self, channel: str) -> str:
         return self._rooms.get(channel) or _fallback_room_id(channel)
+
+
+_SENT_TS = re.compile(r"(?:^@|;)tmi-sent-ts=(\d+)")
+
+
+def _timestamp_shift(lines: list[str], start_ms: int | None) -> int:
+    """Milliseconds to add to every ``tmi-sent-ts`` so the first one becomes ``start_ms``."""
+    if start_ms is None:
+        return 0
+    for line in lines:
+        found = _SENT_TS.search(line.split(" ", 1)[0])
+        if found:
+            return start_ms - int(found.group(1))
+    return 0
+
+
+def _shift_sent_ts(line: str, ts: str, shift: int) -> str:
+    old, new = f"tmi-sent-ts={ts}", f"tmi-sent-ts={int(ts) + shift}"
+    return line.replace(old, new, 1)
 
 
 def _rewrite_channel(line: str, command: str, old: str, new: str) -> str:
