@@ -9,6 +9,8 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from confluent_kafka import KafkaException
+
 from chatpulse.api.cache import ResponseCache
 from chatpulse.api.cursors import CursorSigner
 from chatpulse.api.db import CassandraGateway
@@ -68,13 +70,19 @@ async def running_services(
 
 async def _ensure_topics(settings: Settings, topics: Topics) -> None:
     """Create the contract's missing topics, retrying while Kafka is unreachable."""
+
+    def create() -> list[str]:
+        admin = admin_client(settings.kafka_bootstrap_servers)
+        # A short probe first: a thread blocked in a long create cannot be cancelled at exit.
+        admin.list_topics(timeout=2)
+        return create_topics(
+            admin, topics.specs(settings), settings.topic_replication_factor, timeout=10
+        )
+
     while True:
         try:
-            admin = admin_client(settings.kafka_bootstrap_servers)
-            created = await asyncio.to_thread(
-                create_topics, admin, topics.specs(settings), settings.topic_replication_factor
-            )
-        except ChatpulseError as exc:
+            created = await asyncio.to_thread(create)
+        except (ChatpulseError, KafkaException) as exc:
             logger.warning("cannot create the topics yet: %s", exc)
             await asyncio.sleep(2.0)
         else:
