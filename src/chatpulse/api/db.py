@@ -34,6 +34,9 @@ STATEMENTS: dict[str, str] = {
     "stats_latest": "SELECT channel, window, window_start, window_end, messages, "
     "unique_chatters, top_emotes, closed FROM {ks}.window_stats "
     "WHERE channel = ? AND window = ? AND day = ? LIMIT 1",
+    "stats_latest_of": "SELECT channel, window, window_start, window_end, messages, "
+    "unique_chatters, top_emotes, closed FROM {ks}.window_stats "
+    "WHERE channel = ? AND window IN ? AND day = ? PER PARTITION LIMIT 1",
     "stats_range": "SELECT channel, window, window_start, window_end, messages, "
     "unique_chatters, top_emotes, closed FROM {ks}.window_stats "
     "WHERE channel = ? AND window = ? AND day = ? AND window_start >= ? AND window_start < ? "

@@ -134,17 +134,33 @@ async def channel_page(
 async def latest_windows(
     db: CassandraGateway, *, totals: Totals, windows: dict[str, int]
 ) -> dict[str, WindowStatsOut | None]:
-    """The newest window of each size (from the day partition of ``last_seen``)."""
+    """The newest window of each size (from the day partition of ``last_seen``).
 
-    async def newest(name: str, size_ms: int) -> WindowStatsOut | None:
-        day = _day(window_start(totals.last_seen_ms, size_ms))
-        rows = await db.execute("stats_latest", (totals.channel, name, day))
-        if not rows and day > _day(totals.first_seen_ms):
+    One query per distinct day (sizes dividing a day share one), ``PER PARTITION LIMIT 1``.
+    """
+    by_day: dict[date, list[str]] = {}
+    for name, size_ms in windows.items():
+        by_day.setdefault(_day(window_start(totals.last_seen_ms, size_ms)), []).append(name)
+    found: dict[str, WindowStatsOut | None] = dict.fromkeys(windows)
+    results = await asyncio.gather(
+        *(
+            db.execute("stats_latest_of", (totals.channel, names, day))
+            for day, names in by_day.items()
+        )
+    )
+    for rows in results:
+        for row in rows:
+            found[row.window] = _stats_out(row)
+
+    async def day_before(name: str) -> None:
+        # Not written yet for the day of last_seen (the processor is a moment behind).
+        day = _day(window_start(totals.last_seen_ms, windows[name]))
+        if day > _day(totals.first_seen_ms):
             rows = await db.execute("stats_latest", (totals.channel, name, day - timedelta(1)))
-        return _stats_out(rows[0]) if rows else None
+            found[name] = _stats_out(rows[0]) if rows else None
 
-    found = await asyncio.gather(*(newest(name, size) for name, size in windows.items()))
-    return dict(zip(windows, found, strict=True))
+    await asyncio.gather(*(day_before(name) for name, stats in found.items() if stats is None))
+    return {name: found[name] for name in windows}
 
 
 async def window_stats(
