@@ -79,7 +79,8 @@ class TrackedChannels:
     def ping(self, timeout_s: float = 2.0) -> None:
         """Raise KafkaUnavailableError unless the cluster answers a metadata request (blocking)."""
         try:
-            self._producer.list_topics(self._topic, timeout=timeout_s)
+            # No topic named: asking for one could make the broker auto-create it (uncompacted).
+            self._producer.list_topics(timeout=timeout_s)
         except KafkaException as exc:
             raise KafkaUnavailableError(f"Kafka is unreachable: {exc}") from exc
 
