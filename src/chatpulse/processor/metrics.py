@@ -78,10 +78,22 @@ class ProcessorMetrics:
             logger.info("metrics on http://%s:%d/metrics", host, port)
 
     def on_kafka_stats(self, stats_json: str) -> None:
-        """librdkafka ``stats_cb``: copy the consumer lag of every assigned partition."""
+        """librdkafka ``stats_cb``: the lag of every partition being fetched.
+
+        Computed as (last stable offset, else high watermark) minus the position handed to
+        the application: librdkafka's own ``consumer_lag`` stays -1 under exactly-once,
+        where offsets are committed through the producer's transaction.
+        """
         stats: dict[str, Any] = json.loads(stats_json)
         for topic, topic_stats in stats.get("topics", {}).items():
-            for partition, p_stats in topic_stats.get("partitions", {}).items():
-                lag = p_stats.get("consumer_lag", -1)
-                if partition != "-1" and lag >= 0:
-                    self.lag.labels(topic, partition).set(lag)
+            for partition, p in topic_stats.get("partitions", {}).items():
+                if partition == "-1" or p.get("fetch_state") != "active":
+                    continue
+                end = p.get("ls_offset", -1)
+                if end < 0:
+                    end = p.get("hi_offset", -1)
+                position = p.get("app_offset", -1)
+                if position < 0:
+                    position = p.get("committed_offset", -1)
+                if end >= 0 and position >= 0:
+                    self.lag.labels(topic, partition).set(max(end - position, 0))
