@@ -10,7 +10,7 @@ from quixstreams.sinks import SinkBackpressureError, SinkBatch
 
 from chatpulse.models import ChatMessage
 from chatpulse.processor.channel import ChannelCounter, ChannelUpdate
-from chatpulse.processor.sinks import CassandraSink
+from chatpulse.processor.sinks import CassandraSink, _batches
 from chatpulse.settings import load_settings
 
 MIN = 60_000
@@ -98,3 +98,12 @@ def test_other_errors_stop_the_app() -> None:
     sink._session = FailingSession(InvalidRequest("bad"))
     with pytest.raises(InvalidRequest):
         sink.write(_batch(_updates(3)))
+
+
+def test_batches_stay_far_below_the_size_limit() -> None:
+    rows = [("c", 1, 2, f"id{i}", "x" * 500) for i in range(60)]
+    batches = [b for b, _ in _batches("s %s,%s,%s,%s,%s", rows, 60)]
+    assert sum(len(b._statements_and_parameters) for b in batches) == 60
+    assert len(batches) > 2
+    for batch in batches:
+        assert sum(len(query) for _, query, _ in batch._statements_and_parameters) < 25_000

@@ -111,8 +111,17 @@ def build_processor(
     return Processor(app=app, sink=sink, metrics=metrics)
 
 
+class _DropBatchSizeWarnings(logging.Filter):
+    """The sink's batches are single-partition or small and bounded well below Cassandra's
+    failure threshold on purpose; the server's per-batch size warning would flood the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Server warning: Batch for")
+
+
 def run_processor(settings: Settings) -> None:
     """Create topics and schema if missing, serve metrics, and process until stopped."""
+    logging.getLogger("cassandra.protocol").addFilter(_DropBatchSizeWarnings())
     initialize(settings)
     processor = build_processor(settings)
     processor.metrics.serve(settings.processor_metrics_port)

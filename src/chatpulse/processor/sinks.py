@@ -52,6 +52,8 @@ _ROWS_PER_LEADERBOARD_BATCH = 200
 # Cassandra's warning threshold of 10 partitions) still cut the driver's per-request cost
 # ~10x, which dominates the sink when many channels are active.
 _PARTITIONS_PER_BATCH = 10
+# Cassandra fails batches above batch_size_fail_threshold (50 KiB by default).
+_BATCH_BYTES = 20_000
 _json = msgspec.json.Encoder()
 
 
@@ -59,14 +61,28 @@ def _cql_date(epoch_ms: int) -> int:
     return epoch_ms // _DAY_MS + _DATE_OFFSET
 
 
+def _row_bytes(row: tuple[Any, ...]) -> int:
+    """A generous estimate of a row's size in a batch (text dominates)."""
+    return 64 + sum(len(value) * 2 for value in row if isinstance(value, str))
+
+
 def _batches(
     statement: PreparedStatement, rows: list[tuple[Any, ...]], size: int
 ) -> Iterable[tuple[BatchStatement, None]]:
-    """Rows in unlogged batches of ``size``: one driver request per batch, not per row."""
-    for offset in range(0, len(rows), size):
-        group = BatchStatement(batch_type=BatchType.UNLOGGED)
-        for row in rows[offset : offset + size]:
-            group.add(statement, row)
+    """Rows in unlogged batches of at most ``size`` rows and ~``_BATCH_BYTES``: one driver
+    request per batch, not per row, and far below Cassandra's batch size failure limit."""
+    group = BatchStatement(batch_type=BatchType.UNLOGGED)
+    count = weight = 0
+    for row in rows:
+        row_weight = _row_bytes(row)
+        if count and (count >= size or weight + row_weight > _BATCH_BYTES):
+            yield group, None
+            group = BatchStatement(batch_type=BatchType.UNLOGGED)
+            count = weight = 0
+        group.add(statement, row)
+        count += 1
+        weight += row_weight
+    if count:
         yield group, None
 
 
