@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -32,22 +31,9 @@ from chatpulse.init_cli import initialize
 from chatpulse.kafka_admin import admin_client, delete_topics
 from chatpulse.settings import Settings, load_settings
 from chatpulse.storage import connect
+from machine import machine_state
 
 DAY_MS = 86_400_000
-
-
-def machine_state() -> str:
-    mem = {}
-    with open("/proc/meminfo") as f:
-        for line in f:
-            key, value = line.split(":", 1)
-            mem[key] = int(value.split()[0]) // 1024
-    load = os.getloadavg()
-    return (
-        f"machine: {os.cpu_count()} cores, {mem['MemTotal']} MiB RAM "
-        f"({mem['MemAvailable']} MiB available), load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
-        f"Python {platform.python_version()}, {platform.platform()}"
-    )
 
 
 def seed(settings: Settings, channel: str) -> None:

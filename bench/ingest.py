@@ -15,7 +15,6 @@ import asyncio
 import importlib.util
 import logging
 import multiprocessing
-import os
 import platform
 import tempfile
 import time
@@ -41,21 +40,10 @@ from chatpulse.kafka_admin import admin_client, delete_topics
 from chatpulse.models import ChatMessage, encode
 from chatpulse.settings import Settings, load_settings
 from chatpulse.topics import Topics
+from machine import machine_state
 
 SIM_SECONDS = 60.0
 T = TypeVar("T")
-
-
-def machine_state() -> str:
-    load = os.getloadavg()
-    info = {}
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        info[key] = value.strip()
-    return (
-        f"{os.cpu_count()} cores, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
-        f"mem total {info.get('MemTotal', '?')}, available {info.get('MemAvailable', '?')}"
-    )
 
 
 def versions() -> str:
@@ -216,7 +204,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    print(f"machine: {machine_state()}")
+    print(machine_state())
     print(f"versions: {versions()}")
     lines = simulated_lines(args.messages, args.channels, args.seed)
     names = channel_names(args.channels)

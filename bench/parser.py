@@ -8,34 +8,15 @@ baseline (a bare ``line.split(" ")`` loop over the same lines) and the machine s
 
 import argparse
 import gzip
-import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from chatpulse.ingest.convert import ConvertError, to_record
 from chatpulse.ingest.irc.parser import parse_line
+from machine import machine_state
 
 DEFAULT_CAPTURE = Path(__file__).resolve().parents[1] / "tests/data/twitch-irc-xqcow-2019-09.txt.gz"
-
-
-def machine_state() -> str:
-    load = os.getloadavg()
-    mem = ""
-    try:
-        info = dict(
-            line.split(":", 1)
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if ":" in line
-        )
-        mem = f"mem total {info['MemTotal'].strip()}, available {info['MemAvailable'].strip()}"
-    except (OSError, KeyError):
-        mem = "mem unknown"
-    return (
-        f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores, "
-        f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {mem}"
-    )
 
 
 def rate(lines: list[str], work: Callable[[str], object], rounds: int) -> float:

@@ -12,7 +12,6 @@ In-run baseline: a bare ``java -version`` (JVM start cost on this machine right 
 
 import argparse
 import os
-import platform
 import subprocess
 import tempfile
 import time
@@ -21,20 +20,7 @@ from pathlib import Path
 from chatpulse.stack import Stack
 from chatpulse.stack.java import find_java
 from chatpulse.stack.process import free_ports
-
-
-def machine_state() -> str:
-    mem = {}
-    with open("/proc/meminfo") as f:
-        for line in f:
-            key, value = line.split(":", 1)
-            mem[key] = int(value.split()[0]) // 1024
-    load = os.getloadavg()
-    return (
-        f"machine: {os.cpu_count()} cores, {mem['MemTotal']} MiB RAM "
-        f"({mem['MemAvailable']} MiB available), load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
-        f"Python {platform.python_version()}"
-    )
+from machine import machine_state
 
 
 def timed(label: str, action) -> float:
