@@ -1,11 +1,15 @@
 """The processor's topology, built by one function and nothing else (no clients, no start-up).
 
 messages topic (bytes)
-  -> decode + validate ─┬─ bad ──> dead-letter topic (reason, source topic/partition/offset, raw)
-                        └─ ChatMessage
-  -> count (stateful, keyed by channel): de-duplicate, windows, totals -> ChannelUpdate
-  ├─> sinks (Cassandra: messages, windows open and closed, totals)
-  └─> closed windows + throttled live updates of the smallest open window -> channel-stats
+  -> one stateful node (keyed by channel):
+       decode + validate ── bad ──> dead-letter record (reason, source topic/partition/offset, raw)
+       count: de-duplicate, windows, totals -> ChannelUpdate
+         ├─> sinks (Cassandra: messages, windows open and closed, totals)
+         └─> closed windows + throttled live updates of the smallest open window
+  -> produce each output record to its topic (dead-letter or channel-stats)
+
+Each StreamingDataFrame node costs Quix a call per record and each branch a pickle copy of
+the value, so the work is folded into one node plus the producing node.
 """
 
 import time
@@ -26,7 +30,14 @@ from chatpulse.processor.channel import ChannelCounter, ChannelUpdate
 from chatpulse.processor.metrics import ProcessorMetrics
 from chatpulse.windows import format_duration
 
-__all__ = ["DeadLetter", "LiveThrottle", "PipelineConfig", "PipelineTopics", "build_pipeline"]
+__all__ = [
+    "DeadLetter",
+    "LiveThrottle",
+    "Output",
+    "PipelineConfig",
+    "PipelineTopics",
+    "build_pipeline",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +131,20 @@ class LiveThrottle:
         return None
 
 
-def _stats_records(update: ChannelUpdate, throttle: LiveThrottle) -> list[WindowStats]:
-    records = list(update.closed)
-    live = throttle.live_update(update)
-    if live is not None:
-        records.append(live)
-    return records
+class Output(bytes):
+    """An output record's value, tagged with its topic and key: one linear chain of nodes
+    produces both dead letters and channel-stats (a branch would make Quix pickle and
+    unpickle every record for each extra branch)."""
+
+    topic: Topic
+    key: bytes | None
+
+
+def _output(value: bytes, topic: Topic, key: bytes | None) -> Output:
+    out = Output(value)
+    out.topic = topic
+    out.key = key
+    return out
 
 
 def build_pipeline(
@@ -137,44 +156,52 @@ def build_pipeline(
 ) -> StreamingDataFrame:
     """Build the processor's dataframe over ``topics.messages`` on ``app``.
 
-    Returns the dataframe of :class:`ChannelUpdate` (one per counted message), which the
-    sinks and the channel-stats output hang off.
+    One stateful node decodes, counts, hands each :class:`ChannelUpdate` to the sinks and
+    yields the output records; one node produces them. Returns that dataframe.
     """
     metrics = metrics or ProcessorMetrics()
     counter = ChannelCounter(list(config.window_sizes_ms), config.grace_ms, config.dedup_horizon_ms)
     throttle = LiveThrottle(min(config.window_sizes_ms), config.live_update_interval_s)
     late_labels = {size: format_duration(size) for size in config.window_sizes_ms}
 
-    def decode(value: Any, key: Any, _timestamp: int, _headers: Any) -> ChatMessage | DeadLetter:
+    def process(
+        value: Any, key: Any, timestamp: int, headers: Any, state: State[bytes, bytes]
+    ) -> list[Output]:
         metrics.consumed.inc()
-        return decode_record(value, key)
-
-    def count(message: ChatMessage, state: State[bytes, bytes]) -> ChannelUpdate | None:
-        update = counter.process(message, state)
+        record = decode_record(value, key)
+        if isinstance(record, DeadLetter):
+            metrics.deadlettered.inc()
+            return [_output(record.value, topics.deadletter, record.key)]
+        update = counter.process(record, state)
         if update is None:
             metrics.duplicates.inc()
-            return None
+            return []
         metrics.processed.inc()
         for size in update.late_sizes:
             metrics.late.labels(late_labels[size]).inc()
-        return update
+        if sinks:
+            ctx = message_context()
+            for sink in sinks:
+                sink.add(
+                    value=update,
+                    key=key,
+                    timestamp=timestamp,
+                    headers=headers,
+                    partition=ctx.partition,
+                    topic=ctx.topic,
+                    offset=ctx.offset,
+                )
+        outputs = [_output(encode(final), topics.stats, key) for final in update.closed]
+        live = throttle.live_update(update)
+        if live is not None:
+            outputs.append(_output(encode(live), topics.stats, key))
+        return outputs
 
-    def to_dead_letter(record: DeadLetter) -> bytes:
-        metrics.deadlettered.inc()
-        return record.value
-
-    decoded = app.dataframe(topics.messages).apply(decode, metadata=True)
-
-    dead = decoded.filter(lambda record: isinstance(record, DeadLetter))
-    dead = dead.apply(to_dead_letter)
-    dead.to_topic(topics.deadletter, key=lambda _value: message_context().topic.encode())
-
-    messages = decoded.filter(lambda record: isinstance(record, ChatMessage))
-    updates = messages.apply(count, stateful=True).filter(lambda update: update is not None)
+    sdf = app.dataframe(topics.messages)
+    # What StreamingDataFrame.sink() does, without the branch it adds: the sink manager
+    # flushes registered sinks before each commit, and ``process`` adds the updates.
     for sink in sinks:
-        updates.sink(sink)
-
-    stats = updates.apply(lambda update: _stats_records(update, throttle), expand=True)
-    stats = stats.apply(encode)
-    stats.to_topic(topics.stats)
-    return updates
+        sdf.processing_context.sink_manager.register(sink)
+    sdf = sdf.apply(process, stateful=True, metadata=True, expand=True)
+    sdf.to_topic(lambda value, _key, _ts, _headers: value.topic, key=lambda value: value.key)
+    return sdf
