@@ -68,7 +68,7 @@ def initialize(
     say = progress or logger.info
     specs = Topics.from_settings(settings).specs(settings)
     say(f"waiting for Kafka at {settings.kafka_bootstrap_servers}")
-    admin = admin_client(settings.kafka_bootstrap_servers)
+    admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config())
     wait_for_kafka(admin, settings.kafka_bootstrap_servers, timeout)
     created = create_topics(admin, specs, settings.topic_replication_factor)
     say(f"topics ready: {', '.join(spec.name for spec in specs)} ({len(created)} created)")

@@ -2,7 +2,7 @@
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -25,9 +25,13 @@ class KafkaUnavailableError(ChatpulseError):
     """The Kafka cluster did not answer in time."""
 
 
-def admin_client(bootstrap_servers: str) -> AdminClient:
-    """An AdminClient whose librdkafka log goes through :mod:`logging` (not raw stderr)."""
-    return AdminClient({"bootstrap.servers": bootstrap_servers, "logger": logger, "log_level": 3})
+def admin_client(bootstrap_servers: str, security: Mapping[str, str] | None = None) -> AdminClient:
+    """An AdminClient whose librdkafka log goes through :mod:`logging` (not raw stderr).
+
+    ``security``: librdkafka security properties (``Settings.kafka_security_config()``).
+    """
+    config = {"bootstrap.servers": bootstrap_servers, "logger": logger, "log_level": 3}
+    return AdminClient({**config, **(security or {})})
 
 
 def wait_for_kafka(admin: AdminClient, bootstrap_servers: str, timeout: float) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from chatpulse.errors import ConfigError
@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     cassandra_keyspace: str = Field(default="chatpulse", pattern=r"^[a-zA-Z][a-zA-Z0-9_]{0,47}$")
     cassandra_replication_factor: int = Field(default=1, ge=1)
 
+    # Security of the cluster connections (defaults: plaintext, no auth, as a local stack)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: Path | None = None
+    cassandra_username: str | None = None
+    cassandra_password: SecretStr | None = None
+    cassandra_ssl: bool = False
+    cassandra_ssl_ca_file: Path | None = None
+
     # Topic layout (used by ``init``; partitions are the unit of parallelism)
     messages_partitions: int = Field(default=6, ge=1)
     events_partitions: int = Field(default=3, ge=1)
@@ -77,6 +88,9 @@ class Settings(BaseSettings):
     message_ttl_days: int = Field(default=30, ge=1)
     state_dir: Path = Field(default_factory=lambda: _default_data_dir() / "state")
     processor_metrics_port: int = Field(default=9102, ge=0, le=65535)
+
+    # Prometheus endpoints of ingest and process (the API serves /metrics on its own port)
+    metrics_host: str = "127.0.0.1"
 
     # API
     api_host: str = "127.0.0.1"
@@ -116,6 +130,38 @@ class Settings(BaseSettings):
             raise ValueError("use ircs://host:port (TLS) or irc://host:port (plain TCP)")
         return value
 
+    @model_validator(mode="after")
+    def _credentials_in_pairs(self) -> "Settings":
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                f"CHATPULSE_KAFKA_SASL_USERNAME and CHATPULSE_KAFKA_SASL_PASSWORD are required "
+                f"with CHATPULSE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
+            )
+        if (self.cassandra_username is None) != (self.cassandra_password is None):
+            raise ValueError(
+                "set both CHATPULSE_CASSANDRA_USERNAME and CHATPULSE_CASSANDRA_PASSWORD, or neither"
+            )
+        return self
+
+    def kafka_security_config(self) -> dict[str, str]:
+        """librdkafka properties for the configured security (empty for plaintext)."""
+        config: dict[str, str] = {}
+        if self.kafka_security_protocol != "PLAINTEXT":
+            config["security.protocol"] = self.kafka_security_protocol
+        if self.kafka_security_protocol.startswith("SASL_"):
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username or ""
+            password = self.kafka_sasl_password
+            config["sasl.password"] = password.get_secret_value() if password else ""
+        if self.kafka_ssl_ca_location is not None:
+            config["ssl.ca.location"] = str(self.kafka_ssl_ca_location)
+        return config
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """``bootstrap.servers`` plus the security properties: the base of every Kafka client."""
+        return {"bootstrap.servers": self.kafka_bootstrap_servers, **self.kafka_security_config()}
+
     @property
     def grace_ms(self) -> int:
         return parse_duration(self.grace)
@@ -136,6 +182,8 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**given)
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else "settings"
         message = str(error["msg"]).removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across settings: its message names them
+            raise ConfigError(f"invalid settings: {message}") from None
+        field = str(error["loc"][0])
         raise ConfigError(f"invalid setting CHATPULSE_{field.upper()}: {message}") from None

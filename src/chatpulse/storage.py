@@ -14,6 +14,9 @@ Tables (primary keys chosen for the API's queries):
 - ``channel_totals``: total_messages, first_seen, last_seen per channel.
 """
 
+import ssl
+
+from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.policies import DCAwareRoundRobinPolicy
 
@@ -69,8 +72,27 @@ def connect(settings: Settings, *, connect_timeout: float = 10.0) -> tuple[Clust
         # loaded 2-core machine (NoHostAvailable: OperationTimedOut) though Cassandra is up.
         control_connection_timeout=connect_timeout,
         protocol_version=5,
+        auth_provider=_auth_provider(settings),
+        ssl_context=_ssl_context(settings),
     )
     return cluster, cluster.connect()
+
+
+def _auth_provider(settings: Settings) -> PlainTextAuthProvider | None:
+    if settings.cassandra_username is None or settings.cassandra_password is None:
+        return None
+    return PlainTextAuthProvider(
+        username=settings.cassandra_username,
+        password=settings.cassandra_password.get_secret_value(),
+    )
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS to Cassandra when asked: the system's CAs, or the given CA file; hostnames checked."""
+    if not settings.cassandra_ssl and settings.cassandra_ssl_ca_file is None:
+        return None
+    cafile = str(settings.cassandra_ssl_ca_file) if settings.cassandra_ssl_ca_file else None
+    return ssl.create_default_context(cafile=cafile)
 
 
 def ensure_schema(session: Session, settings: Settings) -> None:

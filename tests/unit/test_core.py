@@ -2,10 +2,12 @@
 
 import msgspec
 import pytest
+from cassandra.auth import PlainTextAuthProvider
 
 from chatpulse.errors import ConfigError
 from chatpulse.models import ChatMessage, Emote, decode_chat_message, encode, normalize_channel
 from chatpulse.settings import load_settings
+from chatpulse.storage import _auth_provider, _ssl_context
 from chatpulse.topics import Topics
 from chatpulse.windows import format_duration, parse_duration, window_end, window_start
 
@@ -81,3 +83,49 @@ def test_chat_message_wire_round_trip() -> None:
     assert decode_chat_message(extra).id == "m"
     with pytest.raises(msgspec.ValidationError):
         decode_chat_message(b'{"id":"m","channel":"c"}')
+
+
+def test_kafka_security_properties(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().kafka_security_config() == {}
+    monkeypatch.setenv("CHATPULSE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("CHATPULSE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("CHATPULSE_KAFKA_SASL_USERNAME", "chatpulse")
+    monkeypatch.setenv("CHATPULSE_KAFKA_SASL_PASSWORD", "s3cret")
+    monkeypatch.setenv("CHATPULSE_KAFKA_SSL_CA_LOCATION", "/etc/ssl/kafka-ca.pem")
+    settings = load_settings()
+    assert settings.kafka_client_config() == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "chatpulse",
+        "sasl.password": "s3cret",
+        "ssl.ca.location": "/etc/ssl/kafka-ca.pem",
+    }
+    assert "s3cret" not in repr(settings)
+
+
+def test_sasl_without_credentials_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATPULSE_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    with pytest.raises(ConfigError, match="CHATPULSE_KAFKA_SASL_USERNAME") as caught:
+        load_settings()
+    assert "\n" not in str(caught.value)
+    monkeypatch.delenv("CHATPULSE_KAFKA_SECURITY_PROTOCOL")
+    monkeypatch.setenv("CHATPULSE_CASSANDRA_USERNAME", "only-a-name")
+    with pytest.raises(ConfigError, match="CHATPULSE_CASSANDRA_PASSWORD"):
+        load_settings()
+
+
+def test_cassandra_auth_and_tls(monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = load_settings()
+    assert _auth_provider(plain) is None
+    assert _ssl_context(plain) is None
+    monkeypatch.setenv("CHATPULSE_CASSANDRA_USERNAME", "reader")
+    monkeypatch.setenv("CHATPULSE_CASSANDRA_PASSWORD", "pw")
+    monkeypatch.setenv("CHATPULSE_CASSANDRA_SSL", "true")
+    secured = load_settings()
+    provider = _auth_provider(secured)
+    assert isinstance(provider, PlainTextAuthProvider)
+    assert (provider.username, provider.password) == ("reader", "pw")
+    context = _ssl_context(secured)
+    assert context is not None
+    assert context.check_hostname

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import msgspec
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
@@ -53,8 +53,16 @@ def stats_json(stats: WindowStats) -> str:
 class LiveHub:
     """Subscribe with :meth:`subscribe`; :meth:`start`/:meth:`stop` run the consumer thread."""
 
-    def __init__(self, *, bootstrap_servers: str, topic: str, queue_size: int = 64) -> None:
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        topic: str,
+        queue_size: int = 64,
+        security: Mapping[str, str] | None = None,
+    ) -> None:
         self._config = {
+            **(security or {}),
             "bootstrap.servers": bootstrap_servers,
             "group.id": f"chatpulse-api-live-{uuid.uuid4().hex}",
             "enable.auto.commit": False,

@@ -46,9 +46,15 @@ async def running_services(
     services = Services(
         settings=settings,
         db=CassandraGateway(settings),
-        hub=LiveHub(bootstrap_servers=settings.kafka_bootstrap_servers, topic=topics.stats),
+        hub=LiveHub(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            topic=topics.stats,
+            security=settings.kafka_security_config(),
+        ),
         tracked=TrackedChannels(
-            bootstrap_servers=settings.kafka_bootstrap_servers, topic=topics.tracked
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            topic=topics.tracked,
+            security=settings.kafka_security_config(),
         ),
         signer=CursorSigner(cursor_key),
         cache=ResponseCache(cache_ttl_s),
@@ -72,7 +78,7 @@ async def _ensure_topics(settings: Settings, topics: Topics) -> None:
     """Create the contract's missing topics, retrying while Kafka is unreachable."""
 
     def create() -> list[str]:
-        admin = admin_client(settings.kafka_bootstrap_servers)
+        admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config())
         # A short probe first: a thread blocked in a long create cannot be cancelled at exit.
         admin.list_topics(timeout=2)
         return create_topics(

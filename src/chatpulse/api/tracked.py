@@ -8,6 +8,7 @@ import asyncio
 import logging
 import threading
 import uuid
+from collections.abc import Mapping
 
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
@@ -38,9 +39,12 @@ def _tracks(value: bytes | None) -> bool:
 class TrackedChannels:
     """Follows the tracked set in a thread; :meth:`set_tracked` writes a change and waits for it."""
 
-    def __init__(self, *, bootstrap_servers: str, topic: str) -> None:
+    def __init__(
+        self, *, bootstrap_servers: str, topic: str, security: Mapping[str, str] | None = None
+    ) -> None:
         self._topic = topic
         self._consumer_config = {
+            **(security or {}),
             "bootstrap.servers": bootstrap_servers,
             "group.id": f"chatpulse-api-tracked-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
@@ -48,6 +52,7 @@ class TrackedChannels:
         }
         self._producer = Producer(
             {
+                **(security or {}),
                 "bootstrap.servers": bootstrap_servers,
                 "client.id": "chatpulse-api",
                 "enable.idempotence": True,

@@ -25,7 +25,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     When Kafka does not answer the ingest still starts: chat cannot wait, records are
     buffered and spilled until Kafka is back.
     """
-    admin = admin_client(settings.kafka_bootstrap_servers)
+    admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config())
     try:
         wait_for_kafka(admin, settings.kafka_bootstrap_servers, timeout_s)
     except KafkaUnavailableError as exc:
@@ -43,7 +43,7 @@ async def run_ingest(settings: Settings, *, flush_timeout_s: float = 15.0) -> In
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     metrics = IngestMetrics()
-    metrics.serve(settings.ingest_metrics_port)
+    metrics.serve(settings.ingest_metrics_port, settings.metrics_host)
     if settings.ingest_metrics_port:
         logger.info("metrics on http://0.0.0.0:%d/metrics", settings.ingest_metrics_port)
     service = IngestService(settings, flush_timeout_s=flush_timeout_s, metrics=metrics)

@@ -77,7 +77,7 @@ class IngestMetrics:
             registry=r,
         )
 
-    def serve(self, port: int) -> None:
-        """Serve ``/metrics`` on ``port`` (0 disables)."""
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        """Serve ``/metrics`` on ``host:port`` (port 0 disables)."""
         if port:
-            start_http_server(port, registry=self.registry)
+            start_http_server(port, addr=host, registry=self.registry)

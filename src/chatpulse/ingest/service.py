@@ -87,8 +87,13 @@ class IngestService:
             spill,
             self.metrics,
             buffer_messages=settings.ingest_buffer_messages,
+            config_overrides=dict(settings.kafka_security_config()),
         )
-        self._tracked = TrackedChannels(settings.kafka_bootstrap_servers, self.topics.tracked)
+        self._tracked = TrackedChannels(
+            settings.kafka_bootstrap_servers,
+            self.topics.tracked,
+            settings.kafka_security_config(),
+        )
         tracked = await asyncio.to_thread(self._tracked.load, 10.0)
         self._client = TwitchChatClient(
             settings.twitch_irc_url,

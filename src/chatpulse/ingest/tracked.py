@@ -9,6 +9,7 @@ ingest instance needs the whole set, and there are no offsets worth committing.
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import msgspec
@@ -36,12 +37,15 @@ class BadTrackedRecord:
 class TrackedChannels:
     """The set of tracked channels, kept up to date by :meth:`poll`."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(
+        self, bootstrap_servers: str, topic: str, security: Mapping[str, str] | None = None
+    ) -> None:
         self.topic = topic
         self.channels: set[str] = set()
         self.bad: list[BadTrackedRecord] = []
         self._consumer = Consumer(
             {
+                **(security or {}),
                 "bootstrap.servers": bootstrap_servers,
                 "group.id": f"chatpulse-ingest-tracked-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,

@@ -71,7 +71,7 @@ def collect_snapshot(
         return selects(settings, name, everything=everything)
 
     try:
-        admin = admin_client(settings.kafka_bootstrap_servers)
+        admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config())
         snapshot.topics = collect_topics(admin, select, topics, timeout)
         snapshot.changelogs = changelog_topics(snapshot.topics)
         snapshot.groups = collect_groups(admin, select, topic_offsets(snapshot.topics), timeout)
@@ -79,7 +79,9 @@ def collect_snapshot(
         snapshot.errors.append(f"Kafka at {settings.kafka_bootstrap_servers}: {exc}")
     if transactions:
         try:
-            snapshot.transactions = collect_transactions(settings.kafka_bootstrap_servers, timeout)
+            snapshot.transactions = collect_transactions(
+                settings.kafka_bootstrap_servers, timeout, settings.kafka_security_config()
+            )
         except (*_EXPECTED, TransactionLogError) as exc:
             snapshot.errors.append(f"transactions: {exc}")
     try:

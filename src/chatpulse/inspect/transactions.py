@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 import time
 import uuid
+from collections.abc import Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -132,10 +133,13 @@ def decode_value(transactional_id: str, data: bytes) -> TransactionInfo:
     )
 
 
-def collect_transactions(bootstrap_servers: str, timeout: float = 10.0) -> TransactionsView:
+def collect_transactions(
+    bootstrap_servers: str, timeout: float = 10.0, security: Mapping[str, str] | None = None
+) -> TransactionsView:
     """Every live transactional id, newest activity first, from ``__transaction_state``."""
     consumer = Consumer(
         {
+            **(security or {}),
             "bootstrap.servers": bootstrap_servers,
             # assign() only, never commits: no group is created on the broker.
             "group.id": f"chatpulse-inspect-{uuid.uuid4().hex[:8]}",

@@ -85,7 +85,9 @@ def _initialize(settings: Settings, supervisor: Supervisor) -> None:
     began = time.monotonic()
     initialize(settings, timeout=120, progress=lambda line: supervisor.say_as("init", line))
     supervisor.say(f"topics and schema ready in {time.monotonic() - began:.1f}s")
-    admin = admin_client(settings.kafka_bootstrap_servers)  # kept alive until the answer
+    admin = admin_client(
+        settings.kafka_bootstrap_servers, settings.kafka_security_config()
+    )  # kept alive until the answer
     cluster_id = str(admin.describe_cluster(request_timeout=30).result().cluster_id)
     moved = check_state_dir(settings.state_dir, cluster_id)
     if moved is not None:
