@@ -13,7 +13,6 @@ Defaults use the shared test stack (Kafka 127.0.0.1:19092, Cassandra 127.0.0.1:1
 
 import argparse
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -36,22 +35,9 @@ from chatpulse.processor.app import build_processor
 from chatpulse.settings import Settings, load_settings
 from chatpulse.storage import connect
 from chatpulse.topics import Topics
+from machine import machine_state
 
 EMOTES = [("25", "Kappa"), ("88", "PogChamp"), ("1902", "Keepo"), ("354", "4Head")]
-
-
-def machine_state() -> str:
-    mem = {}
-    with open("/proc/meminfo") as f:
-        for line in f:
-            key, value = line.split(":", 1)
-            mem[key] = int(value.split()[0]) // 1024
-    load = os.getloadavg()
-    return (
-        f"machine: {os.cpu_count()} cores, {mem['MemTotal']} MiB RAM "
-        f"({mem['MemAvailable']} MiB available), load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
-        f"Python {platform.python_version()}, {platform.platform()}"
-    )
 
 
 def zipf_channels(count: int, skew: float) -> tuple[list[str], list[float]]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from quixstreams import Application
+from quixstreams.kafka.configuration import ConnectionConfig
 
 from chatpulse.init_cli import initialize
 from chatpulse.processor.metrics import ProcessorMetrics
@@ -77,7 +78,8 @@ def build_processor(
         producer_config["transactional.id"] = transactional_id(settings)
         producer_config["transaction.timeout.ms"] = _TRANSACTION_TIMEOUT_MS
     app = Application(
-        broker_address=settings.kafka_bootstrap_servers,
+        # ConnectionConfig carries TLS/SASL to every client Quix opens (consumer, producer, admin).
+        broker_address=ConnectionConfig.from_librdkafka_dict(settings.kafka_client_config()),
         consumer_group=settings.processor_group,
         auto_offset_reset="earliest",
         commit_interval=settings.commit_interval_s,
@@ -124,7 +126,7 @@ def run_processor(settings: Settings) -> None:
     logging.getLogger("cassandra.protocol").addFilter(_DropBatchSizeWarnings())
     initialize(settings)
     processor = build_processor(settings)
-    processor.metrics.serve(settings.processor_metrics_port)
+    processor.metrics.serve(settings.processor_metrics_port, settings.metrics_host)
     logger.info(
         "processing %s as group %s (%s), windows %s, grace %s",
         Topics.from_settings(settings).messages,
