@@ -8,6 +8,8 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+export DEBIAN_FRONTEND := noninteractive
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help install lint format chromium test test-unit test-integration run bench stack-up stack-down stack-status clean
 
@@ -39,7 +41,7 @@ test-unit: install ## Unit tests only (no network, seconds)
 	$(BIN)/pytest tests/unit
 
 chromium: ## Install Debian's chromium for the browser test (when /usr/bin/chromium is missing)
-	@test -x /usr/bin/chromium || apt-get install -y chromium || (apt-get update && apt-get install -y chromium)
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }; }
 
 test: install chromium ## All tests: unit, then integration against a real Kafka + Cassandra test stack it starts
 	$(BIN)/pytest tests/unit
