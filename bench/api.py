@@ -27,11 +27,11 @@ from pathlib import Path
 
 import httpx
 
+from _machine import machine_state
 from chatpulse.init_cli import initialize
 from chatpulse.kafka_admin import admin_client, delete_topics
 from chatpulse.settings import Settings, load_settings
 from chatpulse.storage import connect
-from machine import machine_state
 
 DAY_MS = 86_400_000
 

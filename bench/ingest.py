@@ -27,6 +27,7 @@ from typing import TypeVar
 import confluent_kafka
 from pyinstrument import Profiler
 
+from _machine import machine_state
 from chatpulse.fake_twitch.server import FakeTwitchServer
 from chatpulse.fake_twitch.simulate import channel_names, simulate
 from chatpulse.fake_twitch.source import ReplaySource
@@ -40,7 +41,6 @@ from chatpulse.kafka_admin import admin_client, delete_topics
 from chatpulse.models import ChatMessage, encode
 from chatpulse.settings import Settings, load_settings
 from chatpulse.topics import Topics
-from machine import machine_state
 
 SIM_SECONDS = 60.0
 T = TypeVar("T")

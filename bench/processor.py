@@ -27,6 +27,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer
 from pyinstrument import Profiler
 
+from _machine import machine_state
 from chatpulse.init_cli import initialize
 from chatpulse.kafka_admin import admin_client, delete_topics
 from chatpulse.logs import configure_logging
@@ -35,7 +36,6 @@ from chatpulse.processor.app import build_processor
 from chatpulse.settings import Settings, load_settings
 from chatpulse.storage import connect
 from chatpulse.topics import Topics
-from machine import machine_state
 
 EMOTES = [("25", "Kappa"), ("88", "PogChamp"), ("1902", "Keepo"), ("354", "4Head")]
 

@@ -148,7 +148,10 @@ def versions() -> dict[str, str]:
 
 
 def discover(only: list[str]) -> list[Path]:
-    scripts = sorted(p for p in HERE.glob("*.py") if p.name != Path(__file__).name)
+    # ``_name.py`` files are helpers the benchmarks import, not benchmarks.
+    scripts = sorted(
+        p for p in HERE.glob("*.py") if p.name != Path(__file__).name and not p.name.startswith("_")
+    )
     scripts = [p for p in scripts if not p.name.startswith("_")]
     return [p for p in scripts if not only or p.stem in only]
 

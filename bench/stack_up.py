@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import machine_state
 from chatpulse.stack import Stack
 from chatpulse.stack.java import find_java
 from chatpulse.stack.process import free_ports
-from machine import machine_state
 
 
 def timed(label: str, action) -> float:

@@ -1,6 +1,7 @@
 """The machine line every benchmark prints beside its numbers: cores, memory, load, Python.
 
-Benchmarks run as scripts (``python bench/x.py``), so this module is imported as ``machine``.
+Benchmarks run as scripts (``python bench/x.py``), so this module is imported as ``_machine``;
+the leading underscore keeps ``run_all.py`` from taking it for a benchmark.
 """
 
 import os
