@@ -94,3 +94,25 @@ def test_poison_records_go_to_dead_letter_and_processing_continues(
         assert letter["partition"] == 0
         assert letter["offset"] >= half
         assert letter["reason"]
+
+
+def test_state_of_another_kafka_cluster_is_moved_aside(settings: Settings, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "kafka-cluster-id").write_text("a-cluster-long-gone\n")
+    (state / "leftover").write_text("RocksDB files of that cluster")
+    records = generate(channels=2, messages=200, seed=9, duplicate_rate=0, late_rate=0)
+    produce(settings, records)
+    truth = ground_truth(records)
+    proc = ProcessorProcess(settings, state, tmp_path / "processor.log")
+    proc.start()
+    try:
+        results = wait_for_totals(settings, truth, timeout_s=120, procs=(proc,))
+        assert results.totals == truth.totals
+    finally:
+        assert proc.stop() == 0
+    stale = list(tmp_path.glob("state.stale-*"))
+    assert len(stale) == 1
+    assert (stale[0] / "leftover").read_text() == "RocksDB files of that cluster"
+    assert (state / "kafka-cluster-id").read_text().strip() != "a-cluster-long-gone"
+    assert "belonged to another Kafka cluster" in (tmp_path / "processor.log").read_text()

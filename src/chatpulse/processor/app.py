@@ -10,8 +10,10 @@ from quixstreams import Application
 from quixstreams.kafka.configuration import ConnectionConfig
 
 from chatpulse.init_cli import initialize
+from chatpulse.kafka_admin import admin_client
 from chatpulse.processor.metrics import ProcessorMetrics
 from chatpulse.processor.sinks import CassandraSink
+from chatpulse.processor.state_guard import check_state_dir
 from chatpulse.processor.topology import PipelineConfig, PipelineTopics, build_pipeline
 from chatpulse.settings import Settings
 from chatpulse.topics import Topics
@@ -121,10 +123,25 @@ class _DropBatchSizeWarnings(logging.Filter):
         return not record.getMessage().startswith("Server warning: Batch for")
 
 
+def _guard_state_dir(settings: Settings) -> None:
+    """Move aside local state of another Kafka cluster (it would stop Quix at restore)."""
+    admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config())
+    cluster_id = str(admin.describe_cluster(request_timeout=30).result().cluster_id)
+    moved = check_state_dir(settings.state_dir, cluster_id)
+    if moved is not None:
+        logger.warning(
+            "the state in %s belonged to another Kafka cluster: moved it to %s "
+            "(the changelog topics rebuild it)",
+            settings.state_dir,
+            moved,
+        )
+
+
 def run_processor(settings: Settings) -> None:
     """Create topics and schema if missing, serve metrics, and process until stopped."""
     logging.getLogger("cassandra.protocol").addFilter(_DropBatchSizeWarnings())
     initialize(settings)
+    _guard_state_dir(settings)
     processor = build_processor(settings)
     processor.metrics.serve(settings.processor_metrics_port, settings.metrics_host)
     logger.info(

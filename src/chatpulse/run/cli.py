@@ -16,7 +16,6 @@ from chatpulse.run.errors import StartupInterruptedError
 from chatpulse.run.plan import UpOptions, build_plan
 from chatpulse.run.readiness import free_port
 from chatpulse.run.stack_control import StackControl
-from chatpulse.run.state_guard import check_state_dir
 from chatpulse.run.supervisor import Supervisor
 from chatpulse.settings import Settings, load_settings
 
@@ -76,26 +75,13 @@ def up_command(
 
 
 def _initialize(settings: Settings, supervisor: Supervisor) -> None:
-    """Topics and schema before any service starts (Cassandra dislikes concurrent DDL), and a
-    processor state directory that belongs to this Kafka cluster."""
+    """Topics and schema before any service starts (Cassandra dislikes concurrent DDL)."""
     # Imported here: they load the Kafka and Cassandra drivers, which --help does not need.
     from chatpulse.init_cli import initialize  # noqa: PLC0415
-    from chatpulse.kafka_admin import admin_client  # noqa: PLC0415
 
     began = time.monotonic()
     initialize(settings, timeout=120, progress=lambda line: supervisor.say_as("init", line))
     supervisor.say(f"topics and schema ready in {time.monotonic() - began:.1f}s")
-    admin = admin_client(
-        settings.kafka_bootstrap_servers, settings.kafka_security_config()
-    )  # kept alive until the answer
-    cluster_id = str(admin.describe_cluster(request_timeout=30).result().cluster_id)
-    moved = check_state_dir(settings.state_dir, cluster_id)
-    if moved is not None:
-        supervisor.say(
-            f"the processor state in {settings.state_dir} belonged to another Kafka cluster: "
-            f"moved it to {moved}",
-            style="bold yellow",
-        )
 
 
 async def _up(

@@ -2,8 +2,9 @@
 
 The processor's RocksDB state records the changelog offsets it has seen. After the Kafka
 cluster is replaced (a wiped local stack, other settings), those offsets are ahead of the new
-changelog topics and Quix stops with ``InvalidChangelogOffset``. ``chatpulse up`` remembers the
-cluster id next to the state and moves state of another cluster aside (never deletes it).
+changelog topics and Quix stops with ``InvalidChangelogOffset``. ``chatpulse process`` remembers
+the cluster id next to the state and moves state of another cluster aside (never deletes it);
+the changelog topics of the new cluster then rebuild it.
 """
 
 from __future__ import annotations

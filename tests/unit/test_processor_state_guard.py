@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from chatpulse.run.state_guard import MARKER, check_state_dir
+from chatpulse.processor.state_guard import MARKER, check_state_dir
 
 
 def test_fresh_dir_is_marked(tmp_path: Path) -> None:
