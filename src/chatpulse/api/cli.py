@@ -15,6 +15,7 @@ __all__ = ["api_command"]
 
 # Live streams never end by themselves: on Ctrl-C/SIGTERM they get this long, then are closed.
 _GRACE_S = 3
+_WORKER_HEALTHCHECK_S = 60
 
 
 def api_command(
@@ -64,4 +65,7 @@ def api_command(
         workers=workers,
         log_config=None,
         timeout_graceful_shutdown=_GRACE_S,
+        # uvicorn kills a worker that misses a 5 s health ping; a worker's start (imports, the
+        # Cassandra session) takes longer than that on a busy 2-core machine.
+        timeout_worker_healthcheck=_WORKER_HEALTHCHECK_S,
     )
