@@ -70,16 +70,7 @@ def free_port() -> int:
 def start_api(
     settings: Settings, port: int, workers: int, cache_ttl: float
 ) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "CHATPULSE_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "CHATPULSE_TOPIC_PREFIX": settings.topic_prefix,
-            "CHATPULSE_CASSANDRA_PORT": str(settings.cassandra_port),
-            "CHATPULSE_CASSANDRA_KEYSPACE": settings.cassandra_keyspace,
-            "CHATPULSE_LOG_LEVEL": "WARNING",
-        }
-    )
+    env = {**os.environ, **settings.as_environment(), "CHATPULSE_LOG_LEVEL": "WARNING"}
     chatpulse = Path(sys.executable).parent / "chatpulse"
     command = [str(chatpulse), "api", "--port", str(port), "--workers", str(workers)]
     command += ["--cache-ttl", str(cache_ttl)]

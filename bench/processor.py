@@ -164,13 +164,9 @@ def freshness(
     settings: Settings, rate: int, seconds: float, channels: int, skew: float
 ) -> list[float]:
     """Produce at ``rate`` msg/s to a running processor; probes measure produce->Cassandra."""
-    env = dict(os.environ)
+    env = {**os.environ, **settings.as_environment()}
     env.update(
         {
-            "CHATPULSE_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "CHATPULSE_TOPIC_PREFIX": settings.topic_prefix,
-            "CHATPULSE_CASSANDRA_PORT": str(settings.cassandra_port),
-            "CHATPULSE_CASSANDRA_KEYSPACE": settings.cassandra_keyspace,
             "CHATPULSE_PROCESSOR_GROUP": f"{settings.topic_prefix}fresh",
             "CHATPULSE_STATE_DIR": str(settings.state_dir / "fresh"),
             "CHATPULSE_COMMIT_INTERVAL_S": str(settings.commit_interval_s),

@@ -162,6 +162,24 @@ class Settings(BaseSettings):
         """``bootstrap.servers`` plus the security properties: the base of every Kafka client."""
         return {"bootstrap.servers": self.kafka_bootstrap_servers, **self.kafka_security_config()}
 
+    def as_environment(self) -> dict[str, str]:
+        """These settings as ``CHATPULSE_*`` variables, for a child process (secrets included)."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                text = value.get_secret_value()
+            elif isinstance(value, list):
+                text = ",".join(value)
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            env[f"CHATPULSE_{name.upper()}"] = text
+        return env
+
     @property
     def grace_ms(self) -> int:
         return parse_duration(self.grace)

@@ -205,15 +205,9 @@ def produce(settings: Settings, records: list[Record], rate: float | None = None
 
 
 def processor_env(settings: Settings, state_dir: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {**os.environ, **settings.as_environment()}
     env.update(
         {
-            "CHATPULSE_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "CHATPULSE_TOPIC_PREFIX": settings.topic_prefix,
-            "CHATPULSE_CASSANDRA_CONTACT_POINTS": ",".join(settings.cassandra_contact_points),
-            "CHATPULSE_CASSANDRA_PORT": str(settings.cassandra_port),
-            "CHATPULSE_CASSANDRA_KEYSPACE": settings.cassandra_keyspace,
-            "CHATPULSE_PROCESSOR_GROUP": settings.processor_group,
             "CHATPULSE_STATE_DIR": str(state_dir),
             "CHATPULSE_WINDOWS": ",".join(WINDOWS),
             "CHATPULSE_GRACE": GRACE,

@@ -26,16 +26,9 @@ CHILDREN = {"fake-twitch", "ingest", "process", "api"}
 
 def _env(settings: Settings, api_port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATPULSE_")}
+    env.update(settings.as_environment())
     env.update(
         {
-            "CHATPULSE_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "CHATPULSE_TOPIC_PREFIX": settings.topic_prefix,
-            "CHATPULSE_CASSANDRA_CONTACT_POINTS": ",".join(settings.cassandra_contact_points),
-            "CHATPULSE_CASSANDRA_PORT": str(settings.cassandra_port),
-            "CHATPULSE_CASSANDRA_KEYSPACE": settings.cassandra_keyspace,
-            "CHATPULSE_PROCESSOR_GROUP": settings.processor_group,
-            "CHATPULSE_STATE_DIR": str(settings.state_dir),
-            "CHATPULSE_SPILL_DIR": str(settings.spill_dir),
             "CHATPULSE_API_PORT": str(api_port),
             "CHATPULSE_INGEST_METRICS_PORT": str(free_port()),
             "CHATPULSE_PROCESSOR_METRICS_PORT": str(free_port()),

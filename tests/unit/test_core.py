@@ -1,5 +1,7 @@
 """Core pieces: settings, window maths, wire models."""
 
+import os
+
 import msgspec
 import pytest
 from cassandra.auth import PlainTextAuthProvider
@@ -129,3 +131,21 @@ def test_cassandra_auth_and_tls(monkeypatch: pytest.MonkeyPatch) -> None:
     context = _ssl_context(secured)
     assert context is not None
     assert context.check_hostname
+
+
+def test_settings_round_trip_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATPULSE_CHANNELS", "a,b")
+    monkeypatch.setenv("CHATPULSE_API_KEY", "k3y")
+    monkeypatch.setenv("CHATPULSE_CASSANDRA_SSL", "true")
+    monkeypatch.setenv("CHATPULSE_GRACE", "30s")
+    settings = load_settings()
+    env = settings.as_environment()
+    assert env["CHATPULSE_CHANNELS"] == "a,b"
+    assert env["CHATPULSE_API_KEY"] == "k3y"
+    assert "CHATPULSE_TWITCH_TOKEN" not in env  # unset stays unset
+    for name in list(os.environ):
+        if name.startswith("CHATPULSE_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings() == settings
