@@ -27,7 +27,7 @@ def timed(label: str, action) -> float:
     start = time.perf_counter()
     action()
     seconds = time.perf_counter() - start
-    print(f"{label:<14} {seconds:7.2f} s", flush=True)
+    print(f"{label + ':':<15} {seconds:7.2f} s", flush=True)
     return seconds
 
 
