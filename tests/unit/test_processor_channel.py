@@ -1,7 +1,11 @@
 """The per-channel counting logic over a plain dict store (no broker, no RocksDB)."""
 
 import random
+import struct
+from array import array
 from collections import Counter, defaultdict
+
+import msgspec
 
 from chatpulse.models import ChatMessage, Emote
 from chatpulse.processor.aggregate import WindowAggregate, numeric_user_id, top_emotes
@@ -23,6 +27,42 @@ class DictStore:
 
     def delete(self, key: bytes) -> None:
         self.data.pop(key, None)
+
+
+class TxStore:
+    """A state with transactions, like Quix's: writes stay in the open transaction until
+    ``commit``; ``abort`` drops them. Each transaction is a new ``_transaction`` object."""
+
+    def __init__(self) -> None:
+        self.committed: dict[bytes, bytes] = {}
+        self.begin()
+
+    def begin(self) -> None:
+        self._transaction = object()
+        self.updates: dict[bytes, bytes | None] = {}
+
+    def commit(self) -> None:
+        for key, value in self.updates.items():
+            if value is None:
+                self.committed.pop(key, None)
+            else:
+                self.committed[key] = value
+        self.begin()
+
+    def abort(self) -> None:
+        self.begin()
+
+    def get_bytes(self, key: bytes) -> bytes | None:
+        if key in self.updates:
+            return self.updates[key]
+        value = self.committed.get(key)
+        return None if value is None else bytes(bytearray(value))  # a new object, like RocksDB
+
+    def set_bytes(self, key: bytes, value: bytes) -> None:
+        self.updates[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.updates[key] = None
 
 
 def msg(mid: str, sent_at: int, user: str = "1", text: str = "hi", emotes=()) -> ChatMessage:
@@ -107,6 +147,7 @@ def test_dedup_horizon_is_bounded() -> None:
     store = DictStore()
     for i in range(100):
         counter.process(msg(f"m{i}", T0 + i * 1_000), store)
+        counter.flush()
     dedup_keys = [key for key in store.data if key.startswith(b"d")]
     assert len(dedup_keys) <= horizon // 1_000 + 2
     assert counter.process(msg("m99", T0 + 99_000), store) is None
@@ -187,3 +228,116 @@ def test_random_stream_matches_reference_model() -> None:
     last = updates[-1]
     assert (last.total_messages, last.first_seen, last.last_seen) == totals
     assert sum(1 for u in updates if u.late_sizes) > 0
+
+
+def _stored_totals(store: TxStore) -> tuple[int, int, int]:
+    total, first, last, _windows = msgspec.msgpack.decode(store.committed[b"c"])
+    return total, first, last
+
+
+def test_state_is_written_back_at_flush_only() -> None:
+    counter = ChannelCounter([MIN], grace_ms=0, dedup_horizon_ms=MIN)
+    store = TxStore()
+    for i in range(3):
+        assert counter.process(msg(f"m{i}", T0 + i), store) is not None
+    assert store.updates == {b"b": array("q", [T0 // 1_000]).tobytes()}  # only the index
+    assert counter.flush() == 1
+    store.commit()
+    assert _stored_totals(store) == (3, T0, T0 + 2)
+    assert store.committed[b"d" + struct.pack(">q", T0 // 1_000)].split(b"\n")[1:-1] != []
+    assert counter.flush() == 0  # nothing changed since
+
+
+def test_a_rewound_checkpoint_is_counted_once_when_processed_again() -> None:
+    counter = ChannelCounter([MIN], grace_ms=0, dedup_horizon_ms=MIN)
+    store = TxStore()
+    batch1 = [msg(f"a{i}", T0 + i, user=str(i)) for i in range(3)]
+    batch2 = [msg(f"b{i}", T0 + 10 + i, user=str(10 + i)) for i in range(2)]
+    for m in batch1:
+        counter.process(m, store)
+    counter.flush()
+    store.commit()
+    # checkpoint 2 is flushed into its transaction, then dropped (sink backpressure)
+    for m in batch2:
+        counter.process(m, store)
+    counter.flush()
+    store.abort()
+    # and processed again from its first offset
+    updates = [counter.process(m, store) for m in batch2]
+    assert [u.total_messages for u in updates if u is not None] == [4, 5]
+    counter.flush()
+    store.commit()
+    assert _stored_totals(store)[0] == 5
+
+
+def test_an_aborted_checkpoint_that_was_never_flushed_is_forgotten() -> None:
+    counter = ChannelCounter([MIN], grace_ms=0, dedup_horizon_ms=MIN)
+    store = TxStore()
+    counter.process(msg("a", T0), store)
+    counter.flush()
+    store.commit()
+    counter.process(msg("b", T0 + 1), store)
+    store.abort()  # a bounded revoke gave up before the flush
+    again = counter.process(msg("b", T0 + 1), store)
+    assert again is not None
+    assert again.total_messages == 2
+    assert counter.process(msg("a", T0), store) is None  # the committed bucket still holds a
+
+
+def test_discard_forgets_unflushed_changes() -> None:
+    counter = ChannelCounter([MIN], grace_ms=0, dedup_horizon_ms=MIN)
+    store = TxStore()
+    counter.process(msg("a", T0), store)
+    counter.discard()
+    assert counter.flush() == 0
+    update = counter.process(msg("a", T0), store)
+    assert update is not None
+    assert update.total_messages == 1
+
+
+def test_random_checkpoints_rewinds_and_replays_match_the_reference() -> None:
+    """Checkpoints commit or roll back at random; every message counts exactly once."""
+    rng = random.Random(11)
+    sizes, grace = [MIN, 10 * MIN], 3_000
+    stream: list[ChatMessage] = []
+    now = T0
+    for i in range(4_000):
+        now += rng.randint(0, 900)
+        sent = now - rng.randint(0, 2_500) if rng.random() < 0.2 else now
+        emotes = [Emote(str(rng.randint(1, 9)), 0, 1) for _ in range(rng.randint(0, 2))]
+        m = msg(f"id{i}", sent, user=str(rng.randint(1, 60)), emotes=emotes)
+        stream.append(m)
+        if rng.random() < 0.05:
+            stream.append(m)
+    counter = ChannelCounter(sizes, grace_ms=grace, dedup_horizon_ms=3_600_000)
+    store = TxStore()
+    final: dict[tuple[int, int], tuple[int, int]] = {}
+    committed_final: dict[tuple[int, int], tuple[int, int]] = {}
+    position = 0
+    last_total = 0
+    while position < len(stream):
+        batch = stream[position : position + rng.randint(1, 200)]
+        for m in batch:
+            update = counter.process(m, store)
+            if update is None:
+                continue
+            last_total = update.total_messages
+            for size, start, agg in update.windows:
+                final[(size, start)] = (agg.messages, agg.unique_chatters)
+        outcome = rng.random()
+        if outcome < 0.15:  # rewound after the flush: sink backpressure
+            counter.flush()
+            store.abort()
+            final = dict(committed_final)
+        elif outcome < 0.25:  # dropped before the flush: a revoke that gave up
+            store.abort()
+            final = dict(committed_final)
+        else:
+            counter.flush()
+            store.commit()
+            committed_final = dict(final)
+            position += len(batch)
+    expected, totals = _reference(stream, sizes, grace)
+    assert {k: (v[0], len(v[1])) for k, v in expected.items()} == final
+    assert last_total == totals[0]
+    assert _stored_totals(store) == totals

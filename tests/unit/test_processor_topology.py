@@ -10,6 +10,7 @@ from quixstreams import Application
 from quixstreams.context import set_message_context
 from quixstreams.models import MessageContext, Topic, TopicConfig
 from quixstreams.sinks import BaseSink
+from quixstreams.state.base.state import TransactionState
 
 from chatpulse.models import ChatMessage, Emote, WindowStats, encode
 from chatpulse.processor.aggregate import WindowAggregate
@@ -178,3 +179,8 @@ def test_live_updates_are_throttled_per_channel() -> None:
     assert throttle.live_update(harness_update) is None
     now[0] += 0.6
     assert throttle.live_update(harness_update) is not None
+
+
+def test_quix_states_are_bound_to_their_transaction() -> None:
+    """The counter ties its write-back copies to ``State._transaction`` (pinned Quix)."""
+    assert "_transaction" in TransactionState.__slots__

@@ -6,9 +6,18 @@ record key being the channel) does all three, for these reasons:
   produces one changelog batch and recovery replays one topic;
 - a message yields both the open windows it changed (for the live view and Cassandra's
   current minute) and the windows it closed, which Quix's built-in windows give only by
-  running ``current()`` and ``final()`` side by side;
-- the per-message cost stays two state reads and writes: the channel's record (totals and
-  open windows together) and the message's de-duplication bucket.
+  running ``current()`` and ``final()`` side by side.
+
+The state is written back once per checkpoint, not once per message. A channel's record
+(totals and open windows, with their chatter bitmaps) and the de-duplication buckets it
+touches are worked on as Python objects; :meth:`ChannelCounter.flush` encodes each changed
+one into its partition's state transaction just before Quix commits that transaction (the
+processor calls it from the first sink Quix flushes at a checkpoint). Encoding a record per
+message cost more than all the counting: a popular channel's bitmaps were serialised
+thousands of times a second to keep only the last copy. The working copies are tied to the
+transaction they were read in, so after a rewind (sink backpressure), an aborted checkpoint
+or a rebalance, the next message of the channel reads the committed state again. A record
+is only reused across checkpoints when the state holds exactly the bytes it was flushed as.
 
 Semantics (see the counting rules of the interface spec):
 - A message counts once per (channel, id) within ``dedup_horizon_ms``. A redelivered message
@@ -35,23 +44,14 @@ from chatpulse.processor.aggregate import AggregateTuple, WindowAggregate, to_wi
 __all__ = ["ChannelCounter", "ChannelUpdate", "KeyValueStore", "dedup_bucket_ms"]
 
 _pack_q = struct.Struct(">q").pack
-_DECODED_CACHE_SIZE = 20_000
+# Working copies kept between checkpoints (reused when the state still holds their bytes).
+_WORKING_SET_LIMIT = 50_000
 _CHANNEL = b"c"
 _BUCKETS = b"b"
 _record_encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(
     tuple[int, int, int, list[tuple[int, int, AggregateTuple]]]
 )
-
-
-@dataclass(slots=True)
-class _ChannelRecord:
-    """One channel's state record: totals and its open windows."""
-
-    total: int
-    first_seen: int
-    last_seen: int
-    windows: dict[tuple[int, int], WindowAggregate]
 
 
 class KeyValueStore(Protocol):
@@ -72,12 +72,49 @@ class ChannelUpdate:
     total_messages: int
     first_seen: int
     last_seen: int
-    # (size_ms, window_start, aggregate after this message) of each window it entered
+    # (size_ms, window_start, aggregate after this message) of each window it entered;
+    # the aggregate is the live working copy: read it by the next checkpoint at the latest
     windows: list[tuple[int, int, WindowAggregate]] = field(default_factory=list)
     # windows this message closed, final
     closed: list[WindowStats] = field(default_factory=list)
     # window sizes for which this message came too late
     late_sizes: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _ChannelRecord:
+    """One channel's state record: totals and its open windows."""
+
+    total: int
+    first_seen: int
+    last_seen: int
+    windows: dict[tuple[int, int], WindowAggregate]
+
+    def encode(self) -> bytes:
+        windows = [(size, start, agg.to_tuple()) for (size, start), agg in self.windows.items()]
+        return _record_encoder.encode((self.total, self.first_seen, self.last_seen, windows))
+
+    @classmethod
+    def decode(cls, data: bytes) -> "_ChannelRecord":
+        total, first_seen, last_seen, windows = _record_decoder.decode(data)
+        aggregates = {
+            (size, start): WindowAggregate.from_tuple(agg) for size, start, agg in windows
+        }
+        return cls(total, first_seen, last_seen, aggregates)
+
+
+@dataclass(slots=True)
+class _Working:
+    """A channel's state as worked on in memory during one state transaction."""
+
+    store: KeyValueStore  # the channel's state, bound to ``transaction``
+    transaction: object
+    record: _ChannelRecord | None
+    stored: bytes | None  # the record's bytes in the state (as read, or as last flushed)
+    dirty: bool = False
+    # de-duplication buckets read or created in this transaction: bucket -> ids
+    buckets: dict[int, set[bytes]] = field(default_factory=dict)
+    dirty_buckets: set[int] = field(default_factory=set)
 
 
 def dedup_bucket_ms(horizon_ms: int) -> int:
@@ -92,33 +129,52 @@ def _id_token(message_id: str) -> bytes:
     return raw
 
 
+def _bucket_key(bucket: int) -> bytes:
+    return b"d" + _pack_q(bucket)
+
+
+def _transaction_of(store: KeyValueStore) -> object:
+    """The state transaction a Quix ``State`` is bound to (a plain store is its own)."""
+    return getattr(store, "_transaction", store)
+
+
+def _is_open(transaction: object) -> bool:
+    """False for a Quix transaction already prepared, completed or failed (an aborted
+    checkpoint's, met when flushing after a bounded revoke gave up on it)."""
+    return not any(
+        getattr(transaction, flag, False) for flag in ("prepared", "completed", "failed")
+    )
+
+
 class ChannelCounter:
-    """Counts one channel's messages into a :class:`KeyValueStore` (the channel's state)."""
+    """Counts channels' messages into their :class:`KeyValueStore` (each channel's state)."""
 
     def __init__(self, window_sizes_ms: list[int], grace_ms: int, dedup_horizon_ms: int) -> None:
         self._sizes = sorted(set(window_sizes_ms))
         self._grace_ms = grace_ms
         self._horizon_ms = dedup_horizon_ms
         self._bucket_ms = dedup_bucket_ms(dedup_horizon_ms)
-        # Decoded channel records by channel, with the exact bytes object each was last
-        # stored as. The state returns that very object while the checkpoint's transaction
-        # holds it, so an identity match proves the decoded copy is current and saves
-        # decoding large chatter bitmaps per message; after a commit or a rewind the state
-        # hands out new bytes and the record is decoded again.
-        self._decoded: dict[str, tuple[bytes, _ChannelRecord]] = {}
+        self._working: dict[str, _Working] = {}
+        # channels changed since the last flush
+        self._pending: dict[str, _Working] = {}
 
     def process(self, message: ChatMessage, store: KeyValueStore) -> ChannelUpdate | None:
         """Count ``message``; None when it is a duplicate within the horizon."""
         sent_at = message.sent_at
         channel = message.channel
-        record = self._load(channel, store)
+        work = self._working.get(channel)
+        if work is None or work.transaction is not _transaction_of(store):
+            work = self._begin(channel, store, work)
+        record = work.record
         if record is None:
-            record = _ChannelRecord(0, sent_at, sent_at, {})
+            record = work.record = _ChannelRecord(0, sent_at, sent_at, {})
         latest = max(record.last_seen, sent_at)
 
-        if self._is_duplicate(message, store, latest):
+        if self._is_duplicate(message, work, latest):
             return None
 
+        work.dirty = True
+        self._pending[channel] = work
         record.total += 1
         record.first_seen = min(record.first_seen, sent_at)
         advanced = latest > record.last_seen or record.total == 1
@@ -147,56 +203,103 @@ class ChannelCounter:
                 if start + size + grace <= latest:
                     closed = windows.pop((size, start))
                     update.closed.append(to_window_stats(channel, size, start, closed, closed=True))
-        self._store(channel, record, store)
         return update
 
-    def _load(self, channel: str, store: KeyValueStore) -> "_ChannelRecord | None":
+    def flush(self) -> int:
+        """Write every changed record and bucket into its state; the number of channels.
+
+        Call it before the state transactions are prepared for a commit.
+        """
+        flushed = 0
+        for channel, work in self._pending.items():
+            if work.transaction is not _transaction_of(work.store) or not _is_open(
+                work.transaction
+            ):
+                self._working.pop(channel, None)
+                continue
+            self._write(work)
+            flushed += 1
+        self._pending.clear()
+        if len(self._working) > _WORKING_SET_LIMIT:
+            self._working.clear()  # a crude bound: copies are rebuilt from the state
+        return flushed
+
+    def discard(self) -> None:
+        """Forget the changes since the last flush (the checkpoint is being dropped)."""
+        for channel in self._pending:
+            self._working.pop(channel, None)
+        self._pending.clear()
+
+    def _begin(self, channel: str, store: KeyValueStore, previous: _Working | None) -> _Working:
+        """The channel's working copy for the transaction ``store`` belongs to."""
         data = store.get_bytes(_CHANNEL)
-        if data is None:
-            return None
-        cached = self._decoded.get(channel)
-        if cached is not None and cached[0] is data:
-            return cached[1]
-        total, first_seen, last_seen, windows = _record_decoder.decode(data)
-        return _ChannelRecord(
-            total,
-            first_seen,
-            last_seen,
-            {(size, start): WindowAggregate.from_tuple(agg) for size, start, agg in windows},
-        )
+        record: _ChannelRecord | None = None
+        if data is not None:
+            if (
+                previous is not None
+                and not previous.dirty
+                and previous.record is not None
+                and previous.stored == data
+            ):
+                record = previous.record  # the state holds what was flushed: no decode
+            else:
+                record = _ChannelRecord.decode(data)
+        work = _Working(store, _transaction_of(store), record, data)
+        self._working[channel] = work
+        self._pending.pop(channel, None)  # changes in an abandoned transaction
+        return work
 
-    def _store(self, channel: str, record: "_ChannelRecord", store: KeyValueStore) -> None:
-        windows = [(size, start, agg.to_tuple()) for (size, start), agg in record.windows.items()]
-        data = _record_encoder.encode((record.total, record.first_seen, record.last_seen, windows))
-        store.set_bytes(_CHANNEL, data)
-        if len(self._decoded) >= _DECODED_CACHE_SIZE:
-            self._decoded.clear()  # a crude bound: entries are rebuilt from the state
-        self._decoded[channel] = (data, record)
+    def _write(self, work: _Working) -> None:
+        store = work.store
+        if work.dirty and work.record is not None:
+            data = work.record.encode()
+            store.set_bytes(_CHANNEL, data)
+            work.stored = data
+            work.dirty = False
+        for bucket in work.dirty_buckets:
+            ids = work.buckets.get(bucket)
+            if ids is not None:
+                store.set_bytes(_bucket_key(bucket), b"\n" + b"\n".join(ids) + b"\n")
+        work.dirty_buckets.clear()
+        work.buckets.clear()
 
-    def _is_duplicate(self, message: ChatMessage, store: KeyValueStore, latest: int) -> bool:
+    def _is_duplicate(self, message: ChatMessage, work: _Working, latest: int) -> bool:
         bucket = message.sent_at // self._bucket_ms
-        key = b"d" + _pack_q(bucket)
-        token = _id_token(message.id)
-        ids = store.get_bytes(key)
+        ids = work.buckets.get(bucket)
         if ids is None:
-            store.set_bytes(key, b"\n" + token + b"\n")
-            self._track_bucket(bucket, store, latest)
-            return False
-        if b"\n" + token + b"\n" in ids:
+            data = work.store.get_bytes(_bucket_key(bucket))
+            if data is None:
+                if bucket < self._cutoff(latest):
+                    return False  # older than the horizon: nothing to compare with
+                ids = set()
+                self._track_bucket(bucket, work, latest)
+            else:
+                ids = set(data.split(b"\n"))
+                ids.discard(b"")
+            work.buckets[bucket] = ids
+        token = _id_token(message.id)
+        if token in ids:
             return True
-        store.set_bytes(key, ids + token + b"\n")
+        ids.add(token)
+        work.dirty_buckets.add(bucket)
         return False
 
-    def _track_bucket(self, bucket: int, store: KeyValueStore, latest: int) -> None:
+    def _cutoff(self, latest: int) -> int:
+        """The oldest bucket still inside the horizon of a channel at ``latest``."""
+        return (latest - self._horizon_ms) // self._bucket_ms
+
+    def _track_bucket(self, bucket: int, work: _Working, latest: int) -> None:
         """Remember a new bucket and drop those that fell out of the horizon."""
+        store = work.store
         buckets = array("q")
         data = store.get_bytes(_BUCKETS)
         if data is not None:
             buckets.frombytes(data)
         bisect.insort(buckets, bucket)
-        cutoff = (latest - self._horizon_ms) // self._bucket_ms
-        expired = bisect.bisect_left(buckets, cutoff)
+        expired = bisect.bisect_left(buckets, self._cutoff(latest))
         for old in buckets[:expired]:
-            store.delete(b"d" + _pack_q(old))
+            store.delete(_bucket_key(old))
+            work.buckets.pop(old, None)
+            work.dirty_buckets.discard(old)
         del buckets[:expired]
         store.set_bytes(_BUCKETS, buckets.tobytes())

@@ -36,6 +36,7 @@ __all__ = [
     "Output",
     "PipelineConfig",
     "PipelineTopics",
+    "StateFlush",
     "build_pipeline",
 ]
 
@@ -131,6 +132,28 @@ class LiveThrottle:
         return None
 
 
+class StateFlush(BaseSink):
+    """Writes the counter's working copies into the state before each commit.
+
+    Quix flushes sinks first when it commits a checkpoint, before it prepares the state
+    transactions (changelog) and commits the Kafka transaction: the one place to hook a
+    write-back. Registered before any other sink, so it runs at every commit attempt.
+    """
+
+    def __init__(self, counter: ChannelCounter) -> None:
+        super().__init__()
+        self._counter = counter
+
+    def add(self, *_args: Any, **_kwargs: Any) -> None:
+        raise NotImplementedError("StateFlush takes no records")
+
+    def flush(self) -> None:
+        self._counter.flush()
+
+    def on_paused(self) -> None:
+        self._counter.discard()
+
+
 class Output(bytes):
     """An output record's value, tagged with its topic and key: one linear chain of nodes
     produces both dead letters and channel-stats (a branch would make Quix pickle and
@@ -200,7 +223,7 @@ def build_pipeline(
     sdf = app.dataframe(topics.messages)
     # What StreamingDataFrame.sink() does, without the branch it adds: the sink manager
     # flushes registered sinks before each commit, and ``process`` adds the updates.
-    for sink in sinks:
+    for sink in (StateFlush(counter), *sinks):
         sdf.processing_context.sink_manager.register(sink)
     sdf = sdf.apply(process, stateful=True, metadata=True, expand=True)
     sdf.to_topic(lambda value, _key, _ts, _headers: value.topic, key=lambda value: value.key)
