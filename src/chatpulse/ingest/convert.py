@@ -96,24 +96,42 @@ def _badges(value: str) -> dict[str, str]:
 
 
 def _chat_message(msg: IrcMessage) -> ChatMessage:
-    if len(msg.params) < 2:
+    # The hot path (one call per chat line): the common case inline, the checks' messages
+    # from the helpers above when a tag is missing or malformed.
+    params, tags = msg.params, msg.tags
+    get = tags.get
+    if len(params) < 2:
         raise ConvertError("PRIVMSG without text", msg.raw)
-    text, is_action = _split_action(msg.params[-1])
-    tags = msg.tags
+    text, is_action = params[-1], False
+    if text.startswith(_ACTION_HEAD):
+        text, is_action = _split_action(text)
+    msg_id, user_id, sent = get("id"), get("user-id"), get("tmi-sent-ts")
+    if not msg_id:
+        msg_id = _required(msg, "id")
+    if not user_id:
+        user_id = _required(msg, "user-id")
+    sent_at = (
+        int(sent) if sent and sent.isascii() and sent.isdigit() else _number(msg, "tmi-sent-ts")
+    )
+    channel = params[0]
+    channel = channel[1:].lower() if channel.startswith("#") and len(channel) > 1 else _channel(msg)
+    prefix = msg.prefix
+    login = (prefix.partition("!")[0] if prefix else "") or get("login") or ""
+    emotes, bits, badges = get("emotes"), get("bits"), get("badges")
     return ChatMessage(
-        id=_required(msg, "id"),
-        channel=_channel(msg),
-        user_id=_required(msg, "user-id"),
-        user_login=(msg.nick or tags.get("login") or "").lower(),
+        id=msg_id,
+        channel=channel,
+        user_id=user_id,
+        user_login=login.lower(),
         text=text,
-        sent_at=_number(msg, "tmi-sent-ts"),
-        channel_id=tags.get("room-id", ""),
-        display_name=tags.get("display-name", ""),
+        sent_at=sent_at,
+        channel_id=get("room-id", ""),
+        display_name=get("display-name", ""),
         is_action=is_action,
-        emotes=parse_emotes(tags.get("emotes", ""), len(text)),
-        bits=_number(msg, "bits", 0),
-        badges=_badges(tags.get("badges", "")),
-        reply_parent_msg_id=tags.get("reply-parent-msg-id") or None,
+        emotes=parse_emotes(emotes, len(text)) if emotes else [],
+        bits=_number(msg, "bits", 0) if bits else 0,
+        badges=_badges(badges) if badges else {},
+        reply_parent_msg_id=get("reply-parent-msg-id") or None,
     )
 
 

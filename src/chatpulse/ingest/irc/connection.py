@@ -31,6 +31,8 @@ LOGIN_FAILURES = (
 )
 _READ_SIZE = 256 * 1024
 _MAX_LINE = 1024 * 1024  # far above Twitch's ~2 KB lines; a peer sending more is broken
+# Commands that need nothing from the connection itself (the hot path skips _on_message).
+_QUIET_COMMANDS = frozenset({"PRIVMSG", "CLEARCHAT", "USERNOTICE", "CLEARMSG", "ROOMSTATE"})
 
 
 class TwitchLoginError(ChatpulseError):
@@ -39,9 +41,12 @@ class TwitchLoginError(ChatpulseError):
     retriable = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Received:
-    """One line as received: ``msg`` when it parsed, else ``error`` (and ``raw`` as is)."""
+    """One line as received: ``msg`` when it parsed, else ``error`` (and ``raw`` as is).
+
+    Read-only by convention (not ``frozen``: a frozen dataclass costs ~1 us more per line).
+    """
 
     raw: str
     msg: IrcMessage | None
@@ -179,12 +184,16 @@ class IrcConnection:
         try:
             while data := await reader.read(_READ_SIZE):
                 self.last_received = time.monotonic()
-                chunks = (pending + data).split(b"\n") if pending else data.split(b"\n")
-                pending = chunks.pop()
+                if pending:
+                    data = pending + data
+                end = data.rfind(b"\n") + 1  # complete lines end here
+                pending = data[end:]
                 if len(pending) > _MAX_LINE:
                     logger.warning("connection %d: line over %d bytes, closing", self.id, _MAX_LINE)
                     break
-                batch = await self._handle(chunks)
+                if not end:
+                    continue
+                batch = await self._handle(data[:end])
                 if batch:
                     await self._deliver(self, batch)
         except (ConnectionError, OSError) as exc:
@@ -193,37 +202,56 @@ class IrcConnection:
             logger.info("connection %d: closed", self.id)
             self.abort()
 
-    async def _handle(self, chunks: list[bytes]) -> list[Received]:
+    async def _handle(self, data: bytes) -> list[Received]:
+        """Parse whole lines (``data`` ends with LF): decoded once per read, not per line."""
         now = time.time()
         batch: list[Received] = []
         replies: list[str] = []
-        for chunk in chunks:
-            data = chunk[:-1] if chunk.endswith(b"\r") else chunk
-            if not data:
-                continue
-            try:
-                line = data.decode()
-            except UnicodeDecodeError:
-                line = data.decode(errors="replace")
-                error = IrcParseError("invalid UTF-8", line)
-                batch.append(Received(line, None, error, now, self.id))
-                continue
-            try:
-                msg = parse_line(line)
-            except IrcParseError as exc:
-                batch.append(Received(line, None, exc, now, self.id))
-                continue
-            self._on_message(msg, replies)
-            batch.append(Received(line, msg, None, now, self.id))
+        try:
+            # CR LF -> LF over the whole read; a lone CR stays and the parser refuses its line.
+            self._parse_into(data.decode().replace("\r\n", "\n").split("\n"), batch, replies, now)
+        except UnicodeDecodeError:
+            self._handle_invalid_utf8(data.split(b"\n"), batch, replies, now)
         if replies:
             with contextlib.suppress(ConnectionError, OSError):
                 await self._write(replies)
         return batch
 
+    def _parse_into(
+        self, lines: list[str], batch: list[Received], replies: list[str], now: float
+    ) -> None:
+        append, quiet, conn_id = batch.append, _QUIET_COMMANDS, self.id
+        for line in lines:
+            if not line:
+                continue
+            try:
+                msg = parse_line(line)
+            except IrcParseError as exc:
+                append(Received(line, None, exc, now, conn_id))
+                continue
+            if msg.command not in quiet:
+                self._on_message(msg, replies)
+            append(Received(line, msg, None, now, conn_id))
+
+    def _handle_invalid_utf8(
+        self, chunks: list[bytes], batch: list[Received], replies: list[str], now: float
+    ) -> None:
+        """The slow path of a read holding invalid UTF-8: line by line, in order."""
+        good: list[str] = []
+        for chunk in chunks:
+            data = chunk[:-1] if chunk.endswith(b"\r") else chunk
+            try:
+                good.append(data.decode())
+            except UnicodeDecodeError:
+                self._parse_into(good, batch, replies, now)
+                good = []
+                line = data.decode(errors="replace")
+                error = IrcParseError("invalid UTF-8", line)
+                batch.append(Received(line, None, error, now, self.id))
+        self._parse_into(good, batch, replies, now)
+
     def _on_message(self, msg: IrcMessage, replies: list[str]) -> None:
         command = msg.command
-        if command in ("PRIVMSG", "CLEARCHAT", "USERNOTICE", "CLEARMSG", "ROOMSTATE"):
-            return
         if command == "PING":
             replies.append(f"PONG :{msg.trailing or 'tmi.twitch.tv'}")
         elif command == "RECONNECT":
