@@ -7,7 +7,15 @@ same run the same records are produced with a bare confluent-kafka Producer of t
 settings (the baseline: what Kafka and librdkafka allow from one Python process), and the
 parser's lines/s is measured when bench/parser.py sits beside this file.
 
-    .venv/bin/python bench/ingest.py [--messages N] [--channels C] [--bootstrap-servers HOST:PORT]
+Where the CPU goes: the CPU seconds of the ingest process (all its threads, librdkafka's
+included), of the fake-twitch process and of the Kafka broker are read from /proc over the
+timed window and printed separately. ``--pin`` puts ingest on core 0 and fake-twitch on core 1
+(Kafka, shared with other users of the stack, is left alone), so fake-twitch does not take the
+ingest's core. The raw baseline runs twice: idempotent, and transactional with a commit every
+100 ms like ingest (the cost of exactly once on the Kafka side).
+
+    .venv/bin/python bench/ingest.py [--messages N] [--channels C] [--pin] [--profile]
+        [--bootstrap-servers HOST:PORT]
 """
 
 import argparse
@@ -15,6 +23,7 @@ import asyncio
 import importlib.util
 import logging
 import multiprocessing
+import os
 import platform
 import tempfile
 import time
@@ -63,8 +72,39 @@ def simulated_lines(messages: int, channels: int, seed: int) -> list[str]:
     return list(simulate(channels, messages / SIM_SECONDS, seed, duration_s=SIM_SECONDS))
 
 
-def serve(lines: list[str], pipe: Connection) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads) from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def kafka_pid(port: int) -> int | None:
+    """The pid of the chatpulse Kafka listening on ``port`` (read-only: only its CPU is read)."""
+    wanted = f"PLAINTEXT://127.0.0.1:{port},"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"kafka.Kafka" not in args or not args[-2].endswith(b"server.properties"):
+            continue
+        try:
+            if f"listeners={wanted}" in Path(args[-2].decode()).read_text():
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def serve(lines: list[str], pipe: Connection, core: int | None) -> None:
     """Child process: serve ``lines`` as fast as the client reads, until told to stop."""
+    if core is not None:
+        os.sched_setaffinity(0, {core})
 
     async def main() -> None:
         async with FakeTwitchServer(ReplaySource(lines), speed=0, batch_lines=1_000) as server:
@@ -88,12 +128,23 @@ def to_records(lines: list[str], topics: Topics) -> list[tuple[str, bytes, bytes
     return records
 
 
-def raw_produce_rate(settings: Settings, records: list[tuple[str, bytes, bytes, int]]) -> float:
-    """Records/s of a bare Producer (same settings as ingest) producing and flushing them all."""
+def raw_produce_rate(
+    settings: Settings, records: list[tuple[str, bytes, bytes, int]], *, transactional: bool
+) -> float:
+    """Records/s of a bare Producer (ingest's settings) producing and flushing them all.
+
+    Transactional: committed every 100 ms, as ingest does (its ``commit_interval_s``).
+    """
     config = producer_config(settings.kafka_bootstrap_servers, settings.ingest_buffer_messages)
+    if transactional:
+        config["transactional.id"] = f"{settings.topic_prefix}bench-raw"
     producer = confluent_kafka.Producer(config)
+    if transactional:
+        producer.init_transactions(30)
+        producer.begin_transaction()
     producer.poll(0)
     start = time.perf_counter()
+    last_commit = start
     for index, (topic, key, value, timestamp) in enumerate(records):
         while True:
             try:
@@ -103,6 +154,12 @@ def raw_produce_rate(settings: Settings, records: list[tuple[str, bytes, bytes, 
                 producer.poll(0.01)
         if index % 1_000 == 0:
             producer.poll(0)
+            if transactional and time.perf_counter() - last_commit >= 0.1:
+                producer.commit_transaction(30)
+                producer.begin_transaction()
+                last_commit = time.perf_counter()
+    if transactional:
+        producer.commit_transaction(120)
     left = producer.flush(120)
     elapsed = time.perf_counter() - start
     if left:
@@ -136,20 +193,23 @@ async def source_rate(url: str, channels: list[str], expected: int) -> float:
     return seen / elapsed
 
 
-def with_server(lines: list[str], work: Callable[[str], T]) -> T:
-    """Run ``work(url)`` while a fake-twitch process serves ``lines``."""
+def with_server(lines: list[str], work: Callable[[str, int], T], core: int | None = None) -> T:
+    """Run ``work(url, server_pid)`` while a fake-twitch process serves ``lines``."""
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
-    server = context.Process(target=serve, args=(lines, theirs), daemon=True)
+    server = context.Process(target=serve, args=(lines, theirs, core), daemon=True)
     server.start()
     try:
-        return work(ours.recv())
+        assert server.pid is not None
+        return work(ours.recv(), server.pid)
     finally:
         ours.send("stop")
         server.join(10)
 
 
-async def end_to_end(settings: Settings, expected: int) -> tuple[float, int]:
+async def end_to_end(
+    settings: Settings, expected: int, server_pid: int, broker_pid: int | None
+) -> tuple[float, int]:
     """Run ingest until ``expected`` records are acknowledged; (records/s, records)."""
     service = IngestService(settings, metrics=IngestMetrics())
     stop = asyncio.Event()
@@ -159,6 +219,8 @@ async def end_to_end(settings: Settings, expected: int) -> tuple[float, int]:
             await task
         await asyncio.sleep(0.001)
     start, cpu_start = time.perf_counter(), time.process_time()
+    server_start = cpu_seconds(server_pid)
+    broker_start = cpu_seconds(broker_pid) if broker_pid else float("nan")
     while True:
         producer = service._producer
         done = sum(producer.acked.values()) if producer is not None else 0
@@ -167,11 +229,18 @@ async def end_to_end(settings: Settings, expected: int) -> tuple[float, int]:
         await asyncio.sleep(0.002)
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
-    print(
-        f"ingest process: {cpu:.1f}s CPU (all threads) in {elapsed:.1f}s wall: "
-        f"{cpu / max(done, 1) * 1e6:.1f} us CPU per record, "
-        f"{done / max(cpu, 1e-9):,.0f} records per CPU-second"
-    )
+    server_cpu = cpu_seconds(server_pid) - server_start
+    broker_cpu = (cpu_seconds(broker_pid) if broker_pid else float("nan")) - broker_start
+    print(f"timed window: {elapsed:.2f}s wall, {done:,} records; CPU seconds in it:")
+    for name, seconds in (
+        ("ingest (all threads)", cpu),
+        ("fake-twitch", server_cpu),
+        ("Kafka broker (shared)", broker_cpu),
+    ):
+        print(
+            f"  {name:<22} {seconds:6.2f}s = {seconds / elapsed:4.2f} cores, "
+            f"{seconds / max(done, 1) * 1e6:5.1f} us per record"
+        )
     stop.set()
     await task
     return done / elapsed, done
@@ -201,10 +270,17 @@ def main() -> None:
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:19092")
     parser.add_argument("--buffer", type=int, default=100_000, help="ingest_buffer_messages")
     parser.add_argument("--profile", action="store_true", help="profile ingest with pyinstrument")
+    parser.add_argument(
+        "--pin", action="store_true", help="ingest on core 0, fake-twitch on core 1"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    ingest_core, server_core = (0, 1) if args.pin else (None, None)
+    if ingest_core is not None:  # before any thread starts: librdkafka's threads inherit it
+        os.sched_setaffinity(0, {ingest_core})
 
     print(machine_state())
+    print(f"pinning: {'ingest core 0, fake-twitch core 1' if args.pin else 'none'}")
     print(f"versions: {versions()}")
     lines = simulated_lines(args.messages, args.channels, args.seed)
     names = channel_names(args.channels)
@@ -222,28 +298,41 @@ def main() -> None:
     records = to_records(lines, topics)
     print(f"workload: {len(lines):,} lines, {len(records):,} records, {args.channels} channels")
 
-    source = with_server(lines, lambda url: asyncio.run(source_rate(url, names, len(records))))
+    source = with_server(
+        lines, lambda url, _pid: asyncio.run(source_rate(url, names, len(records))), server_core
+    )
+    port = int(args.bootstrap_servers.rsplit(":", 1)[1])
+    broker_pid = kafka_pid(port)
 
-    def run_ingest(url: str) -> tuple[float, int]:
+    def run_ingest(url: str, server_pid: int) -> tuple[float, int]:
         conf = settings.model_copy(update={"twitch_irc_url": url})
         if not args.profile:
-            return asyncio.run(end_to_end(conf, len(records)))
+            return asyncio.run(end_to_end(conf, len(records), server_pid, broker_pid))
         with Profiler() as profiler:
-            result = asyncio.run(end_to_end(conf, len(records)))
+            result = asyncio.run(end_to_end(conf, len(records), server_pid, broker_pid))
         profiler.print(show_all=False)
         return result
 
-    e2e, produced = with_server(lines, run_ingest)
-    baseline_settings = settings.model_copy(update={"topic_prefix": f"{prefix}raw-"})
-    ensure_topics(baseline_settings)
-    raw_records = to_records(lines, Topics.from_settings(baseline_settings))
-    raw = raw_produce_rate(baseline_settings, raw_records)
+    e2e, produced = with_server(lines, run_ingest, server_core)
+    raw: dict[str, float] = {}
+    for kind in ("idempotent", "transactional"):
+        baseline_settings = settings.model_copy(update={"topic_prefix": f"{prefix}{kind}-"})
+        ensure_topics(baseline_settings)
+        raw_records = to_records(lines, Topics.from_settings(baseline_settings))
+        raw[kind] = raw_produce_rate(
+            baseline_settings, raw_records, transactional=kind == "transactional"
+        )
 
     print(f"fake-twitch alone (bare socket reader):            {source:>10,.0f} lines/s")
     print(f"end to end (fake-twitch -> ingest -> Kafka acked): {e2e:>10,.0f} records/s")
-    print(f"raw confluent-kafka produce + flush, same records: {raw:>10,.0f} records/s")
-    print(f"ingest / raw: {e2e / raw:.2f} ({produced:,} records acknowledged)")
+    print(
+        f"raw confluent-kafka produce + flush, same records: {raw['idempotent']:>10,.0f} records/s"
+    )
+    txn = raw["transactional"]
+    print(f"  the same, transactional, commit every 100 ms:    {txn:>10,.0f} records/s")
+    print(f"ingest / raw: {e2e / raw['idempotent']:.2f} ({produced:,} records acknowledged)")
     print(f"parser (one core): {parser_rate(lines)}")
+    print(f"after the run: {machine_state()}")
     admin = admin_client(args.bootstrap_servers)
     delete_topics(admin, [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)])
 

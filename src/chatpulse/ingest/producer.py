@@ -1,107 +1,105 @@
-"""Producing to Kafka without losing or repeating a record, through outages and restarts.
+"""Producing to Kafka exactly once, through outages and restarts: a transactional producer.
 
-Records go to librdkafka (idempotent, ``acks=all``, lz4, batched) whose queue, bounded by
-``ingest_buffer_messages``, is the in-memory buffer. ``message.timeout.ms=0`` makes librdkafka
-retry a record until Kafka takes it, so once a record is in that queue it is never handed to
-us again and never sent twice (idempotence removes the duplicates of its own retries).
+Why transactions: an idempotent producer alone cannot promise "every message once". After a
+broker restart librdkafka may bump the producer epoch (KIP-360) while a batch whose outcome is
+unknown (sent, connection lost before the answer) is still queued; re-sent under the new epoch
+the broker cannot recognise it, and it lands twice (librdkafka issue #4953, where the
+maintainers name transactions as the only way to exactly once). Our outage test saw it in about
+one run in four. With a transaction, whatever the producer did before the failure is aborted
+and invisible to ``read_committed`` readers (the processor under exactly-once), and we send the
+transaction's records again in a new one, so each record is committed exactly once.
 
-When the queue is full (Kafka is away) records go to the on-disk :class:`Spill`, and from then
-on *every* new record goes there too, behind them, so order holds. When the queue has room
-again the spill is read back in order into the queue; once the reader has caught up with the
-writer, records go straight to the queue again. A spilled record is acknowledged in the spill
-only by its delivery report, so a crash resends just the unacknowledged ones.
+How: records go to librdkafka inside an open transaction (``transactional.id`` stable per spill
+directory, so a restarted ingest fences its former self and aborts its open transaction). Every
+``commit_interval_s`` (0.1 s) or ``_COMMIT_RECORDS`` records the transaction is committed by a
+worker thread; the blocking calls (init, commit, abort) never run on the event loop. While one
+runs, new records wait in memory (``_pending``); the open transaction's records are kept too,
+to be sent again if it aborts. Kafka "acknowledged" a record when its transaction committed.
 
-At shutdown whatever Kafka has not acknowledged within the wait is purged from the queue.
-Purged records that came from the spill are still in it (unacknowledged); the others are
-written to the spill in the place they held in the stream (:meth:`Spill.append_before`).
+The memory bound is ``ingest_buffer_messages``: past it (Kafka is away, the commit cannot
+finish) records go to the on-disk :class:`Spill`, and from then on *every* new record goes
+there too, behind them, so order holds. Once a transaction is open again the spill is read back
+in order; a spilled record is acknowledged in the spill only when its transaction commits.
+Once the reader has caught up with the writer, records go straight to Kafka again.
 
-Limits: the memory buffer dies with the process (SIGKILL, power loss); a record that was in
-flight when the shutdown wait ran out, or acknowledged by Kafka after the last spill checkpoint
-before a crash, can reach Kafka twice. Consumers count each (channel, id) once.
+At shutdown the open transaction is committed if Kafka allows within the wait; otherwise it is
+aborted and its records (and the pending ones) go back to the spill in their place in the
+stream (:meth:`Spill.append_before`). Limits: the memory dies with the process (SIGKILL, power
+loss); a commit whose outcome is unknown when the shutdown wait runs out is counted as failed,
+so its records may reach Kafka twice (consumers count each (channel, id) once).
 """
 
-import functools
+import collections
+import concurrent.futures
+import contextlib
+import hashlib
 import logging
 import time
-from collections import deque
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import msgspec
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from chatpulse.ingest.deadletter import deadletter_value
 from chatpulse.ingest.metrics import IngestMetrics
-from chatpulse.ingest.spill import Position, Spill, SpilledRecord
+from chatpulse.ingest.spill import Position, Spill
 from chatpulse.topics import Topics
 
-__all__ = ["IngestProducer", "producer_config"]
+__all__ = ["IngestProducer", "producer_config", "transactional_id"]
 
 logger = logging.getLogger(__name__)
 
-DeliveryCallback = Callable[[KafkaError | None, Message], None]
-_Record = tuple[str, bytes | None, bytes, int]
+# A record and where it came from: its spill position (acknowledged there once committed) or,
+# for one sent directly, the spill slot it sorts before (see Spill.append_before).
+_Entry = tuple[str, bytes | None, bytes, int, Position | int]
 
 # Errors a retry cannot fix: the record goes to the dead-letter topic instead.
 _UNRETRIABLE = frozenset(
-    {
-        KafkaError.MSG_SIZE_TOO_LARGE,
-        KafkaError.INVALID_RECORD,
-        KafkaError._MSG_TIMED_OUT,  # only with a finite timeout set by an override
-        KafkaError._INVALID_ARG,
-    }
+    {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError._INVALID_ARG}
 )
 _PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
-_DRAIN_BATCH = 20_000
+_COMMIT_RECORDS = 20_000
+_TRANSACTION_TIMEOUT_MS = 60_000
 _RETRY_BACKOFF_S = 1.0
 _CHECKPOINT_INTERVAL_S = 1.0
 _FAILURE_LOG_INTERVAL_S = 5.0
 
 
-class _SentAt(msgspec.Struct):
-    sent_at: int = 0
+def transactional_id(topic_prefix: str, spill_dir: Path) -> str:
+    """Stable per ingest instance (its spill directory: two instances never share one)."""
+    digest = hashlib.sha256(str(spill_dir.resolve()).encode()).hexdigest()[:16]
+    return f"{topic_prefix}chatpulse-ingest-{digest}"
 
 
-_sent_at_decoder = msgspec.json.Decoder(_SentAt)
-
-
-def _timestamp_of(msg: Message) -> int:
-    """The record's timestamp on a failed delivery (librdkafka omits it for purged records).
-
-    Chat records carry it as ``sent_at`` in their value; others get 0 (the broker's time).
-    """
-    kind, timestamp = msg.timestamp()
-    if kind != TIMESTAMP_NOT_AVAILABLE and timestamp > 0:
-        return int(timestamp)
-    try:
-        return _sent_at_decoder.decode(msg.value() or b"{}").sent_at
-    except msgspec.DecodeError:
-        return 0
-
-
-def producer_config(bootstrap_servers: str, buffer_messages: int) -> dict[str, Any]:
-    """librdkafka settings of the ingest producer (see the module docstring for why)."""
-    return {
+def producer_config(
+    bootstrap_servers: str, buffer_messages: int, txn_id: str | None = None
+) -> dict[str, Any]:
+    """librdkafka settings of the ingest producer; transactional when ``txn_id`` is given."""
+    config: dict[str, Any] = {
         "bootstrap.servers": bootstrap_servers,
         "client.id": "chatpulse-ingest",
         "enable.idempotence": True,
         "acks": "all",
-        # One request in flight: with several, a failure of the first makes the broker answer
-        # OUT_OF_ORDER_SEQUENCE to the next ones and librdkafka bumps the producer epoch,
-        # re-sending records that may be persisted already (librdkafka issue #4953).
-        "max.in.flight.requests.per.connection": 1,
         "compression.type": "lz4",
         "linger.ms": 20,
         "batch.num.messages": 10_000,
-        "message.timeout.ms": 0,
         "queue.buffering.max.messages": buffer_messages,
         "queue.buffering.max.kbytes": 2_097_151,
         "reconnect.backoff.max.ms": 2_000,
     }
+    if txn_id is not None:
+        # message.timeout.ms follows the transaction timeout: a record that times out aborts
+        # the transaction, whose records we send again, so nothing is lost.
+        config["transactional.id"] = txn_id
+        config["transaction.timeout.ms"] = _TRANSACTION_TIMEOUT_MS
+        # Successes are known from the commit; only failures need a report (saves a Python
+        # call per record).
+        config["delivery.report.only.error"] = True
+    return config
 
 
 class IngestProducer:
-    """Sends records to Kafka, spilling to disk while Kafka cannot take them."""
+    """Sends records to Kafka in transactions, spilling to disk while Kafka cannot take them."""
 
     def __init__(
         self,
@@ -111,65 +109,103 @@ class IngestProducer:
         metrics: IngestMetrics,
         *,
         buffer_messages: int,
+        txn_id: str,
+        commit_interval_s: float = 0.1,
+        call_timeout_s: float = 1.0,
         config_overrides: dict[str, Any] | None = None,
     ) -> None:
-        config = producer_config(bootstrap_servers, buffer_messages)
+        config = producer_config(bootstrap_servers, buffer_messages, txn_id)
         config["error_cb"] = self._on_error
+        config["on_delivery"] = self._on_delivery_error
         config["logger"] = logger  # librdkafka's log through logging, not raw stderr
         config.update(config_overrides or {})
         self._producer = Producer(config)
         self._spill = spill
         self._metrics = metrics
         self._topics = topics
+        self._buffer_messages = buffer_messages
+        self._txn_max = max(1, min(_COMMIT_RECORDS, buffer_messages // 2))
+        self._commit_interval_s = commit_interval_s
+        self._call_timeout_s = call_timeout_s
         self._kinds = {
             topics.messages: "messages",
             topics.events: "events",
             topics.deadletter: "deadletter",
         }
-        self._low_mark = max(1, buffer_messages // 2)
         self._acked = dict.fromkeys(self._kinds, 0)
         self._reported = dict.fromkeys(self._kinds, 0)
-        self._retries: deque[tuple[float, _Record, int | None, DeliveryCallback]] = deque()
-        self._held: SpilledRecord | None = None
-        self._purged: dict[int, list[_Record]] = {}
+        self._counts = collections.Counter[str]()  # spilled, unspilled, retried, failures
+        self._txn: list[_Entry] = []  # the open transaction's records, in order
+        self._txn_started = 0.0
+        self._pending: collections.deque[_Entry] = collections.deque()
+        self._refused: dict[tuple[str, bytes | None], KafkaError] = {}
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ingest-txn")
+        self._call: concurrent.futures.Future[None] | None = None
+        self._call_kind = ""
+        self._next_call = "init"  # what to run when no transaction is open
+        self._retry_at = 0.0
+        self._in_txn = False
         self._closing = False
         self._last_checkpoint = time.monotonic()
         self._last_failure_log = float("-inf")
-        self._failures = 0
         self.fatal_error: KafkaError | None = None
         self._spilling = not spill.empty
         self._slot = spill.next_slot
-        self._direct_callback = self._make_direct_callback(self._slot)
+        self._start(self._next_call)
 
     # -- sending ---------------------------------------------------------------------------
 
     def send(self, topic: str, key: bytes | None, value: bytes, timestamp: int) -> None:
-        """Queue one record for Kafka, or spill it while Kafka is behind; never blocks."""
+        """Queue one record for Kafka, or keep it (memory, then spill); never blocks."""
         if self._spilling:
             self._spill.append(topic, key, value, timestamp)
-            self._metrics.spilled.inc()
-            return
+            self._counts["spilled"] += 1
+        elif self._in_txn and len(self._txn) < self._txn_max:
+            self._produce((topic, key, value, timestamp, self._slot))
+        else:
+            self._pending.append((topic, key, value, timestamp, self._slot))
+            if len(self._pending) >= self._buffer_messages:
+                self._start_spilling()
+
+    def _produce(self, entry: _Entry) -> bool:
+        """Produce into the open transaction; False when the record has to wait."""
+        topic, key, value, timestamp, _origin = entry
         try:
-            self._producer.produce(
-                topic, value, key, timestamp=timestamp, on_delivery=self._direct_callback
-            )
+            self._producer.produce(topic, value, key, timestamp=timestamp)
         except BufferError:
-            logger.warning(
-                "Kafka is not keeping up (%d records buffered): spilling to %s",
-                len(self._producer),
-                self._spill.directory,
-            )
-            self._spilling = True
+            self._pending.appendleft(entry)
+            return False
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.code() in _UNRETRIABLE and topic != self._topics.deadletter:
+                self._deadletter_refused(entry, error)
+                return True
+            # The transaction failed already (abortable state): commit it to learn how.
+            self._pending.appendleft(entry)
+            self._in_txn, self._next_call = False, "commit"
+            return False
+        self._txn.append(entry)
+        return True
+
+    def _start_spilling(self) -> None:
+        logger.warning(
+            "Kafka is not keeping up (%d records held in memory): spilling to %s",
+            len(self._txn) + len(self._pending),
+            self._spill.directory,
+        )
+        for topic, key, value, timestamp, _origin in self._pending:
             self._spill.append(topic, key, value, timestamp)
-            self._metrics.spilled.inc()
+        self._counts["spilled"] += len(self._pending)
+        self._pending.clear()
+        self._spilling = True
 
     def poll(self) -> None:
-        """Serve delivery reports, retry failed records, drain the spill, update metrics."""
+        """Serve reports, move the transaction on, drain the spill, update metrics."""
         self._producer.poll(0)
-        if self._retries:
-            self._retry_due()
-        if self._spilling:
-            self._drain()
+        if self._call is not None and self._call.done():
+            self._finish(self._call)
+        if self._call is None and self.fatal_error is None:
+            self._advance()
         self._spill.flush()
         now = time.monotonic()
         if now - self._last_checkpoint >= _CHECKPOINT_INTERVAL_S:
@@ -178,10 +214,26 @@ class IngestProducer:
             self._metrics.spill_bytes.set(self._spill.size_bytes())
         self._update_metrics()
 
+    def _advance(self) -> None:
+        now = time.monotonic()
+        if not self._in_txn:
+            if now >= self._retry_at:
+                self._start(self._next_call)
+            return
+        due = self._closing or now - self._txn_started >= self._commit_interval_s
+        if self._txn and (due or len(self._txn) >= self._txn_max or self._refused):
+            self._start("commit")
+            return
+        while self._pending and len(self._txn) < self._txn_max:
+            if not self._produce(self._pending.popleft()) or not self._in_txn:
+                return
+        if self._spilling and not self._closing:
+            self._drain()
+
     @property
     def buffered(self) -> int:
-        """Records in librdkafka's memory not yet acknowledged (or not yet reported)."""
-        return len(self._producer)
+        """Records in memory not yet committed to Kafka."""
+        return len(self._txn) + len(self._pending)
 
     @property
     def spilling(self) -> bool:
@@ -190,92 +242,114 @@ class IngestProducer:
 
     @property
     def acked(self) -> dict[str, int]:
-        """Records Kafka acknowledged so far, by topic."""
+        """Records committed to Kafka so far, by topic."""
         return dict(self._acked)
 
-    # -- delivery reports ------------------------------------------------------------------
+    # -- the transaction -------------------------------------------------------------------
 
-    def _make_direct_callback(self, slot: int) -> DeliveryCallback:
-        # One callback per slot, not one object per record: this is the hot path.
-        acked = self._acked
+    def _start(self, kind: str) -> None:
+        """Run one blocking transactional call (init, commit, abort) in the worker thread."""
+        calls = {
+            "init": self._producer.init_transactions,
+            "commit": self._producer.commit_transaction,
+            "abort": self._producer.abort_transaction,
+        }
+        self._in_txn = False
+        self._call_kind = kind
+        self._call = self._worker.submit(calls[kind], self._call_timeout_s)
 
-        def delivered(err: KafkaError | None, msg: Message) -> None:
-            if err is None:
-                acked[msg.topic()] += 1
-            else:
-                self._failed(err, msg, _timestamp_of(msg), delivered, slot=slot)
-
-        return delivered
-
-    def _spill_delivered(self, record: SpilledRecord, err: KafkaError | None, msg: Message) -> None:
-        if err is None:
-            self._acked[msg.topic()] += 1
-            self._spill.acknowledge(record.position)
-        else:
-            callback = functools.partial(self._spill_delivered, record)
-            self._failed(err, msg, record.timestamp, callback, position=record.position)
-
-    def _failed(
-        self,
-        err: KafkaError,
-        msg: Message,
-        timestamp: int,
-        callback: DeliveryCallback,
-        *,
-        slot: int | None = None,
-        position: Position | None = None,
-    ) -> None:
-        record: _Record = (msg.topic(), msg.key(), msg.value(), timestamp)
-        if err.code() in _PURGED and self._closing:
-            if slot is not None:
-                self._purged.setdefault(slot, []).append(record)
+    def _finish(self, call: "concurrent.futures.Future[None]") -> None:
+        self._call = None
+        kind = self._call_kind
+        try:
+            call.result()
+        except KafkaException as exc:
+            self._failed_call(kind, exc.args[0])
             return
-        self._metrics.delivery_failures.inc()
-        self._failures += 1
-        if err.code() in _UNRETRIABLE and record[0] != self._topics.deadletter:
-            logger.error(
-                "Kafka refused a record for good (topic %s, key %r): %s; dead-lettering it",
-                record[0],
-                record[1],
-                err.str(),
+        if kind == "commit":
+            self._committed()
+        try:
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            self._failed_call("begin", exc.args[0])
+            return
+        self._in_txn, self._txn_started = True, time.monotonic()
+        if kind == "init":
+            logger.info("Kafka transactions ready (producer initialised)")
+        elif kind == "abort":
+            self._resend()
+
+    def _failed_call(self, kind: str, error: KafkaError) -> None:
+        if error.fatal() or not (error.retriable() or error.txn_requires_abort()):
+            self.fatal_error = error
+            logger.critical("Kafka producer failed (%s): %s", kind, error.str())
+            return
+        if error.txn_requires_abort():
+            logger.warning(
+                "transaction of %d records failed (%s): aborting it and sending them again",
+                len(self._txn),
+                error.str(),
             )
-            self._deadletter_refused(record, err)
-            if position is not None:
-                self._spill.acknowledge(position)  # the dead letter holds it now
+            self._next_call = "abort"
             return
         now = time.monotonic()
         if now - self._last_failure_log >= _FAILURE_LOG_INTERVAL_S:  # one line, not a flood
             self._last_failure_log = now
             logger.warning(
-                "delivery failed (topic %s, key %r): %s; retrying (%d failures so far)",
-                record[0],
-                record[1],
-                err.str(),
-                self._failures,
+                "Kafka %s not done yet (%s); retrying (%d records held)",
+                kind,
+                error.str(),
+                self.buffered,
             )
-        self._retries.append((time.monotonic() + _RETRY_BACKOFF_S, record, slot, callback))
+        self._next_call = "init" if kind == "init" else "commit"
+        self._retry_at = now + _RETRY_BACKOFF_S
 
-    def _deadletter_refused(self, record: _Record, err: KafkaError) -> None:
-        topic, _key, value, _timestamp = record
+    def _committed(self) -> None:
+        acked = self._acked
+        acknowledge = self._spill.acknowledge
+        for topic, _key, _value, _timestamp, origin in self._txn:
+            acked[topic] += 1
+            if type(origin) is Position:
+                acknowledge(origin)
+        self._txn.clear()
+
+    def _resend(self) -> None:
+        """After an abort: the aborted transaction's records again, in order, in the new one."""
+        entries, self._txn = self._txn, []
+        self._counts["retried"] += len(entries)
+        for index, entry in enumerate(entries):
+            error = self._refused.pop((entry[0], entry[2]), None)
+            if error is not None and entry[0] != self._topics.deadletter:
+                logger.error(
+                    "Kafka refused a record for good (topic %s, key %r): %s; dead-lettering it",
+                    entry[0],
+                    entry[1],
+                    error.str(),
+                )
+                self._deadletter_refused(entry, error)
+            elif not self._produce(entry):
+                # It waits first in _pending; the rest of the transaction right behind it.
+                self._pending.extendleft(reversed([self._pending.popleft(), *entries[index + 1 :]]))
+                break
+        self._refused.clear()
+
+    def _deadletter_refused(self, entry: _Entry, err: KafkaError) -> None:
+        topic, _key, value, _timestamp, origin = entry
         raw = value[:10_000].decode("utf-8", errors="backslashreplace")
-        self.send(
-            self._topics.deadletter,
-            topic.encode(),
-            deadletter_value(raw, f"kafka refused the record: {err.str()}", source=topic),
-            0,
-        )
+        reason = f"kafka refused the record: {err.str()}"
+        dead = deadletter_value(raw, reason, source=topic)
+        # It takes the refused record's origin: a spilled record is done once this commits.
+        self._pending.appendleft((self._topics.deadletter, topic.encode(), dead, 0, origin))
         self._metrics.deadlettered.labels("kafka").inc()
 
-    def _retry_due(self) -> None:
-        now = time.monotonic()
-        while self._retries and self._retries[0][0] <= now:
-            _due, (topic, key, value, timestamp), _slot, callback = self._retries[0]
-            try:
-                self._producer.produce(topic, value, key, timestamp=timestamp, on_delivery=callback)
-            except BufferError:
-                return
-            self._retries.popleft()
-            self._metrics.retried.inc()
+    def _on_delivery_error(self, err: KafkaError | None, msg: Message) -> None:
+        # Only failures are reported (delivery.report.only.error); each one aborts the
+        # transaction at its commit, and the records are sent again.
+        if err is None or err.code() in _PURGED:
+            return
+        self._counts["failures"] += 1
+        if err.code() in _UNRETRIABLE:
+            self._refused[(msg.topic() or "", msg.value())] = err
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
@@ -289,26 +363,15 @@ class IngestProducer:
     # -- the spill ---------------------------------------------------------------------------
 
     def _drain(self) -> None:
-        if len(self._producer) > self._low_mark:
-            return
-        for _ in range(_DRAIN_BATCH):
-            record = self._held or self._spill.next_record()
-            self._held = None
+        for _ in range(self._txn_max - len(self._txn)):
+            record = self._spill.next_record()
             if record is None:
                 self._caught_up()
                 return
-            try:
-                self._producer.produce(
-                    record.topic,
-                    record.value,
-                    record.key,
-                    timestamp=record.timestamp,
-                    on_delivery=functools.partial(self._spill_delivered, record),
-                )
-            except BufferError:
-                self._held = record
-                return
-            self._metrics.unspilled.inc()
+            entry = (record.topic, record.key, record.value, record.timestamp, record.position)
+            self._counts["unspilled"] += 1
+            if not self._produce(entry) or self._pending:
+                return  # it waits in _pending, ahead of the spill's next records
 
     def _caught_up(self) -> None:
         """The spill reader reached the writer: close it and send new records directly."""
@@ -317,7 +380,6 @@ class IngestProducer:
             raise AssertionError("spill grew after close")
         self._spilling = False
         self._slot = self._spill.next_slot
-        self._direct_callback = self._make_direct_callback(self._slot)
         logger.info("spill read back into the producer: sending records directly again")
 
     def _update_metrics(self) -> None:
@@ -326,39 +388,55 @@ class IngestProducer:
             if delta:
                 self._metrics.produced.labels(self._kinds[topic]).inc(delta)
                 self._reported[topic] = count
-        self._metrics.buffered.set(len(self._producer))
+        counts, metrics = self._counts, self._metrics
+        for name, counter in (
+            ("spilled", metrics.spilled),
+            ("unspilled", metrics.unspilled),
+            ("retried", metrics.retried),
+            ("failures", metrics.delivery_failures),
+        ):
+            if counts[name]:
+                counter.inc(counts[name])
+                counts[name] = 0
+        metrics.buffered.set(self.buffered)
 
     # -- shutdown ----------------------------------------------------------------------------
 
     def close(self, timeout_s: float) -> int:
-        """Flush for up to ``timeout_s``; spill what Kafka did not take; return that count."""
+        """Commit what Kafka takes within ``timeout_s``; spill the rest; return that count."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and (len(self._producer) or self._retries):
+        self._closing = True  # commit at once, stop reading the spill
+        while time.monotonic() < deadline and self.fatal_error is None:
             self.poll()
-            self._producer.flush(min(0.5, max(0.0, deadline - time.monotonic())))
-        self._closing = True
-        left = len(self._producer)
-        if left:
-            self._producer.purge(in_queue=True, in_flight=False)
-            self._producer.flush(min(2.0, timeout_s))
-        if len(self._producer):
+            if self._call is None and not self._txn and not self._pending:
+                break
+            if self._call is not None:
+                concurrent.futures.wait([self._call], max(0.0, deadline - time.monotonic()))
+            else:
+                time.sleep(0.01)
+        if self._call is not None:  # bounded by call_timeout_s
+            concurrent.futures.wait([self._call])
+            self._finish(self._call)
+        if self._txn:
             logger.warning(
-                "%d records were in flight at shutdown: spilled; Kafka may also have them "
-                "(consumers count each (channel, id) once)",
-                len(self._producer),
+                "%d records of an uncommitted transaction at shutdown: aborting it, spilling them",
+                len(self._txn),
             )
+            with contextlib.suppress(KafkaException):
+                self._producer.abort_transaction(self._call_timeout_s)
+        self._worker.shutdown(wait=True)
+        # Spilled ones stay unacknowledged in the spill; the others go back in their place.
+        by_slot: dict[int, list[tuple[str, bytes | None, bytes, int]]] = {}
+        for topic, key, value, timestamp, origin in [*self._txn, *self._pending]:
+            if type(origin) is int:
+                by_slot.setdefault(origin, []).append((topic, key, value, timestamp))
+        for slot in sorted(by_slot):
+            self._spill.append_before(slot, by_slot[slot])
+        self._txn.clear()
+        self._pending.clear()
+        with contextlib.suppress(KafkaException):
             self._producer.purge(in_queue=True, in_flight=True)
-            self._producer.flush(0)
-        for _due, record, slot, _callback in self._retries:
-            if slot is not None:
-                self._purged.setdefault(slot, []).append(record)
-        self._retries.clear()
-        spilled = 0
-        for slot in sorted(self._purged):
-            records = self._purged[slot]
-            self._spill.append_before(slot, records)
-            spilled += len(records)
-        self._purged.clear()
+        self._producer.flush(0)
         self._update_metrics()
         self._spill.close()
-        return spilled
+        return sum(len(records) for records in by_slot.values())

@@ -13,14 +13,16 @@ import logging
 import time
 from dataclasses import dataclass
 
+import msgspec
+
 from chatpulse.ingest.convert import DATA_COMMANDS, ConvertError, to_record
 from chatpulse.ingest.deadletter import IRC_KEY, deadletter_value
 from chatpulse.ingest.irc.client import Received, TwitchChatClient
 from chatpulse.ingest.metrics import IngestMetrics
-from chatpulse.ingest.producer import IngestProducer
+from chatpulse.ingest.producer import IngestProducer, transactional_id
 from chatpulse.ingest.spill import Spill
 from chatpulse.ingest.tracked import TrackedChannels
-from chatpulse.models import ChatMessage, encode
+from chatpulse.models import ChatMessage
 from chatpulse.settings import Settings
 from chatpulse.topics import Topics
 
@@ -32,6 +34,7 @@ _TICK_S = 0.05
 _TRACKED_EVERY_S = 0.5
 _PROGRESS_EVERY_S = 10.0
 _POLL_EVERY_RECORDS = 2_000
+_ENCODER = msgspec.json.Encoder()  # the same JSON as chatpulse.models.encode, one call less
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,7 @@ class IngestService:
             spill,
             self.metrics,
             buffer_messages=settings.ingest_buffer_messages,
+            txn_id=transactional_id(settings.topic_prefix, settings.spill_dir),
             config_overrides=dict(settings.kafka_security_config()),
         )
         self._tracked = TrackedChannels(
@@ -163,40 +167,50 @@ class IngestService:
         assert self._producer is not None
         producer = self._producer
         since_poll = 0
-        async for received in self._client.lines():
-            self._handle(received)
-            since_poll += 1
+        async for batch in self._client.batches():
+            self._handle_batch(batch)
+            since_poll += len(batch)
             if since_poll >= _POLL_EVERY_RECORDS:
                 producer.poll()
                 since_poll = 0
         if not self._stopping:
             logger.warning("the IRC client stopped delivering lines")
 
-    def _handle(self, received: Received) -> None:
-        self.lines += 1
-        msg = received.msg
-        if msg is None:
-            error = received.error
-            reason = error.reason if error is not None else "unparsable line"
-            self._deadletter(received.raw, reason, "parse", received.connection)
-            return
-        if msg.command not in DATA_COMMANDS:
-            return
-        try:
-            record = to_record(msg)
-        except ConvertError as exc:
-            self._deadletter(received.raw, exc.reason, "convert", received.connection)
-            return
-        if record is None:
-            return
+    def _handle_batch(self, batch: list[Received]) -> None:
+        """The hot path: one socket read's lines to records. Counts are kept per batch."""
         assert self._producer is not None
-        key = record.channel.encode()
-        if isinstance(record, ChatMessage):
-            self._producer.send(self.topics.messages, key, encode(record), record.sent_at)
-            self.messages += 1
-        else:
-            self._producer.send(self.topics.events, key, encode(record), record.sent_at)
-            self.events += 1
+        send, messages_topic, events_topic = (
+            self._producer.send,
+            self.topics.messages,
+            self.topics.events,
+        )
+        data_commands, chat_message, encode = DATA_COMMANDS, ChatMessage, _ENCODER.encode
+        messages = events = 0
+        for received in batch:
+            msg = received.msg
+            if msg is None:
+                error = received.error
+                reason = error.reason if error is not None else "unparsable line"
+                self._deadletter(received.raw, reason, "parse", received.connection)
+                continue
+            if msg.command not in data_commands:
+                continue
+            try:
+                record = to_record(msg)
+            except ConvertError as exc:
+                self._deadletter(received.raw, exc.reason, "convert", received.connection)
+                continue
+            if record is None:
+                continue
+            if record.__class__ is chat_message:
+                send(messages_topic, record.channel.encode(), encode(record), record.sent_at)
+                messages += 1
+            else:
+                send(events_topic, record.channel.encode(), encode(record), record.sent_at)
+                events += 1
+        self.lines += len(batch)
+        self.messages += messages
+        self.events += events
 
     def _deadletter(self, raw: str, reason: str, kind: str, connection: object) -> None:
         assert self._producer is not None
