@@ -115,6 +115,9 @@ class _Working:
     # de-duplication buckets read or created in this transaction: bucket -> ids
     buckets: dict[int, set[bytes]] = field(default_factory=dict)
     dirty_buckets: set[int] = field(default_factory=set)
+    # the sorted ids of the buckets in the state, read when first needed
+    index: "array[int] | None" = None
+    index_dirty: bool = False
 
 
 def dedup_bucket_ms(horizon_ms: int) -> int:
@@ -260,22 +263,30 @@ class ChannelCounter:
             ids = work.buckets.get(bucket)
             if ids is not None:
                 store.set_bytes(_bucket_key(bucket), b"\n" + b"\n".join(ids) + b"\n")
+        if work.index_dirty and work.index is not None:
+            store.set_bytes(_BUCKETS, work.index.tobytes())
         work.dirty_buckets.clear()
         work.buckets.clear()
+        work.index = None
+        work.index_dirty = False
 
     def _is_duplicate(self, message: ChatMessage, work: _Working, latest: int) -> bool:
         bucket = message.sent_at // self._bucket_ms
         ids = work.buckets.get(bucket)
         if ids is None:
-            data = work.store.get_bytes(_bucket_key(bucket))
-            if data is None:
-                if bucket < self._cutoff(latest):
-                    return False  # older than the horizon: nothing to compare with
-                ids = set()
-                self._track_bucket(bucket, work, latest)
-            else:
+            index = self._index(work)
+            position = bisect.bisect_left(index, bucket)
+            if position < len(index) and index[position] == bucket:
+                data = work.store.get_bytes(_bucket_key(bucket)) or b""
                 ids = set(data.split(b"\n"))
                 ids.discard(b"")
+            else:
+                cutoff = self._cutoff(latest)
+                if bucket < cutoff:
+                    return False  # older than the horizon: nothing to compare with
+                ids = set()
+                index.insert(position, bucket)
+                self._expire(work, index, cutoff)
             work.buckets[bucket] = ids
         token = _id_token(message.id)
         if token in ids:
@@ -288,18 +299,21 @@ class ChannelCounter:
         """The oldest bucket still inside the horizon of a channel at ``latest``."""
         return (latest - self._horizon_ms) // self._bucket_ms
 
-    def _track_bucket(self, bucket: int, work: _Working, latest: int) -> None:
-        """Remember a new bucket and drop those that fell out of the horizon."""
-        store = work.store
-        buckets = array("q")
-        data = store.get_bytes(_BUCKETS)
-        if data is not None:
-            buckets.frombytes(data)
-        bisect.insort(buckets, bucket)
-        expired = bisect.bisect_left(buckets, self._cutoff(latest))
-        for old in buckets[:expired]:
-            store.delete(_bucket_key(old))
+    def _index(self, work: _Working) -> "array[int]":
+        """The channel's bucket index (sorted bucket numbers), read once per transaction."""
+        if work.index is None:
+            work.index = array("q")
+            data = work.store.get_bytes(_BUCKETS)
+            if data is not None:
+                work.index.frombytes(data)
+        return work.index
+
+    def _expire(self, work: _Working, index: "array[int]", cutoff: int) -> None:
+        """Drop the buckets that fell out of the horizon (a new bucket changed the index)."""
+        expired = bisect.bisect_left(index, cutoff)
+        for old in index[:expired]:
+            work.store.delete(_bucket_key(old))
             work.buckets.pop(old, None)
             work.dirty_buckets.discard(old)
-        del buckets[:expired]
-        store.set_bytes(_BUCKETS, buckets.tobytes())
+        del index[:expired]
+        work.index_dirty = True
