@@ -81,6 +81,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of this process's threads by kind: Python's own, librdkafka's, others."""
+    kinds: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        kind = (
+            "librdkafka"
+            if name.startswith("rdk:")
+            else "python main"
+            if task.name == str(os.getpid())
+            else "other threads"
+        )
+        kinds[kind] = kinds.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return kinds
+
+
 def kafka_pid(port: int) -> int | None:
     """The pid of the chatpulse Kafka listening on ``port`` (read-only: only its CPU is read)."""
     wanted = f"PLAINTEXT://127.0.0.1:{port},"
@@ -219,6 +240,7 @@ async def end_to_end(
             await task
         await asyncio.sleep(0.001)
     start, cpu_start = time.perf_counter(), time.process_time()
+    threads_start = thread_cpu()
     server_start = cpu_seconds(server_pid)
     broker_start = cpu_seconds(broker_pid) if broker_pid else float("nan")
     while True:
@@ -229,11 +251,13 @@ async def end_to_end(
         await asyncio.sleep(0.002)
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
+    threads = thread_cpu()
     server_cpu = cpu_seconds(server_pid) - server_start
     broker_cpu = (cpu_seconds(broker_pid) if broker_pid else float("nan")) - broker_start
     print(f"timed window: {elapsed:.2f}s wall, {done:,} records; CPU seconds in it:")
     for name, seconds in (
         ("ingest (all threads)", cpu),
+        *((f"- {kind}", spent - threads_start.get(kind, 0.0)) for kind, spent in threads.items()),
         ("fake-twitch", server_cpu),
         ("Kafka broker (shared)", broker_cpu),
     ):

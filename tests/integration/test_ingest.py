@@ -365,6 +365,54 @@ async def test_kafka_down_for_30s_during_a_stream_delivers_every_message_once(
     assert not list((tmp_path / "spill").glob("*.spill"))
 
 
+async def test_a_record_kafka_refuses_aborts_its_transaction_and_the_rest_commit_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    topics = Topics.from_settings(settings)
+    admin = admin_client(settings.kafka_bootstrap_servers)
+    small_limit = ConfigEntry(
+        "max.message.bytes", "1024", incremental_operation=AlterConfigOpType.SET
+    )
+    resource = ConfigResource(ResourceType.TOPIC, topics.events, incremental_configs=[small_limit])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+    metrics = IngestMetrics()
+    producer = IngestProducer(
+        settings.kafka_bootstrap_servers,
+        topics,
+        Spill(tmp_path / "spill"),
+        metrics,
+        buffer_messages=10_000,
+        txn_id=f"{settings.topic_prefix}refusal",
+    )
+    messages = [_spilled_message(i) for i in range(200)]
+    too_big = os.urandom(8_000).hex().encode()  # incompressible, far over the topic's 1 KiB
+    # All in one transaction: the broker refuses the big record's batch, the commit fails,
+    # the transaction is aborted and its other records are sent again in a new one.
+    for message in messages[:100]:
+        producer.send(topics.messages, b"xqcow", encode(message), message.sent_at)
+    producer.send(topics.events, b"xqcow", too_big, 1_568_505_500_000)
+    for message in messages[100:]:
+        producer.send(topics.messages, b"xqcow", encode(message), message.sent_at)
+
+    def done() -> bool:
+        producer.poll()
+        return producer.acked[topics.messages] == 200 and producer.acked[topics.deadletter] == 1
+
+    try:
+        await until(done, 60, "the messages and the dead letter committed")
+    finally:
+        assert producer.close(timeout_s=10) == 0
+    assert metrics.registry.get_sample_value("chatpulse_ingest_delivery_retries_total") == 201
+    assert_exact_messages(read_topic(settings.kafka_bootstrap_servers, topics.messages), messages)
+    assert read_topic(settings.kafka_bootstrap_servers, topics.events) == []
+    (dead,) = read_topic(settings.kafka_bootstrap_servers, topics.deadletter)
+    value = msgspec.json.decode(dead.value())
+    assert (dead.key(), value["source"]) == (topics.events.encode(), topics.events)
+    assert value["reason"].startswith("kafka refused the record: ")
+    assert value["raw"] == too_big[:10_000].decode()
+
+
 def _produce_tracked(settings: Settings, channel: str, tracked: bool) -> None:
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
     value = encode(TrackedChannel(channel)) if tracked else None

@@ -9,8 +9,10 @@ first (nothing more is read), then flushes the producer for a bounded time and s
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import msgspec
@@ -35,6 +37,27 @@ _TRACKED_EVERY_S = 0.5
 _PROGRESS_EVERY_S = 10.0
 _POLL_EVERY_RECORDS = 2_000
 _ENCODER = msgspec.json.Encoder()  # the same JSON as chatpulse.models.encode, one call less
+
+
+@contextlib.contextmanager
+def _young_collections_rarer() -> Iterator[None]:
+    """Tune CPython's cyclic GC for the hot path while the service runs.
+
+    Each line allocates a few containers (tags, params, message) that live until the socket
+    read they came in is handled; at the default gen0 threshold (700) a collection runs every
+    ~150 lines, promotes them, and the older collections walk every object imported at start.
+    Freezing those and collecting young objects 15x less often saves ~3-4 us CPU per record
+    (bench/ingest.py); the garbage is the same (reference counting frees almost all of it).
+    """
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, threshold[1], threshold[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +143,8 @@ class IngestService:
         ticker = asyncio.create_task(self._tick(), name="ingest-tick")
         stopper = asyncio.create_task(stop.wait(), name="ingest-stop")
         try:
-            await asyncio.wait({reader, ticker, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            with _young_collections_rarer():
+                await asyncio.wait({reader, ticker, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._stopping = True
             logger.info("ingest stopping: closing IRC connections")

@@ -208,10 +208,15 @@ class IrcConnection:
         batch: list[Received] = []
         replies: list[str] = []
         try:
-            # CR LF -> LF over the whole read; a lone CR stays and the parser refuses its line.
-            self._parse_into(data.decode().replace("\r\n", "\n").split("\n"), batch, replies, now)
+            text = data.decode()
         except UnicodeDecodeError:
             self._handle_invalid_utf8(data.split(b"\n"), batch, replies, now)
+        else:
+            if text.count("\n") == text.count("\r\n"):  # Twitch's CR LF everywhere: no copy
+                lines = text.split("\r\n")
+            else:  # a bare LF somewhere; a lone CR stays and the parser refuses its line
+                lines = text.replace("\r\n", "\n").split("\n")
+            self._parse_into(lines, batch, replies, now)
         if replies:
             with contextlib.suppress(ConnectionError, OSError):
                 await self._write(replies)

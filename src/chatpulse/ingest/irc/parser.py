@@ -110,12 +110,28 @@ def _parse_tags(text: str, line: str) -> dict[str, str]:
     return tags
 
 
+# Valid commands seen, as sent -> upper case: Twitch uses a dozen, so checking each line's
+# command is one dict lookup. Bounded: a broken peer sending random commands cannot grow it.
+_COMMANDS: dict[str, str] = {}
+_MAX_COMMANDS = 256
+
+
 def _bad_command(command: str) -> bool:
     if not command.isascii():
         return True
     if command.isdigit():
         return len(command) != 3
     return not command.isalpha()
+
+
+def _new_command(words: list[str], raw: str) -> str:
+    """The first word as a command (upper case), remembered; IrcParseError when not one."""
+    if not words or _bad_command(words[0]):
+        raise IrcParseError("no valid command", raw)
+    command = words[0].upper()
+    if len(_COMMANDS) < _MAX_COMMANDS:
+        _COMMANDS[words[0]] = command
+    return command
 
 
 def _skip_spaces(line: str, pos: int) -> int:
@@ -138,7 +154,9 @@ def parse_line(line: str) -> IrcMessage:
         if end < 0:
             raise IrcParseError("tags without a command", raw)
         tags = _parse_tags(line[1:end], raw)
-        pos = _skip_spaces(line, end + 1)
+        pos = end + 1
+        if line.startswith(" ", pos):  # extra spaces (rare): not worth a call per line
+            pos = _skip_spaces(line, pos)
     prefix = None
     if line.startswith(":", pos):
         end = line.find(" ", pos)
@@ -147,17 +165,20 @@ def parse_line(line: str) -> IrcMessage:
         prefix = line[pos + 1 : end]
         if not prefix:
             raise IrcParseError("empty prefix", raw)
-        pos = _skip_spaces(line, end + 1)
+        pos = end + 1
+        if line.startswith(" ", pos):
+            pos = _skip_spaces(line, pos)
     trail = line.find(" :", pos)
     words = line[pos:].split(" ") if trail < 0 else line[pos:trail].split(" ")
     if "" in words:
         words = [word for word in words if word]
-    if not words or _bad_command(words[0]):
-        raise IrcParseError("no valid command", raw)
+    command = _COMMANDS.get(words[0]) if words else None
+    if command is None:
+        command = _new_command(words, raw)
     params = words[1:]
     if trail >= 0:
         params.append(line[trail + 2 :])
-    return IrcMessage(tags, prefix, words[0].upper(), params, raw)
+    return IrcMessage(tags, prefix, command, params, raw)
 
 
 def _check_middle(param: str) -> None:
