@@ -18,7 +18,7 @@ import httpx
 
 from chatpulse.api.app import create_app
 from chatpulse.api.server import serve_in_thread
-from chatpulse.models import ChatMessage, Emote
+from chatpulse.models import ChatMessage, Emote, encode
 from chatpulse.settings import Settings
 from chatpulse.storage import connect
 
@@ -142,29 +142,11 @@ def write_rows(settings: Settings, stream: KnownStream) -> None:
     ks = settings.cassandra_keyspace
     try:
         insert_message = session.prepare(
-            f"INSERT INTO {ks}.messages (channel, day, sent_at, id, channel_id, user_id, "
-            "user_login, display_name, text, is_action, emotes, bits, badges) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO {ks}.messages (channel, day, sent_at, id, record) VALUES (?, ?, ?, ?, ?)"
         )
         for m in stream.messages:
-            emotes = json.dumps([{"id": e.id, "start": e.start, "end": e.end} for e in m.emotes])
             session.execute(
-                insert_message,
-                (
-                    m.channel,
-                    _day(m.sent_at),
-                    m.sent_at,
-                    m.id,
-                    "",
-                    m.user_id,
-                    m.user_login,
-                    m.display_name,
-                    m.text,
-                    m.is_action,
-                    emotes,
-                    m.bits,
-                    m.badges,
-                ),
+                insert_message, (m.channel, _day(m.sent_at), m.sent_at, m.id, encode(m))
             )
         insert_window = session.prepare(
             f"INSERT INTO {ks}.window_stats (channel, window, day, window_start, window_end, "

@@ -9,7 +9,7 @@ import pytest
 from chatpulse.init_cli import initialize
 from chatpulse.kafka_admin import admin_client
 from chatpulse.settings import Settings
-from chatpulse.storage import connect
+from chatpulse.storage import SchemaError, connect
 from chatpulse.topics import Topics
 
 
@@ -121,3 +121,24 @@ def test_init_cli_runs_twice(settings: Settings) -> None:
             session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
         finally:
             cluster.shutdown()
+
+
+def test_a_messages_table_of_the_older_layout_stops_init_with_the_fix(settings: Settings) -> None:
+    ks = settings.cassandra_keyspace
+    cluster, session = connect(settings)
+    try:
+        session.execute(f"DROP TABLE {ks}.messages", timeout=60)
+        session.execute(
+            f"CREATE TABLE {ks}.messages (channel text, day date, sent_at timestamp, id text, "
+            "text text, PRIMARY KEY ((channel, day), sent_at, id))",
+            timeout=60,
+        )
+    finally:
+        cluster.shutdown()
+    with pytest.raises(SchemaError) as caught:
+        initialize(settings)
+    assert str(caught.value) == (
+        f"the keyspace {ks} holds a messages table of an older chatpulse layout (no record "
+        f"column): drop it (DROP TABLE {ks}.messages) or set CHATPULSE_CASSANDRA_KEYSPACE "
+        "to another keyspace"
+    )

@@ -17,11 +17,13 @@ import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
+from chatpulse.models import decode_chat_message
 from chatpulse.settings import Settings
 from chatpulse.storage import connect
 from chatpulse.topics import Topics
@@ -288,7 +290,11 @@ def read_cassandra(settings: Settings) -> Results:
             for row in session.execute(f"SELECT * FROM {ks}.channel_totals", timeout=60)
         }
         messages: Counter[str] = Counter()
-        for row in session.execute(f"SELECT channel, id FROM {ks}.messages", timeout=120):
+        query = f"SELECT channel, sent_at, id, record FROM {ks}.messages"
+        for row in session.execute(query, timeout=120):
+            stored = decode_chat_message(row.record)  # the consumed record, as it came
+            sent_at = int(row.sent_at.replace(tzinfo=UTC).timestamp() * 1000)
+            assert (stored.channel, stored.id, stored.sent_at) == (row.channel, row.id, sent_at)
             messages[row.channel] += 1
         return Results(windows, flags, totals, dict(messages), leaderboard)
     finally:

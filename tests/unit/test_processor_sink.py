@@ -1,16 +1,19 @@
-"""The Cassandra sink's statements and its error mapping, with a fake session (no Cassandra)."""
+"""The Cassandra sinks' statements, streaming and error mapping, with a recording session in
+place of the driver's (no Cassandra here; the integration tests use the real one)."""
 
+import ast
 from typing import Any
 
 import pytest
 from cassandra import InvalidRequest, OperationTimedOut, Unavailable
 from cassandra.cluster import NoHostAvailable
 from cassandra.query import BatchStatement
-from quixstreams.sinks import SinkBackpressureError, SinkBatch
+from quixstreams.sinks import SinkBackpressureError
 
 from chatpulse.models import ChatMessage
 from chatpulse.processor.channel import ChannelCounter, ChannelUpdate
-from chatpulse.processor.sinks import CassandraSink, _batches
+from chatpulse.processor.cql import CassandraWriter, batches
+from chatpulse.processor.sinks import CassandraSink
 from chatpulse.settings import load_settings
 
 MIN = 60_000
@@ -28,82 +31,171 @@ class DictStore(dict):
         self.pop(key, None)
 
 
-class FailingSession:
-    def __init__(self, error: Exception) -> None:
+class Future:
+    def __init__(self, error: Exception | None) -> None:
         self.error = error
 
-    def execute_async(self, *_args: Any, **_kwargs: Any) -> Any:
-        raise self.error
+    def result(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def add_errback(self, callback: Any, *args: Any) -> None:
+        if self.error is not None:  # the driver calls it at once for a failed future
+            callback(self.error, *args)
 
 
-def _sink() -> CassandraSink:
-    sink = CassandraSink(load_settings(cassandra_keyspace="ks"), retry_after_s=2.5)
+class RecordingSession:
+    """Records what is sent; every request fails with ``error`` once it is set."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, Any]] = []
+        self.error: Exception | None = None
+
+    def execute_async(self, statement: Any, parameters: Any = None) -> Future:
+        self.sent.append((statement, parameters))
+        return Future(self.error)
+
+    def rows(self, name: str) -> list[tuple[Any, ...]]:
+        """The parameters of every row of statement ``name`` sent, batched or not."""
+        out = []
+        for statement, parameters in self.sent:
+            if isinstance(statement, BatchStatement):
+                for _, query, _ in statement._statements_and_parameters:
+                    # unprepared: the driver bound the values into the text as CQL literals,
+                    # which for these values are Python literals too
+                    if query.startswith(name + " "):
+                        out.append(ast.literal_eval(f"({query[len(name) + 1 :]},)"))
+            elif statement.startswith(name + " "):
+                out.append(parameters)
+        return out
+
+
+def _writer() -> tuple[CassandraWriter, RecordingSession]:
+    writer = CassandraWriter(load_settings(cassandra_keyspace="ks"))
+    session = RecordingSession()
+    writer._session = session  # type: ignore[assignment]
     # plain CQL strings: BatchStatement.add binds them client-side, no server needed
-    arity = {"message": 14, "window": 9, "leaderboard": 5, "latest": 3, "totals": 4}
-    sink._statements = {name: f"{name} " + ",".join(["%s"] * n) for name, n in arity.items()}
-    return sink
+    arity = {"message": 5, "window": 9, "leaderboard": 5, "latest": 3, "totals": 4}
+    writer.statements = {name: f"{name} " + ",".join(["%s"] * n) for name, n in arity.items()}  # type: ignore[misc]
+    return writer, session
 
 
-def _updates(count: int) -> list[ChannelUpdate]:
+def _updates(count: int, channels: int = 1) -> list[ChannelUpdate]:
     counter = ChannelCounter([MIN], grace_ms=0, dedup_horizon_ms=MIN)
-    store = DictStore()
+    stores = [DictStore() for _ in range(channels)]
     out = []
     for i in range(count):
         message = ChatMessage(
             id=f"m{i}",
-            channel="c",
+            channel=f"c{i % channels}",
             user_id=str(i % 7),
             user_login="u",
             text="hi",
             sent_at=T0 + i * 1_000,
         )
-        update = counter.process(message, store)
+        update = counter.process(message, stores[i % channels])
         assert update is not None
         out.append(update)
     return out
 
 
-def _batch(updates: list[ChannelUpdate]) -> SinkBatch:
-    batch = SinkBatch(topic="t", partition=0)
+def _add(sink: Any, updates: list[ChannelUpdate]) -> None:
     for offset, update in enumerate(updates):
-        batch.append(value=update, key=b"c", timestamp=0, headers=[], offset=offset)
-    return batch
+        update.record = f"record {update.message.id}".encode()
+        sink.add(
+            value=update, key=b"c", timestamp=0, headers=[], topic="t", partition=0, offset=offset
+        )
 
 
-def test_statements_coalesce_windows_and_totals() -> None:
-    sink = _sink()
-    statements = list(sink._statements_for(_updates(130)))  # 130 s: minutes 0, 1 closed; 2 open
-    batches = [s for s, _ in statements if isinstance(s, BatchStatement)]
-    singles = [(s, p) for s, p in statements if not isinstance(s, BatchStatement)]
-    rows_per_batch = sorted(len(b._statements_and_parameters) for b in batches)
-    # 130 messages of one partition in batches of 60; 130 updates of 3 windows coalesce to
-    # 3 window rows (one batch) and 3 leaderboard partitions of one row; 1 totals row
-    assert rows_per_batch == [1, 1, 1, 1, 3, 10, 60, 60]
-    assert singles == [(sink._statements["latest"], ("1m", T0 + 2 * MIN, (T0 + 2 * MIN) * 1000))]
+def _batch_sizes(session: RecordingSession) -> list[int]:
+    return sorted(
+        len(s._statements_and_parameters) for s, _ in session.sent if isinstance(s, BatchStatement)
+    )
+
+
+def test_a_checkpoint_writes_each_message_and_the_newest_statistics() -> None:
+    writer, session = _writer()
+    sink = CassandraSink(writer)
+    _add(sink, _updates(130))  # 130 s: minutes 0, 1 closed; 2 open
+    assert session.sent == []  # nothing before the checkpoint
+    sink.flush()
+    # 130 messages of one partition in batches of 100; 3 window rows (one batch),
+    # 3 leaderboard partitions of one row, 1 totals row
+    assert _batch_sizes(session) == [1, 1, 1, 1, 3, 30, 100]
+    messages = session.rows("message")
+    assert [(row[0], row[2], row[3], row[4]) for row in messages] == [
+        # a blob is bound as a 0x... literal, which Python reads as an int
+        ("c0", T0 + i * 1_000, f"m{i}", int.from_bytes(f"record m{i}".encode()))
+        for i in range(130)
+    ]
+    assert [(row[3], row[5], row[8]) for row in session.rows("window")] == [
+        (T0, 60, True),
+        (T0 + MIN, 60, True),
+        (T0 + 2 * MIN, 10, False),
+    ]
+    assert session.rows("totals") == [("c0", 130, T0, T0 + 129_000)]
+    assert session.rows("latest") == [("1m", T0 + 2 * MIN, (T0 + 2 * MIN) * 1000)]
+    session.sent.clear()
+    sink.flush()
+    assert session.sent == []
+
+
+def test_quiet_channels_share_message_batches_ten_partitions_at_most() -> None:
+    writer, session = _writer()
+    sink = CassandraSink(writer)
+    _add(sink, _updates(75, channels=25))  # 3 messages in each of 25 channels
+    sink.flush()
+    message_batches = [
+        s
+        for s, _ in session.sent
+        if isinstance(s, BatchStatement)
+        and "message" in str(s._statements_and_parameters[0][1])[:8]
+    ]
+    assert sorted(len(b._statements_and_parameters) for b in message_batches) == [15, 30, 30]
+    assert sorted(row[3] for row in session.rows("message")) == sorted(f"m{i}" for i in range(75))
 
 
 @pytest.mark.parametrize(
     "error", [NoHostAvailable("down", {}), OperationTimedOut(), Unavailable("1 of 1")]
 )
 def test_transient_errors_become_backpressure(error: Exception) -> None:
-    sink = _sink()
-    sink._session = FailingSession(error)
+    writer, session = _writer()
+    sink = CassandraSink(writer, retry_after_s=2.5)
+    session.error = error
+    _add(sink, _updates(130))
     with pytest.raises(SinkBackpressureError) as caught:
-        sink.write(_batch(_updates(3)))
+        sink.flush()
     assert caught.value.retry_after == 2.5
+    assert len(session.sent) == 1  # the first request failed: no more were sent
+    # the checkpoint is dropped: nothing of it is kept for the next one
+    session.error = None
+    session.sent.clear()
+    sink.flush()
+    assert session.sent == []
 
 
 def test_other_errors_stop_the_app() -> None:
-    sink = _sink()
-    sink._session = FailingSession(InvalidRequest("bad"))
+    writer, session = _writer()
+    sink = CassandraSink(writer)
+    session.error = InvalidRequest("bad")
+    _add(sink, _updates(3))
     with pytest.raises(InvalidRequest):
-        sink.write(_batch(_updates(3)))
+        sink.flush()
+
+
+def test_a_paused_sink_drops_the_checkpoint() -> None:
+    writer, session = _writer()
+    sink = CassandraSink(writer)
+    _add(sink, _updates(30, channels=3))
+    sink.on_paused()
+    sink.flush()
+    assert session.sent == []
 
 
 def test_batches_stay_far_below_the_size_limit() -> None:
     rows = [("c", 1, 2, f"id{i}", "x" * 500) for i in range(60)]
-    batches = [b for b, _ in _batches("s %s,%s,%s,%s,%s", rows, 60)]
-    assert sum(len(b._statements_and_parameters) for b in batches) == 60
-    assert len(batches) > 2
-    for batch in batches:
+    groups = list(batches("s %s,%s,%s,%s,%s", rows, 60, weights=[1_100] * 60))
+    assert sum(len(b._statements_and_parameters) for b in groups) == 60
+    assert len(groups) > 2
+    for batch in groups:
         assert sum(len(query) for _, query, _ in batch._statements_and_parameters) < 25_000

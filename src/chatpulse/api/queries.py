@@ -6,10 +6,12 @@ no request touches more than a few dozen partitions.
 """
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import msgspec
 from cassandra.murmur3 import murmur3
 
 from chatpulse.api.db import CassandraGateway
@@ -26,6 +28,7 @@ from chatpulse.api.schemas import (
     to_ms,
     utc,
 )
+from chatpulse.models import ChatMessage, decode_chat_message
 from chatpulse.windows import window_start
 
 __all__ = [
@@ -37,6 +40,8 @@ __all__ = [
     "message_page",
     "window_stats",
 ]
+
+logger = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 _EPOCH_DAY = date(1970, 1, 1)
@@ -189,24 +194,27 @@ async def window_stats(
 
 
 def _message(channel: str, row: Any) -> MessageItem:
-    emotes = []
-    for item in decode_json_list(row.emotes):
-        try:
-            emotes.append(EmoteOut.model_validate(item))
-        except ValueError:
-            continue
+    """A ``messages`` row: the key columns and the record the processor stored."""
+    try:
+        message = decode_chat_message(row.record or b"")
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        # never written by the processor (it stores only records it validated)
+        logger.warning("undecodable record of message %s in %s: %s", row.id, channel, exc)
+        message = ChatMessage(
+            id=row.id, channel=channel, user_id="", user_login="", text="", sent_at=0
+        )
     return MessageItem(
         id=row.id,
         channel=channel,
-        user_id=row.user_id or "",
-        user_login=row.user_login or "",
-        display_name=row.display_name or "",
-        text=row.text or "",
-        is_action=bool(row.is_action),
+        user_id=message.user_id,
+        user_login=message.user_login,
+        display_name=message.display_name,
+        text=message.text,
+        is_action=message.is_action,
         sent_at=utc(row.sent_at),
-        emotes=emotes,
-        bits=row.bits or 0,
-        badges=dict(row.badges or {}),
+        emotes=[EmoteOut(id=e.id, start=e.start, end=e.end) for e in message.emotes],
+        bits=message.bits,
+        badges=message.badges,
     )
 
 

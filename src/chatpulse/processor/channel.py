@@ -79,6 +79,8 @@ class ChannelUpdate:
     closed: list[WindowStats] = field(default_factory=list)
     # window sizes for which this message came too late
     late_sizes: list[int] = field(default_factory=list)
+    # the consumed record's value (the sink stores it as the raw message), set by the caller
+    record: bytes = b""
 
 
 @dataclass(slots=True)

@@ -199,6 +199,7 @@ def build_pipeline(
         if update is None:
             metrics.duplicates.inc()
             return []
+        update.record = value
         metrics.processed.inc()
         for size in update.late_sizes:
             metrics.late.labels(late_labels[size]).inc()
