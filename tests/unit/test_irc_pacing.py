@@ -1,4 +1,4 @@
-"""JOIN limiter, reconnect backoff and the recent-keys set of the Twitch client."""
+"""JOIN and connection limiters, reconnect backoff, JOIN retries and the recent-keys set."""
 
 import asyncio
 import time
@@ -8,7 +8,7 @@ from pydantic import SecretStr
 
 from chatpulse.ingest.irc.client import TwitchChatClient
 from chatpulse.ingest.irc.dedup import RecentKeys
-from chatpulse.ingest.irc.ratelimit import SlidingWindowLimiter, backoff_delay
+from chatpulse.ingest.irc.ratelimit import SlidingWindowLimiter, backoff_delay, unanswered_joins
 
 
 async def test_limiter_allows_rate_per_sliding_window() -> None:
@@ -80,3 +80,79 @@ async def test_channels_fill_shards_in_order() -> None:
     assert [sorted(s.channels) for s in client._shards] == [["a", "b"], ["d", "f"], ["e"]]
     with pytest.raises(ValueError, match="not a Twitch channel"):
         client.join("bad name")
+
+
+def test_unanswered_joins_are_the_silent_ones_still_wanted() -> None:
+    sent = {"old": 0.0, "answered": 0.0, "refused": 0.0, "parted": 0.0, "recent": 9.5}
+    answered = {"answered", "refused"}  # a JOIN echo or a refusal NOTICE
+    wanted = {"old", "answered", "refused", "recent"}
+    assert unanswered_joins(sent, answered, wanted, now=10.0, timeout_s=1.0) == ["old"]
+    assert unanswered_joins(sent, answered, wanted, now=10.5, timeout_s=1.0) == ["old", "recent"]
+    assert unanswered_joins(sent, answered, wanted, now=0.5, timeout_s=1.0) == []
+
+
+async def test_new_connections_are_rate_limited() -> None:
+    # Four shards of one channel each; nothing listens on port 1, so each attempt fails at once
+    # and the shard's next one is 30 s away: only the limiter spaces these four.
+    client = TwitchChatClient(
+        "irc://127.0.0.1:1",
+        channels_per_connection=1,
+        connect_rate=2,
+        connect_window_s=0.4,
+        backoff_base_s=30.0,
+    )
+    for name in ("a", "b", "c", "d"):
+        client.join(name)
+    await client.start()
+    try:
+        await asyncio.sleep(0.2)
+        assert client.connect_attempts == 2  # the other two wait for the window to slide
+        await asyncio.sleep(0.5)
+        assert client.connect_attempts == 4
+    finally:
+        await client.stop()
+
+
+async def test_a_join_twitch_does_not_answer_is_sent_again() -> None:
+    joins: list[str] = []
+    echoed, served = asyncio.Event(), asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nick = ""
+        try:
+            while line := await reader.readline():
+                text = line.decode().strip()
+                if text.startswith("NICK "):
+                    nick = text.split()[1]
+                    writer.write(f":tmi.twitch.tv 001 {nick} :Welcome, GLHF!\r\n".encode())
+                elif text.startswith("JOIN "):
+                    joins.append(text)
+                    if len(joins) > 1:  # the first is dropped silently, as over Twitch's limit
+                        echo = f":{nick}!{nick}@{nick}.tmi.twitch.tv {text}\r\n"
+                        writer.write(echo.encode())
+                        echoed.set()
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            served.set()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = TwitchChatClient(f"irc://127.0.0.1:{port}", join_confirm_timeout_s=0.2)
+    client.join("chan")
+    await client.start()
+    try:
+        async with asyncio.timeout(5):
+            await echoed.wait()
+        (conn,) = client.connections
+        assert await conn.wait_joined({"chan"}, timeout_s=5)
+    finally:
+        await client.stop()
+        async with asyncio.timeout(5):
+            await served.wait()  # the client closed its socket: the handler is done
+        server.close()
+        await server.wait_closed()
+    assert joins == ["JOIN #chan", "JOIN #chan"]
+    assert client.join_retries == 1

@@ -5,6 +5,10 @@ Our own client because no maintained Python library does what ingest needs: anon
 handling of RECONNECT with de-duplication, and sharding of hundreds of channels over
 connections under Twitch's JOIN rate limit.
 
+New connections (logins) are rate-limited like JOINs; a JOIN that Twitch answers with neither
+its JOIN echo nor a refusal NOTICE within ``join_confirm_timeout_s`` (Twitch drops JOINs over
+its limit silently) is sent again.
+
 Every received line (parsed or not) comes out of :meth:`TwitchChatClient.lines` once; a data
 line (PRIVMSG, USERNOTICE, CLEARCHAT, CLEARMSG) seen twice across a reconnect overlap is
 dropped by its key: (channel, ``id`` tag), or the raw line when there is no ``id``.
@@ -57,6 +61,8 @@ class TwitchChatClient:
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 60.0,
         join_confirm_timeout_s: float = 15.0,
+        connect_rate: int = 20,
+        connect_window_s: float = 10.0,
         drain_timeout_s: float = 5.0,
         stable_after_s: float = 10.0,
         dedup_capacity: int = 100_000,
@@ -86,6 +92,9 @@ class TwitchChatClient:
         self.drain_timeout_s = drain_timeout_s
         self.stable_after_s = stable_after_s  # a connection that lived this long resets backoff
         self._join_limiter = SlidingWindowLimiter(join_rate, join_window_s)
+        # Each new connection is a login, and Twitch limits those too (20 per 10 s): after an
+        # outage every shard reconnects at once, and must not lock the account/IP out.
+        self._connect_limiter = SlidingWindowLimiter(connect_rate, connect_window_s)
         self._recent = RecentKeys(dedup_capacity)
         self._queue: asyncio.Queue[list[Received] | None] = asyncio.Queue()
         self._max_pending = max_pending_batches
@@ -100,6 +109,8 @@ class TwitchChatClient:
         self.duplicates_dropped = 0
         self.reconnects = 0
         self.join_attempts = 0
+        self.join_retries = 0
+        self.connect_attempts = 0
 
     def __repr__(self) -> str:
         scheme = "ircs" if self.tls else "irc"

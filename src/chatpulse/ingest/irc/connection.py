@@ -87,6 +87,7 @@ class IrcConnection:
         self._tasks: list[asyncio.Task[None]] = []
         self._welcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.requested: set[str] = set()  # channels we sent a JOIN for (and no PART since)
+        self.join_sent: dict[str, float] = {}  # channel -> monotonic time of its last JOIN
         self.joined: set[str] = set()
         self.join_failed: set[str] = set()
         self._membership_changed = asyncio.Event()
@@ -136,10 +137,12 @@ class IrcConnection:
 
     async def join(self, channel: str) -> None:
         self.requested.add(channel)
+        self.join_sent[channel] = time.monotonic()
         await self.send(f"JOIN #{channel}")
 
     async def part(self, channel: str) -> None:
         self.requested.discard(channel)
+        self.join_sent.pop(channel, None)
         self.joined.discard(channel)
         await self.send(f"PART #{channel}")
 

@@ -1,11 +1,12 @@
-"""Pacing for the Twitch client: a sliding-window JOIN limiter and reconnect backoff."""
+"""Pacing for the Twitch client: sliding-window limiters, reconnect backoff, JOIN retries."""
 
 import asyncio
 import random
 import time
 from collections import deque
+from collections.abc import Mapping, Set
 
-__all__ = ["SlidingWindowLimiter", "backoff_delay"]
+__all__ = ["SlidingWindowLimiter", "backoff_delay", "unanswered_joins"]
 
 
 class SlidingWindowLimiter:
@@ -52,3 +53,23 @@ def backoff_delay(
         return 0.0
     delay = min(max_s, base_s * 2.0 ** (attempt - 2))
     return float(delay * (1.0 + random.uniform(0.0, jitter)))
+
+
+def unanswered_joins(
+    sent: Mapping[str, float],
+    answered: Set[str],
+    wanted: Set[str],
+    now: float,
+    timeout_s: float,
+) -> list[str]:
+    """Channels to JOIN again: still wanted, JOIN sent ``timeout_s`` ago or more, no answer.
+
+    ``answered`` holds the channels Twitch answered (its JOIN echo or a refusal NOTICE; a
+    refusal such as ``msg_channel_suspended`` is for good and is not retried). No answer at
+    all is the transient case: Twitch drops JOINs over its rate limit without a word.
+    """
+    return sorted(
+        channel
+        for channel, at in sent.items()
+        if now - at >= timeout_s and channel not in answered and channel in wanted
+    )

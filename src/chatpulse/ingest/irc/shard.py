@@ -7,9 +7,11 @@ connection's channels in step with the ones asked for. Part of :mod:`.client`.
 import asyncio
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from chatpulse.ingest.irc.connection import IrcConnection, TwitchLoginError
+from chatpulse.ingest.irc.ratelimit import unanswered_joins
 
 if TYPE_CHECKING:
     from chatpulse.ingest.irc.client import TwitchChatClient
@@ -88,10 +90,44 @@ class Shard:
                 return
             self.client.join_attempts += 1
 
+    async def _retry_unanswered_joins(self, conn: IrcConnection) -> None:
+        """While ``conn`` lives, JOIN again the channels Twitch did not answer in time."""
+        timeout_s = self.client.join_confirm_timeout_s
+        while not conn.closed.is_set():
+            await asyncio.sleep(timeout_s / 2)
+            stale = unanswered_joins(
+                conn.join_sent,
+                conn.joined | conn.join_failed,
+                self.channels,
+                time.monotonic(),
+                timeout_s,
+            )
+            if not stale or conn.closed.is_set():
+                continue
+            logger.warning(
+                "shard %d: connection %d: no answer to the JOIN of %d channel(s) (%s) in %.0f s: "
+                "joining again",
+                self.index,
+                conn.id,
+                len(stale),
+                ", ".join(stale[:5]),
+                timeout_s,
+            )
+            self.client.join_retries += len(stale)
+            conn.requested.difference_update(stale)  # so that _join_all sends them again
+            for channel in stale:
+                del conn.join_sent[channel]  # re-stamped when the JOIN goes out
+            self._spawn_joins(conn, stale)
+
     async def _connect(self, *, wait_joined: bool) -> IrcConnection:
+        await self.client._connect_limiter.acquire()
+        self.client.connect_attempts += 1
         conn = self.client._new_connection()
         try:
             await conn.open()
+            retry = asyncio.create_task(self._retry_unanswered_joins(conn))
+            self._joiners.add(retry)
+            retry.add_done_callback(self._joiners.discard)
             joining = self._spawn_joins(conn, sorted(self.channels))
             if wait_joined:
                 await joining
