@@ -188,6 +188,10 @@ async def test_replaying_the_capture_produces_every_message_and_event_once(
     assert Counter(e.type for e in got_events) == Counter(e.type for e in events)
     assert {r.key() for r in event_records} == {b"xqcow"}
     assert summaries[0].spilled_at_exit == 0
+    for metric in ("records_sent", "produced"):  # counted per read / per commit, exactly
+        sample = service.metrics.registry.get_sample_value
+        assert sample(f"chatpulse_ingest_{metric}_total", {"kind": "messages"}) == CAPTURE_MESSAGES
+        assert sample(f"chatpulse_ingest_{metric}_total", {"kind": "events"}) == CAPTURE_EVENTS
 
 
 async def test_disconnect_and_reconnect_mid_stream_lose_and_repeat_nothing(

@@ -25,18 +25,18 @@ class IngestMetrics:
         )
         self.produced = Counter(
             "chatpulse_ingest_produced",
-            "records Kafka acknowledged, by topic kind",
+            "records committed to Kafka (their transaction committed), by topic kind",
             ["kind"],
             registry=r,
         )
         self.delivery_failures = Counter(
             "chatpulse_ingest_delivery_failures",
-            "delivery reports with an error (each is retried or dead-lettered, never dropped)",
+            "delivery reports with an error (the transaction aborts; its records are sent again)",
             registry=r,
         )
         self.retried = Counter(
             "chatpulse_ingest_delivery_retries",
-            "records produced again after a failure",
+            "records produced again after their transaction aborted",
             registry=r,
         )
         self.spilled = Counter(
@@ -55,7 +55,7 @@ class IngestMetrics:
         )
         self.buffered = Gauge(
             "chatpulse_ingest_buffered",
-            "records in the producer's memory awaiting Kafka's acknowledgement",
+            "records in memory not yet committed to Kafka",
             registry=r,
         )
         self.spill_bytes = Gauge(

@@ -160,7 +160,7 @@ class IngestProducer:
         if self._spilling:
             self._spill.append(topic, key, value, timestamp)
             self._counts["spilled"] += 1
-        elif self._in_txn and len(self._txn) < self._txn_max:
+        elif self._in_txn and not self._pending and len(self._txn) < self._txn_max:
             self._produce((topic, key, value, timestamp, self._slot))
         else:
             self._pending.append((topic, key, value, timestamp, self._slot))

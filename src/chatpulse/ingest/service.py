@@ -93,6 +93,8 @@ class IngestService:
         self.events = 0
         self.deadlettered = 0
         self._reported_lines = 0
+        self._sent_messages = self.metrics.records_sent.labels("messages")
+        self._sent_events = self.metrics.records_sent.labels("events")
         self._producer: IngestProducer | None = None
         self._client: TwitchChatClient | None = None
         self._tracked: TrackedChannels | None = None
@@ -235,12 +237,18 @@ class IngestService:
         self.lines += len(batch)
         self.messages += messages
         self.events += events
+        # Per read, not per record: a prometheus_client inc() takes a lock.
+        if messages:
+            self._sent_messages.inc(messages)
+        if events:
+            self._sent_events.inc(events)
 
     def _deadletter(self, raw: str, reason: str, kind: str, connection: object) -> None:
         assert self._producer is not None
         logger.warning("dead-lettering a line from connection %s: %s", connection, reason)
         value = deadletter_value(raw, reason, connection=str(connection))
         self._producer.send(self.topics.deadletter, IRC_KEY, value, 0)
+        self.metrics.records_sent.labels("deadletter").inc()
         self.metrics.deadlettered.labels(kind).inc()
         self.deadlettered += 1
 
