@@ -12,14 +12,17 @@ Defaults use the shared test stack (Kafka 127.0.0.1:19092, Cassandra 127.0.0.1:1
 """
 
 import argparse
+import itertools
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -179,17 +182,46 @@ def print_breakdown(registry: Any, wall: float, cpu: float, messages: int) -> No
     )
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """The processor's Prometheus samples without labels (name -> value)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if line and not line.startswith("#") and "{" not in name:
+            samples[name] = float(value)
+    return samples
+
+
 def freshness(
     settings: Settings, rate: int, seconds: float, channels: int, skew: float
 ) -> list[float]:
-    """Produce at ``rate`` msg/s to a running processor; probes measure produce->Cassandra."""
+    """Produce at ``rate`` msg/s to a running processor; probes measure produce->Cassandra.
+
+    The generator works in 10 ms ticks (channels drawn in bulk, probes checked every 50 ms
+    with concurrent queries) so that it takes little of the CPU the processor needs; it
+    prints its own and the processor's CPU use, and the processor's checkpoint times.
+    """
+    metrics_port = _free_port()
     env = {**os.environ, **settings.as_environment()}
     env.update(
         {
             "CHATPULSE_PROCESSOR_GROUP": f"{settings.topic_prefix}fresh",
             "CHATPULSE_STATE_DIR": str(settings.state_dir / "fresh"),
             "CHATPULSE_COMMIT_INTERVAL_S": str(settings.commit_interval_s),
-            "CHATPULSE_PROCESSOR_METRICS_PORT": "0",
+            "CHATPULSE_PROCESSOR_METRICS_PORT": str(metrics_port),
             "CHATPULSE_LOG_LEVEL": "WARNING",
         }
     )
@@ -205,8 +237,19 @@ def freshness(
     topic = Topics.from_settings(settings).messages
     rng = random.Random(2)
     names, weights = zipf_channels(channels, skew)
+    cumulative = list(itertools.accumulate(weights))
     probes: dict[str, float] = {}
     latencies: list[float] = []
+
+    def check_probes() -> None:
+        pending = [
+            (probe, at, session.execute_async(lookup, (probe,))) for probe, at in probes.items()
+        ]
+        for probe, at, future in pending:
+            if future.result().one():
+                latencies.append(time.monotonic() - at)
+                del probes[probe]
+
     try:
         # wait until the processor is up: a first probe must come through
         warm = f"warm{uuid.uuid4().hex[:8]}"
@@ -221,19 +264,24 @@ def freshness(
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("the processor did not start; see fresh.log")
             time.sleep(0.2)
+        before = _scrape(metrics_port)
+        cpu_started, own_started = _cpu_seconds(proc.pid), time.process_time()
         started = time.monotonic()
         sent = 0
-        next_probe = started
-        while time.monotonic() - started < seconds:
-            now = time.monotonic()
+        next_probe = next_check = started
+        while (now := time.monotonic()) - started < seconds:
             due = int((now - started) * rate)
-            while sent < due:
-                channel = rng.choices(names, weights)[0]
-                value = message_value(
-                    channel, uuid.uuid4().hex, rng.randint(1, 200_000), int(time.time() * 1000), rng
-                )
-                producer.produce(topic, key=channel.encode(), value=value)
-                sent += 1
+            if due > sent:
+                for channel in rng.choices(names, cum_weights=cumulative, k=due - sent):
+                    value = message_value(
+                        channel,
+                        uuid.uuid4().hex,
+                        rng.randint(1, 200_000),
+                        int(time.time() * 1000),
+                        rng,
+                    )
+                    producer.produce(topic, key=channel.encode(), value=value)
+                sent = due
             if now >= next_probe:
                 probe = f"probe{uuid.uuid4().hex[:12]}"
                 producer.produce(
@@ -244,19 +292,19 @@ def freshness(
                 probes[probe] = time.monotonic()
                 next_probe = now + 0.2
             producer.poll(0)
-            for probe, at in list(probes.items()):
-                if session.execute(lookup, (probe,)).one():
-                    latencies.append(time.monotonic() - at)
-                    del probes[probe]
-            time.sleep(0.002)
+            if now >= next_check:
+                check_probes()
+                next_check = now + 0.05
+            time.sleep(0.01)
+        elapsed = time.monotonic() - started
+        processor_cpu = _cpu_seconds(proc.pid) - cpu_started
+        own_cpu = time.process_time() - own_started
+        after = _scrape(metrics_port)
         producer.flush(10)
         deadline = time.monotonic() + 30
         while probes and time.monotonic() < deadline:
-            for probe, at in list(probes.items()):
-                if session.execute(lookup, (probe,)).one():
-                    latencies.append(time.monotonic() - at)
-                    del probes[probe]
-            time.sleep(0.01)
+            check_probes()
+            time.sleep(0.05)
     finally:
         proc.terminate()
         proc.wait(60)
@@ -264,6 +312,18 @@ def freshness(
         log.close()
     if probes:
         print(f"  {len(probes)} probes never became visible")
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    checkpoints = max(delta("chatpulse_processor_checkpoint_seconds_count"), 1)
+    each_ms = delta("chatpulse_processor_checkpoint_seconds_sum") / checkpoints * 1000
+    sink_ms = delta("chatpulse_processor_sink_write_seconds_sum") / checkpoints * 1000
+    print(
+        f"  {sent / elapsed:,.0f} msg/s produced; processor CPU {processor_cpu / elapsed:.0%} of "
+        f"a core, load generator {own_cpu / elapsed:.0%}; {checkpoints:.0f} checkpoints, "
+        f"{each_ms:.0f} ms each on average, of which Cassandra sink {sink_ms:.0f} ms"
+    )
     return latencies
 
 
