@@ -139,7 +139,7 @@ def run_processor(
 
     def watch() -> None:
         while "end" not in marks:
-            value = consumed._value.get()
+            value = consumed.value
             now = time.perf_counter()
             if value > 0 and "start" not in marks:
                 marks["start"] = now

@@ -129,8 +129,13 @@ def test_counts_deduplicates_and_closes_windows(harness: Harness) -> None:
     late = harness.send(chat("d", T0 + 3_000), b"c")[0]
     assert late.late_sizes == [MIN]
     assert late.total_messages == 4
-    assert harness.metrics.duplicates._value.get() == 1
-    assert harness.metrics.late.labels("1m")._value.get() == 1
+    assert harness.metrics.duplicates.value == 1
+    assert harness.metrics.late["1m"].value == 1
+    exported = harness.metrics.registry.get_sample_value
+    assert exported("chatpulse_processor_consumed_total") == 5
+    assert exported("chatpulse_processor_processed_total") == 4
+    assert exported("chatpulse_processor_duplicates_total") == 1
+    assert exported("chatpulse_processor_late_total", {"window": "1m"}) == 1
 
 
 def test_channels_have_separate_state(harness: Harness) -> None:
@@ -146,7 +151,7 @@ def test_poison_records_become_dead_letters(harness: Harness) -> None:
     assert harness.send(chat("a", T0, channel="c"), b"other") == []
     assert harness.send(None, b"c") == []
     assert msgspec.json.decode(harness.outputs[0])["reason"] == "empty value"
-    assert harness.metrics.deadlettered._value.get() == 4
+    assert harness.metrics.deadlettered.value == 4
     assert len(harness.send(chat("ok", T0), b"c")) == 1
 
 

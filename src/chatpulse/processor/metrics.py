@@ -5,16 +5,57 @@ Metrics live in a registry of their own so tests can build several pipelines in 
 
 import json
 import logging
+from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-__all__ = ["ProcessorMetrics"]
+__all__ = ["ProcessorMetrics", "Tally"]
 
 logger = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Tally:
+    """A count bumped once or more per message: a plain int add, where prometheus_client's
+    ``Counter.inc`` takes a lock (about 1 µs, 4% of the processing thread over the per-message
+    counters). Only the processing thread writes it; a scrape reads it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self) -> None:
+        self.value += 1
+
+
+class _TallyCollector(Collector):
+    def __init__(self, metrics: "ProcessorMetrics") -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._metrics
+        for name, help_text, tally in (
+            ("consumed", "Records read from the messages topic", m.consumed),
+            ("processed", "Chat messages counted (after de-duplication)", m.processed),
+            ("duplicates", "Redelivered messages dropped", m.duplicates),
+            ("deadlettered", "Records sent to the dead-letter topic", m.deadlettered),
+        ):
+            yield CounterMetricFamily(f"chatpulse_processor_{name}", help_text, value=tally.value)
+        late = CounterMetricFamily(
+            "chatpulse_processor_late",
+            "Messages left out of a closed window (still in the channel totals)",
+            labels=["window"],
+        )
+        for window, tally in sorted(m.late.items()):
+            late.add_metric([window], tally.value)
+        yield late
 
 
 @dataclass
@@ -25,28 +66,13 @@ class ProcessorMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.consumed = Counter(
-            "chatpulse_processor_consumed", "Records read from the messages topic", registry=r
-        )
-        self.processed = Counter(
-            "chatpulse_processor_processed",
-            "Chat messages counted (after de-duplication)",
-            registry=r,
-        )
-        self.duplicates = Counter(
-            "chatpulse_processor_duplicates", "Redelivered messages dropped", registry=r
-        )
-        self.late = Counter(
-            "chatpulse_processor_late",
-            "Messages left out of a closed window (still in the channel totals)",
-            ["window"],
-            registry=r,
-        )
-        self.deadlettered = Counter(
-            "chatpulse_processor_deadlettered",
-            "Records sent to the dead-letter topic",
-            registry=r,
-        )
+        # per-message counts: plain ints, exported by _TallyCollector
+        self.consumed = Tally()
+        self.processed = Tally()
+        self.duplicates = Tally()
+        self.deadlettered = Tally()
+        self.late: dict[str, Tally] = defaultdict(Tally)  # by window name
+        r.register(_TallyCollector(self))
         self.lag = Gauge(
             "chatpulse_processor_partition_lag",
             "Consumer lag per partition (librdkafka statistics)",

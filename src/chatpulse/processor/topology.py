@@ -202,7 +202,7 @@ def build_pipeline(
         update.record = value
         metrics.processed.inc()
         for size in update.late_sizes:
-            metrics.late.labels(late_labels[size]).inc()
+            metrics.late[late_labels[size]].inc()
         if sinks:
             ctx = message_context()
             for sink in sinks:
