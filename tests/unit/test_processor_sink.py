@@ -107,6 +107,12 @@ def _add(sink: Any, updates: list[ChannelUpdate]) -> None:
         )
 
 
+def _kind(statement: Any) -> str:
+    if isinstance(statement, BatchStatement):
+        statement = statement._statements_and_parameters[0][1]
+    return str(statement).split(" ", 1)[0]
+
+
 def _batch_sizes(session: RecordingSession) -> list[int]:
     return sorted(
         len(s._statements_and_parameters) for s, _ in session.sent if isinstance(s, BatchStatement)
@@ -135,6 +141,9 @@ def test_a_checkpoint_writes_each_message_and_the_newest_statistics() -> None:
     ]
     assert session.rows("totals") == [("c0", 130, T0, T0 + 129_000)]
     assert session.rows("latest") == [("1m", T0 + 2 * MIN, (T0 + 2 * MIN) * 1000)]
+    kinds = [_kind(statement) for statement, _ in session.sent]
+    # the statistics go out before the raw messages: the API's numbers are visible sooner
+    assert kinds.index("message") > max(i for i, k in enumerate(kinds) if k != "message")
     session.sent.clear()
     sink.flush()
     assert session.sent == []

@@ -7,7 +7,8 @@ Per checkpoint it writes each message once (its consumed record under its key co
 only the newest value of each window (row and leaderboard row), of the newest window start
 and of each channel's totals: the batch holds one update per message.
 
-Statements are all sent before any is waited for, at most ``in_flight`` outstanding. Sending
+Statements are all sent before any is waited for, at most ``in_flight`` outstanding, the
+statistics first so that the numbers the API serves land before the raw messages. Sending
 while the processor counts instead was measured slower: the driver's I/O thread then competes
 for the GIL with the counting, costing more CPU per message than the overlap saves.
 Transient Cassandra errors raise ``SinkBackpressureError``: Quix drops the checkpoint, pauses,
@@ -129,6 +130,14 @@ class CassandraSink(BatchingSink):
                 size = final.window_end - final.window_start
                 windows[(final.channel, size, final.window_start)] = final
 
+        # statistics first: the numbers the API serves are visible before the raw messages
+        yield from self._window_statements(windows)
+        totals_rows = [
+            (channel, update.total_messages, update.first_seen, update.last_seen)
+            for channel, update in totals.items()
+        ]
+        for group in batches(st["totals"], totals_rows, _PARTITIONS_PER_BATCH):
+            yield group, None
         # busy partitions in batches of their own, quiet ones up to ten to a batch
         quiet: list[list[Row]] = []
         for rows in by_partition.values():
@@ -139,13 +148,6 @@ class CassandraSink(BatchingSink):
         for first in range(0, len(quiet), _PARTITIONS_PER_BATCH):
             rows = [row for part in quiet[first : first + _PARTITIONS_PER_BATCH] for row in part]
             yield from _message_batches(st["message"], rows)
-        yield from self._window_statements(windows)
-        totals_rows = [
-            (channel, update.total_messages, update.first_seen, update.last_seen)
-            for channel, update in totals.items()
-        ]
-        for group in batches(st["totals"], totals_rows, _PARTITIONS_PER_BATCH):
-            yield group, None
 
     def _window_statements(
         self, windows: dict[tuple[str, int, int], WindowAggregate | WindowStats]
