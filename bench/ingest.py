@@ -12,10 +12,11 @@ included), of the fake-twitch process and of the Kafka broker are read from /pro
 timed window and printed separately. ``--pin`` puts ingest on core 0 and fake-twitch on core 1
 (Kafka, shared with other users of the stack, is left alone), so fake-twitch does not take the
 ingest's core. The raw baseline runs twice: idempotent, and transactional with a commit every
-100 ms like ingest (the cost of exactly once on the Kafka side).
+100 ms like ingest (the cost of exactly once on the Kafka side). ``--processes N`` shards the
+channels over N ingest processes, as a deployment scales out (bench/_ingest_shards.py).
 
     .venv/bin/python bench/ingest.py [--messages N] [--channels C] [--pin] [--profile]
-        [--bootstrap-servers HOST:PORT]
+        [--processes N] [--bootstrap-servers HOST:PORT]
 """
 
 import argparse
@@ -28,6 +29,7 @@ import platform
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -36,6 +38,7 @@ from typing import TypeVar
 import confluent_kafka
 from pyinstrument import Profiler
 
+from _ingest_shards import cpu_seconds, sharded_end_to_end
 from _machine import machine_state
 from chatpulse.fake_twitch.server import FakeTwitchServer
 from chatpulse.fake_twitch.simulate import channel_names, simulate
@@ -70,15 +73,6 @@ def _client_version() -> str:
 def simulated_lines(messages: int, channels: int, seed: int) -> list[str]:
     """About ``messages`` simulated lines over ``channels`` channels."""
     return list(simulate(channels, messages / SIM_SECONDS, seed, duration_s=SIM_SECONDS))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads) from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu() -> dict[str, float]:
@@ -297,7 +291,12 @@ def main() -> None:
     parser.add_argument(
         "--pin", action="store_true", help="ingest on core 0, fake-twitch on core 1"
     )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="shard the channels over N ingest processes"
+    )
     args = parser.parse_args()
+    if args.processes > 1 and (args.pin or args.profile):
+        parser.error("--processes > 1 goes without --pin and --profile")
     logging.basicConfig(level=logging.WARNING)
     ingest_core, server_core = (0, 1) if args.pin else (None, None)
     if ingest_core is not None:  # before any thread starts: librdkafka's threads inherit it
@@ -330,6 +329,9 @@ def main() -> None:
 
     def run_ingest(url: str, server_pid: int) -> tuple[float, int]:
         conf = settings.model_copy(update={"twitch_irc_url": url})
+        if args.processes > 1:
+            per_channel = Counter(key.decode() for _topic, key, _value, _ts in records)
+            return sharded_end_to_end(conf, per_channel, args.processes, server_pid, broker_pid)
         if not args.profile:
             return asyncio.run(end_to_end(conf, len(records), server_pid, broker_pid))
         with Profiler() as profiler:
@@ -348,7 +350,8 @@ def main() -> None:
         )
 
     print(f"fake-twitch alone (bare socket reader):            {source:>10,.0f} lines/s")
-    print(f"end to end (fake-twitch -> ingest -> Kafka acked): {e2e:>10,.0f} records/s")
+    shards = f", {args.processes} ingest processes" if args.processes > 1 else ""
+    print(f"end to end (fake-twitch -> ingest -> Kafka acked): {e2e:>10,.0f} records/s{shards}")
     print(
         f"raw confluent-kafka produce + flush, same records: {raw['idempotent']:>10,.0f} records/s"
     )
