@@ -1,10 +1,11 @@
 """The ingest service: Twitch IRC lines in, Kafka records out, until asked to stop.
 
-One asyncio task reads lines from the IRC client and turns each into a record handed to the
-:class:`IngestProducer` (never blocking: the producer buffers or spills); a second task ticks a
-few times a second to serve delivery reports, drain the spill, follow ``tracked-channels`` and
-log progress. Bad lines go to the dead-letter topic. Stopping closes the IRC connections
-first (nothing more is read), then flushes the producer for a bounded time and spills the rest.
+One asyncio task takes the IRC client's lines one socket read at a time and turns each line
+into a record handed to the :class:`IngestProducer` (never blocking: the producer holds or
+spills); counters are updated per read, not per line. A second task ticks a few times a second
+to move the producer's transactions on, drain the spill, follow ``tracked-channels`` and log
+progress. Bad lines go to the dead-letter topic. Stopping closes the IRC connections first
+(nothing more is read), then commits for a bounded time and spills the rest.
 """
 
 import asyncio
