@@ -336,7 +336,9 @@ def main() -> None:
     parser.add_argument("--zipf", type=float, default=1.1, help="Zipf skew of channel popularity")
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:19092")
     parser.add_argument("--cassandra-port", type=int, default=19042)
-    parser.add_argument("--commit-interval", type=float, default=1.0)
+    parser.add_argument(
+        "--commit-interval", type=float, default=None, help="default: the setting's default"
+    )
     parser.add_argument("--fresh-rate", type=int, default=5_000, help="msg/s for freshness")
     parser.add_argument("--fresh-seconds", type=float, default=30.0)
     parser.add_argument("--skip-fresh", action="store_true")
@@ -356,15 +358,18 @@ def main() -> None:
 
     token = uuid.uuid4().hex[:8]
     state = Path(tempfile.mkdtemp(prefix="chatpulse-bench-"))
+    overrides: dict[str, Any] = {}
+    if args.commit_interval is not None:
+        overrides["commit_interval_s"] = args.commit_interval
     base = load_settings(
         kafka_bootstrap_servers=args.bootstrap_servers,
         topic_prefix=f"bench{token}-",
         cassandra_port=args.cassandra_port,
         cassandra_keyspace=f"bench_{token}",
         state_dir=state,
-        commit_interval_s=args.commit_interval,
         processor_metrics_port=0,
         messages_partitions=6,
+        **overrides,
     )
     print(machine_state())
     print(f"command: {' '.join(sys.argv)}")
@@ -417,7 +422,7 @@ def main() -> None:
                 p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
                 print(
                     f"freshness at {args.fresh_rate} msg/s "
-                    f"(exactly-once, commit {args.commit_interval}s): "
+                    f"(exactly-once, commit {base.commit_interval_s}s): "
                     f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms over {len(latencies)} probes"
                 )
         print(machine_state())
