@@ -46,8 +46,8 @@ from chatpulse.fake_twitch.source import ReplaySource
 from chatpulse.ingest.cli import ensure_topics
 from chatpulse.ingest.convert import ConvertError, to_record
 from chatpulse.ingest.irc.parser import IrcParseError, parse_line
+from chatpulse.ingest.kafka_config import producer_config
 from chatpulse.ingest.metrics import IngestMetrics
-from chatpulse.ingest.producer import producer_config
 from chatpulse.ingest.service import IngestService
 from chatpulse.kafka_admin import admin_client, delete_topics
 from chatpulse.models import ChatMessage, encode

@@ -21,8 +21,9 @@ import msgspec
 from chatpulse.ingest.convert import DATA_COMMANDS, ConvertError, to_record
 from chatpulse.ingest.deadletter import IRC_KEY, deadletter_value
 from chatpulse.ingest.irc.client import Received, TwitchChatClient
+from chatpulse.ingest.kafka_config import transactional_id
 from chatpulse.ingest.metrics import IngestMetrics
-from chatpulse.ingest.producer import IngestProducer, transactional_id
+from chatpulse.ingest.producer import IngestProducer
 from chatpulse.ingest.spill import Spill
 from chatpulse.ingest.tracked import TrackedChannels
 from chatpulse.models import ChatMessage
