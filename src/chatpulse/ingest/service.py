@@ -51,15 +51,25 @@ def _young_collections_rarer() -> Iterator[None]:
     Freezing those and collecting young objects 15x less often saves ~3-4 us CPU per record
     (bench/ingest.py); the garbage is the same (reference counting frees almost all of it).
     """
-    threshold = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, threshold[1], threshold[2])
+    state = _GcState  # several services in one process (tests): first in sets, last out resets
+    if state.users == 0:
+        state.saved = gc.get_threshold()
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, state.saved[1], state.saved[2])
+    state.users += 1
     try:
         yield
     finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
+        state.users -= 1
+        if state.users == 0:
+            gc.set_threshold(*state.saved)
+            gc.unfreeze()
+
+
+class _GcState:
+    users = 0
+    saved: tuple[int, int, int] = (700, 10, 10)
 
 
 @dataclass(frozen=True, slots=True)
