@@ -107,7 +107,13 @@ def test_up_simulated_then_sigint_stops_everything(settings: Settings, tmp_path:
         pids = {name: int(pid) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", text)}
         assert set(pids) == CHILDREN
         assert all(_alive(pid) for pid in pids.values())
-        assert f"http://127.0.0.1:{api_port}/" in text  # the dashboard address was printed
+        # the dashboard address is printed once `up` sees /readyz answer, which may come a
+        # moment after the API already serves counts
+        address = f"http://127.0.0.1:{api_port}/"
+        deadline = time.monotonic() + 60
+        while address not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert address in log.read_text()
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 0
