@@ -7,8 +7,8 @@ crash they replay, and a replayed write must land on the same row with the same 
 Tables (primary keys chosen for the API's queries):
 - ``messages``: raw chat, partition (channel, day), newest first; TTL per write. A row is
   the consumed record itself (``record``: the ChatMessage JSON with its schema version ``v``)
-  under the key columns the API queries by: binding one blob instead of nine typed columns
-  more than halves the processor's per-message cost in the driver, and Cassandra stores one
+  under the key columns the API queries by: the processor's driver binds five values per row
+  instead of thirteen (about 6 µs instead of 10 on an idle core), and Cassandra stores one
   cell instead of nine; readers decode it with the same model the processor validated it with.
 - ``window_stats``: one row per (channel, window size, window start), partition per UTC day of
   the window start so a partition stays bounded (1,440 one-minute rows a day).
