@@ -420,11 +420,13 @@ def main() -> None:
             if latencies:
                 p50 = statistics.median(latencies)
                 p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-                print(
-                    f"freshness at {args.fresh_rate} msg/s "
-                    f"(exactly-once, commit {base.commit_interval_s}s): "
-                    f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms over {len(latencies)} probes"
+                # one figure per line ("label: value unit"), as bench/run_all.py reads them
+                where = (
+                    f"at {args.fresh_rate} msg/s (exactly-once, commit {base.commit_interval_s}s, "
+                    f"{len(latencies)} probes)"
                 )
+                print(f"freshness p50 {where}: {p50 * 1000:.0f} ms")
+                print(f"freshness p99 {where}: {p99 * 1000:.0f} ms")
         print(machine_state())
     finally:
         admin = admin_client(base.kafka_bootstrap_servers)
