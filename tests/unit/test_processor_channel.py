@@ -342,3 +342,16 @@ def test_random_checkpoints_rewinds_and_replays_match_the_reference() -> None:
     assert {k: (v[0], len(v[1])) for k, v in expected.items()} == final
     assert last_total == totals[0]
     assert _stored_totals(store) == totals
+
+
+def test_a_channel_seen_on_two_partitions_keeps_each_partitions_state() -> None:
+    counter = ChannelCounter([MIN], grace_ms=0, dedup_horizon_ms=MIN)
+    p0, p1 = TxStore(), TxStore()
+    assert counter.process(msg("a", T0), p0, partition=0) is not None
+    assert counter.process(msg("b", T0 + 1), p1, partition=1) is not None
+    assert counter.flush() == 2
+    p0.commit()
+    p1.commit()
+    assert _stored_totals(p0) == (1, T0, T0)
+    assert _stored_totals(p1) == (1, T0 + 1, T0 + 1)
+    assert counter.process(msg("a", T0), p0, partition=0) is None  # a redelivery on p0

@@ -39,9 +39,19 @@ class Future:
         if self.error is not None:
             raise self.error
 
-    def add_errback(self, callback: Any, *args: Any) -> None:
-        if self.error is not None:  # the driver calls it at once for a failed future
-            callback(self.error, *args)
+    def add_callbacks(self, callback: Any, errback: Any) -> None:
+        # the driver calls them at once for a completed future
+        if self.error is not None:
+            errback(self.error)
+        else:
+            callback([])
+
+
+class PendingFuture:
+    """A request Cassandra never answers."""
+
+    def add_callbacks(self, callback: Any, errback: Any) -> None:
+        pass
 
 
 class RecordingSession:
@@ -50,10 +60,14 @@ class RecordingSession:
     def __init__(self) -> None:
         self.sent: list[tuple[Any, Any]] = []
         self.error: Exception | None = None
+        self.answer = True
+        self.on_send: Any = None
 
-    def execute_async(self, statement: Any, parameters: Any = None) -> Future:
+    def execute_async(self, statement: Any, parameters: Any = None) -> Any:
         self.sent.append((statement, parameters))
-        return Future(self.error)
+        if self.on_send is not None:
+            self.on_send()
+        return Future(self.error) if self.answer else PendingFuture()
 
     def rows(self, name: str) -> list[tuple[Any, ...]]:
         """The parameters of every row of statement ``name`` sent, batched or not."""
@@ -208,3 +222,33 @@ def test_batches_stay_far_below_the_size_limit() -> None:
     assert len(groups) > 2
     for batch in groups:
         assert sum(len(query) for _, query, _ in batch._statements_and_parameters) < 25_000
+
+
+def test_a_flush_past_its_deadline_becomes_backpressure() -> None:
+    writer, session = _writer()
+    sink = CassandraSink(writer, retry_after_s=1.0, flush_timeout_s=0.2)
+    session.answer = False
+    _add(sink, _updates(3))
+    with pytest.raises(SinkBackpressureError):
+        sink.flush()
+
+
+def test_an_abandoned_flush_stops_and_leaves_the_next_checkpoint_alone() -> None:
+    """Quix may give up on a slow flush during a revoke and go on processing: the old
+    flush must not send more, nor drop what the next checkpoint adds meanwhile."""
+    writer, session = _writer()
+    sink = CassandraSink(writer)
+    _add(sink, _updates(130))
+    later = _updates(2)
+
+    def meanwhile() -> None:
+        session.on_send = None
+        sink.on_paused()  # the checkpoint was dropped ...
+        _add(sink, later)  # ... and the next one goes on
+
+    session.on_send = meanwhile
+    sink.flush()
+    assert len(session.sent) == 1  # it stopped after the request in flight
+    session.sent.clear()
+    sink.flush()
+    assert sorted(row[3] for row in session.rows("message")) == ["m0", "m1"]

@@ -122,6 +122,22 @@ class _Working:
     index_dirty: bool = False
 
 
+class _Detached:
+    """The store of a working copy after its flush: the next message reads the state."""
+
+    def get_bytes(self, key: bytes) -> bytes | None:
+        raise RuntimeError("a flushed working copy has no store")
+
+    def set_bytes(self, key: bytes, value: bytes) -> None:
+        raise RuntimeError("a flushed working copy has no store")
+
+    def delete(self, key: bytes) -> None:
+        raise RuntimeError("a flushed working copy has no store")
+
+
+_DETACHED = _Detached()
+
+
 def dedup_bucket_ms(horizon_ms: int) -> int:
     """Bucket width: 1 s, or wider so that a horizon holds at most ~3,600 buckets."""
     return max(1_000, horizon_ms // 3_600)
@@ -159,17 +175,24 @@ class ChannelCounter:
         self._grace_ms = grace_ms
         self._horizon_ms = dedup_horizon_ms
         self._bucket_ms = dedup_bucket_ms(dedup_horizon_ms)
-        self._working: dict[str, _Working] = {}
-        # channels changed since the last flush
-        self._pending: dict[str, _Working] = {}
+        # by (partition, channel): a partition's state is its own, even for a channel that
+        # shows up on two partitions (a producer with another partitioner, or a topic whose
+        # partition count was changed)
+        self._working: dict[tuple[int, str], _Working] = {}
+        # copies changed since the last flush
+        self._pending: dict[tuple[int, str], _Working] = {}
 
-    def process(self, message: ChatMessage, store: KeyValueStore) -> ChannelUpdate | None:
-        """Count ``message``; None when it is a duplicate within the horizon."""
+    def process(
+        self, message: ChatMessage, store: KeyValueStore, partition: int = 0
+    ) -> ChannelUpdate | None:
+        """Count ``message`` (read from ``partition``, whose state ``store`` is);
+        None when it is a duplicate within the horizon."""
         sent_at = message.sent_at
         channel = message.channel
-        work = self._working.get(channel)
+        key = (partition, channel)
+        work = self._working.get(key)
         if work is None or work.transaction is not _transaction_of(store):
-            work = self._begin(channel, store, work)
+            work = self._begin(key, store, work)
         record = work.record
         if record is None:
             record = work.record = _ChannelRecord(0, sent_at, sent_at, {})
@@ -179,7 +202,7 @@ class ChannelCounter:
             return None
 
         work.dirty = True
-        self._pending[channel] = work
+        self._pending[key] = work
         record.total += 1
         record.first_seen = min(record.first_seen, sent_at)
         advanced = latest > record.last_seen or record.total == 1
@@ -215,27 +238,32 @@ class ChannelCounter:
 
         Call it before the state transactions are prepared for a commit.
         """
+        # taken at once: on a revoke Quix may run this in a thread it then abandons
+        pending, self._pending = self._pending, {}
         flushed = 0
-        for channel, work in self._pending.items():
+        for key, work in pending.items():
+            # (the first test is for stores whose transaction changes in place; a Quix
+            # State is bound to one transaction for good)
             if work.transaction is not _transaction_of(work.store) or not _is_open(
                 work.transaction
             ):
-                self._working.pop(channel, None)
+                self._working.pop(key, None)
                 continue
             self._write(work)
             flushed += 1
-        self._pending.clear()
         if len(self._working) > _WORKING_SET_LIMIT:
             self._working.clear()  # a crude bound: copies are rebuilt from the state
         return flushed
 
     def discard(self) -> None:
         """Forget the changes since the last flush (the checkpoint is being dropped)."""
-        for channel in self._pending:
-            self._working.pop(channel, None)
-        self._pending.clear()
+        pending, self._pending = self._pending, {}
+        for key in pending:
+            self._working.pop(key, None)
 
-    def _begin(self, channel: str, store: KeyValueStore, previous: _Working | None) -> _Working:
+    def _begin(
+        self, key: tuple[int, str], store: KeyValueStore, previous: _Working | None
+    ) -> _Working:
         """The channel's working copy for the transaction ``store`` belongs to."""
         data = store.get_bytes(_CHANNEL)
         record: _ChannelRecord | None = None
@@ -250,8 +278,8 @@ class ChannelCounter:
             else:
                 record = _ChannelRecord.decode(data)
         work = _Working(store, _transaction_of(store), record, data)
-        self._working[channel] = work
-        self._pending.pop(channel, None)  # changes in an abandoned transaction
+        self._working[key] = work
+        self._pending.pop(key, None)  # changes in an abandoned transaction
         return work
 
     def _write(self, work: _Working) -> None:
@@ -271,6 +299,10 @@ class ChannelCounter:
         work.buckets.clear()
         work.index = None
         work.index_dirty = False
+        # Let go of the transaction: Quix keeps a committed transaction's writes in memory,
+        # and a quiet channel's copy would hold on to one per checkpoint it was active in.
+        work.store = _DETACHED
+        work.transaction = None
 
     def _is_duplicate(self, message: ChatMessage, work: _Working, latest: int) -> bool:
         bucket = message.sent_at // self._bucket_ms

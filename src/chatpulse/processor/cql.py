@@ -10,12 +10,13 @@ send rows while the processor goes on counting and only wait for them at the che
 """
 
 import logging
-from collections import deque
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
-from cassandra.cluster import Cluster, NoHostAvailable, ResponseFuture, Session
+from cassandra.cluster import Cluster, NoHostAvailable, Session
 from cassandra.connection import ConnectionException
 from cassandra.policies import ExponentialReconnectionPolicy
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
@@ -27,6 +28,7 @@ __all__ = [
     "BATCH_BYTES",
     "TRANSIENT_ERRORS",
     "CassandraWriter",
+    "FlushTimeout",
     "InFlight",
     "batches",
     "cql_date",
@@ -34,7 +36,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
+class FlushTimeout(Exception):  # noqa: N818 - named for what happened
+    """A checkpoint's writes did not all complete before its deadline."""
+
+
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    FlushTimeout,  # a flush that outlives its deadline is retried like any slow write
     NoHostAvailable,
     OperationTimedOut,
     WriteTimeout,
@@ -131,56 +139,61 @@ class CassandraWriter:
 
 
 class InFlight:
-    """Asynchronous requests of one sink, at most ``limit`` outstanding.
+    """The asynchronous requests of one checkpoint's flush, at most ``limit`` outstanding.
 
-    ``submit`` sends at once and blocks only when ``limit`` requests are pending (that is
-    the backpressure on the processing loop); ``wait`` collects them all and raises the
-    first error. A failed request is kept until ``wait`` or ``clear``: nothing more is sent
-    in between, since the checkpoint will be dropped and processed again anyway.
+    ``submit`` sends at once and blocks only while ``limit`` requests are outstanding;
+    ``wait`` returns when all have completed and raises the first error, or
+    :class:`FlushTimeout` once ``deadline`` (``time.monotonic()``) passes: a flush must end
+    well within Quix's bounded revoke flush and the Kafka transaction timeout. Completions
+    arrive on the driver's event loop thread. One object serves one flush, so requests of an
+    abandoned flush can never be mistaken for the next one's.
     """
 
-    def __init__(self, limit: int = 64) -> None:
+    def __init__(self, session: Session, limit: int, deadline: float) -> None:
+        self._session = session
         self._limit = limit
-        self._pending: deque[ResponseFuture] = deque()
+        self._deadline = deadline
+        self._done = threading.Condition()
+        self._outstanding = 0
         self.error: Exception | None = None
-        self._generation = 0
 
-    def __len__(self) -> int:
-        return len(self._pending)
-
-    def submit(self, session: Session, statement: Any, parameters: Any = None) -> None:
-        if self.error is not None:
-            return
+    def submit(self, statement: Any, parameters: Any = None) -> bool:
+        """Send one request; False once a request has failed (``wait`` raises it)."""
+        with self._done:
+            while self._outstanding >= self._limit and self.error is None:
+                self._wait_a_little()
+            if self.error is not None:
+                return False
+            self._outstanding += 1
         try:
-            future = session.execute_async(statement, parameters)
-            future.add_errback(self._failed, self._generation)
-            self._pending.append(future)
-            while len(self._pending) > self._limit:
-                self._pending.popleft().result()
-        except Exception as exc:  # noqa: BLE001  kept for wait() to raise in the checkpoint
-            self.error = exc
-
-    def _failed(self, exc: Exception, generation: int) -> None:
-        # the driver's event loop thread: stop sending until the checkpoint raises it
-        # (a request forgotten by ``clear`` may still fail later: not this checkpoint's)
-        if self.error is None and generation == self._generation:
-            self.error = exc
+            future = self._session.execute_async(statement, parameters)
+        except Exception as exc:  # noqa: BLE001 - kept for wait() to raise
+            self._settle(exc)
+            return False
+        future.add_callbacks(self._succeeded, self._settle)
+        return True
 
     def wait(self) -> None:
-        """Wait for every request; raise the first error (and forget the rest)."""
-        try:
-            while self._pending and self.error is None:
-                try:
-                    self._pending.popleft().result()
-                except Exception as exc:  # noqa: BLE001
-                    self.error = exc
+        """Return once every request completed; raise the first error or FlushTimeout."""
+        with self._done:
+            while self._outstanding and self.error is None:
+                self._wait_a_little()
             if self.error is not None:
                 raise self.error
-        finally:
-            self.clear()
 
-    def clear(self) -> None:
-        """Forget the outstanding requests (they may still land: every write is an upsert)."""
-        self._pending.clear()
-        self.error = None
-        self._generation += 1
+    def _wait_a_little(self) -> None:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0 or not self._done.wait(remaining):
+            raise FlushTimeout(
+                f"{self._outstanding} Cassandra writes still pending at the deadline"
+            )
+
+    def _succeeded(self, _rows: Any) -> None:
+        self._settle(None)
+
+    def _settle(self, exc: Exception | None) -> None:
+        with self._done:
+            self._outstanding -= 1
+            if exc is not None and self.error is None:
+                self.error = exc
+            self._done.notify_all()

@@ -53,7 +53,7 @@ class _TallyCollector(Collector):
             "Messages left out of a closed window (still in the channel totals)",
             labels=["window"],
         )
-        for window, tally in sorted(m.late.items()):
+        for window, tally in sorted(list(m.late.items())):  # a copy: the loop may add one
             late.add_metric([window], tally.value)
         yield late
 

@@ -8,7 +8,10 @@ only the newest value of each window (row and leaderboard row), of the newest wi
 and of each channel's totals: the batch holds one update per message.
 
 Statements are all sent before any is waited for, at most ``in_flight`` outstanding, the
-statistics first so that the numbers the API serves land before the raw messages. Sending
+statistics first so that the numbers the API serves are sent before the raw messages. A flush
+works on the batches it took at its start and its own requests, and gives up after
+``flush_timeout_s`` (backpressure): Quix may abandon a slow flush on a revoke, and an abandoned
+one must neither touch the next checkpoint's rows nor go on writing old values. Sending
 while the processor counts instead was measured slower: the driver's I/O thread then competes
 for the GIL with the counting, costing more CPU per message than the overlap saves.
 Transient Cassandra errors raise ``SinkBackpressureError``: Quix drops the checkpoint, pauses,
@@ -61,39 +64,53 @@ class CassandraSink(BatchingSink):
         *,
         retry_after_s: float = 5.0,
         in_flight: int = 64,
+        flush_timeout_s: float = 20.0,
     ) -> None:
         super().__init__()
         self._writer = writer
         self._metrics = metrics or ProcessorMetrics()
         self._retry_after_s = retry_after_s
-        self._in_flight = InFlight(in_flight)
+        self._in_flight = in_flight
+        # Below the Kafka transaction timeout (30 s) and Quix's bounded flush on a revoke
+        # (60 s): a flush gives up by itself rather than be abandoned while it still writes.
+        self._flush_timeout_s = flush_timeout_s
+        self._generation = 0  # bumped by every flush and pause: an older flush stops sending
 
     def setup(self) -> None:
         """Connect and prepare the statements (the schema is created at start-up)."""
         self._writer.setup()
 
     def write(self, batch: SinkBatch) -> None:
-        """Send one partition's rows (``flush`` waits for them)."""
-        updates: list[ChannelUpdate] = [item.value for item in batch]
-        session = self._writer.session
-        for statement, parameters in self._statements_for(updates):
-            self._in_flight.submit(session, statement, parameters)
-        logger.debug(
-            "sent %d updates of partition %s[%d] from offset %d",
-            len(updates),
-            batch.topic,
-            batch.partition,
-            batch.start_offset,
-        )
+        """Upsert one partition's rows and wait for them (``flush`` does all partitions)."""
+        self._write({(batch.topic, batch.partition): batch})
 
     def flush(self) -> None:
-        """Send every partition's rows, then wait: transient failures become backpressure."""
+        """Upsert every partition's rows of this checkpoint and wait for them; transient
+        failures become backpressure."""
+        batches, self._batches = self._batches, {}
+        self._write(batches)
+
+    def on_paused(self) -> None:
+        """Another sink failed: this checkpoint is dropped and will be processed again."""
+        self._batches = {}
+        self._generation += 1
+
+    def _write(self, batches: dict[tuple[str, int], SinkBatch]) -> None:
+        self._generation += 1
+        generation = self._generation
         start = time.perf_counter()
+        deadline = time.monotonic() + self._flush_timeout_s
+        in_flight = InFlight(self._writer.session, self._in_flight, deadline)
         try:
-            super().flush()  # type: ignore[no-untyped-call]  # calls write() per partition
-            self._in_flight.wait()
+            for batch in batches.values():
+                for statement, parameters in self._statements_for([i.value for i in batch]):
+                    if generation != self._generation:
+                        logger.warning("an abandoned Cassandra flush stopped sending")
+                        return
+                    if not in_flight.submit(statement, parameters):
+                        break  # a request failed: wait() raises it
+            in_flight.wait()
         except TRANSIENT_ERRORS as exc:
-            self._in_flight.clear()
             self._metrics.sink_backpressure.inc()
             logger.warning(
                 "Cassandra write failed (%s: %s); pausing %.1fs and processing the "
@@ -104,11 +121,6 @@ class CassandraSink(BatchingSink):
             )
             raise SinkBackpressureError(retry_after=self._retry_after_s) from exc
         self._metrics.sink_write_seconds.observe(time.perf_counter() - start)
-
-    def on_paused(self) -> None:
-        """Another sink failed: this checkpoint is dropped and will be processed again."""
-        super().on_paused()  # type: ignore[no-untyped-call]
-        self._in_flight.clear()
 
     def _statements_for(self, updates: list[ChannelUpdate]) -> Iterable[tuple[Any, Any]]:
         st = self._writer.statements

@@ -186,6 +186,8 @@ def build_pipeline(
     counter = ChannelCounter(list(config.window_sizes_ms), config.grace_ms, config.dedup_horizon_ms)
     throttle = LiveThrottle(min(config.window_sizes_ms), config.live_update_interval_s)
     late_labels = {size: format_duration(size) for size in config.window_sizes_ms}
+    for label in late_labels.values():
+        metrics.late[label].value += 0  # every label exists before a scrape can iterate
 
     def process(
         value: Any, key: Any, timestamp: int, headers: Any, state: State[bytes, bytes]
@@ -195,7 +197,8 @@ def build_pipeline(
         if isinstance(record, DeadLetter):
             metrics.deadlettered.inc()
             return [_output(record.value, topics.deadletter, record.key)]
-        update = counter.process(record, state)
+        ctx = message_context()
+        update = counter.process(record, state, ctx.partition)
         if update is None:
             metrics.duplicates.inc()
             return []
@@ -204,7 +207,6 @@ def build_pipeline(
         for size in update.late_sizes:
             metrics.late[late_labels[size]].inc()
         if sinks:
-            ctx = message_context()
             for sink in sinks:
                 sink.add(
                     value=update,
