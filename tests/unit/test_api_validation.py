@@ -159,3 +159,14 @@ def test_dashboard_is_served(client: httpx.Client) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert client.get("/static/vendor/uPlot.iife.min.js").status_code == 200
+
+
+@pytest.mark.parametrize("query", ["from=0.0", "from=1700000000", "to=-5", "to=1e9", "from=.5"])
+def test_stats_times_are_iso_8601_not_numbers(client: httpx.Client, query: str) -> None:
+    body = _assert_problem(client.get(f"/api/v1/channels/somechannel/stats?{query}"), 422)
+    assert "ISO 8601" in str(body["detail"])
+
+
+def test_stats_accepts_iso_8601_times(client: httpx.Client) -> None:
+    response = client.get("/api/v1/channels/somechannel/stats?from=2026-11-27T12:00:00Z")
+    assert response.status_code == 503  # past validation; Cassandra is down in these tests

@@ -1,10 +1,12 @@
 """``/api/v1/channels/{channel}/stats``: windows of one size over a bounded time range."""
 
+import re
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
+from pydantic import BeforeValidator
 
 from chatpulse.api import queries
 from chatpulse.api.deps import ChannelName, ServicesDep, check_window, known_totals
@@ -25,6 +27,19 @@ def _invalid(detail: str) -> ApiError:
     return ApiError(detail, status=422, title="Invalid request", slug="validation")
 
 
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+
+
+def _iso_8601_only(value: Any) -> Any:
+    """Pydantic would read ``from=0.0`` as a Unix time; the API documents ISO 8601 only."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        raise ValueError("expected an ISO 8601 time such as 2026-11-27T12:00:00Z, not a number")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_8601_only)]
+
+
 @router.get(
     "/{channel}/stats",
     response_model=StatsOut,
@@ -37,14 +52,14 @@ async def channel_stats(
     services: ServicesDep,
     window: Annotated[str, Query(description="window size (configured: 1m, 10m, 1h)")] = "1m",
     from_: Annotated[
-        datetime | None,
+        IsoTime | None,
         Query(
             alias="from",
             description="windows starting at or after (ISO 8601; default to - 31 days)",
         ),
     ] = None,
     to: Annotated[
-        datetime | None,
+        IsoTime | None,
         Query(
             description="windows starting before (ISO 8601; default after last_seen, <= from+31d)"
         ),
