@@ -15,6 +15,7 @@ import argparse
 import itertools
 import os
 import random
+import resource
 import socket
 import statistics
 import subprocess
@@ -176,9 +177,11 @@ def print_breakdown(registry: Any, wall: float, cpu: float, messages: int) -> No
     checkpoints = total("chatpulse_processor_checkpoint_seconds_sum")
     count = int(total("chatpulse_processor_checkpoint_seconds_count"))
     sinks = total("chatpulse_processor_sink_write_seconds_sum")
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"  wall {wall:.1f}s; process CPU {cpu:.1f}s ({cpu / messages * 1e6:.0f} us/msg); "
-        f"{count} checkpoints took {checkpoints:.1f}s, of which Cassandra sink flushes {sinks:.1f}s"
+        f"{count} checkpoints took {checkpoints:.1f}s, of which Cassandra sink flushes "
+        f"{sinks:.1f}s; peak RSS of this process so far {peak_mib:,.0f} MiB"
     )
 
 
