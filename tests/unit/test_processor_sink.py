@@ -1,18 +1,19 @@
 """The Cassandra sinks' statements, streaming and error mapping, with a recording session in
 place of the driver's (no Cassandra here; the integration tests use the real one)."""
 
-import ast
 from typing import Any
 
 import pytest
-from cassandra import InvalidRequest, OperationTimedOut, Unavailable
+from cassandra import InvalidRequest, OperationTimedOut, Unavailable, cqltypes
 from cassandra.cluster import NoHostAvailable
-from cassandra.query import BatchStatement
+from cassandra.protocol import ColumnMetadata
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
 from quixstreams.sinks import SinkBackpressureError
 
 from chatpulse.models import ChatMessage
+from chatpulse.processor.binding import RowBatch, RowBinder
 from chatpulse.processor.channel import ChannelCounter, ChannelUpdate
-from chatpulse.processor.cql import CassandraWriter, batches
+from chatpulse.processor.cql import CassandraWriter, batches, cql_date
 from chatpulse.processor.sinks import CassandraSink
 from chatpulse.settings import load_settings
 
@@ -70,27 +71,80 @@ class RecordingSession:
         return Future(self.error) if self.answer else PendingFuture()
 
     def rows(self, name: str) -> list[tuple[Any, ...]]:
-        """The parameters of every row of statement ``name`` sent, batched or not."""
+        """The values of every row of statement ``name`` sent, batched or not, decoded."""
+        statement = STATEMENTS[name]
         out = []
-        for statement, parameters in self.sent:
-            if isinstance(statement, BatchStatement):
-                for _, query, _ in statement._statements_and_parameters:
-                    # unprepared: the driver bound the values into the text as CQL literals,
-                    # which for these values are Python literals too
-                    if query.startswith(name + " "):
-                        out.append(ast.literal_eval(f"({query[len(name) + 1 :]},)"))
-            elif statement.startswith(name + " "):
-                out.append(parameters)
+        for sent, parameters in self.sent:
+            if isinstance(sent, BatchStatement):
+                for _, query_id, values in sent._statements_and_parameters:
+                    if query_id == statement.query_id:
+                        out.append(_decode(statement, values))
+            elif sent is statement:
+                out.append(tuple(parameters))
         return out
+
+
+def _prepared(name: str, columns: str, routing: list[int]) -> PreparedStatement:
+    """A prepared statement as the driver builds it from Cassandra's answer (no server)."""
+    types = {
+        "text": cqltypes.UTF8Type,
+        "date": cqltypes.SimpleDateType,
+        "timestamp": cqltypes.DateType,
+        "bigint": cqltypes.LongType,
+        "blob": cqltypes.BytesType,
+        "boolean": cqltypes.BooleanType,
+    }
+    metadata = [
+        ColumnMetadata("ks", name, column, types[kind])
+        for column, kind in (part.split(":") for part in columns.split())
+    ]
+    return PreparedStatement(metadata, name.encode(), routing, name, "ks", 4, [], None)
+
+
+STATEMENTS = {
+    "message": _prepared(
+        "message", "channel:text day:date sent_at:timestamp id:text record:blob", [0, 1]
+    ),
+    "window": _prepared(
+        "window",
+        "channel:text window:text day:date window_start:timestamp window_end:timestamp "
+        "messages:bigint unique_chatters:bigint top_emotes:text closed:boolean",
+        [0, 1, 2],
+    ),
+    "leaderboard": _prepared(
+        "leaderboard",
+        "window:text window_start:timestamp channel:text messages:bigint unique_chatters:bigint",
+        [0, 1],
+    ),
+    "latest": _prepared("latest", "window:text window_start:timestamp [timestamp]:bigint", [0]),
+    "totals": _prepared(
+        "totals",
+        "channel:text total_messages:bigint first_seen:timestamp last_seen:timestamp",
+        [0],
+    ),
+}
+
+
+def _decode(statement: PreparedStatement, values: list[bytes | None]) -> tuple[Any, ...]:
+    """Serialised values back to the plain values the sink bound (ints for times)."""
+    out: list[Any] = []
+    for column, value in zip(statement.column_metadata, values, strict=True):
+        if value is None:
+            out.append(None)
+        elif column.type is cqltypes.DateType:
+            out.append(int.from_bytes(value, "big", signed=True))
+        elif column.type is cqltypes.SimpleDateType:
+            out.append(int.from_bytes(value, "big"))
+        else:
+            out.append(column.type.deserialize(value, 4))
+    return tuple(out)
 
 
 def _writer() -> tuple[CassandraWriter, RecordingSession]:
     writer = CassandraWriter(load_settings(cassandra_keyspace="ks"))
     session = RecordingSession()
     writer._session = session  # type: ignore[assignment]
-    # plain CQL strings: BatchStatement.add binds them client-side, no server needed
-    arity = {"message": 5, "window": 9, "leaderboard": 5, "latest": 3, "totals": 4}
-    writer.statements = {name: f"{name} " + ",".join(["%s"] * n) for name, n in arity.items()}  # type: ignore[misc]
+    writer.use_statements(STATEMENTS)
     return writer, session
 
 
@@ -123,8 +177,8 @@ def _add(sink: Any, updates: list[ChannelUpdate]) -> None:
 
 def _kind(statement: Any) -> str:
     if isinstance(statement, BatchStatement):
-        statement = statement._statements_and_parameters[0][1]
-    return str(statement).split(" ", 1)[0]
+        return statement._statements_and_parameters[0][1].decode()
+    return str(statement.query_string)
 
 
 def _batch_sizes(session: RecordingSession) -> list[int]:
@@ -144,9 +198,7 @@ def test_a_checkpoint_writes_each_message_and_the_newest_statistics() -> None:
     assert _batch_sizes(session) == [1, 1, 1, 1, 3, 30, 100]
     messages = session.rows("message")
     assert [(row[0], row[2], row[3], row[4]) for row in messages] == [
-        # a blob is bound as a 0x... literal, which Python reads as an int
-        ("c0", T0 + i * 1_000, f"m{i}", int.from_bytes(f"record m{i}".encode()))
-        for i in range(130)
+        ("c0", T0 + i * 1_000, f"m{i}", f"record m{i}".encode()) for i in range(130)
     ]
     assert [(row[3], row[5], row[8]) for row in session.rows("window")] == [
         (T0, 60, True),
@@ -171,8 +223,7 @@ def test_quiet_channels_share_message_batches_ten_partitions_at_most() -> None:
     message_batches = [
         s
         for s, _ in session.sent
-        if isinstance(s, BatchStatement)
-        and "message" in str(s._statements_and_parameters[0][1])[:8]
+        if isinstance(s, BatchStatement) and s._statements_and_parameters[0][1] == b"message"
     ]
     assert sorted(len(b._statements_and_parameters) for b in message_batches) == [15, 30, 30]
     assert sorted(row[3] for row in session.rows("message")) == sorted(f"m{i}" for i in range(75))
@@ -216,12 +267,16 @@ def test_a_paused_sink_drops_the_checkpoint() -> None:
 
 
 def test_batches_stay_far_below_the_size_limit() -> None:
-    rows = [("c", 1, 2, f"id{i}", "x" * 500) for i in range(60)]
-    groups = list(batches("s %s,%s,%s,%s,%s", rows, 60, weights=[1_100] * 60))
+    rows = [("c", 1, 2, f"id{i}", b"x" * 1_000) for i in range(60)]
+    binder = RowBinder(STATEMENTS["message"])
+    groups = list(batches(binder, rows, 60, weights=[1_100] * 60))
     assert sum(len(b._statements_and_parameters) for b in groups) == 60
     assert len(groups) > 2
     for batch in groups:
-        assert sum(len(query) for _, query, _ in batch._statements_and_parameters) < 25_000
+        size = sum(
+            len(value) for _, _, values in batch._statements_and_parameters for value in values
+        )
+        assert size < 25_000
 
 
 def test_a_flush_past_its_deadline_becomes_backpressure() -> None:
@@ -252,3 +307,38 @@ def test_an_abandoned_flush_stops_and_leaves_the_next_checkpoint_alone() -> None
     session.sent.clear()
     sink.flush()
     assert sorted(row[3] for row in session.rows("message")) == ["m0", "m1"]
+
+
+SAMPLE_ROWS: dict[str, list[tuple[Any, ...]]] = {
+    "message": [
+        ("c0", cql_date(T0), T0, "m1", b"{}"),
+        ("ünïcödé", cql_date(T0 + 86_400_000), T0 + 86_400_000, "m2", b"\x00\xff"),
+    ],
+    "window": [
+        ("c0", "1m", cql_date(T0), T0, T0 + MIN, 5, 3, '[["Kappa",2]]', True),
+        ("c1", "1h", cql_date(T0), T0, T0 + 60 * MIN, 2**40, 0, None, False),
+    ],
+    "leaderboard": [("1m", T0, "c0", 5, 3), ("1m", T0, "c1", 0, 0)],
+    "latest": [("1m", T0, T0 * 1000), ("10m", T0, T0 * 1000)],
+    "totals": [("c0", 10, T0, T0 + 5), ("c1", 1, -5, -5)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATEMENTS))
+def test_rows_serialise_as_the_driver_binds_them(name: str) -> None:
+    statement = STATEMENTS[name]
+    binder = RowBinder(statement)
+    ours, theirs = RowBatch(), BatchStatement(batch_type=BatchType.UNLOGGED)
+    for row in SAMPLE_ROWS[name]:
+        assert binder.values(row) == statement.bind(row).values
+        ours.add_row(binder, row)
+        theirs.add(statement, row)
+    assert ours._statements_and_parameters == theirs._statements_and_parameters
+    assert ours.routing_key == theirs.routing_key is not None
+    assert ours.keyspace == theirs.keyspace == "ks"
+    assert ours.batch_type == theirs.batch_type
+
+
+def test_a_row_of_the_wrong_length_is_refused() -> None:
+    with pytest.raises(ValueError, match="4 values for 5 bind markers"):
+        RowBinder(STATEMENTS["message"]).values(("c0", 1, 2, "m"))

@@ -2,8 +2,9 @@
 
 Every statement is an idempotent upsert keyed by what it describes (never a counter), so a
 batch written again after a crash or a rewind changes nothing. Rows go in unlogged batches
-(one driver request per batch, not per row: the driver spends ~7 µs of Python per bound row
-and about as much again per request), far below Cassandra's batch size failure limit.
+(one driver request per batch, not per row), far below Cassandra's batch size failure limit.
+Rows are serialised by :mod:`chatpulse.processor.binding`, not bound by the driver one
+``BoundStatement`` at a time.
 
 :class:`InFlight` keeps a bounded number of asynchronous requests outstanding, so a sink can
 send rows while the processor goes on counting and only wait for them at the checkpoint.
@@ -19,8 +20,9 @@ from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
 from cassandra.cluster import Cluster, NoHostAvailable, Session
 from cassandra.connection import ConnectionException
 from cassandra.policies import ExponentialReconnectionPolicy
-from cassandra.query import BatchStatement, BatchType, PreparedStatement
+from cassandra.query import PreparedStatement
 
+from chatpulse.processor.binding import RowBatch, RowBinder
 from chatpulse.settings import Settings
 from chatpulse.storage import connect
 
@@ -62,23 +64,23 @@ def cql_date(epoch_ms: int) -> int:
 
 
 def batches(
-    statement: PreparedStatement | str,
+    binder: RowBinder,
     rows: Iterable[tuple[Any, ...]],
     size: int,
     weights: Iterable[int] | None = None,
-) -> Iterable[BatchStatement]:
+) -> Iterable[RowBatch]:
     """Rows in unlogged batches of at most ``size`` rows and ~:data:`BATCH_BYTES` (by the
     rows' ``weights``, estimated sizes in bytes; 64 bytes each when not given)."""
-    group = BatchStatement(batch_type=BatchType.UNLOGGED)
+    group = RowBatch()
     count = weight = 0
     row_weights = iter(weights) if weights is not None else None
     for row in rows:
         row_weight = next(row_weights) if row_weights is not None else 64
         if count and (count >= size or weight + row_weight > BATCH_BYTES):
             yield group
-            group = BatchStatement(batch_type=BatchType.UNLOGGED)
+            group = RowBatch()
             count = weight = 0
-        group.add(statement, row)
+        group.add_row(binder, row)
         count += 1
         weight += row_weight
     if count:
@@ -94,6 +96,7 @@ class CassandraWriter:
         self._cluster: Cluster | None = None
         self._session: Session | None = None
         self.statements: dict[str, PreparedStatement] = {}
+        self.binders: dict[str, RowBinder] = {}
 
     @property
     def session(self) -> Session:
@@ -128,7 +131,12 @@ class CassandraWriter:
             "totals": f"INSERT INTO {ks}.channel_totals (channel, total_messages, first_seen, "  # noqa: S608
             "last_seen) VALUES (?, ?, ?, ?)",
         }
-        self.statements = {name: session.prepare(text) for name, text in cql.items()}
+        self.use_statements({name: session.prepare(text) for name, text in cql.items()})
+
+    def use_statements(self, statements: dict[str, PreparedStatement]) -> None:
+        """Take these prepared statements (by name) and a row binder for each."""
+        self.statements = statements
+        self.binders = {name: RowBinder(statement) for name, statement in statements.items()}
 
     def close(self) -> None:
         """Shut the driver down (the app calls this on exit)."""

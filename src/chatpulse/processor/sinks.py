@@ -28,6 +28,7 @@ from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
 from chatpulse.models import WindowStats
 from chatpulse.processor.aggregate import WindowAggregate, top_emotes
+from chatpulse.processor.binding import RowBinder
 from chatpulse.processor.channel import ChannelUpdate
 from chatpulse.processor.cql import TRANSIENT_ERRORS, CassandraWriter, InFlight, batches, cql_date
 from chatpulse.processor.metrics import ProcessorMetrics
@@ -48,9 +49,9 @@ _json = msgspec.json.Encoder()
 Row = tuple[Any, ...]
 
 
-def _message_batches(statement: Any, rows: list[Row]) -> Iterable[tuple[Any, None]]:
+def _message_batches(binder: RowBinder, rows: list[Row]) -> Iterable[tuple[Any, None]]:
     weights = (100 + len(row[4]) for row in rows)  # row[4]: the record, most of the row
-    for group in batches(statement, rows, _MESSAGES_PER_BATCH, weights):
+    for group in batches(binder, rows, _MESSAGES_PER_BATCH, weights):
         yield group, None
 
 
@@ -123,7 +124,7 @@ class CassandraSink(BatchingSink):
         self._metrics.sink_write_seconds.observe(time.perf_counter() - start)
 
     def _statements_for(self, updates: list[ChannelUpdate]) -> Iterable[tuple[Any, Any]]:
-        st = self._writer.statements
+        st = self._writer.binders
         windows: dict[tuple[str, int, int], WindowAggregate | WindowStats] = {}
         totals: dict[str, ChannelUpdate] = {}
         by_partition: dict[tuple[str, int], list[Row]] = {}
@@ -164,7 +165,7 @@ class CassandraSink(BatchingSink):
     def _window_statements(
         self, windows: dict[tuple[str, int, int], WindowAggregate | WindowStats]
     ) -> Iterable[tuple[Any, Any]]:
-        st = self._writer.statements
+        st = self._writer.binders
         latest: dict[str, int] = {}
         leaderboards: dict[tuple[str, int], list[Row]] = {}
         window_rows: list[Row] = []
@@ -198,4 +199,4 @@ class CassandraSink(BatchingSink):
             for group in batches(st["leaderboard"], rows, _ROWS_PER_LEADERBOARD_BATCH):
                 yield group, None
         for name, start in latest.items():
-            yield st["latest"], (name, start, start * 1000)
+            yield self._writer.statements["latest"], (name, start, start * 1000)
