@@ -124,7 +124,8 @@ def test_top_emotes_names_and_ties() -> None:
     ]
     aggregate = WindowAggregate()
     aggregate.add(
-        msg("a", T0, text="Kappa Kappa hi", emotes=[Emote("25", 0, 4), Emote("25", 6, 10)])
+        msg("a", T0, text="Kappa Kappa hi", emotes=[Emote("25", 0, 4), Emote("25", 6, 10)]),
+        None,
     )
     assert WindowAggregate.decode(aggregate.encode()).emotes == {"25": (2, "Kappa")}
 
@@ -135,7 +136,7 @@ def test_chatters_exact_with_non_numeric_ids() -> None:
         assert numeric_user_id(odd) is None
     aggregate = WindowAggregate()
     for user in ("1", "2", "1", "0123", "abc", "abc", str(2**40)):
-        aggregate.add(msg("x", T0, user=user))
+        aggregate.add(msg("x", T0, user=user), numeric_user_id(user))
     decoded = WindowAggregate.decode(aggregate.encode())
     assert decoded.unique_chatters == 5
     assert decoded.messages == 7

@@ -269,7 +269,7 @@ def test_a_paused_sink_drops_the_checkpoint() -> None:
 def test_batches_stay_far_below_the_size_limit() -> None:
     rows = [("c", 1, 2, f"id{i}", b"x" * 1_000) for i in range(60)]
     binder = RowBinder(STATEMENTS["message"])
-    groups = list(batches(binder, rows, 60, weights=[1_100] * 60))
+    groups = list(batches(binder, map(binder.values, rows), 60, weights=[1_100] * 60))
     assert sum(len(b._statements_and_parameters) for b in groups) == 60
     assert len(groups) > 2
     for batch in groups:

@@ -71,10 +71,10 @@ class WindowAggregate:
     def unique_chatters(self) -> int:
         return len(self.chatters) + len(self.other_chatters)
 
-    def add(self, message: ChatMessage) -> None:
-        """Count one (already de-duplicated) message."""
+    def add(self, message: ChatMessage, number: int | None) -> None:
+        """Count one (already de-duplicated) message; ``number`` is its
+        :func:`numeric_user_id`, worked out once for all of the message's windows."""
         self.messages += 1
-        number = numeric_user_id(message.user_id)
         if number is not None:
             self.chatters.add(number)
         else:

@@ -86,18 +86,19 @@ class RowBinder:
         # as a BoundStatement takes it, from the first column
         self.keyspace: str | None = columns[0].keyspace_name if columns else None
         self.routing_indexes: tuple[int, ...] = tuple(prepared.routing_key_indexes or ())
-        self._serializers = tuple(
+        # one per bind marker, in order: a hot path may call them itself (``None`` aside)
+        self.serializers: tuple[Serializer, ...] = tuple(
             _serializer(column.type, prepared.protocol_version)
             for column in prepared.column_metadata
         )
 
     def values(self, row: Sequence[Any]) -> list[bytes | None]:
         """The row's serialised values."""
-        if len(row) != len(self._serializers):
-            raise ValueError(f"{len(row)} values for {len(self._serializers)} bind markers")
+        if len(row) != len(self.serializers):
+            raise ValueError(f"{len(row)} values for {len(self.serializers)} bind markers")
         return [
             None if value is None else serialize(value)
-            for serialize, value in zip(self._serializers, row, strict=True)
+            for serialize, value in zip(self.serializers, row, strict=True)
         ]
 
 
@@ -110,9 +111,14 @@ class RowBatch(BatchStatement):  # type: ignore[misc]
         self._routed = False
 
     def add_row(self, binder: RowBinder, row: Sequence[Any]) -> None:
-        """Add one row; the first routable row decides where the batch is sent, as in
-        ``BatchStatement.add``."""
-        values = binder.values(row)
+        """Add one row (plain values)."""
+        self.add_values(binder, binder.values(row))
+
+    def add_values(self, binder: RowBinder, values: list[bytes | None]) -> None:
+        """Add one row already serialised for ``binder``'s statement; the first routable
+        row decides where the batch is sent, as in ``BatchStatement.add``."""
+        if len(values) != len(binder.serializers):
+            raise ValueError(f"{len(values)} values for {len(binder.serializers)} bind markers")
         if not self._routed and binder.routing_indexes and binder.keyspace:
             # the setter packs a composite partition key as the driver does
             self.routing_key = [values[i] for i in binder.routing_indexes]

@@ -39,7 +39,12 @@ from typing import Protocol
 import msgspec
 
 from chatpulse.models import ChatMessage, WindowStats
-from chatpulse.processor.aggregate import AggregateTuple, WindowAggregate, to_window_stats
+from chatpulse.processor.aggregate import (
+    AggregateTuple,
+    WindowAggregate,
+    numeric_user_id,
+    to_window_stats,
+)
 
 __all__ = ["ChannelCounter", "ChannelUpdate", "KeyValueStore", "dedup_bucket_ms"]
 
@@ -215,6 +220,7 @@ class ChannelCounter:
         )
         grace = self._grace_ms
         windows = record.windows
+        number = numeric_user_id(message.user_id)
         for size in self._sizes:
             start = sent_at - sent_at % size
             if start + size + grace <= latest:
@@ -223,7 +229,7 @@ class ChannelCounter:
             aggregate = windows.get((size, start))
             if aggregate is None:
                 aggregate = windows[(size, start)] = WindowAggregate()
-            aggregate.add(message)
+            aggregate.add(message, number)
             update.windows.append((size, start, aggregate))
 
         if advanced:

@@ -65,12 +65,13 @@ def cql_date(epoch_ms: int) -> int:
 
 def batches(
     binder: RowBinder,
-    rows: Iterable[tuple[Any, ...]],
+    rows: Iterable[list[bytes | None]],
     size: int,
     weights: Iterable[int] | None = None,
 ) -> Iterable[RowBatch]:
-    """Rows in unlogged batches of at most ``size`` rows and ~:data:`BATCH_BYTES` (by the
-    rows' ``weights``, estimated sizes in bytes; 64 bytes each when not given)."""
+    """Rows (serialised by ``binder``) in unlogged batches of at most ``size`` rows and
+    ~:data:`BATCH_BYTES` (by the rows' ``weights``, estimated sizes in bytes; 64 bytes each
+    when not given)."""
     group = RowBatch()
     count = weight = 0
     row_weights = iter(weights) if weights is not None else None
@@ -80,7 +81,7 @@ def batches(
             yield group
             group = RowBatch()
             count = weight = 0
-        group.add_row(binder, row)
+        group.add_values(binder, row)
         count += 1
         weight += row_weight
     if count:

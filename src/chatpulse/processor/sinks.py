@@ -47,10 +47,30 @@ _PARTITIONS_PER_BATCH = 10
 _json = msgspec.json.Encoder()
 
 Row = tuple[Any, ...]
+Values = list[bytes | None]
 
 
-def _message_batches(binder: RowBinder, rows: list[Row]) -> Iterable[tuple[Any, None]]:
-    weights = (100 + len(row[4]) for row in rows)  # row[4]: the record, most of the row
+def _message_rows(
+    binder: RowBinder, channel: str, day: int, updates: list[ChannelUpdate]
+) -> list[Values]:
+    """One partition's message rows, serialised; its key columns only once."""
+    # the "message" statement's bind markers, in order
+    text, date, timestamp, message_id, blob = binder.serializers
+    key_channel, key_day = text(channel), date(day)
+    return [
+        [
+            key_channel,
+            key_day,
+            timestamp(u.message.sent_at),
+            message_id(u.message.id),
+            blob(u.record),
+        ]
+        for u in updates
+    ]
+
+
+def _message_batches(binder: RowBinder, rows: list[Values]) -> Iterable[tuple[Any, None]]:
+    weights = (100 + len(row[4] or b"") for row in rows)  # row[4]: the record, most of it
     for group in batches(binder, rows, _MESSAGES_PER_BATCH, weights):
         yield group, None
 
@@ -127,15 +147,15 @@ class CassandraSink(BatchingSink):
         st = self._writer.binders
         windows: dict[tuple[str, int, int], WindowAggregate | WindowStats] = {}
         totals: dict[str, ChannelUpdate] = {}
-        by_partition: dict[tuple[str, int], list[Row]] = {}
+        by_partition: dict[tuple[str, int], list[ChannelUpdate]] = {}
         for update in updates:
             message = update.message
             channel = message.channel
             day = cql_date(message.sent_at)
-            rows = by_partition.get((channel, day))
-            if rows is None:
-                rows = by_partition[(channel, day)] = []
-            rows.append((channel, day, message.sent_at, message.id, update.record))
+            partition = by_partition.get((channel, day))
+            if partition is None:
+                partition = by_partition[(channel, day)] = []
+            partition.append(update)
             totals[channel] = update
             for size, start, aggregate in update.windows:
                 windows[(channel, size, start)] = aggregate
@@ -149,18 +169,26 @@ class CassandraSink(BatchingSink):
             (channel, update.total_messages, update.first_seen, update.last_seen)
             for channel, update in totals.items()
         ]
-        for group in batches(st["totals"], totals_rows, _PARTITIONS_PER_BATCH):
+        totals_binder = st["totals"]
+        totals_values = map(totals_binder.values, totals_rows)
+        for group in batches(totals_binder, totals_values, _PARTITIONS_PER_BATCH):
             yield group, None
         # busy partitions in batches of their own, quiet ones up to ten to a batch
-        quiet: list[list[Row]] = []
-        for rows in by_partition.values():
-            if len(rows) * 4 < _MESSAGES_PER_BATCH:
-                quiet.append(rows)
-            else:
-                yield from _message_batches(st["message"], rows)
-        for first in range(0, len(quiet), _PARTITIONS_PER_BATCH):
-            rows = [row for part in quiet[first : first + _PARTITIONS_PER_BATCH] for row in part]
-            yield from _message_batches(st["message"], rows)
+        messages = st["message"]
+        quiet: list[Values] = []
+        quiet_partitions = 0
+        for (channel, day), partition_updates in by_partition.items():
+            rows = _message_rows(messages, channel, day, partition_updates)
+            if len(rows) * 4 >= _MESSAGES_PER_BATCH:
+                yield from _message_batches(messages, rows)
+                continue
+            quiet.extend(rows)
+            quiet_partitions += 1
+            if quiet_partitions == _PARTITIONS_PER_BATCH:
+                yield from _message_batches(messages, quiet)
+                quiet, quiet_partitions = [], 0
+        if quiet:
+            yield from _message_batches(messages, quiet)
 
     def _window_statements(
         self, windows: dict[tuple[str, int, int], WindowAggregate | WindowStats]
@@ -192,11 +220,15 @@ class CassandraSink(BatchingSink):
             )
             latest[name] = max(latest.get(name, start), start)
         weights = (200 + len(row[7]) for row in window_rows)
-        for group in batches(st["window"], window_rows, _PARTITIONS_PER_BATCH, weights):
+        window = st["window"]
+        rows = map(window.values, window_rows)
+        for group in batches(window, rows, _PARTITIONS_PER_BATCH, weights):
             yield group, None
         # one leaderboard partition per window: its rows go in single-partition batches
-        for rows in leaderboards.values():
-            for group in batches(st["leaderboard"], rows, _ROWS_PER_LEADERBOARD_BATCH):
+        leaderboard = st["leaderboard"]
+        for partition in leaderboards.values():
+            rows = map(leaderboard.values, partition)
+            for group in batches(leaderboard, rows, _ROWS_PER_LEADERBOARD_BATCH):
                 yield group, None
         for name, start in latest.items():
             yield self._writer.statements["latest"], (name, start, start * 1000)
