@@ -96,35 +96,54 @@ class CassandraSink(BatchingSink):
         # (60 s): a flush gives up by itself rather than be abandoned while it still writes.
         self._flush_timeout_s = flush_timeout_s
         self._generation = 0  # bumped by every flush and pause: an older flush stops sending
+        # this checkpoint's updates by (topic, partition): ``add`` keeps only the value, not
+        # a SinkItem per record as BatchingSink does (the sink needs nothing else)
+        self._updates: dict[tuple[str, int], list[ChannelUpdate]] = {}
 
     def setup(self) -> None:
         """Connect and prepare the statements (the schema is created at start-up)."""
         self._writer.setup()
 
+    def add(  # noqa: PLR0917 - BaseSink.add's signature
+        self,
+        value: Any,
+        key: Any,
+        timestamp: int,
+        headers: Any,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> None:
+        """Keep one :class:`ChannelUpdate` for the checkpoint's flush."""
+        updates = self._updates.get((topic, partition))
+        if updates is None:
+            updates = self._updates[(topic, partition)] = []
+        updates.append(value)
+
     def write(self, batch: SinkBatch) -> None:
         """Upsert one partition's rows and wait for them (``flush`` does all partitions)."""
-        self._write({(batch.topic, batch.partition): batch})
+        self._write({(batch.topic, batch.partition): [item.value for item in batch]})
 
     def flush(self) -> None:
         """Upsert every partition's rows of this checkpoint and wait for them; transient
         failures become backpressure."""
-        batches, self._batches = self._batches, {}
-        self._write(batches)
+        updates, self._updates = self._updates, {}
+        self._write(updates)
 
     def on_paused(self) -> None:
         """Another sink failed: this checkpoint is dropped and will be processed again."""
-        self._batches = {}
+        self._updates = {}
         self._generation += 1
 
-    def _write(self, batches: dict[tuple[str, int], SinkBatch]) -> None:
+    def _write(self, batches: dict[tuple[str, int], list[ChannelUpdate]]) -> None:
         self._generation += 1
         generation = self._generation
         start = time.perf_counter()
         deadline = time.monotonic() + self._flush_timeout_s
         in_flight = InFlight(self._writer.session, self._in_flight, deadline)
         try:
-            for batch in batches.values():
-                for statement, parameters in self._statements_for([i.value for i in batch]):
+            for updates in batches.values():
+                for statement, parameters in self._statements_for(updates):
                     if generation != self._generation:
                         logger.warning("an abandoned Cassandra flush stopped sending")
                         return
