@@ -5,7 +5,7 @@ processor's hot path); the API's response models are separate pydantic classes.
 Unknown fields are accepted so producers can add fields without breaking consumers.
 """
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -24,6 +24,11 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 
+# Epoch milliseconds from 1970 to the end of year 9999: what a CQL timestamp, a Python
+# datetime and the window arithmetic all take. A record outside it is dead-lettered at
+# decode instead of failing every Cassandra write of its checkpoint, replay after replay.
+EpochMs = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799_999)]
+
 
 class Emote(msgspec.Struct, frozen=True):
     """One emote occurrence: code-point indices into ``text``, ``end`` inclusive."""
@@ -41,7 +46,7 @@ class ChatMessage(msgspec.Struct, frozen=True):
     user_id: str
     user_login: str
     text: str
-    sent_at: int
+    sent_at: EpochMs
     v: int = SCHEMA_VERSION
     channel_id: str = ""
     display_name: str = ""
@@ -66,7 +71,7 @@ class ChatEvent(msgspec.Struct, frozen=True):
 
     type: str
     channel: str
-    sent_at: int
+    sent_at: EpochMs
     v: int = SCHEMA_VERSION
     id: str = ""
     channel_id: str = ""

@@ -342,3 +342,24 @@ def test_rows_serialise_as_the_driver_binds_them(name: str) -> None:
 def test_a_row_of_the_wrong_length_is_refused() -> None:
     with pytest.raises(ValueError, match="4 values for 5 bind markers"):
         RowBinder(STATEMENTS["message"]).values(("c0", 1, 2, "m"))
+
+
+def test_a_batch_routes_by_its_first_non_empty_key_as_the_driver_does() -> None:
+    statement = STATEMENTS["totals"]
+    rows = [("", 1, T0, T0), ("c", 1, T0, T0)]
+    ours, theirs = RowBatch(), BatchStatement(batch_type=BatchType.UNLOGGED)
+    for row in rows:
+        ours.add_row(RowBinder(statement), row)
+        theirs.add(statement, row)
+    assert ours.routing_key == theirs.routing_key == b"c"
+    ours.clear()
+    ours.add_row(RowBinder(statement), ("d", 1, T0, T0))
+    assert ours.routing_key == b"d"
+
+
+def test_a_value_of_the_wrong_type_names_its_column() -> None:
+    binder = RowBinder(STATEMENTS["message"])
+    with pytest.raises(TypeError, match="column 'sent_at'"):
+        binder.values(("c0", 1, "yesterday", "m", b""))
+    with pytest.raises(TypeError, match="column 'sent_at'"):
+        binder.values(("c0", 1, 2**63, "m", b""))

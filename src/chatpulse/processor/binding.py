@@ -51,7 +51,6 @@ def _date(value: int) -> bytes:
 _FAST: dict[type[Any], Serializer] = {
     cqltypes.UTF8Type: _utf8,
     cqltypes.VarcharType: _utf8,
-    cqltypes.AsciiType: _utf8,
     cqltypes.BytesType: _blob,
     cqltypes.LongType: _int64,
     cqltypes.CounterColumnType: _int64,
@@ -76,13 +75,16 @@ def _serializer(column_type: Any, protocol_version: int) -> Serializer:
 class RowBinder:
     """Serialises rows (tuples in bind-marker order) for one prepared statement.
 
-    Values must be the plain types the columns take (``int`` for timestamps in epoch
-    milliseconds and for dates as the driver's offset day count); ``None`` binds null.
+    Values must be the plain types the columns take (``str``, ``bytes``, ``bool``, and
+    ``int`` within the column's range: for timestamps in epoch milliseconds, for dates the
+    driver's offset day count); ``None`` binds null. Anything else raises ``TypeError``
+    naming the column.
     """
 
     def __init__(self, prepared: PreparedStatement) -> None:
         self.query_id: bytes = prepared.query_id
         columns = prepared.column_metadata
+        self._columns = tuple(column.name for column in columns)
         # as a BoundStatement takes it, from the first column
         self.keyspace: str | None = columns[0].keyspace_name if columns else None
         self.routing_indexes: tuple[int, ...] = tuple(prepared.routing_key_indexes or ())
@@ -96,10 +98,23 @@ class RowBinder:
         """The row's serialised values."""
         if len(row) != len(self.serializers):
             raise ValueError(f"{len(row)} values for {len(self.serializers)} bind markers")
-        return [
-            None if value is None else serialize(value)
-            for serialize, value in zip(self.serializers, row, strict=True)
-        ]
+        try:
+            return [
+                None if value is None else serialize(value)
+                for serialize, value in zip(self.serializers, row, strict=True)
+            ]
+        except (TypeError, AttributeError, struct.error, UnicodeError) as exc:
+            raise TypeError(self._describe(row, exc)) from exc
+
+    def _describe(self, row: Sequence[Any], exc: Exception) -> str:
+        for index, (serialize, value) in enumerate(zip(self.serializers, row, strict=True)):
+            try:
+                if value is not None:
+                    serialize(value)
+            except (TypeError, AttributeError, struct.error, UnicodeError):
+                column = self._columns[index]
+                return f"column {column!r}: cannot bind {value!r} ({exc})"
+        return str(exc)
 
 
 # the driver has no type hints, so its classes are Any to mypy
@@ -120,8 +135,16 @@ class RowBatch(BatchStatement):  # type: ignore[misc]
         if len(values) != len(binder.serializers):
             raise ValueError(f"{len(values)} values for {len(binder.serializers)} bind markers")
         if not self._routed and binder.routing_indexes and binder.keyspace:
-            # the setter packs a composite partition key as the driver does
-            self.routing_key = [values[i] for i in binder.routing_indexes]
-            self.keyspace = binder.keyspace
-            self._routed = True
+            parts = [values[i] for i in binder.routing_indexes]
+            # like the driver, skip a row whose key is empty; the setter packs a composite
+            # partition key as the driver does
+            if len(parts) > 1 or parts[0]:
+                self.routing_key = parts
+                self.keyspace = binder.keyspace
+                self._routed = True
         self._add_statement_and_params(True, binder.query_id, values)
+
+    def clear(self) -> None:
+        """Empty the batch (its routing too), as ``BatchStatement.clear``."""
+        super().clear()
+        self._routed = False
