@@ -86,6 +86,9 @@ class ChannelUpdate:
     late_sizes: list[int] = field(default_factory=list)
     # the consumed record's value (the sink stores it as the raw message), set by the caller
     record: bytes = b""
+    # the channel's open windows after this message: the live working copy (the sink reads
+    # the last update's of a checkpoint; read it by the next checkpoint at the latest)
+    open_windows: dict[tuple[int, int], WindowAggregate] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -96,6 +99,9 @@ class _ChannelRecord:
     first_seen: int
     last_seen: int
     windows: dict[tuple[int, int], WindowAggregate]
+    # the earliest ``start + size + grace`` of the open windows, 0 when none (derived, not
+    # stored): the windows are looked over for closing only once the channel's time reaches it
+    next_close: int = 0
 
     def encode(self) -> bytes:
         windows = [(size, start, agg.to_tuple()) for (size, start), agg in self.windows.items()]
@@ -196,47 +202,56 @@ class ChannelCounter:
         channel = message.channel
         key = (partition, channel)
         work = self._working.get(key)
-        if work is None or work.transaction is not _transaction_of(store):
+        if work is None or work.transaction is not getattr(store, "_transaction", store):
             work = self._begin(key, store, work)
         record = work.record
         if record is None:
-            record = work.record = _ChannelRecord(0, sent_at, sent_at, {})
-        latest = max(record.last_seen, sent_at)
+            record = work.record = _ChannelRecord(0, sent_at, sent_at, {}, 0)
+        last_seen = record.last_seen
+        latest = sent_at if sent_at > last_seen else last_seen
 
         if self._is_duplicate(message, work, latest):
             return None
 
         work.dirty = True
         self._pending[key] = work
-        record.total += 1
-        record.first_seen = min(record.first_seen, sent_at)
-        advanced = latest > record.last_seen or record.total == 1
+        total = record.total = record.total + 1
+        if sent_at < record.first_seen:  # noqa: PLR1730 - a call to min() costs more, per message
+            record.first_seen = sent_at
         record.last_seen = latest
+        opened: list[tuple[int, int, WindowAggregate]] = []
+        closed: list[WindowStats] = []
+        late: list[int] = []
+        windows = record.windows
         update = ChannelUpdate(
-            message=message,
-            total_messages=record.total,
-            first_seen=record.first_seen,
-            last_seen=latest,
+            message, total, record.first_seen, latest, opened, closed, late, b"", windows
         )
         grace = self._grace_ms
-        windows = record.windows
         number = numeric_user_id(message.user_id)
         for size in self._sizes:
             start = sent_at - sent_at % size
-            if start + size + grace <= latest:
-                update.late_sizes.append(size)
+            ends = start + size + grace
+            if ends <= latest:
+                late.append(size)
                 continue
             aggregate = windows.get((size, start))
             if aggregate is None:
                 aggregate = windows[(size, start)] = WindowAggregate()
+                if ends < record.next_close or not record.next_close:
+                    record.next_close = ends
             aggregate.add(message, number)
-            update.windows.append((size, start, aggregate))
+            opened.append((size, start, aggregate))
 
-        if advanced:
+        if record.next_close and latest >= record.next_close:
+            next_close = 0
             for size, start in list(windows):
-                if start + size + grace <= latest:
-                    closed = windows.pop((size, start))
-                    update.closed.append(to_window_stats(channel, size, start, closed, closed=True))
+                ends = start + size + grace
+                if ends <= latest:
+                    final = windows.pop((size, start))
+                    closed.append(to_window_stats(channel, size, start, final, closed=True))
+                elif ends < next_close or not next_close:
+                    next_close = ends
+            record.next_close = next_close
         return update
 
     def flush(self) -> int:
@@ -283,6 +298,10 @@ class ChannelCounter:
                 record = previous.record  # the state holds what was flushed: no decode
             else:
                 record = _ChannelRecord.decode(data)
+                grace = self._grace_ms
+                record.next_close = min(
+                    (start + size + grace for size, start in record.windows), default=0
+                )
         work = _Working(store, _transaction_of(store), record, data)
         self._working[key] = work
         self._pending.pop(key, None)  # changes in an abandoned transaction
@@ -328,7 +347,9 @@ class ChannelCounter:
                 index.insert(position, bucket)
                 self._expire(work, index, cutoff)
             work.buckets[bucket] = ids
-        token = _id_token(message.id)
+        token = message.id.encode()
+        if b"\n" in token:
+            token = _id_token(message.id)
         if token in ids:
             return True
         ids.add(token)

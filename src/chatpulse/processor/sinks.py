@@ -176,11 +176,14 @@ class CassandraSink(BatchingSink):
                 partition = by_partition[(channel, day)] = []
             partition.append(update)
             totals[channel] = update
-            for size, start, aggregate in update.windows:
-                windows[(channel, size, start)] = aggregate
             for final in update.closed:
                 size = final.window_end - final.window_start
                 windows[(final.channel, size, final.window_start)] = final
+        # A checkpoint's changed windows are in its last update of each channel: those still
+        # open are in the channel's open windows (and the closed ones in ``closed`` above).
+        for channel, update in totals.items():
+            for (size, start), aggregate in list(update.open_windows.items()):
+                windows[(channel, size, start)] = aggregate
 
         # statistics first: the numbers the API serves are visible before the raw messages
         yield from self._window_statements(windows)
