@@ -48,7 +48,10 @@ def test_sigkill_three_times_then_exact(settings: Settings, tmp_path: Path) -> N
     rng = random.Random()
     proc = ProcessorProcess(settings, tmp_path / "state", tmp_path / "processor.log")
     kills = []
-    for fraction in sorted(rng.uniform(0.1, 0.8) for _ in range(3)):
+    # Kill points up to 60%: Cassandra's totals move a whole checkpoint at a time (20k
+    # messages or more over a backlog), so from a later point one checkpoint could finish
+    # the stream before the kill and the kill would test nothing (asserted below).
+    for fraction in sorted(rng.uniform(0.1, 0.6) for _ in range(3)):
         proc.start()
         counted = _wait_progress(settings, int(total * fraction), (proc,), timeout_s=240)
         time.sleep(rng.uniform(0, 1.0))
