@@ -43,7 +43,7 @@ def tune_gc() -> None:
     """Make CPython's cyclic garbage collector run rarely.
 
     Each message allocates several tracked containers (its decoded record, the update with its
-    lists, Quix's row and sink item, the driver's statements at the checkpoint) while thousands
+    lists, Quix's row, the rows and batches sent at the checkpoint) while thousands
     of long-lived ones (the channels' working copies, the checkpoint's pending updates) stay
     alive. With the default thresholds (700, 10, 10) the collector ran every few messages and
     its full collections walked all of them: a quarter of the processing thread in a profile,
