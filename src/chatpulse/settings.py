@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     windows: CommaList = Field(default_factory=lambda: ["1m", "10m", "1h"])
     grace: str = "10s"
     dedup_horizon: str = "1h"
+    # A message stamped further ahead of the receiving clock than this is dead-lettered (ingest
+    # and processor): Kafka refuses records over 1 h ahead, and one would open windows early.
+    max_future_skew: str = "5m"
     # Results become visible at each checkpoint: 0.5 s keeps the time from chat to Cassandra
     # under 2 s at the 99th percentile at 5k msg/s (bench/processor.py), and cost no
     # throughput there against 1 s (a backlog's checkpoints are longer anyway).
@@ -119,7 +122,7 @@ class Settings(BaseSettings):
             parse_duration(size)
         return value
 
-    @field_validator("grace", "dedup_horizon")
+    @field_validator("grace", "dedup_horizon", "max_future_skew")
     @classmethod
     def _durations(cls, value: str) -> str:
         parse_duration(value)
@@ -190,6 +193,10 @@ class Settings(BaseSettings):
     @property
     def dedup_horizon_ms(self) -> int:
         return parse_duration(self.dedup_horizon)
+
+    @property
+    def max_future_skew_ms(self) -> int:
+        return parse_duration(self.max_future_skew)
 
     @property
     def window_sizes_ms(self) -> list[int]:
