@@ -1,18 +1,35 @@
-"""Simulated USERNOTICE, CLEARCHAT and CLEARMSG lines, with the tags Twitch sends."""
+"""Simulated USERNOTICE, CLEARCHAT and CLEARMSG lines, with the tags Twitch sends.
 
-from typing import TYPE_CHECKING
+Each function draws from a :class:`SimulatedChannel` (the simulator's channel, seen only
+through what these lines need), so the same channel state always gives the same lines.
+"""
 
+import random
+from typing import Protocol
+
+from chatpulse.fake_twitch.users import User, UserPool
 from chatpulse.ingest.irc.parser import escape_tag_value
 
-if TYPE_CHECKING:
-    from chatpulse.fake_twitch.simulate import _ChannelSim
-
-__all__ = ["clearchat", "clearmsg", "usernotice"]
+__all__ = ["SimulatedChannel", "clearchat", "clearmsg", "usernotice"]
 
 _PLANS = (("Prime", "Prime"), ("1000", "Tier 1"), ("2000", "Tier 2"), ("3000", "Tier 3"))
 
 
-def usernotice(sim: "_ChannelSim", ts: int) -> str:
+class SimulatedChannel(Protocol):
+    """What an event line needs from the channel it happens in."""
+
+    rng: random.Random
+    name: str
+    room: str  # the channel's room-id tag
+    users: UserPool
+    recent: list[tuple[str, User, str]]  # (message id, author, text), oldest first
+
+    def new_id(self) -> str:
+        """A fresh message id drawn from ``rng``."""
+        ...
+
+
+def usernotice(sim: SimulatedChannel, ts: int) -> str:
     rng, user = sim.rng, sim.users.pick()
     kind = rng.choices(
         ("sub", "resub", "subgift", "submysterygift", "raid", "announcement"),
@@ -84,7 +101,7 @@ def usernotice(sim: "_ChannelSim", ts: int) -> str:
     )
 
 
-def clearchat(sim: "_ChannelSim", ts: int) -> str:
+def clearchat(sim: SimulatedChannel, ts: int) -> str:
     rng = sim.rng
     roll = rng.random()
     if roll < 0.01:
@@ -97,7 +114,7 @@ def clearchat(sim: "_ChannelSim", ts: int) -> str:
     )
 
 
-def clearmsg(sim: "_ChannelSim", ts: int) -> str:
+def clearmsg(sim: SimulatedChannel, ts: int) -> str:
     # A message is deleted once: take it out of the recent ones.
     msg_id, user, text = sim.recent.pop(sim.rng.randrange(len(sim.recent)))
     return (

@@ -200,9 +200,10 @@ class FakeTwitchServer:
         """Channels joined by each open connection, by session id."""
         return {s.id: frozenset(s.channels) for s in self.sessions if not s.closed}
 
-    # -- streams -----------------------------------------------------------------------------
+    # -- streams (a Session calls enter and leave) --------------------------------------------
 
-    def _enter(self, session: Session, name: str) -> None:
+    def enter(self, session: Session, name: str) -> None:
+        """Add ``session`` to the channel's stream, starting the stream on its first join."""
         state = self._channels.get(name)
         if state is None:
             loop_time = asyncio.get_running_loop().time()
@@ -220,7 +221,8 @@ class FakeTwitchServer:
             self._advance(state)
             self._wakeup.set()
 
-    def _leave(self, session: Session, name: str) -> None:
+    def leave(self, session: Session, name: str) -> None:
+        """Take ``session`` out of the channel's stream (lines wait for the next member)."""
         state = self._channels.get(name)
         if state is not None:
             state.members.discard(session)

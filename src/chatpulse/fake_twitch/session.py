@@ -1,18 +1,20 @@
-"""One client connection to the fake server: Twitch's login, CAP, JOIN/PART, PING/PONG."""
+"""One client connection to the fake server: Twitch's login, CAP, JOIN/PART, PING/PONG.
+
+A session sees its server only through :class:`SessionHost`: the rules it applies, the
+counters it adds to, and the two calls that put it in a channel's stream and take it out.
+"""
 
 import asyncio
 import contextlib
 import logging
 import re
 import zlib
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from chatpulse.fake_twitch.source import Source
 from chatpulse.ingest.irc.parser import IrcParseError, parse_line
 
-if TYPE_CHECKING:
-    from chatpulse.fake_twitch.server import FakeTwitchServer
-
-__all__ = ["KNOWN_CAPS", "Session"]
+__all__ = ["KNOWN_CAPS", "Session", "SessionHost"]
 
 logger = logging.getLogger(__name__)
 
@@ -23,12 +25,35 @@ _CHANNEL = re.compile(r"[a-z0-9_]{1,25}")
 _SERVER = ":tmi.twitch.tv"
 
 
+class SessionHost(Protocol):
+    """What a session needs from the server that accepted it."""
+
+    source: Source  # the room ids announced in ROOMSTATE
+    reject_tokens: frozenset[str]
+    suspended_channels: frozenset[str]
+    answer_pings: bool
+    quit_delay_s: float
+    join_log: list[tuple[float, int, str]]
+    close_log: list[tuple[float, int]]
+    login_failures: int
+    pings_answered: int
+    pongs_received: int
+
+    def enter(self, session: "Session", channel: str) -> None:
+        """``session`` joined ``channel``: start sending it the channel's lines."""
+        ...
+
+    def leave(self, session: "Session", channel: str) -> None:
+        """``session`` left ``channel`` (or closed): stop sending it the channel's lines."""
+        ...
+
+
 class Session:
     """A connected client; the server writes chat lines to it with :meth:`send`."""
 
     def __init__(
         self,
-        server: "FakeTwitchServer",
+        server: SessionHost,
         session_id: int,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
@@ -61,7 +86,7 @@ class Session:
         self.closed = True
         self.server.close_log.append((asyncio.get_running_loop().time(), self.id))
         for name in self.channels:
-            self.server._leave(self, name)
+            self.server.leave(self, name)
         self.channels.clear()
         self.writer.close()
 
@@ -186,10 +211,10 @@ class Session:
             ]
         )
         self.channels.add(name)
-        server._enter(self, name)
+        server.enter(self, name)
 
     def _part(self, name: str) -> None:
         if name in self.channels:
             self.channels.discard(name)
-            self.server._leave(self, name)
+            self.server.leave(self, name)
             self.send([f":{self.nick}!{self.nick}@{self.nick}.tmi.twitch.tv PART #{name}"])

@@ -27,7 +27,7 @@ from pydantic import SecretStr
 from chatpulse.ingest.irc.connection import IrcConnection, Received, TwitchLoginError
 from chatpulse.ingest.irc.dedup import RecentKeys
 from chatpulse.ingest.irc.ratelimit import SlidingWindowLimiter, backoff_delay
-from chatpulse.ingest.irc.shard import Shard
+from chatpulse.ingest.irc.shard import Shard, ShardContext, ShardCounters
 from chatpulse.models import normalize_channel
 
 __all__ = ["Received", "TwitchChatClient", "TwitchLoginError"]
@@ -88,13 +88,20 @@ class TwitchChatClient:
         self.connect_timeout_s = connect_timeout_s
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
-        self.join_confirm_timeout_s = join_confirm_timeout_s
-        self.drain_timeout_s = drain_timeout_s
-        self.stable_after_s = stable_after_s  # a connection that lived this long resets backoff
-        self._join_limiter = SlidingWindowLimiter(join_rate, join_window_s)
-        # Each new connection is a login, and Twitch limits those too (20 per 10 s): after an
-        # outage every shard reconnects at once, and must not lock the account/IP out.
-        self._connect_limiter = SlidingWindowLimiter(connect_rate, connect_window_s)
+        self._counters = ShardCounters()
+        self._shard_context = ShardContext(
+            new_connection=self._new_connection,
+            join_limiter=SlidingWindowLimiter(join_rate, join_window_s),
+            # Each new connection is a login, and Twitch limits those too (20 per 10 s): after
+            # an outage every shard reconnects at once, and must not lock the account/IP out.
+            connect_limiter=SlidingWindowLimiter(connect_rate, connect_window_s),
+            backoff=self._backoff,
+            on_fatal=self._fail,
+            join_confirm_timeout_s=join_confirm_timeout_s,
+            stable_after_s=stable_after_s,
+            drain_timeout_s=drain_timeout_s,
+            counters=self._counters,
+        )
         self._recent = RecentKeys(dedup_capacity)
         self._queue: asyncio.Queue[list[Received] | None] = asyncio.Queue()
         self._max_pending = max_pending_batches
@@ -105,16 +112,26 @@ class TwitchChatClient:
         self._next_connection_id = 0
         self._started = False
         self._error: BaseException | None = None
-        # Counters for metrics and tests.
-        self.duplicates_dropped = 0
-        self.reconnects = 0
-        self.join_attempts = 0
-        self.join_retries = 0
-        self.connect_attempts = 0
+        self.duplicates_dropped = 0  # for metrics and tests
 
     def __repr__(self) -> str:
         scheme = "ircs" if self.tls else "irc"
         return f"TwitchChatClient({scheme}://{self.host}:{self.port}, nick={self.nick!r})"
+
+    @property
+    def reconnects(self) -> int:
+        """Connections lost or replaced on RECONNECT, over all shards."""
+        return self._counters.reconnects
+
+    @property
+    def join_retries(self) -> int:
+        """JOINs sent again because Twitch answered neither yes nor no in time."""
+        return self._counters.join_retries
+
+    @property
+    def connect_attempts(self) -> int:
+        """Connections opened or tried (each is a login)."""
+        return self._counters.connect_attempts
 
     @property
     def channels(self) -> frozenset[str]:
@@ -135,7 +152,7 @@ class TwitchChatClient:
             (s for s in self._shards if len(s.channels) < self.channels_per_connection), None
         )
         if shard is None:
-            shard = Shard(self, len(self._shards))
+            shard = Shard(self._shard_context, len(self._shards))
             self._shards.append(shard)
             if self._started:
                 shard.start()

@@ -1,31 +1,59 @@
 """A shard: up to ``channels_per_connection`` channels on one (re)connecting connection.
 
 Owns the reconnect loop (backoff, make-before-break on RECONNECT) and keeps the
-connection's channels in step with the ones asked for. Part of :mod:`.client`.
+connection's channels in step with the ones asked for. The client (:mod:`.client`) creates
+the shards and hands each the same :class:`ShardContext`; a shard knows nothing else of it.
 """
 
 import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from chatpulse.ingest.irc.connection import IrcConnection, TwitchLoginError
-from chatpulse.ingest.irc.ratelimit import unanswered_joins
+from chatpulse.ingest.irc.ratelimit import SlidingWindowLimiter, unanswered_joins
 
-if TYPE_CHECKING:
-    from chatpulse.ingest.irc.client import TwitchChatClient
-
-__all__ = ["Shard"]
+__all__ = ["Shard", "ShardContext", "ShardCounters"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ShardCounters:
+    """Counters every shard of a client adds to (for metrics and tests)."""
+
+    reconnects: int = 0
+    join_retries: int = 0
+    connect_attempts: int = 0
+
+
+@dataclass(frozen=True)
+class ShardContext:
+    """What the shards of one client share: limits, a connection factory, where to report.
+
+    ``new_connection`` makes an unopened connection; ``backoff(attempt)`` is the delay before
+    connect attempt ``attempt``; ``on_fatal`` is told of an error no reconnect can fix (a
+    refused login), after which the shard stops.
+    """
+
+    new_connection: Callable[[], IrcConnection]
+    join_limiter: SlidingWindowLimiter
+    connect_limiter: SlidingWindowLimiter
+    backoff: Callable[[int], float]
+    on_fatal: Callable[[BaseException], None]
+    join_confirm_timeout_s: float
+    stable_after_s: float  # a connection that lived this long resets the backoff
+    drain_timeout_s: float
+    counters: ShardCounters = field(default_factory=ShardCounters)
 
 
 class Shard:
     """Up to ``channels_per_connection`` channels on one (re)connecting connection."""
 
-    def __init__(self, client: "TwitchChatClient", index: int) -> None:
-        self.client = client
+    def __init__(self, context: ShardContext, index: int) -> None:
+        self.context = context
         self.index = index
         self.channels: set[str] = set()
         self.conn: IrcConnection | None = None
@@ -79,7 +107,7 @@ class Shard:
         for channel in channels:
             if channel not in self.channels or channel in conn.requested:
                 continue
-            await self.client._join_limiter.acquire()
+            await self.context.join_limiter.acquire()
             if channel not in self.channels or channel in conn.requested:
                 continue
             if conn.closed.is_set():
@@ -88,11 +116,10 @@ class Shard:
                 await conn.join(channel)
             except (ConnectionError, OSError):
                 return
-            self.client.join_attempts += 1
 
     async def _retry_unanswered_joins(self, conn: IrcConnection) -> None:
         """While ``conn`` lives, JOIN again the channels Twitch did not answer in time."""
-        timeout_s = self.client.join_confirm_timeout_s
+        timeout_s = self.context.join_confirm_timeout_s
         while not conn.closed.is_set():
             await asyncio.sleep(timeout_s / 2)
             stale = unanswered_joins(
@@ -113,16 +140,16 @@ class Shard:
                 ", ".join(stale[:5]),
                 timeout_s,
             )
-            self.client.join_retries += len(stale)
+            self.context.counters.join_retries += len(stale)
             conn.requested.difference_update(stale)  # so that _join_all sends them again
             for channel in stale:
                 del conn.join_sent[channel]  # re-stamped when the JOIN goes out
             self._spawn_joins(conn, stale)
 
     async def _connect(self, *, wait_joined: bool) -> IrcConnection:
-        await self.client._connect_limiter.acquire()
-        self.client.connect_attempts += 1
-        conn = self.client._new_connection()
+        await self.context.connect_limiter.acquire()
+        self.context.counters.connect_attempts += 1
+        conn = self.context.new_connection()
         try:
             await conn.open()
             retry = asyncio.create_task(self._retry_unanswered_joins(conn))
@@ -132,7 +159,7 @@ class Shard:
             if wait_joined:
                 await joining
                 wanted = set(self.channels)
-                if not await conn.wait_joined(wanted, self.client.join_confirm_timeout_s):
+                if not await conn.wait_joined(wanted, self.context.join_confirm_timeout_s):
                     logger.warning(
                         "shard %d: connection %d did not confirm all %d joins in time",
                         self.index,
@@ -153,7 +180,7 @@ class Shard:
             while True:
                 if conn is None:
                     attempt += 1
-                    await asyncio.sleep(self.client._backoff(attempt))
+                    await asyncio.sleep(self.context.backoff(attempt))
                     try:
                         conn = await self._connect(wait_joined=False)
                     except (OSError, TimeoutError) as exc:
@@ -165,8 +192,8 @@ class Shard:
                 await _first_of(conn.closed.wait(), conn.reconnect_requested.wait())
                 if conn.closed.is_set():
                     logger.info("shard %d: connection %d lost, reconnecting", self.index, conn.id)
-                    self.client.reconnects += 1
-                    if loop.time() - connected_at >= self.client.stable_after_s:
+                    self.context.counters.reconnects += 1
+                    if loop.time() - connected_at >= self.context.stable_after_s:
                         attempt = 0  # it was healthy: the next try is immediate again
                     conn = self.conn = None
                     continue
@@ -174,7 +201,7 @@ class Shard:
                 if conn is not None:
                     connected_at = loop.time()
         except TwitchLoginError as exc:
-            self.client._fail(exc)
+            self.context.on_fatal(exc)
         finally:
             for open_conn in (conn, self.conn):
                 if open_conn is not None:
@@ -184,7 +211,7 @@ class Shard:
 
     async def _replace(self, old: IrcConnection) -> IrcConnection | None:
         """RECONNECT: open and join a new connection first, then let the old one go."""
-        self.client.reconnects += 1
+        self.context.counters.reconnects += 1
         try:
             new = await self._connect(wait_joined=True)
         except (OSError, TimeoutError) as exc:
@@ -195,7 +222,7 @@ class Shard:
         self.conn = new
         self._reconcile(new)
         logger.info("shard %d: connection %d replaces %d", self.index, new.id, old.id)
-        await old.quit_and_drain(self.client.drain_timeout_s)
+        await old.quit_and_drain(self.context.drain_timeout_s)
         return new
 
 
