@@ -9,8 +9,6 @@ import pytest
 from quixstreams import Application
 from quixstreams.context import set_message_context
 from quixstreams.models import MessageContext, Topic, TopicConfig
-from quixstreams.sinks import BaseSink
-from quixstreams.state.base.state import TransactionState
 
 from chatpulse.models import ChatMessage, Emote, WindowStats, encode
 from chatpulse.processor.aggregate import WindowAggregate
@@ -21,6 +19,7 @@ from chatpulse.processor.topology import (
     LiveThrottle,
     PipelineConfig,
     PipelineTopics,
+    UpdateWriter,
     build_pipeline,
     decode_record,
 )
@@ -30,13 +29,13 @@ T0 = 1_700_000_000_000 - 1_700_000_000_000 % (60 * MIN)
 TOPIC = "msgs"
 
 
-class RecordingSink(BaseSink):
+class RecordingSink(UpdateWriter):
     def __init__(self) -> None:
         super().__init__()
         self.values: list[Any] = []
 
-    def add(self, value: Any, *_args: Any, **_kwargs: Any) -> None:
-        self.values.append(value)
+    def keep(self, update: ChannelUpdate, partition: int) -> None:
+        self.values.append(update)
 
     def flush(self) -> None:
         pass
@@ -67,7 +66,7 @@ class Harness:
         config = PipelineConfig([MIN, 10 * MIN], grace_ms=5_000, dedup_horizon_ms=3_600_000)
         self.sink = RecordingSink()
         self.sdf = build_pipeline(
-            self.app, self.topics, config, sinks=[self.sink], metrics=self.metrics
+            self.app, self.topics, config, writers=[self.sink], metrics=self.metrics
         )
         self.offset = 0
         state_manager: Any = self.app._state_manager
@@ -188,8 +187,3 @@ def test_live_updates_are_throttled_per_channel() -> None:
     assert throttle.live_update(harness_update) is None
     now[0] += 0.6
     assert throttle.live_update(harness_update) is not None
-
-
-def test_quix_states_are_bound_to_their_transaction() -> None:
-    """The counter ties its write-back copies to ``State._transaction`` (pinned Quix)."""
-    assert "_transaction" in TransactionState.__slots__

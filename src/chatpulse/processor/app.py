@@ -1,9 +1,8 @@
-"""Wiring: settings -> Quix ``Application`` + topics + sinks + topology, and running it."""
+"""Wiring: settings -> Quix ``Application``, topics, Cassandra write-back, topology; running it."""
 
 import gc
 import hashlib
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,9 +11,10 @@ from quixstreams.kafka.configuration import ConnectionConfig
 
 from chatpulse.init_cli import initialize
 from chatpulse.kafka_admin import admin_client
+from chatpulse.processor.cassandra_flush import CassandraFlush
 from chatpulse.processor.cql import CassandraWriter
 from chatpulse.processor.metrics import ProcessorMetrics
-from chatpulse.processor.sinks import CassandraSink
+from chatpulse.processor.quix_hooks import time_checkpoints
 from chatpulse.processor.state_guard import check_state_dir
 from chatpulse.processor.topology import PipelineConfig, PipelineTopics, build_pipeline
 from chatpulse.settings import Settings
@@ -74,27 +74,11 @@ class Processor:
                 self.cassandra.close()
 
 
-def _time_checkpoints(app: Application, metrics: ProcessorMetrics) -> None:
-    # Quix has no checkpoint hook; this wraps the pinned version's ProcessingContext method
-    # and times the calls after which a new checkpoint object exists (a commit happened).
-    context: Any = app._processing_context
-    commit = context.commit_checkpoint
-
-    def timed_commit(force: bool = False, revoking: bool = False) -> None:
-        before = context._checkpoint
-        start = time.perf_counter()
-        commit(force=force, revoking=revoking)
-        if context._checkpoint is not before:
-            metrics.checkpoint_seconds.observe(time.perf_counter() - start)
-
-    context.commit_checkpoint = timed_commit
-
-
 def build_processor(
     settings: Settings, metrics: ProcessorMetrics | None = None, *, cassandra: bool = True
 ) -> Processor:
-    """Build the Application, topics, Cassandra sinks and topology from ``settings``
-    (``cassandra=False`` leaves the sinks out: benchmarks use it to isolate their cost)."""
+    """Build the Application, topics, Cassandra write-back and topology from ``settings``
+    (``cassandra=False`` leaves Cassandra out: benchmarks use it to isolate its cost)."""
     metrics = metrics or ProcessorMetrics()
     exactly_once = settings.processing_guarantee == "exactly-once"
     producer_config: dict[str, Any] = {"linger.ms": 20}
@@ -132,9 +116,9 @@ def build_processor(
         live_update_interval_s=settings.live_update_interval_s,
     )
     writer = CassandraWriter(settings) if cassandra else None
-    sinks = [CassandraSink(writer, metrics)] if writer else []
-    build_pipeline(app, topics, config, sinks=sinks, metrics=metrics)
-    _time_checkpoints(app, metrics)
+    writers = [CassandraFlush(writer, metrics)] if writer else []
+    build_pipeline(app, topics, config, writers=writers, metrics=metrics)
+    time_checkpoints(app, metrics.checkpoint_seconds.observe)
     return Processor(app=app, cassandra=writer, metrics=metrics)
 
 

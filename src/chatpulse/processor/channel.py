@@ -45,6 +45,7 @@ from chatpulse.processor.aggregate import (
     numeric_user_id,
     to_window_stats,
 )
+from chatpulse.processor.quix_hooks import STATE_TRANSACTION, transaction_is_open
 
 __all__ = ["ChannelCounter", "ChannelUpdate", "KeyValueStore", "dedup_bucket_ms"]
 
@@ -71,7 +72,7 @@ class KeyValueStore(Protocol):
 
 @dataclass(slots=True)
 class ChannelUpdate:
-    """What one counted message changed: the sinks and the output topic read this."""
+    """What one counted message changed: the Cassandra write-back and the output topic read this."""
 
     message: ChatMessage
     total_messages: int
@@ -167,15 +168,7 @@ def _bucket_key(bucket: int) -> bytes:
 
 def _transaction_of(store: KeyValueStore) -> object:
     """The state transaction a Quix ``State`` is bound to (a plain store is its own)."""
-    return getattr(store, "_transaction", store)
-
-
-def _is_open(transaction: object) -> bool:
-    """False for a Quix transaction already prepared, completed or failed (an aborted
-    checkpoint's, met when flushing after a bounded revoke gave up on it)."""
-    return not any(
-        getattr(transaction, flag, False) for flag in ("prepared", "completed", "failed")
-    )
+    return getattr(store, STATE_TRANSACTION, store)
 
 
 class ChannelCounter:
@@ -202,7 +195,7 @@ class ChannelCounter:
         channel = message.channel
         key = (partition, channel)
         work = self._working.get(key)
-        if work is None or work.transaction is not getattr(store, "_transaction", store):
+        if work is None or work.transaction is not getattr(store, STATE_TRANSACTION, store):
             work = self._begin(key, store, work)
         record = work.record
         if record is None:
@@ -265,7 +258,7 @@ class ChannelCounter:
         for key, work in pending.items():
             # (the first test is for stores whose transaction changes in place; a Quix
             # State is bound to one transaction for good)
-            if work.transaction is not _transaction_of(work.store) or not _is_open(
+            if work.transaction is not _transaction_of(work.store) or not transaction_is_open(
                 work.transaction
             ):
                 self._working.pop(key, None)

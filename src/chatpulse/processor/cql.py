@@ -89,7 +89,7 @@ def batches(
 
 
 class CassandraWriter:
-    """The processor's driver session and prepared statements, shared by its sinks."""
+    """The processor's driver session and prepared statements."""
 
     def __init__(self, settings: Settings, *, request_timeout_s: float = 10.0) -> None:
         self._settings = settings

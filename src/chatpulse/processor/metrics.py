@@ -60,7 +60,7 @@ class _TallyCollector(Collector):
 
 @dataclass
 class ProcessorMetrics:
-    """Counters the pipeline and the sinks update."""
+    """Counters the pipeline and the Cassandra write-back update."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
@@ -81,7 +81,7 @@ class ProcessorMetrics:
         )
         self.checkpoint_seconds = Histogram(
             "chatpulse_processor_checkpoint_seconds",
-            "Time to commit a checkpoint (sinks, changelogs, Kafka commit)",
+            "Time to commit a checkpoint (write-backs, changelogs, Kafka commit)",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

@@ -4,7 +4,7 @@ messages topic (bytes)
   -> one stateful node (keyed by channel):
        decode + validate ── bad ──> dead-letter record (reason, source topic/partition/offset, raw)
        count: de-duplicate, windows, totals -> ChannelUpdate
-         ├─> sinks (Cassandra: messages, windows open and closed, totals)
+         ├─> update writers, flushed before each commit (Cassandra: messages, windows, totals)
          └─> closed windows + throttled live updates of the smallest open window
   -> produce each output record to its topic (dead-letter or channel-stats)
 
@@ -12,6 +12,7 @@ Each StreamingDataFrame node costs Quix a call per record and each branch a pick
 the value, so the work is folded into one node plus the producing node.
 """
 
+import abc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,12 +23,12 @@ from quixstreams import Application, State
 from quixstreams.context import message_context
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models import Topic
-from quixstreams.sinks import BaseSink
 
 from chatpulse.models import ChatMessage, WindowStats, decode_chat_message, encode
 from chatpulse.processor.aggregate import to_window_stats
 from chatpulse.processor.channel import ChannelCounter, ChannelUpdate
 from chatpulse.processor.metrics import ProcessorMetrics
+from chatpulse.processor.quix_hooks import CheckpointHook, register_checkpoint_hooks
 from chatpulse.windows import format_duration
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "PipelineConfig",
     "PipelineTopics",
     "StateFlush",
+    "UpdateWriter",
     "build_pipeline",
 ]
 
@@ -132,26 +134,31 @@ class LiveThrottle:
         return None
 
 
-class StateFlush(BaseSink):
+class StateFlush(CheckpointHook):
     """Writes the counter's working copies into the state before each commit.
 
-    Quix flushes sinks first when it commits a checkpoint, before it prepares the state
-    transactions (changelog) and commits the Kafka transaction: the one place to hook a
-    write-back. Registered before any other sink, so it runs at every commit attempt.
+    Registered before any other hook, so it runs at every commit attempt, before Quix
+    prepares the state transactions (changelog) and commits the Kafka transaction.
     """
 
     def __init__(self, counter: ChannelCounter) -> None:
         super().__init__()
         self._counter = counter
 
-    def add(self, *_args: Any, **_kwargs: Any) -> None:
-        raise NotImplementedError("StateFlush takes no records")
-
     def flush(self) -> None:
         self._counter.flush()
 
     def on_paused(self) -> None:
         self._counter.discard()
+
+
+class UpdateWriter(CheckpointHook):
+    """Takes each counted message's :class:`ChannelUpdate` and writes them out before the
+    checkpoint commits (in ``flush``)."""
+
+    @abc.abstractmethod
+    def keep(self, update: ChannelUpdate, partition: int) -> None:
+        """Keep ``update`` (of a message read from ``partition``) for this checkpoint."""
 
 
 class Output(bytes):
@@ -174,12 +181,12 @@ def build_pipeline(
     app: Application,
     topics: PipelineTopics,
     config: PipelineConfig,
-    sinks: Sequence[BaseSink] = (),
+    writers: Sequence[UpdateWriter] = (),
     metrics: ProcessorMetrics | None = None,
 ) -> StreamingDataFrame:
     """Build the processor's dataframe over ``topics.messages`` on ``app``.
 
-    One stateful node decodes, counts, hands each :class:`ChannelUpdate` to the sinks and
+    One stateful node decodes, counts, hands each :class:`ChannelUpdate` to the writers and
     yields the output records; one node produces them. Returns that dataframe.
     """
     metrics = metrics or ProcessorMetrics()
@@ -206,17 +213,8 @@ def build_pipeline(
         metrics.processed.inc()
         for size in update.late_sizes:
             metrics.late[late_labels[size]].inc()
-        if sinks:
-            for sink in sinks:
-                sink.add(
-                    value=update,
-                    key=key,
-                    timestamp=timestamp,
-                    headers=headers,
-                    partition=ctx.partition,
-                    topic=ctx.topic,
-                    offset=ctx.offset,
-                )
+        for writer in writers:
+            writer.keep(update, ctx.partition)
         outputs = [_output(encode(final), topics.stats, key) for final in update.closed]
         live = throttle.live_update(update)
         if live is not None:
@@ -224,10 +222,7 @@ def build_pipeline(
         return outputs
 
     sdf = app.dataframe(topics.messages)
-    # What StreamingDataFrame.sink() does, without the branch it adds: the sink manager
-    # flushes registered sinks before each commit, and ``process`` adds the updates.
-    for sink in (StateFlush(counter), *sinks):
-        sdf.processing_context.sink_manager.register(sink)
+    register_checkpoint_hooks(sdf, (StateFlush(counter), *writers))
     sdf = sdf.apply(process, stateful=True, metadata=True, expand=True)
     sdf.to_topic(lambda value, _key, _ts, _headers: value.topic, key=lambda value: value.key)
     return sdf

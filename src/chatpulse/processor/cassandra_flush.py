@@ -1,11 +1,13 @@
-"""Cassandra sink: a Quix ``BatchingSink`` that upserts the processor's results at checkpoints.
+"""Cassandra write-back: upserts the processor's results before each checkpoint commits.
 
-Quix flushes sinks before it commits the Kafka transaction, so a checkpoint is committed only
-once its writes are acknowledged; after a crash or a rewind they are written again, which
-changes nothing (every statement is an idempotent upsert, see :mod:`chatpulse.processor.cql`).
-Per checkpoint it writes each message once (its consumed record under its key columns), and
-only the newest value of each window (row and leaderboard row), of the newest window start
-and of each channel's totals: the batch holds one update per message.
+:class:`CassandraFlush` is a checkpoint hook, not a Quix sink: the topology hands it each
+counted message's :class:`ChannelUpdate` (``keep``) and Quix calls its ``flush`` before it
+commits the Kafka transaction, so a checkpoint is committed only once its writes are
+acknowledged; after a crash or a rewind they are written again, which changes nothing (every
+statement is an idempotent upsert, see :mod:`chatpulse.processor.cql`). Per checkpoint it
+writes each message once (its consumed record under its key columns), and only the newest
+value of each window (row and leaderboard row), of the newest window start and of each
+channel's totals: the batch holds one update per message.
 
 Statements are all sent before any is waited for, at most ``in_flight`` outstanding, the
 statistics first so that the numbers the API serves are sent before the raw messages. A flush
@@ -24,7 +26,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
-from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
+from quixstreams.sinks import SinkBackpressureError
 
 from chatpulse.models import WindowStats
 from chatpulse.processor.aggregate import WindowAggregate, top_emotes
@@ -32,9 +34,10 @@ from chatpulse.processor.binding import RowBinder
 from chatpulse.processor.channel import ChannelUpdate
 from chatpulse.processor.cql import TRANSIENT_ERRORS, CassandraWriter, InFlight, batches, cql_date
 from chatpulse.processor.metrics import ProcessorMetrics
+from chatpulse.processor.topology import UpdateWriter
 from chatpulse.windows import format_duration
 
-__all__ = ["CassandraSink"]
+__all__ = ["CassandraFlush"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ def _message_batches(binder: RowBinder, rows: list[Values]) -> Iterable[tuple[An
         yield group, None
 
 
-class CassandraSink(BatchingSink):
+class CassandraFlush(UpdateWriter):
     """Writes messages, window statistics (open and closed) and channel totals."""
 
     def __init__(
@@ -96,33 +99,19 @@ class CassandraSink(BatchingSink):
         # (60 s): a flush gives up by itself rather than be abandoned while it still writes.
         self._flush_timeout_s = flush_timeout_s
         self._generation = 0  # bumped by every flush and pause: an older flush stops sending
-        # this checkpoint's updates by (topic, partition): ``add`` keeps only the value, not
-        # a SinkItem per record as BatchingSink does (the sink needs nothing else)
-        self._updates: dict[tuple[str, int], list[ChannelUpdate]] = {}
+        # this checkpoint's updates by source partition
+        self._updates: dict[int, list[ChannelUpdate]] = {}
 
     def setup(self) -> None:
         """Connect and prepare the statements (the schema is created at start-up)."""
         self._writer.setup()
 
-    def add(  # noqa: PLR0917 - BaseSink.add's signature
-        self,
-        value: Any,
-        key: Any,
-        timestamp: int,
-        headers: Any,
-        topic: str,
-        partition: int,
-        offset: int,
-    ) -> None:
-        """Keep one :class:`ChannelUpdate` for the checkpoint's flush."""
-        updates = self._updates.get((topic, partition))
+    def keep(self, update: ChannelUpdate, partition: int) -> None:
+        """Keep one message's update for the checkpoint's flush."""
+        updates = self._updates.get(partition)
         if updates is None:
-            updates = self._updates[(topic, partition)] = []
-        updates.append(value)
-
-    def write(self, batch: SinkBatch) -> None:
-        """Upsert one partition's rows and wait for them (``flush`` does all partitions)."""
-        self._write({(batch.topic, batch.partition): [item.value for item in batch]})
+            updates = self._updates[partition] = []
+        updates.append(update)
 
     def flush(self) -> None:
         """Upsert every partition's rows of this checkpoint and wait for them; transient
@@ -131,11 +120,12 @@ class CassandraSink(BatchingSink):
         self._write(updates)
 
     def on_paused(self) -> None:
-        """Another sink failed: this checkpoint is dropped and will be processed again."""
+        """An earlier hook backpressured: this checkpoint is dropped and will be processed
+        again."""
         self._updates = {}
         self._generation += 1
 
-    def _write(self, batches: dict[tuple[str, int], list[ChannelUpdate]]) -> None:
+    def _write(self, batches: dict[int, list[ChannelUpdate]]) -> None:
         self._generation += 1
         generation = self._generation
         start = time.perf_counter()

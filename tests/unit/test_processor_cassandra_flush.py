@@ -1,4 +1,4 @@
-"""The Cassandra sinks' statements, streaming and error mapping, with a recording session in
+"""The Cassandra write-back's statements, streaming and error mapping, with a recording session in
 place of the driver's (no Cassandra here; the integration tests use the real one)."""
 
 from typing import Any
@@ -12,9 +12,9 @@ from quixstreams.sinks import SinkBackpressureError
 
 from chatpulse.models import ChatMessage
 from chatpulse.processor.binding import RowBatch, RowBinder
+from chatpulse.processor.cassandra_flush import CassandraFlush
 from chatpulse.processor.channel import ChannelCounter, ChannelUpdate
 from chatpulse.processor.cql import CassandraWriter, batches, cql_date
-from chatpulse.processor.sinks import CassandraSink
 from chatpulse.settings import load_settings
 
 MIN = 60_000
@@ -168,11 +168,9 @@ def _updates(count: int, channels: int = 1) -> list[ChannelUpdate]:
 
 
 def _add(sink: Any, updates: list[ChannelUpdate]) -> None:
-    for offset, update in enumerate(updates):
+    for update in updates:
         update.record = f"record {update.message.id}".encode()
-        sink.add(
-            value=update, key=b"c", timestamp=0, headers=[], topic="t", partition=0, offset=offset
-        )
+        sink.keep(update, 0)
 
 
 def _kind(statement: Any) -> str:
@@ -189,7 +187,7 @@ def _batch_sizes(session: RecordingSession) -> list[int]:
 
 def test_a_checkpoint_writes_each_message_and_the_newest_statistics() -> None:
     writer, session = _writer()
-    sink = CassandraSink(writer)
+    sink = CassandraFlush(writer)
     _add(sink, _updates(130))  # 130 s: minutes 0, 1 closed; 2 open
     assert session.sent == []  # nothing before the checkpoint
     sink.flush()
@@ -217,7 +215,7 @@ def test_a_checkpoint_writes_each_message_and_the_newest_statistics() -> None:
 
 def test_quiet_channels_share_message_batches_ten_partitions_at_most() -> None:
     writer, session = _writer()
-    sink = CassandraSink(writer)
+    sink = CassandraFlush(writer)
     _add(sink, _updates(75, channels=25))  # 3 messages in each of 25 channels
     sink.flush()
     message_batches = [
@@ -234,7 +232,7 @@ def test_quiet_channels_share_message_batches_ten_partitions_at_most() -> None:
 )
 def test_transient_errors_become_backpressure(error: Exception) -> None:
     writer, session = _writer()
-    sink = CassandraSink(writer, retry_after_s=2.5)
+    sink = CassandraFlush(writer, retry_after_s=2.5)
     session.error = error
     _add(sink, _updates(130))
     with pytest.raises(SinkBackpressureError) as caught:
@@ -250,7 +248,7 @@ def test_transient_errors_become_backpressure(error: Exception) -> None:
 
 def test_other_errors_stop_the_app() -> None:
     writer, session = _writer()
-    sink = CassandraSink(writer)
+    sink = CassandraFlush(writer)
     session.error = InvalidRequest("bad")
     _add(sink, _updates(3))
     with pytest.raises(InvalidRequest):
@@ -259,7 +257,7 @@ def test_other_errors_stop_the_app() -> None:
 
 def test_a_paused_sink_drops_the_checkpoint() -> None:
     writer, session = _writer()
-    sink = CassandraSink(writer)
+    sink = CassandraFlush(writer)
     _add(sink, _updates(30, channels=3))
     sink.on_paused()
     sink.flush()
@@ -281,7 +279,7 @@ def test_batches_stay_far_below_the_size_limit() -> None:
 
 def test_a_flush_past_its_deadline_becomes_backpressure() -> None:
     writer, session = _writer()
-    sink = CassandraSink(writer, retry_after_s=1.0, flush_timeout_s=0.2)
+    sink = CassandraFlush(writer, retry_after_s=1.0, flush_timeout_s=0.2)
     session.answer = False
     _add(sink, _updates(3))
     with pytest.raises(SinkBackpressureError):
@@ -292,7 +290,7 @@ def test_an_abandoned_flush_stops_and_leaves_the_next_checkpoint_alone() -> None
     """Quix may give up on a slow flush during a revoke and go on processing: the old
     flush must not send more, nor drop what the next checkpoint adds meanwhile."""
     writer, session = _writer()
-    sink = CassandraSink(writer)
+    sink = CassandraFlush(writer)
     _add(sink, _updates(130))
     later = _updates(2)
 

@@ -1,0 +1,107 @@
+"""Every use the processor makes of Quix Streams beyond its documented API, in one module.
+
+Quix Streams has no hook before a checkpoint commits, no checkpoint timing and no way to ask
+which state transaction a ``State`` belongs to. The processor needs all three, so it reaches
+into the pinned version (:data:`QUIX_VERSION`, pinned in pyproject.toml) here and nowhere
+else. ``tests/unit/test_quix_hooks.py`` checks every name, slot and signature below against
+the installed Quix, so an upgrade that changes one fails that test by name instead of
+miscounting at run time.
+
+What is relied on:
+
+1. **State transactions.** The ``State`` a stateful function receives is a
+   ``TransactionState`` bound for good to one ``PartitionTransaction``, kept in its
+   ``_transaction`` slot; the transaction reports ``prepared``, ``completed`` and ``failed``.
+   The counter ties its in-memory working copies to that transaction
+   (:data:`STATE_TRANSACTION`, :func:`transaction_is_open`).
+2. **Pre-commit hooks.** ``Checkpoint.commit`` flushes the sink manager's sinks first, in
+   the order they were registered, before it prepares the state transactions (changelog) and
+   commits the Kafka transaction; when one sink raises ``SinkBackpressureError``, every later
+   one gets ``on_paused()`` instead of ``flush()``. :class:`CheckpointHook` is such a "sink"
+   that takes no records: Quix only calls its ``flush``/``on_paused``
+   (:func:`register_checkpoint_hooks`).
+3. **Checkpoint timing.** ``Application._processing_context`` is the ``ProcessingContext``
+   whose ``commit_checkpoint(force, revoking)`` ends a checkpoint and replaces its
+   ``_checkpoint`` by a new one (:func:`time_checkpoints`).
+"""
+
+import abc
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+from quixstreams import Application
+from quixstreams.dataframe import StreamingDataFrame
+from quixstreams.sinks import BaseSink
+
+__all__ = [
+    "QUIX_VERSION",
+    "STATE_TRANSACTION",
+    "CheckpointHook",
+    "register_checkpoint_hooks",
+    "time_checkpoints",
+    "transaction_is_open",
+]
+
+QUIX_VERSION: Final = "3.28.1"
+# The slot of quixstreams.state.base.state.TransactionState holding its PartitionTransaction.
+STATE_TRANSACTION: Final = "_transaction"
+_CLOSED_FLAGS: Final = ("prepared", "completed", "failed")
+
+
+def transaction_is_open(transaction: object) -> bool:
+    """False for a Quix transaction already prepared, completed or failed (an aborted
+    checkpoint's, met when flushing after a bounded revoke gave up on it). Any other object
+    (a test's store standing in for a transaction) counts as open."""
+    return not any(getattr(transaction, flag, False) for flag in _CLOSED_FLAGS)
+
+
+class CheckpointHook(BaseSink):
+    """Code Quix runs before every checkpoint commit. Not a sink: it takes no records.
+
+    Quix's only pre-commit call is a sink's ``flush``, so a hook subclasses ``BaseSink`` and
+    refuses ``add``. ``flush`` runs before the state transactions are prepared and the Kafka
+    transaction commits; raising ``SinkBackpressureError`` there drops the checkpoint and
+    rewinds to its first offsets. ``on_paused`` means the checkpoint is dropped (an earlier
+    hook backpressured) and will be processed again.
+    """
+
+    def add(self, *_args: Any, **_kwargs: Any) -> None:
+        raise TypeError(f"{type(self).__name__} is a checkpoint hook: it takes no records")
+
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Run before the checkpoint's state and Kafka transactions are committed."""
+
+    def on_paused(self) -> None:
+        """The checkpoint is dropped: forget what was kept for it."""
+
+
+def register_checkpoint_hooks(sdf: StreamingDataFrame, hooks: Iterable[CheckpointHook]) -> None:
+    """Have Quix flush ``hooks`` before each commit, in this order, before any sink.
+
+    What ``StreamingDataFrame.sink()`` does, without the dataframe branch it adds (a branch
+    costs a pickle copy of every record).
+    """
+    manager = sdf.processing_context.sink_manager
+    for hook in hooks:
+        manager.register(hook)
+
+
+def time_checkpoints(app: Application, observe: Callable[[float], None]) -> None:
+    """Call ``observe(seconds)`` after each checkpoint commit (not after no-op calls).
+
+    Wraps the context's ``commit_checkpoint``; a commit happened when the context holds a
+    new checkpoint object afterwards.
+    """
+    context: Any = app._processing_context
+    commit = context.commit_checkpoint
+
+    def timed_commit(force: bool = False, revoking: bool = False) -> None:
+        before = context._checkpoint
+        start = time.perf_counter()
+        commit(force=force, revoking=revoking)
+        if context._checkpoint is not before:
+            observe(time.perf_counter() - start)
+
+    context.commit_checkpoint = timed_commit

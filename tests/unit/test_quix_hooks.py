@@ -1,0 +1,113 @@
+"""What chatpulse.processor.quix_hooks relies on in Quix Streams, checked against the installed
+version: an upgrade that changes any of it fails here by name, not at run time."""
+
+import dataclasses
+import inspect
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+from quixstreams import Application
+from quixstreams.checkpointing import Checkpoint
+from quixstreams.processing import ProcessingContext
+from quixstreams.sinks import BaseSink, SinkManager
+from quixstreams.state.base.state import TransactionState
+from quixstreams.state.base.transaction import PartitionTransaction
+
+from chatpulse.processor import quix_hooks
+from chatpulse.processor.quix_hooks import (
+    QUIX_VERSION,
+    STATE_TRANSACTION,
+    CheckpointHook,
+    transaction_is_open,
+)
+
+
+def test_the_installed_quix_is_the_version_the_hooks_were_checked_against() -> None:
+    assert version("quixstreams") == QUIX_VERSION, (
+        "Quix Streams changed: check every item of chatpulse/processor/quix_hooks.py's "
+        "docstring against the new version, then update QUIX_VERSION"
+    )
+
+
+def test_a_state_keeps_its_transaction_in_a_slot() -> None:
+    assert STATE_TRANSACTION in TransactionState.__slots__
+    state = TransactionState(prefix=b"k", transaction=object())  # type: ignore[arg-type]
+    assert getattr(state, STATE_TRANSACTION) is not None
+
+
+@pytest.mark.parametrize("flag", ["prepared", "completed", "failed"])
+def test_partition_transactions_report_their_status(flag: str) -> None:
+    assert isinstance(inspect.getattr_static(PartitionTransaction, flag), property)
+
+
+def test_transaction_is_open_reads_the_flags() -> None:
+    class Transaction:
+        prepared = completed = failed = False
+
+    transaction = Transaction()
+    assert transaction_is_open(transaction)
+    for flag in ("prepared", "completed", "failed"):
+        closed = Transaction()
+        setattr(closed, flag, True)
+        assert not transaction_is_open(closed)
+
+
+def test_a_checkpoint_flushes_sinks_before_it_prepares_state() -> None:
+    source = inspect.getsource(Checkpoint.commit)
+    flush = source.index("sink.flush()")
+    assert source.index("sink.on_paused()") < flush
+    assert flush < source.index("transaction.prepare(")
+    assert list(inspect.signature(SinkManager.register).parameters) == ["self", "sink"]
+
+
+def test_the_sink_manager_keeps_registration_order() -> None:
+    class Hook(CheckpointHook):
+        def flush(self) -> None:
+            pass
+
+    manager = SinkManager()
+    hooks = [Hook() for _ in range(5)]
+    for hook in hooks:
+        manager.register(hook)
+    assert manager.sinks == hooks
+
+
+def test_a_checkpoint_hook_takes_no_records() -> None:
+    assert {name for name in BaseSink.__abstractmethods__} == {"add", "flush"}
+
+    class Hook(CheckpointHook):
+        def flush(self) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="checkpoint hook"):
+        Hook().add(b"v", b"k", 0, [], "t", 0, 0)
+
+
+def test_the_processing_context_commits_and_replaces_its_checkpoint() -> None:
+    fields = {field.name for field in dataclasses.fields(ProcessingContext)}
+    assert "_checkpoint" in fields
+    parameters = inspect.signature(ProcessingContext.commit_checkpoint).parameters
+    assert list(parameters) == ["self", "force", "revoking"]
+    source = inspect.getsource(ProcessingContext.commit_checkpoint)
+    assert "self.init_checkpoint()" in source
+
+
+def test_time_checkpoints_observes_commits_only(tmp_path: Path) -> None:
+    app = Application(
+        broker_address="127.0.0.1:1",
+        consumer_group="unit",
+        state_dir=tmp_path / "state",
+        use_changelog_topics=False,
+        loglevel=None,
+    )
+    context = app._processing_context
+    assert isinstance(context, ProcessingContext)
+    seen: list[float] = []
+    quix_hooks.time_checkpoints(app, seen.append)
+    context.init_checkpoint()
+    context.commit_checkpoint()  # not expired, not forced: nothing happens
+    assert seen == []
+    context.commit_checkpoint(force=True)  # empty: closed, and a new checkpoint begins
+    assert len(seen) == 1
+    assert seen[0] >= 0
