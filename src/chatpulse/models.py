@@ -5,7 +5,7 @@ processor's hot path); the API's response models are separate pydantic classes.
 Unknown fields are accepted so producers can add fields without breaking consumers.
 """
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 
@@ -88,9 +88,6 @@ class TopEmote(msgspec.Struct, frozen=True):
     id: str
     name: str
     count: int
-
-
-WindowName = Literal["1m", "10m", "1h"] | str
 
 
 class WindowStats(msgspec.Struct, frozen=True):

@@ -31,7 +31,7 @@ def _default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    """All of chatpulse's settings; see the README's configuration table."""
+    """All of chatpulse's settings; each is listed in docs/operations.md, "Settings"."""
 
     model_config = SettingsConfigDict(
         env_prefix="CHATPULSE_",

@@ -2,7 +2,7 @@
 
 import re
 
-__all__ = ["format_duration", "parse_duration", "window_end", "window_start"]
+__all__ = ["format_duration", "parse_duration", "window_start"]
 
 _UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
@@ -30,8 +30,3 @@ def format_duration(ms: int) -> str:
 def window_start(timestamp_ms: int, size_ms: int) -> int:
     """Start of the epoch-aligned tumbling window of ``size_ms`` holding ``timestamp_ms``."""
     return timestamp_ms - timestamp_ms % size_ms
-
-
-def window_end(timestamp_ms: int, size_ms: int) -> int:
-    """Exclusive end of that window."""
-    return window_start(timestamp_ms, size_ms) + size_ms

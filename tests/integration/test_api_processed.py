@@ -15,7 +15,7 @@ import httpx
 import pytest
 from api_support import KnownStream, iso, running_api
 from confluent_kafka import Producer
-from test_processor_support import ProcessorProcess
+from processor_support import ProcessorProcess
 
 from chatpulse.models import encode
 from chatpulse.settings import Settings

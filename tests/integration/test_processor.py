@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer
-from test_processor_support import (
+from processor_support import (
     ProcessorProcess,
     assert_exact,
     generate,

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_processor_support import (
+from processor_support import (
     ProcessorProcess,
     assert_exact,
     generate,

@@ -11,7 +11,7 @@ from chatpulse.models import ChatMessage, Emote, decode_chat_message, encode, no
 from chatpulse.settings import load_settings
 from chatpulse.storage import _auth_provider, _ssl_context
 from chatpulse.topics import Topics
-from chatpulse.windows import format_duration, parse_duration, window_end, window_start
+from chatpulse.windows import format_duration, parse_duration, window_start
 
 
 def test_durations_round_trip() -> None:
@@ -27,7 +27,6 @@ def test_durations_round_trip() -> None:
 
 def test_windows_are_epoch_aligned() -> None:
     assert window_start(1_568_000_059_999, 60_000) == 1_568_000_040_000
-    assert window_end(1_568_000_059_999, 60_000) == 1_568_000_100_000
     assert window_start(1_568_000_040_000, 60_000) == 1_568_000_040_000
 
 

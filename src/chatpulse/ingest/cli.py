@@ -44,8 +44,6 @@ async def run_ingest(settings: Settings, *, flush_timeout_s: float = 15.0) -> In
         loop.add_signal_handler(sig, stop.set)
     metrics = IngestMetrics()
     metrics.serve(settings.ingest_metrics_port, settings.metrics_host)
-    if settings.ingest_metrics_port:
-        logger.info("metrics on http://0.0.0.0:%d/metrics", settings.ingest_metrics_port)
     service = IngestService(settings, flush_timeout_s=flush_timeout_s, metrics=metrics)
     try:
         return await service.run(stop)

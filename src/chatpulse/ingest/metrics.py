@@ -3,9 +3,13 @@
 A registry per service instance (not the global one) lets tests run several in one process.
 """
 
+import logging
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 __all__ = ["IngestMetrics"]
+
+logger = logging.getLogger(__name__)
 
 
 class IngestMetrics:
@@ -81,3 +85,4 @@ class IngestMetrics:
         """Serve ``/metrics`` on ``host:port`` (port 0 disables)."""
         if port:
             start_http_server(port, addr=host, registry=self.registry)
+            logger.info("metrics on http://%s:%d/metrics", host, port)

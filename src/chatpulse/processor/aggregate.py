@@ -1,7 +1,8 @@
 """Per-window aggregates: message count, exact distinct chatters, emote occurrences.
 
-An aggregate lives in the state store as bytes (msgpack), so it is decoded, updated and
-encoded again for each message: the encoding is kept small and cheap on purpose.
+An aggregate is counted into as a Python object; :mod:`.channel` stores it in the state (as
+its :meth:`~WindowAggregate.to_tuple`, inside the channel's msgpack record) once per
+checkpoint, so the stored form is kept small rather than fast.
 Distinct chatters are a roaring bitmap of the numeric Twitch user ids (compact, exact);
 an id that is not a canonical unsigned 32-bit decimal goes to a small sorted fallback list,
 so the count stays exact whatever the ids look like.
@@ -9,7 +10,6 @@ so the count stays exact whatever the ids look like.
 
 from dataclasses import dataclass, field
 
-import msgspec
 from pyroaring import BitMap
 
 from chatpulse.models import ChatMessage, TopEmote, WindowStats
@@ -27,9 +27,8 @@ __all__ = [
 TOP_EMOTES = 10
 _MAX_U32 = 2**32 - 1
 
-_encoder = msgspec.msgpack.Encoder()
+# (messages, serialized chatter bitmap, other chatters, emotes): the stored form
 AggregateTuple = tuple[int, bytes, list[str], dict[str, tuple[int, str]]]
-_decoder = msgspec.msgpack.Decoder(AggregateTuple)
 
 
 def numeric_user_id(user_id: str) -> int | None:
@@ -50,13 +49,6 @@ class WindowAggregate:
     other_chatters: list[str] = field(default_factory=list)
     # emote id -> (occurrences, the text it covers at its first occurrence)
     emotes: dict[str, tuple[int, str]] = field(default_factory=dict)
-
-    @classmethod
-    def decode(cls, data: bytes) -> "WindowAggregate":
-        return cls.from_tuple(_decoder.decode(data))
-
-    def encode(self) -> bytes:
-        return _encoder.encode(self.to_tuple())
 
     @classmethod
     def from_tuple(cls, value: AggregateTuple) -> "WindowAggregate":

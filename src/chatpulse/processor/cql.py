@@ -6,8 +6,9 @@ batch written again after a crash or a rewind changes nothing. Rows go in unlogg
 Rows are serialised by :mod:`chatpulse.processor.binding`, not bound by the driver one
 ``BoundStatement`` at a time.
 
-:class:`InFlight` keeps a bounded number of asynchronous requests outstanding, so a sink can
-send rows while the processor goes on counting and only wait for them at the checkpoint.
+:class:`InFlight` keeps a bounded number of asynchronous requests outstanding while a
+checkpoint's rows are sent, and waits for them all (up to a deadline) before the checkpoint
+commits.
 """
 
 import logging

@@ -87,7 +87,7 @@ class ProcessorMetrics:
         )
         self.sink_write_seconds = Histogram(
             "chatpulse_processor_sink_write_seconds",
-            "Time to write one partition's batch to Cassandra",
+            "Time to write a checkpoint's rows (all its partitions) to Cassandra",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

@@ -1,7 +1,8 @@
 """One IRC connection to Twitch: login, reading and splitting lines, keepalive, JOIN/PART.
 
-The shard logic (which channels, reconnects, make-before-break) lives in :mod:`.client`;
-this module only speaks the protocol on one socket.
+Which channels, reconnects and make-before-break live in :mod:`.shard`, the sharding of
+channels over connections and de-duplication in :mod:`.client`; this module only speaks the
+protocol on one socket.
 """
 
 import asyncio
