@@ -125,10 +125,6 @@ class RowBatch(BatchStatement):  # type: ignore[misc]
         super().__init__(batch_type=BatchType.UNLOGGED)
         self._routed = False
 
-    def add_row(self, binder: RowBinder, row: Sequence[Any]) -> None:
-        """Add one row (plain values)."""
-        self.add_values(binder, binder.values(row))
-
     def add_values(self, binder: RowBinder, values: list[bytes | None]) -> None:
         """Add one row already serialised for ``binder``'s statement; the first routable
         row decides where the batch is sent, as in ``BatchStatement.add``."""
@@ -143,8 +139,3 @@ class RowBatch(BatchStatement):  # type: ignore[misc]
                 self.keyspace = binder.keyspace
                 self._routed = True
         self._add_statement_and_params(True, binder.query_id, values)
-
-    def clear(self) -> None:
-        """Empty the batch (its routing too), as ``BatchStatement.clear``."""
-        super().clear()
-        self._routed = False
