@@ -46,7 +46,7 @@ class Record:
     emote_ids: tuple[str, ...]
 
 
-def _message(channel: str, mid: str, user: str, sent_at: int, rng: random.Random) -> Record:
+def message(channel: str, mid: str, user: str, sent_at: int, rng: random.Random) -> Record:
     words, emotes, emote_ids = [], [], []
     position = 0
     for _ in range(rng.randint(1, 5)):
@@ -107,7 +107,7 @@ def generate(
         else:
             sent = now
         user = str(rng.randint(1, 300)) if rng.random() < 0.97 else f"x{rng.randint(1, 9)}"
-        record = _message(channel, f"{channel}-{n}", user, max(sent, base), rng)
+        record = message(channel, f"{channel}-{n}", user, max(sent, base), rng)
         records.append(record)
         if rng.random() < duplicate_rate:
             records.append(record)
@@ -115,7 +115,7 @@ def generate(
     records.extend(records[len(records) // 2 : len(records) // 2 + 200])
     end = max(clock.values()) + 3 * 60_000
     for i, channel in enumerate(names):
-        records.append(_message(channel, f"{channel}-closer", "1", end + i, rng))
+        records.append(message(channel, f"{channel}-closer", "1", end + i, rng))
     return records
 
 

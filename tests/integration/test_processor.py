@@ -1,6 +1,7 @@
 """The processor on the real Kafka and Cassandra: exact counts of a known stream; poison."""
 
 import json
+import random
 import time
 from pathlib import Path
 
@@ -8,9 +9,11 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from processor_support import (
     ProcessorProcess,
+    Record,
     assert_exact,
     generate,
     ground_truth,
+    message,
     produce,
     wait_for_totals,
 )
@@ -116,3 +119,49 @@ def test_state_of_another_kafka_cluster_is_moved_aside(settings: Settings, tmp_p
     assert (stale[0] / "leftover").read_text() == "RocksDB files of that cluster"
     assert (state / "kafka-cluster-id").read_text().strip() != "a-cluster-long-gone"
     assert "belonged to another Kafka cluster" in (tmp_path / "processor.log").read_text()
+
+
+def _future(channel: str, mid: str, sent_at: int, rng: random.Random) -> Record:
+    return message(channel, mid, str(rng.randint(1, 1_200_000_000)), sent_at, rng)
+
+
+@pytest.mark.timeout(240)
+def test_messages_from_the_far_future_are_dead_lettered_and_open_no_window(
+    settings: Settings, tmp_path: Path
+) -> None:
+    records = generate(channels=3, messages=600, seed=11, duplicate_rate=0, late_rate=0)
+    truth = ground_truth(records)
+    now = int(time.time() * 1000)
+    rng = random.Random(11)
+    # 30 min ahead (a skewed clock; Kafka still takes it, it refuses over 1 h) with the record
+    # timestamp = sent_at, and 3 h ahead with a record timestamp of now: both beyond the
+    # 5 min skew. Counted, either would close every open window of its channel.
+    future = [
+        _future(f"ch00{i % 3}", f"future-{i}", now + offset, rng)
+        for i, offset in enumerate([30 * 60_000, 31 * 60_000, 3 * 3_600_000])
+    ]
+    stamps = [f.sent_at if f.sent_at < now + 3_600_000 else now for f in future]
+    topic = Topics.from_settings(settings).messages
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    half = len(records) // 2
+    for r in records[:half]:
+        producer.produce(topic, key=r.channel.encode(), value=r.value, timestamp=r.sent_at)
+    for f, stamp in zip(future, stamps, strict=True):
+        producer.produce(topic, key=f.channel.encode(), value=f.value, timestamp=stamp)
+    for r in records[half:]:
+        producer.produce(topic, key=r.channel.encode(), value=r.value, timestamp=r.sent_at)
+    assert producer.flush(30) == 0
+
+    proc = ProcessorProcess(settings, tmp_path / "state", tmp_path / "processor.log")
+    proc.start()
+    try:
+        assert_exact(settings, truth, timeout_s=150, procs=(proc,))
+        letters = _dead_letters(settings, expected=3)
+    finally:
+        assert proc.stop() == 0
+    assert sorted(json.loads(letter["raw"])["id"] for letter in letters) == sorted(
+        f.id for f in future
+    )
+    for letter in letters:
+        assert "ahead of the processor's clock" in letter["reason"]
+        assert "CHATPULSE_MAX_FUTURE_SKEW" in letter["reason"]

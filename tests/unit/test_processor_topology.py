@@ -1,5 +1,6 @@
 """The topology, run record by record with ``sdf.test()`` on a local RocksDB state (no broker)."""
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -187,3 +188,32 @@ def test_live_updates_are_throttled_per_channel() -> None:
     assert throttle.live_update(harness_update) is None
     now[0] += 0.6
     assert throttle.live_update(harness_update) is not None
+
+
+def test_a_message_from_the_far_future_is_dead_lettered_and_moves_nothing(
+    harness: Harness,
+) -> None:
+    now = int(time.time() * 1000)
+    now -= now % MIN  # the start of this minute
+    first = harness.send(chat("a", now + 1_000), b"c")[0]
+    assert first.total_messages == 1
+    # 5 min of skew allowed (PipelineConfig's default): 6 min ahead is refused
+    assert harness.send(chat("future", now + 6 * MIN), b"c") == []
+    reason = msgspec.json.decode(harness.outputs[0])["reason"]
+    assert "ahead of the processor's clock" in reason
+    assert "CHATPULSE_MAX_FUTURE_SKEW" in reason
+    assert harness.metrics.deadlettered.value == 1
+    # the channel's time did not move: this minute is still open, nothing closed or late
+    after = harness.send(chat("b", now + 2_000, user="2"), b"c")[0]
+    assert (after.total_messages, after.last_seen, after.closed, after.late_sizes) == (
+        2,
+        now + 2_000,
+        [],
+        [],
+    )
+    assert [(s, st, a.messages) for s, st, a in after.windows] == [
+        (MIN, now, 2),
+        (10 * MIN, now - now % (10 * MIN), 2),
+    ]
+    # within the skew: counted
+    assert len(harness.send(chat("soon", now + 4 * MIN), b"c")) == 1

@@ -114,6 +114,7 @@ def build_processor(
         grace_ms=settings.grace_ms,
         dedup_horizon_ms=settings.dedup_horizon_ms,
         live_update_interval_s=settings.live_update_interval_s,
+        max_future_skew_ms=settings.max_future_skew_ms,
     )
     writer = CassandraWriter(settings) if cassandra else None
     writers = [CassandraFlush(writer, metrics)] if writer else []

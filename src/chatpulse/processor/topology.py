@@ -51,6 +51,8 @@ class PipelineConfig:
     grace_ms: int
     dedup_horizon_ms: int
     live_update_interval_s: float = 1.0
+    # a message stamped further ahead of the processor's clock is dead-lettered
+    max_future_skew_ms: int = 5 * 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +90,15 @@ def dead_letter(
     return DeadLetter(key=topic.encode(), value=value)
 
 
-def decode_record(value: Any, key: Any) -> ChatMessage | DeadLetter:
-    """Decode and validate one record; anything wrong becomes a DeadLetter."""
+def decode_record(
+    value: Any, key: Any, max_future_skew_ms: int | None = None
+) -> ChatMessage | DeadLetter:
+    """Decode and validate one record; anything wrong becomes a DeadLetter.
+
+    With ``max_future_skew_ms``, a message stamped further than that ahead of this
+    process's clock is wrong too: it would open windows early and move its channel's time
+    (closing the open windows) for good.
+    """
     reason: str | None = None
     message: ChatMessage | None = None
     if not isinstance(value, bytes) or not value:
@@ -103,6 +112,14 @@ def decode_record(value: Any, key: Any) -> ChatMessage | DeadLetter:
         expected = message.channel.encode()
         if key != expected:
             reason = f"record key {key!r} is not the message's channel {message.channel!r}"
+        elif max_future_skew_ms is not None and (
+            message.sent_at > time.time() * 1000 + max_future_skew_ms
+        ):
+            ahead = message.sent_at - int(time.time() * 1000)
+            reason = (
+                f"sent_at {message.sent_at} is {ahead} ms ahead of the processor's clock, "
+                f"more than CHATPULSE_MAX_FUTURE_SKEW ({max_future_skew_ms} ms)"
+            )
         else:
             return message
     ctx = message_context()
@@ -193,6 +210,7 @@ def build_pipeline(
     counter = ChannelCounter(list(config.window_sizes_ms), config.grace_ms, config.dedup_horizon_ms)
     throttle = LiveThrottle(min(config.window_sizes_ms), config.live_update_interval_s)
     late_labels = {size: format_duration(size) for size in config.window_sizes_ms}
+    skew_ms = config.max_future_skew_ms
     for label in late_labels.values():
         metrics.late[label].value += 0  # every label exists before a scrape can iterate
 
@@ -200,7 +218,7 @@ def build_pipeline(
         value: Any, key: Any, timestamp: int, headers: Any, state: State[bytes, bytes]
     ) -> list[Output]:
         metrics.consumed.inc()
-        record = decode_record(value, key)
+        record = decode_record(value, key, skew_ms)
         if isinstance(record, DeadLetter):
             metrics.deadlettered.inc()
             return [_output(record.value, topics.deadletter, record.key)]
