@@ -102,6 +102,13 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_key: SecretStr | None = None
+    # Bounds under anonymous load (docs/operations.md, "Limits"). The only body the API takes
+    # is the channel POST's ``{"channel": ...}``, a few dozen bytes.
+    api_max_body_bytes: int = Field(default=4096, ge=64)
+    api_cache_max_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
+    api_max_live_connections: int = Field(default=500, ge=1)
+    # /readyz answers from a copy at most this old: a flood of probes costs one check per period.
+    api_readiness_ttl_s: float = Field(default=1.0, ge=0)
 
     @field_validator("cassandra_contact_points", "channels", "windows", mode="before")
     @classmethod

@@ -1,11 +1,12 @@
-"""The API's response cache: single flight, expiry, errors never cached, bounded size."""
+"""The API's response cache: single flight, expiry, errors never cached, bounded in bytes."""
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 from pydantic import BaseModel
 
-from chatpulse.api.cache import ResponseCache
+from chatpulse.api.cache import ENTRY_OVERHEAD, ResponseCache
 
 
 class Answer(BaseModel):
@@ -75,12 +76,60 @@ async def test_zero_ttl_computes_every_time() -> None:
     assert source.calls == 2
 
 
-async def test_size_is_bounded_oldest_first() -> None:
-    cache, source = ResponseCache(10.0, max_entries=2), Source()
+class Blob(BaseModel):
+    text: str
+
+
+def blob(size: int) -> "Callable[[], Awaitable[Blob]]":
+    """A computation whose JSON is exactly ``size`` bytes (``{"text":"..."}``)."""
+
+    async def compute() -> Blob:
+        return Blob(text="x" * (size - len('{"text":""}')))
+
+    return compute
+
+
+async def test_bytes_are_bounded_least_recently_used_first() -> None:
+    per_entry = 1000 + ENTRY_OVERHEAD
+    cache = ResponseCache(10.0, max_bytes=3 * per_entry)
     for key in ("a", "b", "c"):
-        await cache.json(key, source)
-    assert await cache.json("c", source) == b'{"n":3}'  # kept
-    assert await cache.json("a", source) == b'{"n":4}'  # evicted, computed again
+        assert len(await cache.json(key, blob(1000))) == 1000
+    assert (len(cache), cache.size_bytes) == (3, 3 * per_entry)
+    await cache.json("a", blob(1000))  # a hit: "a" becomes the most recently used
+    await cache.json("d", blob(1000))  # evicts "b", the least recently used
+    assert (len(cache), cache.size_bytes) == (3, 3 * per_entry)
+    source = Source()
+    assert await cache.json("b", source) == b'{"n":1}'  # evicted: computed again
+    assert await cache.json("a", source) != b'{"n":2}'  # kept
+    assert source.calls == 1
+
+
+async def test_one_large_answer_evicts_as_many_as_it_needs() -> None:
+    cache = ResponseCache(10.0, max_bytes=10_000)
+    for key in range(8):
+        await cache.json(key, blob(900))
+    await cache.json("big", blob(6000))
+    assert cache.size_bytes <= 10_000
+    assert len(cache) == 4  # "big" and the three newest small ones
+    assert cache.size_bytes == 6000 + 3 * 900 + 4 * ENTRY_OVERHEAD
+
+
+async def test_an_answer_larger_than_the_bound_is_served_not_kept() -> None:
+    cache = ResponseCache(10.0, max_bytes=2000)
+    await cache.json("small", blob(500))
+    assert len(await cache.json("huge", blob(5000))) == 5000
+    assert len(cache) == 1
+    assert cache.size_bytes == 500 + ENTRY_OVERHEAD
+
+
+async def test_recomputing_a_key_replaces_its_bytes() -> None:
+    cache = ResponseCache(0.01, max_bytes=100_000)
+    await cache.json("k", blob(3000))
+    await asyncio.sleep(0.02)
+    await cache.json("k", blob(1000))
+    assert (len(cache), cache.size_bytes) == (1, 1000 + ENTRY_OVERHEAD)
+    cache.clear()
+    assert (len(cache), cache.size_bytes) == (0, 0)
 
 
 async def test_a_cancelled_computation_does_not_fail_the_waiters() -> None:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from chatpulse.api.limits import BodyLimitMiddleware
 from chatpulse.api.metrics import MetricsMiddleware
 from chatpulse.api.problems import install_problem_handlers
 from chatpulse.api.routes import channels, health, leaderboard, live, messages, stats
@@ -45,6 +46,8 @@ def create_app(
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    # Inside the metrics (so refusals are counted), outside everything that reads a body.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     for module in (channels, stats, messages, live, leaderboard, health):
         app.include_router(module.router)

@@ -5,7 +5,8 @@ ChatpulseError
       ├── NotFoundError               404, e.g. an unknown channel
       ├── BadCursorError              400, a cursor that is not ours or not for this query
       ├── StorageUnavailableError     503, Cassandra cannot answer right now (retry later)
-      └── KafkaUnavailableError       503, Kafka cannot take or give records right now
+      ├── KafkaUnavailableError       503, Kafka cannot take or give records right now
+      └── LiveStreamsFullError        503, the cap on open live streams is reached
 """
 
 from typing import Any
@@ -16,6 +17,7 @@ __all__ = [
     "ApiError",
     "BadCursorError",
     "KafkaUnavailableError",
+    "LiveStreamsFullError",
     "NotFoundError",
     "StorageUnavailableError",
 ]
@@ -75,3 +77,15 @@ class KafkaUnavailableError(ApiError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, headers={"Retry-After": "2"})
+
+
+class LiveStreamsFullError(ApiError):
+    status = 503
+    title = "Too many live streams"
+    slug = "live-streams-full"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"This API instance already serves its limit of {limit} live streams; retry later.",
+            headers={"Retry-After": "5"},
+        )

@@ -3,7 +3,8 @@
 A daemon thread polls confluent-kafka (assigned to every partition at the latest offset, no
 consumer group work) and hands each batch to the event loop; the loop copies each update into the
 bounded queue of every subscriber of that channel. A slow client loses its oldest updates, never
-slows the others down.
+slows the others down. At most ``max_streams`` streams are open at once (:meth:`LiveHub.slot`);
+each costs a socket and a queue of up to ``queue_size`` updates.
 """
 
 import asyncio
@@ -11,12 +12,13 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 
 import msgspec
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 from prometheus_client import Counter, Gauge
 
+from chatpulse.api.errors import LiveStreamsFullError
 from chatpulse.api.partitions import assign_all
 from chatpulse.api.schemas import WindowStatsOut, ms_to_datetime
 from chatpulse.models import WindowStats
@@ -26,6 +28,9 @@ __all__ = ["LiveHub", "stats_json"]
 logger = logging.getLogger(__name__)
 
 LIVE_SUBSCRIBERS = Gauge("chatpulse_api_live_subscribers", "Open live-stream connections")
+LIVE_REFUSED = Counter(
+    "chatpulse_api_live_refused_total", "Live-stream requests refused at the connection cap"
+)
 LIVE_DROPPED = Counter(
     "chatpulse_api_live_dropped_total", "Live updates dropped because a client was slow"
 )
@@ -59,6 +64,7 @@ class LiveHub:
         bootstrap_servers: str,
         topic: str,
         queue_size: int = 64,
+        max_streams: int = 500,
         security: Mapping[str, str] | None = None,
     ) -> None:
         self._config = {
@@ -71,6 +77,8 @@ class LiveHub:
         }
         self._topic = topic
         self._queue_size = queue_size
+        self._max_streams = max_streams
+        self._streams = 0
         self._subscribers: dict[str, set[asyncio.Queue[tuple[str, str]]]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,6 +94,20 @@ class LiveHub:
         self._stop.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 10)
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of the ``max_streams`` live-stream places; LiveStreamsFullError if none."""
+        # Taken before the response starts (a stream cannot turn into an error answer later)
+        # and without an await, so concurrent requests cannot both take the last place.
+        if self._streams >= self._max_streams:
+            LIVE_REFUSED.inc()
+            raise LiveStreamsFullError(self._max_streams)
+        self._streams += 1
+        try:
+            yield
+        finally:
+            self._streams -= 1
 
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator["asyncio.Queue[tuple[str, str]]"]:

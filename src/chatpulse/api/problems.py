@@ -18,7 +18,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatpulse.api.errors import ApiError
 
-__all__ = ["PROBLEM_MEDIA_TYPE", "Problem", "install_problem_handlers", "problem_response"]
+__all__ = [
+    "PROBLEM_MEDIA_TYPE",
+    "Problem",
+    "install_problem_handlers",
+    "problem_document",
+    "problem_response",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +50,19 @@ def _instance(request: Request) -> str:
     return raw.decode("latin-1") if isinstance(raw, bytes) else request.url.path
 
 
+def problem_document(
+    *, status: int, detail: str, instance: str, title: str | None = None, slug: str | None = None
+) -> dict[str, Any]:
+    """The members of a problem document; ``type`` is ``about:blank`` when no slug names a kind."""
+    return {
+        "type": f"{TYPE_BASE}{slug}" if slug else "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
+
+
 def problem_response(
     request: Request,
     *,
@@ -54,14 +73,10 @@ def problem_response(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    """A problem document answer; ``type`` is ``about:blank`` when no slug names a kind."""
-    body: dict[str, Any] = {
-        "type": f"{TYPE_BASE}{slug}" if slug else "about:blank",
-        "title": title or HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "instance": _instance(request),
-    }
+    """A problem document answer (see :func:`problem_document`)."""
+    body = problem_document(
+        status=status, detail=detail, instance=_instance(request), title=title, slug=slug
+    )
     if extra:
         body.update(jsonable_encoder(extra))
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)

@@ -15,6 +15,7 @@ from chatpulse.api.cache import ResponseCache
 from chatpulse.api.cursors import CursorSigner
 from chatpulse.api.db import CassandraGateway
 from chatpulse.api.hub import LiveHub
+from chatpulse.api.readiness import Readiness, cluster_check
 from chatpulse.api.tracked import TrackedChannels
 from chatpulse.errors import ChatpulseError
 from chatpulse.kafka_admin import admin_client, create_topics
@@ -34,6 +35,7 @@ class Services:
     tracked: TrackedChannels
     signer: CursorSigner
     cache: ResponseCache
+    readiness: Readiness
     windows: dict[str, int] = field(default_factory=dict)
 
 
@@ -43,21 +45,26 @@ async def running_services(
 ) -> AsyncIterator[Services]:
     """Start every background part (none blocks on a cluster being up) and stop them after."""
     topics = Topics.from_settings(settings)
+    db = CassandraGateway(settings)
+    hub = LiveHub(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic=topics.stats,
+        max_streams=settings.api_max_live_connections,
+        security=settings.kafka_security_config(),
+    )
+    tracked = TrackedChannels(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic=topics.tracked,
+        security=settings.kafka_security_config(),
+    )
     services = Services(
         settings=settings,
-        db=CassandraGateway(settings),
-        hub=LiveHub(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            topic=topics.stats,
-            security=settings.kafka_security_config(),
-        ),
-        tracked=TrackedChannels(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            topic=topics.tracked,
-            security=settings.kafka_security_config(),
-        ),
+        db=db,
+        hub=hub,
+        tracked=tracked,
+        readiness=Readiness(cluster_check(db, tracked, hub), ttl_s=settings.api_readiness_ttl_s),
         signer=CursorSigner(cursor_key),
-        cache=ResponseCache(cache_ttl_s),
+        cache=ResponseCache(cache_ttl_s, max_bytes=settings.api_cache_max_bytes),
         windows=dict(zip(settings.windows, settings.window_sizes_ms, strict=True)),
     )
     # Like every service, create missing topics at start (the schema: see CassandraGateway).

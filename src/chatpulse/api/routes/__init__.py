@@ -11,8 +11,10 @@ _DESCRIPTIONS = {
     401: "Missing or wrong X-API-Key",
     403: "Writes are disabled (no CHATPULSE_API_KEY configured)",
     404: "Unknown channel",
+    413: "The request body is larger than CHATPULSE_API_MAX_BODY_BYTES",
     422: "Invalid parameter",
-    503: "Cassandra or Kafka is unavailable; retry later",
+    503: "Cassandra or Kafka is unavailable (or, for live streams, too many are open); "
+    "retry after Retry-After",
 }
 
 

@@ -103,7 +103,7 @@ async def channel_summary(channel: ChannelName, services: ServicesDep) -> Respon
     "",
     status_code=202,
     dependencies=[WriteAccess],
-    responses=problems(400, 401, 403, 422, 503),
+    responses=problems(400, 401, 403, 413, 422, 503),
 )
 async def track_channel(body: TrackRequest, services: ServicesDep) -> TrackResult:
     """Track a channel: ingest joins it (written to the compacted tracked-channels topic)."""

@@ -1,7 +1,5 @@
 """``/healthz`` (the process runs), ``/readyz`` (Kafka and Cassandra answer), ``/metrics``."""
 
-import asyncio
-
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -21,26 +19,13 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-async def _check(name: str, probe: "asyncio.Future[None] | asyncio.Task[None]") -> str | None:
-    try:
-        await asyncio.wait_for(probe, timeout=3.0)
-    except ApiError as exc:
-        return f"{name}: {exc.detail}"
-    except TimeoutError:
-        return f"{name}: no answer within 3 s"
-    return None
-
-
 @router.get("/readyz", responses=problems(503))
 async def readyz(services: ServicesDep) -> Health:
-    """Readiness: Cassandra and Kafka answer and the live stream consumer is assigned."""
-    failures = await asyncio.gather(
-        _check("cassandra", asyncio.ensure_future(services.db.ping())),
-        _check("kafka", asyncio.ensure_future(asyncio.to_thread(services.tracked.ping))),
-    )
-    reasons = [reason for reason in failures if reason]
-    if not reasons and not services.hub.assigned.is_set():
-        reasons.append("live: the channel-stats consumer is not assigned yet")
+    """Readiness: Cassandra and Kafka answer and the live stream consumer is assigned.
+
+    The verdict is at most CHATPULSE_API_READINESS_TTL_S old (one real check per period).
+    """
+    reasons = await services.readiness.reasons()
     if reasons:
         raise ApiError(
             "; ".join(reasons),

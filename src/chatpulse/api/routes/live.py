@@ -28,9 +28,18 @@ async def _window_filter(
     return window
 
 
+async def _stream_slot(services: ServicesDep) -> AsyncIterator[None]:
+    """One of the instance's live-stream places, held until the stream ends (503 if none)."""
+    # async: a sync dependency would run in a worker thread, racing for the last place.
+    with services.hub.slot():
+        yield
+
+
 @router.get(
     "/{channel}/live",
     response_class=EventSourceResponse,
+    # First, so a request past the cap costs no Cassandra query; held until the stream ends.
+    dependencies=[Depends(_stream_slot, scope="request")],
     responses=problems(404, 422, 503),
 )
 async def live_stats(
