@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import httpx
 from _machine import machine_state
 from chatpulse.init_cli import initialize
 from chatpulse.kafka_admin import admin_client, delete_topics
+from chatpulse.ports import free_port
 from chatpulse.settings import Settings, load_settings
 from chatpulse.storage import connect
 
@@ -59,12 +59,6 @@ def seed(settings: Settings, channel: str) -> None:
         )
     finally:
         cluster.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_api(

@@ -16,7 +16,6 @@ import itertools
 import os
 import random
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from chatpulse.init_cli import initialize
 from chatpulse.kafka_admin import admin_client, delete_topics
 from chatpulse.logs import configure_logging
 from chatpulse.models import decode_chat_message, encode
+from chatpulse.ports import free_port
 from chatpulse.processor.app import build_processor
 from chatpulse.settings import Settings, load_settings
 from chatpulse.storage import connect
@@ -191,12 +191,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _scrape(port: int) -> dict[str, float]:
     """The processor's Prometheus samples without labels (name -> value)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
@@ -217,7 +211,7 @@ def freshness(
     with concurrent queries) so that it takes little of the CPU the processor needs; it
     prints its own and the processor's CPU use, and the processor's checkpoint times.
     """
-    metrics_port = _free_port()
+    metrics_port = free_port()
     env = {**os.environ, **settings.as_environment()}
     env.update(
         {

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from _machine import machine_state
+from chatpulse.ports import free_ports
 from chatpulse.stack import Stack
 from chatpulse.stack.java import find_java
-from chatpulse.stack.process import free_ports
 
 
 def timed(label: str, action) -> float:

@@ -23,9 +23,9 @@ import pytest
 
 from chatpulse.init_cli import initialize
 from chatpulse.kafka_admin import admin_client, delete_topics
+from chatpulse.ports import free_ports
 from chatpulse.settings import Settings, load_settings
 from chatpulse.stack import CassandraServer, KafkaServer, Stack
-from chatpulse.stack.process import free_ports
 from chatpulse.stack.stack import find_running_data_dir
 from chatpulse.storage import connect
 

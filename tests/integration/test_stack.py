@@ -11,9 +11,10 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from chatpulse.kafka_admin import admin_client, create_topics
+from chatpulse.ports import free_ports, is_port_free
 from chatpulse.settings import Settings, load_settings
 from chatpulse.stack import CassandraServer, KafkaServer, Stack
-from chatpulse.stack.process import cmdline_of, free_ports, is_port_free
+from chatpulse.stack.process import cmdline_of
 from chatpulse.storage import connect
 from chatpulse.topics import Topics, TopicSpec
 

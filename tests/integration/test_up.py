@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatpulse.run.readiness import free_port
+from chatpulse.ports import free_port
 from chatpulse.settings import Settings
 
 pytestmark = pytest.mark.timeout(420)

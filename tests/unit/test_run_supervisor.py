@@ -10,8 +10,9 @@ import time
 import pytest
 from rich.console import Console
 
+from chatpulse.ports import free_port
 from chatpulse.run.errors import ChildFailedError, StartupInterruptedError
-from chatpulse.run.readiness import free_port, wait_tcp
+from chatpulse.run.readiness import wait_tcp
 from chatpulse.run.supervisor import ChildSpec, Supervisor
 
 PY = sys.executable

@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.panel import Panel
 
 from chatpulse.errors import ChatpulseError
+from chatpulse.ports import free_port
 from chatpulse.run.errors import StartupInterruptedError
 from chatpulse.run.plan import UpOptions, build_plan
-from chatpulse.run.readiness import free_port
 from chatpulse.run.stack_control import StackControl
 from chatpulse.run.supervisor import Supervisor
 from chatpulse.settings import Settings, load_settings

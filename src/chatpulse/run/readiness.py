@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
 
-__all__ = ["free_port", "http_ok", "tcp_open", "wait_http_ok", "wait_tcp"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+__all__ = ["http_ok", "tcp_open", "wait_http_ok", "wait_tcp"]
 
 
 async def tcp_open(host: str, port: int) -> bool:

@@ -1,4 +1,4 @@
-"""Background processes: pid files, liveness, ports, and stopping without strays.
+"""Background processes: pid files, liveness, and stopping without strays.
 
 Hand-written on purpose: the servers must outlive the ``chatpulse`` process that started them
 (``start_new_session``), so later commands find them again through a pid file, and the pid is
@@ -6,10 +6,8 @@ trusted only while ``/proc/<pid>/cmdline`` still names our config file (pids are
 """
 
 import contextlib
-import errno
 import json
 import os
-import random
 import signal
 import socket
 import time
@@ -20,8 +18,6 @@ __all__ = [
     "PidRecord",
     "can_connect",
     "cmdline_of",
-    "free_ports",
-    "is_port_free",
     "pid_alive",
     "read_pid_record",
     "tail",
@@ -73,35 +69,6 @@ def cmdline_of(pid: int) -> str:
 def pid_alive(pid: int, marker: str) -> bool:
     """True while ``pid`` runs and is the process we started (its command line has ``marker``)."""
     return marker in cmdline_of(pid)
-
-
-def is_port_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True when nothing listens on ``host:port`` (TIME_WAIT leftovers do not count)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
-            raise
-    return True
-
-
-def free_ports(count: int, *, low: int = 20000, high: int = 31000) -> list[int]:
-    """``count`` distinct ports now free on 127.0.0.1, each with its +1 neighbour free too.
-
-    Drawn below Linux's ephemeral range (32768+) so no client socket takes one meanwhile; the
-    neighbour is checked because a server's second listener defaults to ``port + 1``.
-    """
-    chosen: list[int] = []
-    while len(chosen) < count:
-        port = random.randrange(low, high - 1)
-        if {port, port + 1} & {p + d for p in chosen for d in (-1, 0, 1)}:
-            continue
-        if is_port_free(port) and is_port_free(port + 1):
-            chosen.append(port)
-    return chosen
 
 
 def can_connect(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:

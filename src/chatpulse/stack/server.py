@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatpulse.ports import is_port_free
 from chatpulse.stack.errors import PortInUseError, ServerExitedError, StackError
 from chatpulse.stack.java import find_java
 from chatpulse.stack.maven import Artifact, resolve_jars
 from chatpulse.stack.process import (
     PidRecord,
-    is_port_free,
     pid_alive,
     read_pid_record,
     tail,
