@@ -11,8 +11,10 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from chatpulse.deadletter import DEFAULT_RAW_MAX_BYTES
 from chatpulse.errors import ConfigError
 from chatpulse.models import normalize_channel
+from chatpulse.transactional import default_instance_id
 from chatpulse.windows import parse_duration
 
 __all__ = ["Settings", "load_settings"]
@@ -64,6 +66,13 @@ class Settings(BaseSettings):
     events_partitions: int = Field(default=3, ge=1)
     stats_partitions: int = Field(default=6, ge=1)
     topic_replication_factor: int = Field(default=1, ge=1)
+    # Part of the ingest's and the processor's Kafka transactional ids (chatpulse.transactional):
+    # set it to a stable name where the host name changes at each start (containers).
+    instance_id: str = Field(
+        default_factory=default_instance_id, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+    )
+    # Dead-letter records keep at most this many bytes of the raw input (chatpulse.deadletter).
+    deadletter_raw_max_bytes: int = Field(default=DEFAULT_RAW_MAX_BYTES, ge=64, le=512 * 1024)
 
     # Ingest
     twitch_irc_url: str = "ircs://irc.chat.twitch.tv:6697"

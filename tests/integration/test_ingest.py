@@ -6,6 +6,7 @@ import gzip
 import os
 import signal
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -388,6 +389,7 @@ async def test_a_record_kafka_refuses_aborts_its_transaction_and_the_rest_commit
         metrics,
         buffer_messages=10_000,
         txn_id=f"{settings.topic_prefix}refusal",
+        deadletter_raw_max_bytes=10_000,
     )
     messages = [_spilled_message(i) for i in range(200)]
     too_big = os.urandom(8_000).hex().encode()  # incompressible, far over the topic's 1 KiB
@@ -415,6 +417,62 @@ async def test_a_record_kafka_refuses_aborts_its_transaction_and_the_rest_commit
     assert (dead.key(), value["source"]) == (topics.events.encode(), topics.events)
     assert value["reason"].startswith("kafka refused the record: ")
     assert value["raw"] == too_big[:10_000].decode()
+    assert value["raw_length"] == len(too_big)
+
+
+def _now_message(index: int, sent_at: int) -> ChatMessage:
+    return ChatMessage(
+        id=f"m-{index}",
+        channel="xqcow",
+        user_id=str(17_000_000 + index * 3_919),
+        user_login=f"viewer{index}",
+        text=f"message {index}",
+        sent_at=sent_at,
+    )
+
+
+async def test_a_record_the_broker_refuses_in_a_shared_batch_is_found_and_only_it_dead_lettered(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # The broker refuses the whole partition batch (every record, INVALID_TIMESTAMP) for one
+    # record stamped past message.timestamp.after.max.ms (1 h): the suspects are probed in
+    # smaller transactions until the culprit is alone; every other record commits once.
+    topics = Topics.from_settings(settings)
+    metrics = IngestMetrics()
+    producer = IngestProducer(
+        settings.kafka_bootstrap_servers,
+        topics,
+        Spill(tmp_path / "spill"),
+        metrics,
+        buffer_messages=10_000,
+        txn_id=f"{settings.topic_prefix}probe",
+    )
+    now = int(time.time() * 1000)
+    messages = [_now_message(i, now - 1_000 + i) for i in range(300)]
+    future = _now_message(999, now + 3 * 3600 * 1000)
+    for message in [*messages[:150], future, *messages[150:]]:  # one channel: one partition
+        producer.send(topics.messages, b"xqcow", encode(message), message.sent_at)
+
+    def done() -> bool:
+        producer.poll()
+        return producer.acked[topics.messages] == 300 and producer.acked[topics.deadletter] == 1
+
+    try:
+        await until(done, 60, "the 300 messages and the dead letter committed")
+    finally:
+        assert producer.close(timeout_s=10) == 0
+    records = read_topic(settings.kafka_bootstrap_servers, topics.messages)
+    assert_exact_messages(records, messages)
+    (dead,) = read_topic(settings.kafka_bootstrap_servers, topics.deadletter)
+    value = msgspec.json.decode(dead.value())
+    assert msgspec.json.decode(value["raw"], type=ChatMessage) == future
+    assert (dead.key(), value["source"]) == (topics.messages.encode(), topics.messages)
+    assert value["reason"].startswith("kafka refused the record: ")
+    assert "timestamp" in value["reason"].lower()
+    assert (
+        metrics.registry.get_sample_value("chatpulse_ingest_deadlettered_total", {"kind": "kafka"})
+        == 1
+    )
 
 
 def _produce_tracked(settings: Settings, channel: str, tracked: bool) -> None:

@@ -1,23 +1,15 @@
-"""The ingest producer's librdkafka settings and its transactional id.
+"""The ingest producer's librdkafka settings (its transactional id: chatpulse.transactional).
 
 Why these settings (transactions, a commit every 100 ms, failure-only delivery reports) is
 explained in :mod:`chatpulse.ingest.producer`. Baselines (bench/ingest.py) use the same
 settings without the transactional id.
 """
 
-import hashlib
-from pathlib import Path
 from typing import Any
 
-__all__ = ["producer_config", "transactional_id"]
+__all__ = ["producer_config"]
 
 _TRANSACTION_TIMEOUT_MS = 60_000
-
-
-def transactional_id(topic_prefix: str, spill_dir: Path) -> str:
-    """Stable per ingest instance (its spill directory: two instances never share one)."""
-    digest = hashlib.sha256(str(spill_dir.resolve()).encode()).hexdigest()[:16]
-    return f"{topic_prefix}chatpulse-ingest-{digest}"
 
 
 def producer_config(

@@ -57,6 +57,11 @@ class IngestMetrics:
             ["kind"],
             registry=r,
         )
+        self.deadletter_dropped = Counter(
+            "chatpulse_ingest_deadletter_dropped",
+            "dead-letter records the dead-letter topic itself refused (dropped, never retried)",
+            registry=r,
+        )
         self.buffered = Gauge(
             "chatpulse_ingest_buffered",
             "records in memory not yet committed to Kafka",

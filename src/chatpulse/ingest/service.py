@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 import msgspec
 
+from chatpulse.deadletter import IRC_KEY, deadletter_value
 from chatpulse.ingest.convert import DATA_COMMANDS, ConvertError, to_record
-from chatpulse.ingest.deadletter import IRC_KEY, deadletter_value
 from chatpulse.ingest.irc.client import Received, TwitchChatClient
-from chatpulse.ingest.kafka_config import transactional_id
 from chatpulse.ingest.metrics import IngestMetrics
 from chatpulse.ingest.producer import IngestProducer
 from chatpulse.ingest.spill import Spill
@@ -29,6 +28,7 @@ from chatpulse.ingest.tracked import TrackedChannels
 from chatpulse.models import ChatMessage
 from chatpulse.settings import Settings
 from chatpulse.topics import Topics
+from chatpulse.transactional import transactional_id
 
 __all__ = ["IngestService", "IngestSummary"]
 
@@ -127,7 +127,10 @@ class IngestService:
             spill,
             self.metrics,
             buffer_messages=settings.ingest_buffer_messages,
-            txn_id=transactional_id(settings.topic_prefix, settings.spill_dir),
+            txn_id=transactional_id(
+                f"{settings.topic_prefix}chatpulse-ingest", settings.spill_dir, settings.instance_id
+            ),
+            deadletter_raw_max_bytes=settings.deadletter_raw_max_bytes,
             config_overrides=dict(settings.kafka_security_config()),
         )
         self._tracked = TrackedChannels(
@@ -258,7 +261,13 @@ class IngestService:
     def _deadletter(self, raw: str, reason: str, kind: str, connection: object) -> None:
         assert self._producer is not None
         logger.warning("dead-lettering a line from connection %s: %s", connection, reason)
-        value = deadletter_value(raw, reason, connection=str(connection))
+        value = deadletter_value(
+            raw,
+            reason,
+            source="irc",
+            raw_max_bytes=self.settings.deadletter_raw_max_bytes,
+            connection=str(connection),
+        )
         self._producer.send(self.topics.deadletter, IRC_KEY, value, 0)
         self.metrics.records_sent.labels("deadletter").inc()
         self.metrics.deadlettered.labels(kind).inc()
@@ -293,7 +302,12 @@ class IngestService:
         self._join(added)
         self._part(removed - self.static_channels)
         for bad in self._tracked.bad:
-            value = deadletter_value(bad.raw, bad.reason, source=self.topics.tracked)
+            value = deadletter_value(
+                bad.raw,
+                bad.reason,
+                source=self.topics.tracked,
+                raw_max_bytes=self.settings.deadletter_raw_max_bytes,
+            )
             self._producer.send(self.topics.deadletter, self.topics.tracked.encode(), value, 0)
             self.metrics.deadlettered.labels("tracked").inc()
             self.deadlettered += 1

@@ -1,7 +1,6 @@
 """Wiring: settings -> Quix ``Application``, topics, Cassandra write-back, topology; running it."""
 
 import gc
-import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from chatpulse.processor.state_guard import check_state_dir
 from chatpulse.processor.topology import PipelineConfig, PipelineTopics, build_pipeline
 from chatpulse.settings import Settings
 from chatpulse.topics import Topics
+from chatpulse.transactional import transactional_id
 
 __all__ = ["Processor", "build_processor", "run_processor", "tune_gc"]
 
@@ -30,13 +30,6 @@ logger = logging.getLogger(__name__)
 _TRANSACTION_TIMEOUT_MS = 30_000
 # Allocations between two collections of the youngest generation (CPython's default: 700).
 _GC_THRESHOLD = 500_000
-
-
-def transactional_id(settings: Settings) -> str:
-    """Stable per instance (group + state dir): a restarted instance fences its former self
-    at once instead of waiting for the broker to time the dead transaction out."""
-    digest = hashlib.sha256(str(settings.state_dir.resolve()).encode()).hexdigest()[:16]
-    return f"{settings.processor_group}-{digest}"
 
 
 def tune_gc() -> None:
@@ -83,7 +76,11 @@ def build_processor(
     exactly_once = settings.processing_guarantee == "exactly-once"
     producer_config: dict[str, Any] = {"linger.ms": 20}
     if exactly_once:
-        producer_config["transactional.id"] = transactional_id(settings)
+        # Stable per instance: a restarted instance fences its former self at once instead of
+        # waiting for the broker to time the dead transaction out.
+        producer_config["transactional.id"] = transactional_id(
+            settings.processor_group, settings.state_dir, settings.instance_id
+        )
         producer_config["transaction.timeout.ms"] = _TRANSACTION_TIMEOUT_MS
     app = Application(
         # ConnectionConfig carries TLS/SASL to every client Quix opens (consumer, producer, admin).

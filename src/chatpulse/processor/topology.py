@@ -24,6 +24,7 @@ from quixstreams.context import message_context
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models import Topic
 
+from chatpulse.deadletter import deadletter_value
 from chatpulse.models import ChatMessage, WindowStats, decode_chat_message, encode
 from chatpulse.processor.aggregate import to_window_stats
 from chatpulse.processor.channel import ChannelCounter, ChannelUpdate
@@ -76,17 +77,7 @@ def dead_letter(
     raw: bytes | None, reason: str, topic: str, partition: int, offset: int
 ) -> DeadLetter:
     """A dead-letter record with the raw input and where it came from."""
-    text = (raw or b"").decode("utf-8", errors="backslashreplace")
-    value = encode(
-        {
-            "source": topic,
-            "partition": partition,
-            "offset": offset,
-            "raw": text,
-            "reason": reason,
-            "at": int(time.time() * 1000),
-        }
-    )
+    value = deadletter_value(raw, reason, source=topic, partition=partition, offset=offset)
     return DeadLetter(key=topic.encode(), value=value)
 
 
