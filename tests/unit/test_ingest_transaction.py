@@ -45,9 +45,11 @@ def test_the_normal_cycle_init_open_commit_open() -> None:
     txns = Transactions(clock=clock)
     assert txns.due_call() is S.INITIALIZING  # init runs at once at start
     txns.move(S.INITIALIZING)
-    assert txns.running and txns.due_call() is None
+    assert txns.running
+    assert txns.due_call() is None
     txns.move(S.OPEN)
-    assert txns.open and not txns.running
+    assert txns.open
+    assert not txns.running
     txns.move(S.COMMITTING)
     txns.move(S.OPEN)
     assert txns.state is S.OPEN
