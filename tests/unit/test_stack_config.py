@@ -84,6 +84,20 @@ def test_cassandra_jvm_flags_carry_jamm_and_java17_opens(tmp_path: Path) -> None
     assert "-Dcassandra-foreground=yes" in flags
 
 
+def test_a_stack_keeps_cassandra_schema_durable_unless_told_otherwise(tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    user = Stack(tmp_path / "user", kafka_port=9092, cassandra_port=9042)
+    throwaway = Stack(
+        tmp_path / "test", kafka_port=19092, cassandra_port=19042, cassandra_unsafe_system=True
+    )
+
+    durable = user.cassandra.java_command(tmp_path / "java", lib)
+    unsafe = throwaway.cassandra.java_command(tmp_path / "java", lib)
+
+    assert not [flag for flag in durable if "unsafesystem" in flag]
+    assert "-Dcassandra.unsafesystem=true" in unsafe
+
+
 def test_default_and_test_stacks_use_disjoint_ports(tmp_path: Path) -> None:
     user = Stack(tmp_path / "a", kafka_port=9092, cassandra_port=9042)
     test = Stack(tmp_path / "b", kafka_port=19092, cassandra_port=19042)

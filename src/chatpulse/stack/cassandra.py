@@ -107,8 +107,17 @@ def logback_xml() -> str:
 """
 
 
-def cassandra_jvm_flags(*, lib: Path, home: Path, log_dir: Path, heap: str = "1g") -> list[str]:
-    """Heap, Java 17 module access, the jamm agent and the fast-start system properties."""
+def cassandra_jvm_flags(
+    *, lib: Path, home: Path, log_dir: Path, heap: str = "1g", unsafe_system: bool = False
+) -> list[str]:
+    """Heap, Java 17 module access, the jamm agent and the fast-start system properties.
+
+    ``unsafe_system`` adds ``-Dcassandra.unsafesystem=true``: Cassandra then neither writes
+    schema changes to the commit log nor flushes them, which makes DDL faster and a SIGKILL
+    fatal to every keyspace created since the last clean stop ("keyspace ... does not
+    exist" while ``system_schema`` lists it; the commit-log replay drops its rows as
+    "unknown CF"). Only for a throwaway test stack, never one that keeps data.
+    """
     jamm = sorted(lib.glob("jamm-*.jar"))
     flags = [
         f"-Xms{heap}",
@@ -129,15 +138,20 @@ def cassandra_jvm_flags(*, lib: Path, home: Path, log_dir: Path, heap: str = "1g
         f"-Dlogback.configurationFile={home / 'logback.xml'}",
         "-Dcassandra.skip_wait_for_gossip_to_settle=0",
         "-Dcassandra.superuser_setup_delay_ms=0",
-        "-Dcassandra.unsafesystem=true",
     ]
+    if unsafe_system:
+        flags.append("-Dcassandra.unsafesystem=true")
     if jamm:
         flags.insert(0, f"-javaagent:{jamm[-1]}")
     return flags
 
 
 class CassandraServer(JavaServer):
-    """One Cassandra node; ``storage_port`` (gossip) defaults to ``port + 1``."""
+    """One Cassandra node; ``storage_port`` (gossip) defaults to ``port + 1``.
+
+    Schema and data survive a SIGKILL unless ``unsafe_system`` (see :func:`cassandra_jvm_flags`)
+    is set, which only a throwaway test stack may do.
+    """
 
     name = "cassandra"
     version = CASSANDRA_VERSION
@@ -150,12 +164,14 @@ class CassandraServer(JavaServer):
         *,
         storage_port: int | None = None,
         heap: str = "1g",
+        unsafe_system: bool = False,
         jar_cache: Path | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(data_dir, port, jar_cache=jar_cache, progress=progress)
         self.storage_port = storage_port if storage_port is not None else port + 1
         self.heap = heap
+        self.unsafe_system = unsafe_system
 
     @property
     def config_file(self) -> Path:
@@ -175,7 +191,11 @@ class CassandraServer(JavaServer):
 
     def java_command(self, java: Path, lib: Path) -> list[str]:
         flags = cassandra_jvm_flags(
-            lib=lib, home=self.home, log_dir=self.log_file.parent, heap=self.heap
+            lib=lib,
+            home=self.home,
+            log_dir=self.log_file.parent,
+            heap=self.heap,
+            unsafe_system=self.unsafe_system,
         )
         return [
             str(java),
