@@ -44,8 +44,9 @@ from chatpulse.fake_twitch.server import FakeTwitchServer
 from chatpulse.fake_twitch.simulate import channel_names, simulate
 from chatpulse.fake_twitch.source import ReplaySource
 from chatpulse.ingest.cli import ensure_topics
-from chatpulse.ingest.convert import ConvertError, to_record
-from chatpulse.ingest.irc.parser import IrcParseError, parse_line
+from chatpulse.ingest.convert import to_record
+from chatpulse.ingest.errors import ConvertError, IrcParseError
+from chatpulse.ingest.irc.parser import parse_line
 from chatpulse.ingest.kafka_config import producer_config
 from chatpulse.ingest.metrics import IngestMetrics
 from chatpulse.ingest.service import IngestService

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from _machine import machine_state
-from chatpulse.ingest.convert import ConvertError, to_record
+from chatpulse.ingest.convert import to_record
+from chatpulse.ingest.errors import ConvertError
 from chatpulse.ingest.irc.parser import parse_line
 
 DEFAULT_CAPTURE = Path(__file__).resolve().parents[1] / "tests/data/twitch-irc-xqcow-2019-09.txt.gz"

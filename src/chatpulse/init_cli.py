@@ -12,20 +12,16 @@ from typing import Annotated
 import typer
 from cassandra.cluster import NoHostAvailable
 
-from chatpulse.errors import ChatpulseError
+from chatpulse.errors import CassandraUnavailableError
 from chatpulse.kafka_admin import admin_client, create_topics, wait_for_kafka
 from chatpulse.logs import configure_logging
 from chatpulse.settings import Settings, load_settings
 from chatpulse.storage import connect, ensure_schema
 from chatpulse.topics import Topics
 
-__all__ = ["CassandraUnavailableError", "InitResult", "init_command", "initialize"]
+__all__ = ["InitResult", "init_command", "initialize"]
 
 logger = logging.getLogger(__name__)
-
-
-class CassandraUnavailableError(ChatpulseError):
-    """The Cassandra cluster did not accept a session in time."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,10 @@ from collections.abc import Iterable, Mapping
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from chatpulse.errors import ChatpulseError
+from chatpulse.errors import ChatpulseError, KafkaUnavailableError
 from chatpulse.topics import TopicSpec
 
 __all__ = [
-    "KafkaUnavailableError",
     "admin_client",
     "create_topics",
     "delete_topics",
@@ -19,10 +18,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class KafkaUnavailableError(ChatpulseError):
-    """The Kafka cluster did not answer in time."""
 
 
 def admin_client(bootstrap_servers: str, security: Mapping[str, str] | None = None) -> AdminClient:

@@ -24,14 +24,10 @@ from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.policies import DCAwareRoundRobinPolicy
 
-from chatpulse.errors import ChatpulseError
+from chatpulse.errors import SchemaError
 from chatpulse.settings import Settings
 
-__all__ = ["SchemaError", "connect", "ensure_schema", "schema_statements"]
-
-
-class SchemaError(ChatpulseError):
-    """The keyspace holds tables chatpulse cannot use as they are."""
+__all__ = ["connect", "ensure_schema", "schema_statements"]
 
 
 def schema_statements(keyspace: str, replication_factor: int = 1) -> list[str]:

@@ -19,7 +19,8 @@ from pydantic import SecretStr
 from chatpulse.fake_twitch.server import FakeTwitchServer
 from chatpulse.fake_twitch.simulate import channel_names, simulate_channel
 from chatpulse.fake_twitch.source import ReplaySource, SimulatedSource
-from chatpulse.ingest.irc.client import Received, TwitchChatClient, TwitchLoginError
+from chatpulse.ingest.errors import TwitchLoginError
+from chatpulse.ingest.irc.client import Received, TwitchChatClient
 
 pytestmark = pytest.mark.timeout(60)
 

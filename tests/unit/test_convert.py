@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from chatpulse.ingest.convert import ConvertError, parse_emotes, to_record
+from chatpulse.ingest.convert import parse_emotes, to_record
+from chatpulse.ingest.errors import ConvertError
 from chatpulse.ingest.irc.parser import parse_line
 from chatpulse.models import ChatEvent, ChatMessage, Emote
 

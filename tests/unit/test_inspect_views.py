@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 
 from chatpulse.inspect.collect import selects
+from chatpulse.inspect.errors import TransactionLogError
 from chatpulse.inspect.kafka_view import changelog_topics, parse_internal_topic, topic_role
 from chatpulse.inspect.local_state import collect_stores
 from chatpulse.inspect.model import (
@@ -25,7 +26,7 @@ from chatpulse.inspect.model import (
     TransactionsView,
 )
 from chatpulse.inspect.render import partition_ranges, render_snapshot
-from chatpulse.inspect.transactions import TransactionLogError, decode_key, decode_value
+from chatpulse.inspect.transactions import decode_key, decode_value
 from chatpulse.settings import Settings
 from chatpulse.topics import Topics
 

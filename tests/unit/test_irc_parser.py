@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chatpulse.ingest.errors import IrcParseError
 from chatpulse.ingest.irc.parser import (
     IrcMessage,
-    IrcParseError,
     escape_tag_value,
     format_line,
     parse_line,

@@ -1,8 +1,9 @@
 """RFC 9457 problem documents: the one shape of every error answer, including FastAPI's own.
 
-Handlers are installed for our :class:`ApiError`, Starlette's ``HTTPException`` (404 of unknown
-routes, 405), FastAPI's request validation errors (422) and, as a last resort, any other
-exception (500, logged with its traceback, never shown to the client).
+Handlers are installed for our errors (any ChatpulseError, answered as :func:`as_api_error`
+says), Starlette's ``HTTPException`` (404 of unknown routes, 405), FastAPI's request
+validation errors (422) and, as a last resort, any other exception (500, logged with its
+traceback, never shown to the client).
 """
 
 import logging
@@ -16,7 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from chatpulse.api.errors import ApiError
+from chatpulse.api.errors import as_api_error
+from chatpulse.errors import ChatpulseError
 
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
@@ -83,7 +85,8 @@ def problem_response(
 
 
 async def _api_problem(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
+    assert isinstance(exc, ChatpulseError)
+    exc = as_api_error(exc)
     if exc.status >= 500:
         logger.warning("%s %s answered %d: %s", request.method, request.url.path, exc.status, exc)
     return problem_response(
@@ -140,7 +143,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_problem_handlers(app: FastAPI) -> None:
     """Make every error answer of ``app`` a problem document."""
-    app.add_exception_handler(ApiError, _api_problem)
+    app.add_exception_handler(ChatpulseError, _api_problem)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

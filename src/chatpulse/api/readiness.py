@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import Counter
 
 from chatpulse.api.db import CassandraGateway
-from chatpulse.api.errors import ApiError
 from chatpulse.api.hub import LiveHub
 from chatpulse.api.tracked import TrackedChannels
+from chatpulse.errors import ChatpulseError
 
 __all__ = ["READINESS_CHECKS", "Readiness", "cluster_check"]
 
@@ -75,8 +75,8 @@ def cluster_check(
 async def _probe(name: str, probe: Awaitable[None]) -> str | None:
     try:
         await asyncio.wait_for(probe, timeout=_PROBE_TIMEOUT_S)
-    except ApiError as exc:
-        return f"{name}: {exc.detail}"
+    except ChatpulseError as exc:
+        return f"{name}: {exc}"
     except TimeoutError:
         return f"{name}: no answer within {_PROBE_TIMEOUT_S:.0f} s"
     return None

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
-from chatpulse.api.errors import KafkaUnavailableError
 from chatpulse.api.partitions import assign_all
+from chatpulse.errors import KafkaUnavailableError
 from chatpulse.models import TrackedChannel, encode
 
 __all__ = ["TrackedChannels"]

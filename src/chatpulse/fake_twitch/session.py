@@ -12,7 +12,8 @@ import zlib
 from typing import Protocol
 
 from chatpulse.fake_twitch.source import Source
-from chatpulse.ingest.irc.parser import IrcParseError, parse_line
+from chatpulse.ingest.errors import IrcParseError
+from chatpulse.ingest.irc.parser import parse_line
 
 __all__ = ["KNOWN_CAPS", "Session", "SessionHost"]
 

@@ -11,14 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from chatpulse.errors import ChatpulseError
+from chatpulse.fake_twitch.errors import CaptureError
 from chatpulse.fake_twitch.simulate import (
     DEFAULT_START_MS,
     channel_names,
     room_id,
     simulate_channel,
 )
-from chatpulse.ingest.irc.parser import IrcParseError, parse_line
+from chatpulse.ingest.errors import IrcParseError
+from chatpulse.ingest.irc.parser import parse_line
 
 __all__ = ["ReplaySource", "SimulatedSource", "Source", "read_capture"]
 
@@ -44,7 +45,7 @@ def read_capture(path: Path) -> list[str]:
         with opener(path, "rt", encoding="utf-8", newline="\n") as fh:
             return [line.rstrip("\r\n") for line in fh if line.strip()]
     except OSError as exc:
-        raise ChatpulseError(f"cannot read capture {path}: {exc}") from exc
+        raise CaptureError(f"cannot read capture {path}: {exc}") from exc
 
 
 class ReplaySource:

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
+from chatpulse.errors import KafkaUnavailableError
 from chatpulse.ingest.metrics import IngestMetrics
 from chatpulse.ingest.service import IngestService, IngestSummary
-from chatpulse.kafka_admin import KafkaUnavailableError, admin_client, create_topics, wait_for_kafka
+from chatpulse.kafka_admin import admin_client, create_topics, wait_for_kafka
 from chatpulse.logs import configure_logging
 from chatpulse.settings import Settings, load_settings
 from chatpulse.topics import Topics

@@ -5,7 +5,7 @@ that cannot become a record raises :class:`ConvertError`, whose ``reason`` goes 
 dead-letter topic with the raw line.
 """
 
-from chatpulse.errors import ChatpulseError
+from chatpulse.ingest.errors import ConvertError  # raised here; re-exported for callers
 from chatpulse.ingest.irc.parser import IrcMessage
 from chatpulse.models import ChatEvent, ChatMessage, Emote
 
@@ -17,15 +17,6 @@ DATA_COMMANDS = frozenset({"PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG"})
 _EVENT_TYPES = {"sub": "subscription"}
 _ACTION_HEAD = "\x01ACTION"
 _PARAM_PREFIX = "msg-param-"
-
-
-class ConvertError(ChatpulseError):
-    """A PRIVMSG/USERNOTICE/CLEARCHAT/CLEARMSG that cannot become a record."""
-
-    def __init__(self, reason: str, line: str) -> None:
-        super().__init__(f"cannot convert IRC line ({reason}): {line[:512]!r}")
-        self.reason = reason
-        self.line = line
 
 
 def _required(msg: IrcMessage, key: str) -> str:

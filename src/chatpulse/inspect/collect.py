@@ -15,6 +15,7 @@ from confluent_kafka import KafkaException
 
 from chatpulse.errors import ChatpulseError
 from chatpulse.inspect.cassandra_view import collect_tables
+from chatpulse.inspect.errors import TransactionLogError
 from chatpulse.inspect.kafka_view import (
     changelog_topics,
     collect_groups,
@@ -23,7 +24,7 @@ from chatpulse.inspect.kafka_view import (
 )
 from chatpulse.inspect.local_state import collect_stores
 from chatpulse.inspect.model import Snapshot
-from chatpulse.inspect.transactions import TransactionLogError, collect_transactions
+from chatpulse.inspect.transactions import collect_transactions
 from chatpulse.kafka_admin import admin_client
 from chatpulse.settings import Settings
 from chatpulse.storage import connect

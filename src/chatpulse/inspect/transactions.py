@@ -23,11 +23,11 @@ from collections.abc import Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from chatpulse.inspect.errors import TransactionLogError
 from chatpulse.inspect.model import TransactionInfo, TransactionsView
 
 __all__ = [
     "TRANSACTION_STATES",
-    "TransactionLogError",
     "collect_transactions",
     "decode_key",
     "decode_value",
@@ -44,10 +44,6 @@ TRANSACTION_STATES = {
     6: "Dead",
     7: "PrepareEpochFence",
 }
-
-
-class TransactionLogError(ValueError):
-    """A ``__transaction_state`` record we cannot decode (unknown version or truncated)."""
 
 
 class _Reader:

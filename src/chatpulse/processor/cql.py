@@ -24,6 +24,7 @@ from cassandra.policies import ExponentialReconnectionPolicy
 from cassandra.query import PreparedStatement
 
 from chatpulse.processor.binding import RowBatch, RowBinder
+from chatpulse.processor.errors import FlushTimeout
 from chatpulse.settings import Settings
 from chatpulse.storage import connect
 
@@ -31,17 +32,12 @@ __all__ = [
     "BATCH_BYTES",
     "TRANSIENT_ERRORS",
     "CassandraWriter",
-    "FlushTimeout",
     "InFlight",
     "batches",
     "cql_date",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class FlushTimeout(Exception):  # noqa: N818 - named for what happened
-    """A checkpoint's writes did not all complete before its deadline."""
 
 
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (

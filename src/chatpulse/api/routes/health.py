@@ -32,7 +32,7 @@ async def readyz(services: ServicesDep) -> Health:
             status=503,
             title="Not ready",
             slug="not-ready",
-            headers={"Retry-After": "2"},
+            retriable=True,
         )
     return Health(status="ready", checks={"cassandra": "ok", "kafka": "ok", "live": "ok"})
 

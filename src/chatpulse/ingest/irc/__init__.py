@@ -1,7 +1,8 @@
 """Twitch IRC protocol: line parser and asyncio client."""
 
-from chatpulse.ingest.irc.client import Received, TwitchChatClient, TwitchLoginError
-from chatpulse.ingest.irc.parser import IrcMessage, IrcParseError, format_line, parse_line
+from chatpulse.ingest.errors import IrcParseError, TwitchLoginError
+from chatpulse.ingest.irc.client import Received, TwitchChatClient
+from chatpulse.ingest.irc.parser import IrcMessage, format_line, parse_line
 
 __all__ = [
     "IrcMessage",

@@ -24,13 +24,13 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from chatpulse.ingest.irc.connection import IrcConnection, Received, TwitchLoginError
+from chatpulse.ingest.irc.connection import IrcConnection, Received
 from chatpulse.ingest.irc.dedup import RecentKeys
 from chatpulse.ingest.irc.ratelimit import SlidingWindowLimiter, backoff_delay
 from chatpulse.ingest.irc.shard import Shard, ShardContext, ShardCounters
 from chatpulse.models import normalize_channel
 
-__all__ = ["Received", "TwitchChatClient", "TwitchLoginError"]
+__all__ = ["Received", "TwitchChatClient"]
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-from chatpulse.errors import ChatpulseError
-from chatpulse.ingest.irc.parser import IrcMessage, IrcParseError, parse_line
+from chatpulse.ingest.errors import IrcParseError, TwitchLoginError
+from chatpulse.ingest.irc.parser import IrcMessage, parse_line
 
-__all__ = ["CAPABILITIES", "LOGIN_FAILURES", "IrcConnection", "Received", "TwitchLoginError"]
+__all__ = ["CAPABILITIES", "LOGIN_FAILURES", "IrcConnection", "Received"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +34,6 @@ _READ_SIZE = 256 * 1024
 _MAX_LINE = 1024 * 1024  # far above Twitch's ~2 KB lines; a peer sending more is broken
 # Commands that need nothing from the connection itself (the hot path skips _on_message).
 _QUIET_COMMANDS = frozenset({"PRIVMSG", "CLEARCHAT", "USERNOTICE", "CLEARMSG", "ROOMSTATE"})
-
-
-class TwitchLoginError(ChatpulseError):
-    """Twitch refused the login (bad token or nick); retrying with the same token won't help."""
-
-    retriable = False
 
 
 @dataclass(slots=True)
@@ -100,7 +94,8 @@ class IrcConnection:
         return f"IrcConnection(id={self.id}, host={self._host!r}, nick={self.nick!r})"
 
     async def open(self) -> None:
-        """Connect and log in; raises OSError/TimeoutError (retry) or TwitchLoginError."""
+        """Connect and log in; raises OSError/TimeoutError or TwitchLoginError (see
+        :func:`chatpulse.ingest.errors.retriable`)."""
         async with asyncio.timeout(self._connect_timeout_s):
             reader, self._writer = await asyncio.open_connection(
                 self._host,

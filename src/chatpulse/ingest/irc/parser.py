@@ -11,28 +11,15 @@ parameter is kept as the last element of ``params``.
 import re
 from dataclasses import dataclass
 
-from chatpulse.errors import ChatpulseError
+from chatpulse.ingest.errors import IrcParseError
 
 __all__ = [
     "IrcMessage",
-    "IrcParseError",
     "escape_tag_value",
     "format_line",
     "parse_line",
     "unescape_tag_value",
 ]
-
-_MAX_REASON_LINE = 512
-
-
-class IrcParseError(ChatpulseError):
-    """A line that is not valid IRC; ``reason`` says why, ``line`` is the raw input."""
-
-    def __init__(self, reason: str, line: str) -> None:
-        shown = line if len(line) <= _MAX_REASON_LINE else line[:_MAX_REASON_LINE] + "..."
-        super().__init__(f"malformed IRC line ({reason}): {shown!r}")
-        self.reason = reason
-        self.line = line
 
 
 @dataclass(slots=True)

@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chatpulse.ingest.irc.connection import IrcConnection, TwitchLoginError
+from chatpulse.errors import ChatpulseError
+from chatpulse.ingest.errors import retriable
+from chatpulse.ingest.irc.connection import IrcConnection
 from chatpulse.ingest.irc.ratelimit import SlidingWindowLimiter, unanswered_joins
 
 __all__ = ["Shard", "ShardContext", "ShardCounters"]
@@ -183,7 +185,9 @@ class Shard:
                     await asyncio.sleep(self.context.backoff(attempt))
                     try:
                         conn = await self._connect(wait_joined=False)
-                    except (OSError, TimeoutError) as exc:
+                    except (OSError, TimeoutError, ChatpulseError) as exc:
+                        if not retriable(exc):
+                            raise
                         logger.warning(
                             "shard %d: connect attempt %d failed: %s", self.index, attempt, exc
                         )
@@ -200,7 +204,7 @@ class Shard:
                 conn = await self._replace(conn)
                 if conn is not None:
                     connected_at = loop.time()
-        except TwitchLoginError as exc:
+        except ChatpulseError as exc:  # not retriable (a refused login): this shard stops
             self.context.on_fatal(exc)
         finally:
             for open_conn in (conn, self.conn):
@@ -214,7 +218,9 @@ class Shard:
         self.context.counters.reconnects += 1
         try:
             new = await self._connect(wait_joined=True)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ChatpulseError) as exc:
+            if not retriable(exc):
+                raise
             # Keep reading the old connection until the server closes it, then reconnect.
             logger.warning("shard %d: replacement connection failed: %s", self.index, exc)
             await old.closed.wait()
