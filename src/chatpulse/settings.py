@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     # throughput there against 1 s (a backlog's checkpoints are longer anyway).
     commit_interval_s: float = Field(default=0.5, gt=0)
     live_update_interval_s: float = Field(default=1.0, ge=0)
+    # Largest state value the processor writes (a chunk of a window's chatters, a part of a
+    # de-duplication bucket): Kafka refuses changelog records over 1 MB. At least one full
+    # roaring container (8 KiB) twice over.
+    state_chunk_bytes: int = Field(default=65_536, ge=16_448, le=524_288)
     message_ttl_days: int = Field(default=30, ge=1)
     state_dir: Path = Field(default_factory=lambda: _default_data_dir() / "state")
     processor_metrics_port: int = Field(default=9102, ge=0, le=65535)

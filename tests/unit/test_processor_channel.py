@@ -6,6 +6,7 @@ from array import array
 from collections import Counter, defaultdict
 
 import msgspec
+import pytest
 
 from chatpulse.models import ChatMessage, Emote
 from chatpulse.processor.aggregate import (
@@ -14,7 +15,9 @@ from chatpulse.processor.aggregate import (
     numeric_user_id,
     top_emotes,
 )
-from chatpulse.processor.channel import ChannelCounter, ChannelUpdate
+from chatpulse.processor.channel import DEFAULT_CHUNK_BYTES, ChannelCounter, ChannelUpdate
+
+MIN_CHUNK_BYTES = 16_448
 
 MIN = 60_000
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % (60 * MIN)  # an hour boundary
@@ -308,7 +311,14 @@ def test_discard_forgets_unflushed_changes() -> None:
     assert update.total_messages == 1
 
 
-def test_random_checkpoints_rewinds_and_replays_match_the_reference() -> None:
+@pytest.mark.parametrize(
+    ("users", "chunk_bytes"),
+    [(60, DEFAULT_CHUNK_BYTES), (1_200_000_000, MIN_CHUNK_BYTES)],
+    ids=["small-audience-inline", "large-audience-chunked"],
+)
+def test_random_checkpoints_rewinds_and_replays_match_the_reference(
+    users: int, chunk_bytes: int
+) -> None:
     """Checkpoints commit or roll back at random; every message counts exactly once."""
     rng = random.Random(11)
     sizes, grace = [MIN, 10 * MIN], 3_000
@@ -318,11 +328,13 @@ def test_random_checkpoints_rewinds_and_replays_match_the_reference() -> None:
         now += rng.randint(0, 900)
         sent = now - rng.randint(0, 2_500) if rng.random() < 0.2 else now
         emotes = [Emote(str(rng.randint(1, 9)), 0, 1) for _ in range(rng.randint(0, 2))]
-        m = msg(f"id{i}", sent, user=str(rng.randint(1, 60)), emotes=emotes)
+        m = msg(f"id{i}", sent, user=str(rng.randint(1, users)), emotes=emotes)
         stream.append(m)
         if rng.random() < 0.05:
             stream.append(m)
-    counter = ChannelCounter(sizes, grace_ms=grace, dedup_horizon_ms=3_600_000)
+    counter = ChannelCounter(
+        sizes, grace_ms=grace, dedup_horizon_ms=3_600_000, chunk_bytes=chunk_bytes
+    )
     store = TxStore()
     final: dict[tuple[int, int], tuple[int, int]] = {}
     committed_final: dict[tuple[int, int], tuple[int, int]] = {}
@@ -354,6 +366,81 @@ def test_random_checkpoints_rewinds_and_replays_match_the_reference() -> None:
     assert {k: (v[0], len(v[1])) for k, v in expected.items()} == final
     assert last_total == totals[0]
     assert _stored_totals(store) == totals
+    chunks = [key for key in store.committed if key.startswith(b"x")]
+    assert bool(chunks) == (users > 60)
+    assert max(map(len, store.committed.values())) <= chunk_bytes
+
+
+def _chatters(count: int, seed: int) -> list[str]:
+    return [str(n) for n in random.Random(seed).sample(range(1, 1_200_000_001), count)]
+
+
+def test_a_large_audience_is_kept_in_bounded_records_and_read_back_exactly() -> None:
+    """200k chatters spread over Twitch's id range: no state value above the chunk size,
+    and a counter that starts from the state alone (a restore) counts on exactly."""
+    chunk_bytes = MIN_CHUNK_BYTES
+    sizes = [MIN, 60 * MIN]
+    counter = ChannelCounter(sizes, grace_ms=0, dedup_horizon_ms=MIN, chunk_bytes=chunk_bytes)
+    store = DictStore()
+    users = _chatters(200_001, seed=3)
+    for i, user in enumerate(users[:200_000]):
+        assert counter.process(msg(f"m{i}", T0 + i % 50_000, user=user), store) is not None
+        if i % 40_000 == 0:
+            counter.flush()
+    counter.flush()
+    sizes_written = {key: len(value) for key, value in store.data.items()}
+    assert max(sizes_written.values()) <= chunk_bytes
+    chunk_keys = [key for key in store.data if key.startswith(b"x")]
+    assert len(chunk_keys) > 2 * 200_000 * 2 // chunk_bytes  # both windows, ~2 B per id
+    assert sizes_written[b"c"] < 4_096
+
+    # a fresh counter (a restored instance) reads the chunks back
+    restored = ChannelCounter(sizes, grace_ms=0, dedup_horizon_ms=MIN, chunk_bytes=chunk_bytes)
+    again = restored.process(msg("again", T0 + 1, user=users[0]), store)  # a known chatter
+    assert again is not None
+    assert [(a.messages, a.unique_chatters) for _, _, a in again.windows] == [
+        (200_001, 200_000),
+        (200_001, 200_000),
+    ]
+    new = restored.process(msg("new", T0 + 2, user=users[200_000]), store)
+    assert new is not None
+    assert [a.unique_chatters for _, _, a in new.windows] == [200_001, 200_001]
+    restored.flush()
+    # closing both windows deletes their chunk records
+    closing = restored.process(msg("closer", T0 + 61 * MIN, user="1"), store)
+    assert closing is not None
+    assert [(w.window, w.unique_chatters) for w in closing.closed] == [
+        ("1m", 200_001),
+        ("1h", 200_001),
+    ]
+    restored.flush()
+    assert not [key for key in store.data if key.startswith(b"x")]
+
+
+def test_a_chunked_window_rewrites_only_the_ranges_that_gained_chatters() -> None:
+    counter = ChannelCounter([MIN], grace_ms=0, dedup_horizon_ms=MIN, chunk_bytes=MIN_CHUNK_BYTES)
+    store = TxStore()
+    for i, user in enumerate(_chatters(50_000, seed=4)):
+        counter.process(msg(f"m{i}", T0, user=user), store)
+    counter.flush()
+    store.commit()
+    assert len([key for key in store.committed if key.startswith(b"x")]) > 4
+    counter.process(msg("one-more", T0, user="7"), store)  # id 7: the first range only
+    counter.flush()
+    chunk_writes = [key for key in store.updates if key.startswith(b"x")]
+    assert len(chunk_writes) == 1
+
+
+def test_a_record_of_the_layout_before_chunks_is_read() -> None:
+    aggregate = WindowAggregate()
+    aggregate.add(msg("a", T0, user="42"), 42)
+    legacy = msgspec.msgpack.encode((1, T0, T0, [(MIN, T0, aggregate.to_tuple())]))
+    store = DictStore()
+    store.data[b"c"] = legacy
+    counter = ChannelCounter([MIN], grace_ms=0, dedup_horizon_ms=MIN)
+    update = counter.process(msg("b", T0 + 1, user="43"), store)
+    assert update is not None
+    assert (update.total_messages, update.windows[0][2].unique_chatters) == (2, 2)
 
 
 def test_a_channel_seen_on_two_partitions_keeps_each_partitions_state() -> None:
@@ -367,3 +454,27 @@ def test_a_channel_seen_on_two_partitions_keeps_each_partitions_state() -> None:
     assert _stored_totals(p0) == (1, T0, T0)
     assert _stored_totals(p1) == (1, T0 + 1, T0 + 1)
     assert counter.process(msg("a", T0), p0, partition=0) is None  # a redelivery on p0
+
+
+def test_a_busy_second_splits_its_dedup_bucket_and_still_finds_duplicates() -> None:
+    counter = ChannelCounter([MIN], grace_ms=0, dedup_horizon_ms=10_000, chunk_bytes=16_448)
+    store = TxStore()
+    ids = [f"{i:08d}-3f2a-4c1e-9d7b-{i:012d}" for i in range(3_000)]  # UUID-sized, one second
+    for i, mid in enumerate(ids):
+        assert counter.process(msg(mid, T0 + i % 1_000), store) is not None
+    counter.flush()
+    store.commit()
+    bucket = [key for key in store.committed if key.startswith(b"d")]
+    assert len(bucket) > 5  # ~111 KB of ids in parts of at most 16 KiB
+    assert max(len(store.committed[key]) for key in bucket) <= 16_448
+    restored = ChannelCounter([MIN], grace_ms=0, dedup_horizon_ms=10_000, chunk_bytes=16_448)
+    assert all(
+        restored.process(msg(mid, T0 + i % 1_000), store) is None for i, mid in enumerate(ids)
+    )
+    # 20 s later the bucket is past the horizon: every part is deleted
+    restored.process(msg("later", T0 + 20_000), store)
+    restored.flush()
+    store.commit()
+    assert [key for key in store.committed if key.startswith(b"d")] == [
+        b"d" + struct.pack(">q", (T0 + 20_000) // 1_000)
+    ]

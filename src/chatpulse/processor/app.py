@@ -112,6 +112,7 @@ def build_processor(
         dedup_horizon_ms=settings.dedup_horizon_ms,
         live_update_interval_s=settings.live_update_interval_s,
         max_future_skew_ms=settings.max_future_skew_ms,
+        state_chunk_bytes=settings.state_chunk_bytes,
     )
     writer = CassandraWriter(settings) if cassandra else None
     writers = [CassandraFlush(writer, metrics)] if writer else []

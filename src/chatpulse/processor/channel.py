@@ -19,6 +19,21 @@ transaction they were read in, so after a rewind (sink backpressure), an aborted
 or a rebalance, the next message of the channel reads the committed state again. A record
 is only reused across checkpoints when the state holds exactly the bytes it was flushed as.
 
+State layout (keys within the channel's slice of the store; every record stays below
+``chunk_bytes`` plus a few KiB, whatever the audience, since Kafka refuses a changelog record
+over 1 MB):
+- ``c``: the channel record: totals, and each open window's message count, emotes and
+  chatters. A window's chatter bitmap is kept inline while it serialises to at most
+  ``chunk_bytes // 8``; past that (a large audience) the window is *chunked*: its bitmap
+  lives in records ``x<size><start><first id>`` that each hold the ids of one range of user
+  ids, and the channel record lists the ranges' first ids. Ranges are halved (down to 65,536
+  ids, one roaring container, at most 8 KiB) until each serialises to at most
+  ``chunk_bytes``; a flush rewrites only the ranges that gained chatters. A closed chunked
+  window's records are deleted.
+- ``b``: the sorted numbers of the de-duplication buckets; ``d<bucket>``: a bucket's ids
+  (newline-separated), split into parts ``d<bucket><part>`` of at most ``chunk_bytes`` when
+  a channel's rate makes one larger.
+
 Semantics (see the counting rules of the interface spec):
 - A message counts once per (channel, id) within ``dedup_horizon_ms``. A redelivered message
   carries the same ``sent_at`` (it is the same PRIVMSG), so ids are kept in time buckets of
@@ -37,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import msgspec
+from pyroaring import BitMap
 
 from chatpulse.models import ChatMessage, WindowStats
 from chatpulse.processor.aggregate import (
@@ -47,17 +63,37 @@ from chatpulse.processor.aggregate import (
 )
 from chatpulse.processor.quix_hooks import STATE_TRANSACTION, transaction_is_open
 
-__all__ = ["ChannelCounter", "ChannelUpdate", "KeyValueStore", "dedup_bucket_ms"]
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "ChannelCounter",
+    "ChannelUpdate",
+    "KeyValueStore",
+    "dedup_bucket_ms",
+]
 
 _pack_q = struct.Struct(">q").pack
+_chunk_key = struct.Struct(">cqqI").pack  # b"x", window size, window start, first user id
+_MAX_TOKEN = 64  # longer message ids are kept as a 33-byte digest
+_BUCKET_PARTS = struct.Struct(">H")  # a bucket split into parts: their number, a part's key
+_ID_END = 2**32  # user ids in bitmaps are unsigned 32-bit
+_CONTAINER_IDS = 2**16  # a range this small serialises to at most ~8 KiB
+_INLINE_SHARE = 8  # a bitmap inline in the channel record is at most chunk_bytes / this
+DEFAULT_CHUNK_BYTES = 65_536
 # Working copies kept between checkpoints (reused when the state still holds their bytes).
 _WORKING_SET_LIMIT = 50_000
 _CHANNEL = b"c"
 _BUCKETS = b"b"
 _record_encoder = msgspec.msgpack.Encoder()
+# (total, first_seen, last_seen, [(size, start, aggregate, first ids of its chunks)]):
+# a window with no chunks has its bitmap inline in the aggregate, else an empty one there
 _record_decoder = msgspec.msgpack.Decoder(
+    tuple[int, int, int, list[tuple[int, int, AggregateTuple, list[int]]]]
+)
+# the layout before chunked windows: every bitmap inline
+_legacy_decoder = msgspec.msgpack.Decoder(
     tuple[int, int, int, list[tuple[int, int, AggregateTuple]]]
 )
+_NO_CHUNKS: list[int] = []
 
 
 class KeyValueStore(Protocol):
@@ -93,6 +129,16 @@ class ChannelUpdate:
 
 
 @dataclass(slots=True)
+class _Chunks:
+    """Where a chunked window's bitmap is in the state: the first user id of each range
+    (ascending, the first is 0; a range ends where the next begins), and each range's
+    number of ids when it was last written (-1: to be written)."""
+
+    starts: list[int]
+    written: list[int]
+
+
+@dataclass(slots=True)
 class _ChannelRecord:
     """One channel's state record: totals and its open windows."""
 
@@ -103,18 +149,54 @@ class _ChannelRecord:
     # the earliest ``start + size + grace`` of the open windows, 0 when none (derived, not
     # stored): the windows are looked over for closing only once the channel's time reaches it
     next_close: int = 0
+    # the windows whose bitmaps are in chunk records, by (size, start)
+    chunked: dict[tuple[int, int], _Chunks] = field(default_factory=dict)
+    # chunk records of closed windows, deleted at the next flush
+    dropped: list[bytes] = field(default_factory=list)
 
-    def encode(self) -> bytes:
-        windows = [(size, start, agg.to_tuple()) for (size, start), agg in self.windows.items()]
-        return _record_encoder.encode((self.total, self.first_seen, self.last_seen, windows))
+    def close(self, size: int, start: int) -> WindowAggregate:
+        """Take a window out; its chunk records (if any) go at the next flush."""
+        chunks = self.chunked.pop((size, start), None)
+        if chunks is not None:
+            self.dropped.extend(_chunk_key(b"x", size, start, lo) for lo in chunks.starts)
+        return self.windows.pop((size, start))
 
     @classmethod
-    def decode(cls, data: bytes) -> "_ChannelRecord":
-        total, first_seen, last_seen, windows = _record_decoder.decode(data)
-        aggregates = {
-            (size, start): WindowAggregate.from_tuple(agg) for size, start, agg in windows
-        }
-        return cls(total, first_seen, last_seen, aggregates)
+    def decode(cls, data: bytes, store: KeyValueStore) -> "_ChannelRecord":
+        """Read a record (and its windows' chunk records from ``store``)."""
+        try:
+            total, first_seen, last_seen, windows = _record_decoder.decode(data)
+        except msgspec.ValidationError:
+            total, first_seen, last_seen, legacy = _legacy_decoder.decode(data)
+            windows = [(size, start, agg, _NO_CHUNKS) for size, start, agg in legacy]
+        aggregates: dict[tuple[int, int], WindowAggregate] = {}
+        chunked: dict[tuple[int, int], _Chunks] = {}
+        for size, start, agg, starts in windows:
+            if starts:
+                messages, _, others, emotes = agg
+                aggregate = WindowAggregate(messages, BitMap(), others, emotes)
+                chunked[(size, start)] = _read_chunks(store, size, start, starts, aggregate)
+            else:
+                aggregate = WindowAggregate.from_tuple(agg)
+            aggregates[(size, start)] = aggregate
+        return cls(total, first_seen, last_seen, aggregates, chunked=chunked)
+
+
+def _read_chunks(
+    store: KeyValueStore, size: int, start: int, starts: list[int], aggregate: WindowAggregate
+) -> _Chunks:
+    """Load a chunked window's bitmap into ``aggregate``."""
+    chatters = aggregate.chatters
+    written: list[int] = []
+    for lo in starts:
+        data = store.get_bytes(_chunk_key(b"x", size, start, lo))
+        if data is None:
+            written.append(-1)
+            continue
+        piece = BitMap.deserialize(data)
+        chatters |= piece
+        written.append(len(piece))
+    return _Chunks(list(starts), written)
 
 
 @dataclass(slots=True)
@@ -157,7 +239,8 @@ def dedup_bucket_ms(horizon_ms: int) -> int:
 
 def _id_token(message_id: str) -> bytes:
     raw = message_id.encode()
-    if b"\n" in raw:  # the separator of a bucket's id list; never in Twitch's UUIDs
+    # the separator of a bucket's id list, or an id longer than Twitch's UUIDs (36 bytes)
+    if b"\n" in raw or len(raw) > _MAX_TOKEN:
         raw = b"#" + hashlib.blake2b(raw, digest_size=16).hexdigest().encode()
     return raw
 
@@ -171,10 +254,44 @@ def _transaction_of(store: KeyValueStore) -> object:
     return getattr(store, STATE_TRANSACTION, store)
 
 
+def _read_bucket(store: KeyValueStore, bucket: int) -> set[bytes]:
+    key = _bucket_key(bucket)
+    data = store.get_bytes(key) or b""
+    if data[:1] != b"P":
+        ids = set(data.split(b"\n"))
+    else:  # split into parts (see ChannelCounter._write_bucket)
+        (count,) = _BUCKET_PARTS.unpack_from(data, 1)
+        ids = set(data[3:].split(b"\n"))
+        for number in range(1, count):
+            ids.update((store.get_bytes(key + _BUCKET_PARTS.pack(number)) or b"").split(b"\n"))
+    ids.discard(b"")
+    return ids
+
+
+def _delete_bucket(store: KeyValueStore, bucket: int) -> None:
+    key = _bucket_key(bucket)
+    data = store.get_bytes(key) or b""
+    if data[:1] == b"P":
+        (count,) = _BUCKET_PARTS.unpack_from(data, 1)
+        for number in range(1, count):
+            store.delete(key + _BUCKET_PARTS.pack(number))
+    store.delete(key)
+
+
 class ChannelCounter:
     """Counts channels' messages into their :class:`KeyValueStore` (each channel's state)."""
 
-    def __init__(self, window_sizes_ms: list[int], grace_ms: int, dedup_horizon_ms: int) -> None:
+    def __init__(
+        self,
+        window_sizes_ms: list[int],
+        grace_ms: int,
+        dedup_horizon_ms: int,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    ) -> None:
+        if chunk_bytes < 2 * 8_192 + 64:
+            raise ValueError("chunk_bytes must hold a full roaring container (16 KiB or more)")
+        self._chunk_bytes = chunk_bytes
+        self._inline_bytes = chunk_bytes // _INLINE_SHARE
         self._sizes = sorted(set(window_sizes_ms))
         self._grace_ms = grace_ms
         self._horizon_ms = dedup_horizon_ms
@@ -240,7 +357,7 @@ class ChannelCounter:
             for size, start in list(windows):
                 ends = start + size + grace
                 if ends <= latest:
-                    final = windows.pop((size, start))
+                    final = record.close(size, start)
                     closed.append(to_window_stats(channel, size, start, final, closed=True))
                 elif ends < next_close or not next_close:
                     next_close = ends
@@ -290,7 +407,7 @@ class ChannelCounter:
             ):
                 record = previous.record  # the state holds what was flushed: no decode
             else:
-                record = _ChannelRecord.decode(data)
+                record = _ChannelRecord.decode(data, store)
                 grace = self._grace_ms
                 record.next_close = min(
                     (start + size + grace for size, start in record.windows), default=0
@@ -303,14 +420,14 @@ class ChannelCounter:
     def _write(self, work: _Working) -> None:
         store = work.store
         if work.dirty and work.record is not None:
-            data = work.record.encode()
+            data = self._encode(work.record, store)
             store.set_bytes(_CHANNEL, data)
             work.stored = data
             work.dirty = False
         for bucket in work.dirty_buckets:
             ids = work.buckets.get(bucket)
             if ids is not None:
-                store.set_bytes(_bucket_key(bucket), b"\n" + b"\n".join(ids) + b"\n")
+                self._write_bucket(store, bucket, ids)
         if work.index_dirty and work.index is not None:
             store.set_bytes(_BUCKETS, work.index.tobytes())
         work.dirty_buckets.clear()
@@ -322,6 +439,78 @@ class ChannelCounter:
         work.store = _DETACHED
         work.transaction = None
 
+    def _encode(self, record: _ChannelRecord, store: KeyValueStore) -> bytes:
+        """The channel record's bytes; writes the changed chunks of chunked windows and
+        deletes those of closed ones."""
+        for key in record.dropped:
+            store.delete(key)
+        record.dropped.clear()
+        entries: list[tuple[int, int, AggregateTuple, list[int]]] = []
+        for (size, start), agg in record.windows.items():
+            chunks = record.chunked.get((size, start))
+            if chunks is None:
+                bitmap = agg.chatters.serialize()
+                if len(bitmap) <= self._inline_bytes:
+                    entries.append(
+                        (size, start, (agg.messages, bitmap, agg.other_chatters, agg.emotes), [])
+                    )
+                    continue
+                chunks = record.chunked[(size, start)] = _Chunks([0], [-1])
+            self._write_chunks(store, size, start, agg.chatters, chunks)
+            entries.append(
+                (size, start, (agg.messages, b"", agg.other_chatters, agg.emotes), chunks.starts)
+            )
+        return _record_encoder.encode((record.total, record.first_seen, record.last_seen, entries))
+
+    def _write_chunks(
+        self, store: KeyValueStore, size: int, start: int, chatters: BitMap, chunks: _Chunks
+    ) -> None:
+        """Write the ranges that gained ids (bitmaps only grow: a range whose count is the
+        one written holds the ids written), halving any that serialises too large."""
+        total = len(chatters)
+        ends = [*chunks.starts[1:], _ID_END]
+        todo = list(zip(chunks.starts, ends, chunks.written, strict=True))
+        todo.reverse()
+        starts: list[int] = []
+        written: list[int] = []
+        while todo:
+            lo, hi, count = todo.pop()
+            now = chatters.range_cardinality(lo, hi)
+            if now != count:
+                piece = chatters if now == total else chatters & BitMap(range(lo, hi))
+                data = piece.serialize()
+                if len(data) > self._chunk_bytes and hi - lo > _CONTAINER_IDS:
+                    middle = lo + (hi - lo) // 2
+                    todo.append((middle, hi, -1))
+                    todo.append((lo, middle, -1))
+                    continue
+                store.set_bytes(_chunk_key(b"x", size, start, lo), data)
+            starts.append(lo)
+            written.append(now)
+        chunks.starts, chunks.written = starts, written
+
+    def _write_bucket(self, store: KeyValueStore, bucket: int, ids: set[bytes]) -> None:
+        """A bucket's ids as one record, or split into parts of at most ``chunk_bytes`` (a
+        bucket only grows, so it never has fewer parts than before)."""
+        data = b"\n" + b"\n".join(ids) + b"\n"
+        key = _bucket_key(bucket)
+        if len(data) <= self._chunk_bytes:
+            store.set_bytes(key, data)
+            return
+        limit = self._chunk_bytes - 8
+        parts: list[list[bytes]] = [[]]
+        size = 0
+        for token in ids:
+            if size + len(token) + 1 > limit:
+                parts.append([])
+                size = 0
+            parts[-1].append(token)
+            size += len(token) + 1
+        count = _BUCKET_PARTS.pack(len(parts))
+        store.set_bytes(key, b"P" + count + b"\n" + b"\n".join(parts[0]) + b"\n")
+        for number, part in enumerate(parts[1:], 1):
+            store.set_bytes(key + _BUCKET_PARTS.pack(number), b"\n" + b"\n".join(part) + b"\n")
+
     def _is_duplicate(self, message: ChatMessage, work: _Working, latest: int) -> bool:
         bucket = message.sent_at // self._bucket_ms
         ids = work.buckets.get(bucket)
@@ -329,9 +518,7 @@ class ChannelCounter:
             index = self._index(work)
             position = bisect.bisect_left(index, bucket)
             if position < len(index) and index[position] == bucket:
-                data = work.store.get_bytes(_bucket_key(bucket)) or b""
-                ids = set(data.split(b"\n"))
-                ids.discard(b"")
+                ids = _read_bucket(work.store, bucket)
             else:
                 cutoff = self._cutoff(latest)
                 if bucket < cutoff:
@@ -341,7 +528,7 @@ class ChannelCounter:
                 self._expire(work, index, cutoff)
             work.buckets[bucket] = ids
         token = message.id.encode()
-        if b"\n" in token:
+        if b"\n" in token or len(token) > _MAX_TOKEN:
             token = _id_token(message.id)
         if token in ids:
             return True
@@ -366,7 +553,7 @@ class ChannelCounter:
         """Drop the buckets that fell out of the horizon (a new bucket changed the index)."""
         expired = bisect.bisect_left(index, cutoff)
         for old in index[:expired]:
-            work.store.delete(_bucket_key(old))
+            _delete_bucket(work.store, old)
             work.buckets.pop(old, None)
             work.dirty_buckets.discard(old)
         del index[:expired]

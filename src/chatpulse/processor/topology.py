@@ -27,7 +27,7 @@ from quixstreams.models import Topic
 from chatpulse.deadletter import deadletter_value
 from chatpulse.models import ChatMessage, WindowStats, decode_chat_message, encode
 from chatpulse.processor.aggregate import to_window_stats
-from chatpulse.processor.channel import ChannelCounter, ChannelUpdate
+from chatpulse.processor.channel import DEFAULT_CHUNK_BYTES, ChannelCounter, ChannelUpdate
 from chatpulse.processor.metrics import ProcessorMetrics
 from chatpulse.processor.quix_hooks import CheckpointHook, register_checkpoint_hooks
 from chatpulse.windows import format_duration
@@ -54,6 +54,8 @@ class PipelineConfig:
     live_update_interval_s: float = 1.0
     # a message stamped further ahead of the processor's clock is dead-lettered
     max_future_skew_ms: int = 5 * 60_000
+    # the largest state value (see chatpulse.processor.channel)
+    state_chunk_bytes: int = DEFAULT_CHUNK_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +200,12 @@ def build_pipeline(
     yields the output records; one node produces them. Returns that dataframe.
     """
     metrics = metrics or ProcessorMetrics()
-    counter = ChannelCounter(list(config.window_sizes_ms), config.grace_ms, config.dedup_horizon_ms)
+    counter = ChannelCounter(
+        list(config.window_sizes_ms),
+        config.grace_ms,
+        config.dedup_horizon_ms,
+        chunk_bytes=config.state_chunk_bytes,
+    )
     throttle = LiveThrottle(min(config.window_sizes_ms), config.live_update_interval_s)
     late_labels = {size: format_duration(size) for size in config.window_sizes_ms}
     skew_ms = config.max_future_skew_ms
