@@ -27,9 +27,9 @@ from pathlib import Path
 import httpx
 
 from _machine import machine_state
-from chatpulse.init_cli import initialize
 from chatpulse.kafka_admin import admin_client, delete_topics
 from chatpulse.ports import free_port
+from chatpulse.provision import initialize
 from chatpulse.settings import Settings, load_settings
 from chatpulse.storage import connect
 

@@ -32,12 +32,12 @@ from confluent_kafka import Consumer, Producer
 from pyinstrument import Profiler
 
 from _machine import machine_state
-from chatpulse.init_cli import initialize
 from chatpulse.kafka_admin import admin_client, delete_topics
 from chatpulse.logs import configure_logging
 from chatpulse.models import decode_chat_message, encode
 from chatpulse.ports import free_port
 from chatpulse.processor.app import build_processor
+from chatpulse.provision import initialize
 from chatpulse.settings import Settings, load_settings
 from chatpulse.storage import connect
 from chatpulse.topics import Topics

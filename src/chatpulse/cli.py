@@ -20,7 +20,7 @@ __all__ = ["app", "main"]
 _COMMANDS = {
     "up": "chatpulse.run.cli:up_command",
     "stack": "chatpulse.stack.cli:stack_app",
-    "init": "chatpulse.init_cli:init_command",
+    "init": "chatpulse.provision:init_command",
     "fake-twitch": "chatpulse.fake_twitch.cli:fake_twitch_command",
     "ingest": "chatpulse.ingest.cli:ingest_command",
     "process": "chatpulse.processor.cli:process_command",

@@ -6,7 +6,8 @@
   holds a lease on it; the last session to leave stops it only if a test session started it.
 - ``settings`` (function): Settings pointing at that stack with a unique topic prefix
   (``t<hex>-``), keyspace (``t_<hex>``) and processor group, state/spill dirs in ``tmp_path``;
-  topics and schema created by ``chatpulse.init_cli.initialize``; topics and keyspace dropped after.
+  topics and schema created by ``chatpulse.provision.initialize``; topics and keyspace dropped
+  after.
 - ``dedicated_kafka`` / ``dedicated_cassandra`` (function): a server of their own on free ports
   with data in ``tmp_path``, for tests that stop, kill and restart a server; stopped after the
   test. They keep schema and data through a SIGKILL, as the user's stack does (the shared
@@ -23,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from chatpulse.init_cli import initialize
 from chatpulse.kafka_admin import admin_client, delete_topics
 from chatpulse.ports import free_ports
+from chatpulse.provision import initialize
 from chatpulse.settings import Settings, load_settings
 from chatpulse.stack import CassandraServer, KafkaServer, Stack
 from chatpulse.stack.stack import find_running_data_dir

@@ -7,8 +7,8 @@ from datetime import UTC
 import pytest
 
 from chatpulse.errors import SchemaError
-from chatpulse.init_cli import initialize
 from chatpulse.kafka_admin import admin_client
+from chatpulse.provision import initialize
 from chatpulse.settings import Settings
 from chatpulse.storage import connect
 from chatpulse.topics import Topics

@@ -15,7 +15,7 @@ from processor_support import (
     read_cassandra,
 )
 
-from chatpulse.init_cli import initialize
+from chatpulse.provision import initialize
 from chatpulse.settings import Settings
 from chatpulse.stack import CassandraServer
 

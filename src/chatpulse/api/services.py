@@ -18,7 +18,7 @@ from chatpulse.api.hub import LiveHub
 from chatpulse.api.readiness import Readiness, cluster_check
 from chatpulse.api.tracked import TrackedChannels
 from chatpulse.errors import ChatpulseError
-from chatpulse.kafka_admin import admin_client, create_topics
+from chatpulse.provision import ensure_topics
 from chatpulse.settings import Settings
 from chatpulse.topics import Topics
 
@@ -68,7 +68,7 @@ async def running_services(
         windows=dict(zip(settings.windows, settings.window_sizes_ms, strict=True)),
     )
     # Like every service, create missing topics at start (the schema: see CassandraGateway).
-    topics_task = asyncio.get_running_loop().create_task(_ensure_topics(settings, topics))
+    topics_task = asyncio.get_running_loop().create_task(_ensure_topics(settings))
     services.db.start()
     services.hub.start()
     services.tracked.start()
@@ -81,20 +81,12 @@ async def running_services(
         await services.db.close()
 
 
-async def _ensure_topics(settings: Settings, topics: Topics) -> None:
+async def _ensure_topics(settings: Settings) -> None:
     """Create the contract's missing topics, retrying while Kafka is unreachable."""
-
-    def create() -> list[str]:
-        admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config())
-        # A short probe first: a thread blocked in a long create cannot be cancelled at exit.
-        admin.list_topics(timeout=2)
-        return create_topics(
-            admin, topics.specs(settings), settings.topic_replication_factor, timeout=10
-        )
-
     while True:
         try:
-            created = await asyncio.to_thread(create)
+            # Short waits: a thread blocked in a long create cannot be cancelled at exit.
+            created = await asyncio.to_thread(ensure_topics, settings, wait_s=2, timeout=10)
         except (ChatpulseError, KafkaException) as exc:
             logger.warning("cannot create the topics yet: %s", exc)
             await asyncio.sleep(2.0)

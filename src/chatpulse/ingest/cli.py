@@ -7,13 +7,12 @@ from typing import Annotated
 
 import typer
 
+from chatpulse import provision
 from chatpulse.errors import KafkaUnavailableError
 from chatpulse.ingest.metrics import IngestMetrics
 from chatpulse.ingest.service import IngestService, IngestSummary
-from chatpulse.kafka_admin import admin_client, create_topics, wait_for_kafka
 from chatpulse.logs import configure_logging
 from chatpulse.settings import Settings, load_settings
-from chatpulse.topics import Topics
 
 __all__ = ["ensure_topics", "ingest_command", "run_ingest"]
 
@@ -21,19 +20,16 @@ logger = logging.getLogger(__name__)
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
-    """Create the topics if missing (the Kafka part of ``chatpulse init``).
+    """Create the topics if missing (:func:`chatpulse.provision.ensure_topics`).
 
     When Kafka does not answer the ingest still starts: chat cannot wait, records are
     buffered and spilled until Kafka is back.
     """
-    admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config())
     try:
-        wait_for_kafka(admin, settings.kafka_bootstrap_servers, timeout_s)
+        created = provision.ensure_topics(settings, wait_s=timeout_s)
     except KafkaUnavailableError as exc:
         logger.warning("%s; starting anyway (records are kept until it is back)", exc)
         return
-    specs = Topics.from_settings(settings).specs(settings)
-    created = create_topics(admin, specs, settings.topic_replication_factor)
     logger.info("Kafka topics ready (%d created)", len(created))
 
 

@@ -8,7 +8,6 @@ from typing import Any
 from quixstreams import Application
 from quixstreams.kafka.configuration import ConnectionConfig
 
-from chatpulse.init_cli import initialize
 from chatpulse.kafka_admin import admin_client
 from chatpulse.processor.cassandra_flush import CassandraFlush
 from chatpulse.processor.cql import CassandraWriter
@@ -16,6 +15,7 @@ from chatpulse.processor.metrics import ProcessorMetrics
 from chatpulse.processor.quix_hooks import time_checkpoints
 from chatpulse.processor.state_guard import check_state_dir
 from chatpulse.processor.topology import PipelineConfig, PipelineTopics, build_pipeline
+from chatpulse.provision import initialize
 from chatpulse.settings import Settings
 from chatpulse.topics import Topics
 from chatpulse.transactional import transactional_id

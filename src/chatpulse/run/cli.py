@@ -77,7 +77,7 @@ def up_command(
 def _initialize(settings: Settings, supervisor: Supervisor) -> None:
     """Topics and schema before any service starts (Cassandra dislikes concurrent DDL)."""
     # Imported here: they load the Kafka and Cassandra drivers, which --help does not need.
-    from chatpulse.init_cli import initialize  # noqa: PLC0415
+    from chatpulse.provision import initialize  # noqa: PLC0415
 
     began = time.monotonic()
     initialize(settings, timeout=120, progress=lambda line: supervisor.say_as("init", line))

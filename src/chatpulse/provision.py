@@ -1,6 +1,8 @@
-"""``chatpulse init``: create the contract's Kafka topics and the Cassandra schema, idempotently.
+"""Provisioning: the contract's Kafka topics and the Cassandra schema, created idempotently.
 
-:func:`initialize` is what services and test fixtures call; ``init_command`` is its CLI.
+The one place that creates them: :func:`ensure_topics` (the ingest and the API at start),
+:func:`initialize` (topics and schema: ``chatpulse up``, the processor at start, test
+fixtures, benchmarks) and ``init_command``, which is ``chatpulse init``.
 """
 
 import logging
@@ -19,7 +21,7 @@ from chatpulse.settings import Settings, load_settings
 from chatpulse.storage import connect, ensure_schema
 from chatpulse.topics import Topics
 
-__all__ = ["InitResult", "init_command", "initialize"]
+__all__ = ["InitResult", "ensure_topics", "init_command", "initialize"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,18 @@ class InitResult:
     topics: list[str]
     created_topics: list[str]
     keyspace: str
+
+
+def ensure_topics(settings: Settings, *, wait_s: float, timeout: float = 30.0) -> list[str]:
+    """Create the contract's missing topics; return the names created.
+
+    Waits up to ``wait_s`` seconds for Kafka to answer (KafkaUnavailableError after that);
+    ``timeout`` bounds the creation itself.
+    """
+    admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config())
+    wait_for_kafka(admin, settings.kafka_bootstrap_servers, wait_s)
+    specs = Topics.from_settings(settings).specs(settings)
+    return create_topics(admin, specs, settings.topic_replication_factor, timeout=timeout)
 
 
 def _ensure_cassandra_schema(settings: Settings, timeout: float) -> None:
@@ -62,18 +76,16 @@ def initialize(
     Waits up to ``timeout`` seconds for each cluster to answer; safe to call any number of times.
     """
     say = progress or logger.info
-    specs = Topics.from_settings(settings).specs(settings)
+    names = [spec.name for spec in Topics.from_settings(settings).specs(settings)]
     say(f"waiting for Kafka at {settings.kafka_bootstrap_servers}")
-    admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config())
-    wait_for_kafka(admin, settings.kafka_bootstrap_servers, timeout)
-    created = create_topics(admin, specs, settings.topic_replication_factor)
-    say(f"topics ready: {', '.join(spec.name for spec in specs)} ({len(created)} created)")
+    created = ensure_topics(settings, wait_s=timeout)
+    say(f"topics ready: {', '.join(names)} ({len(created)} created)")
     hosts = ",".join(settings.cassandra_contact_points)
     say(f"waiting for Cassandra at {hosts}:{settings.cassandra_port}")
     _ensure_cassandra_schema(settings, timeout)
     say(f"Cassandra keyspace {settings.cassandra_keyspace} and tables ready")
     return InitResult(
-        topics=[spec.name for spec in specs],
+        topics=names,
         created_topics=created,
         keyspace=settings.cassandra_keyspace,
     )
