@@ -17,6 +17,13 @@ from cassandra.cluster import NoHostAvailable
 from chatpulse.errors import CassandraUnavailableError
 from chatpulse.kafka_admin import admin_client, create_topics, wait_for_kafka
 from chatpulse.logs import configure_logging
+from chatpulse.options import (
+    BootstrapServersOption,
+    CassandraContactPointsOption,
+    CassandraPortOption,
+    KeyspaceOption,
+    TopicPrefixOption,
+)
 from chatpulse.settings import Settings, load_settings
 from chatpulse.storage import connect, ensure_schema
 from chatpulse.topics import Topics
@@ -93,30 +100,11 @@ def initialize(
 
 def init_command(
     *,
-    bootstrap_servers: Annotated[
-        str | None,
-        typer.Option(
-            "--bootstrap-servers", help="Kafka cluster [CHATPULSE_KAFKA_BOOTSTRAP_SERVERS]"
-        ),
-    ] = None,
-    cassandra_contact_points: Annotated[
-        str | None,
-        typer.Option(
-            "--cassandra-contact-points",
-            help="Comma-separated Cassandra hosts [CHATPULSE_CASSANDRA_CONTACT_POINTS]",
-        ),
-    ] = None,
-    cassandra_port: Annotated[
-        int | None, typer.Option("--cassandra-port", help="CQL port [CHATPULSE_CASSANDRA_PORT]")
-    ] = None,
-    keyspace: Annotated[
-        str | None,
-        typer.Option("--keyspace", help="Cassandra keyspace [CHATPULSE_CASSANDRA_KEYSPACE]"),
-    ] = None,
-    topic_prefix: Annotated[
-        str | None,
-        typer.Option("--topic-prefix", help="Prefix of every topic [CHATPULSE_TOPIC_PREFIX]"),
-    ] = None,
+    bootstrap_servers: BootstrapServersOption = None,
+    cassandra_contact_points: CassandraContactPointsOption = None,
+    cassandra_port: CassandraPortOption = None,
+    keyspace: KeyspaceOption = None,
+    topic_prefix: TopicPrefixOption = None,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait for each cluster to answer")
     ] = 60.0,

@@ -12,6 +12,7 @@ from chatpulse.errors import KafkaUnavailableError
 from chatpulse.ingest.metrics import IngestMetrics
 from chatpulse.ingest.service import IngestService, IngestSummary
 from chatpulse.logs import configure_logging
+from chatpulse.options import BootstrapServersOption, TopicPrefixOption
 from chatpulse.settings import Settings, load_settings
 
 __all__ = ["ensure_topics", "ingest_command", "run_ingest"]
@@ -61,16 +62,8 @@ def ingest_command(
             "--irc-url", help="ircs://host:port or irc://host:port [CHATPULSE_TWITCH_IRC_URL]"
         ),
     ] = None,
-    bootstrap_servers: Annotated[
-        str | None,
-        typer.Option(
-            "--bootstrap-servers", help="Kafka cluster [CHATPULSE_KAFKA_BOOTSTRAP_SERVERS]"
-        ),
-    ] = None,
-    topic_prefix: Annotated[
-        str | None,
-        typer.Option("--topic-prefix", help="Prefix of every topic [CHATPULSE_TOPIC_PREFIX]"),
-    ] = None,
+    bootstrap_servers: BootstrapServersOption = None,
+    topic_prefix: TopicPrefixOption = None,
     flush_timeout: Annotated[
         float,
         typer.Option(

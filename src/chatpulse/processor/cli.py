@@ -6,6 +6,12 @@ from typing import Annotated
 import typer
 
 from chatpulse.logs import configure_logging
+from chatpulse.options import (
+    BootstrapServersOption,
+    CassandraPortOption,
+    KeyspaceOption,
+    TopicPrefixOption,
+)
 from chatpulse.settings import load_settings
 
 __all__ = ["process_command"]
@@ -13,12 +19,7 @@ __all__ = ["process_command"]
 
 def process_command(
     *,
-    bootstrap_servers: Annotated[
-        str | None,
-        typer.Option(
-            "--bootstrap-servers", help="Kafka cluster [CHATPULSE_KAFKA_BOOTSTRAP_SERVERS]"
-        ),
-    ] = None,
+    bootstrap_servers: BootstrapServersOption = None,
     group: Annotated[
         str | None,
         typer.Option(
@@ -34,10 +35,7 @@ def process_command(
             help="exactly-once or at-least-once [CHATPULSE_PROCESSING_GUARANTEE]",
         ),
     ] = None,
-    topic_prefix: Annotated[
-        str | None,
-        typer.Option("--topic-prefix", help="Prefix of every topic [CHATPULSE_TOPIC_PREFIX]"),
-    ] = None,
+    topic_prefix: TopicPrefixOption = None,
     state_dir: Annotated[
         Path | None,
         typer.Option(
@@ -45,13 +43,8 @@ def process_command(
             help="Local state (RocksDB) directory, one per instance [CHATPULSE_STATE_DIR]",
         ),
     ] = None,
-    keyspace: Annotated[
-        str | None,
-        typer.Option("--keyspace", help="Cassandra keyspace [CHATPULSE_CASSANDRA_KEYSPACE]"),
-    ] = None,
-    cassandra_port: Annotated[
-        int | None, typer.Option("--cassandra-port", help="CQL port [CHATPULSE_CASSANDRA_PORT]")
-    ] = None,
+    keyspace: KeyspaceOption = None,
+    cassandra_port: CassandraPortOption = None,
     commit_interval: Annotated[
         float | None,
         typer.Option(
