@@ -104,7 +104,11 @@ class Settings(BaseSettings):
     # de-duplication bucket): Kafka refuses changelog records over 1 MB. At least one full
     # roaring container (8 KiB) twice over.
     state_chunk_bytes: int = Field(default=65_536, ge=16_448, le=524_288)
-    message_ttl_days: int = Field(default=30, ge=1)
+    # Raw messages live this long in Cassandra. At most a year: a channel's list of non-empty
+    # minutes (``message_buckets``, one partition per channel) holds up to 1,440 rows per day.
+    message_ttl_days: int = Field(default=30, ge=1, le=366)
+    # Window statistics and leaderboards live this long (Cassandra refuses TTLs over 20 years).
+    stats_ttl_days: int = Field(default=90, ge=1, le=3650)
     state_dir: Path = Field(default_factory=lambda: _default_data_dir() / "state")
     processor_metrics_port: int = Field(default=9102, ge=0, le=65535)
 

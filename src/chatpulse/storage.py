@@ -5,17 +5,27 @@ counters or appends: the processor's sinks run before its Kafka transaction comm
 crash they replay, and a replayed write must land on the same row with the same value.
 
 Tables (primary keys chosen for the API's queries):
-- ``messages``: raw chat, partition (channel, day), newest first; TTL per write. A row is
-  the consumed record itself (``record``: the ChatMessage JSON with its schema version ``v``)
-  under the key columns the API queries by: the processor's driver binds five values per row
-  instead of thirteen (about 6 µs instead of 10 on an idle core), and Cassandra stores one
-  cell instead of nine; readers decode it with the same model the processor validated it with.
+- ``messages_bucketed``: raw chat, partition (channel, minute bucket of ``sent_at``; see
+  :mod:`chatpulse.buckets`), newest first; TTL per write (``CHATPULSE_MESSAGE_TTL_DAYS``).
+  A partition holds one minute of one channel, so no partition grows with a channel's
+  history (a day's partition held 4.3M rows at 50 msg/s). A row is the consumed record
+  itself (``record``: the ChatMessage JSON with its schema version ``v``) under the key
+  columns the API queries by: the processor serialises five values per row, and Cassandra
+  stores one cell instead of nine; readers decode it with the same model the processor
+  validated it with.
+- ``message_buckets``: per channel, the buckets that hold messages, newest first (same TTL),
+  so a reader skips empty minutes instead of querying each.
 - ``window_stats``: one row per (channel, window size, window start), partition per UTC day of
-  the window start so a partition stays bounded (1,440 one-minute rows a day).
-- ``window_leaderboard``: all channels of one window (size, start) in one partition.
+  the window start so a partition stays bounded (1,440 one-minute rows a day); TTL per write
+  (``CHATPULSE_STATS_TTL_DAYS``).
+- ``window_leaderboard``: all channels of one window (size, start) in one partition; same TTL.
 - ``latest_window``: newest window start per size, written ``USING TIMESTAMP`` of the start so
   the newest wins whatever order the writes land in.
 - ``channel_totals``: total_messages, first_seen, last_seen per channel.
+
+``messages`` (partition (channel, day)) was the raw chat table before ``messages_bucketed``:
+nothing reads or writes it any more, and ``ensure_schema`` leaves one it finds alone
+(docs/operations.md says how to drop it).
 """
 
 import ssl
@@ -36,10 +46,14 @@ def schema_statements(keyspace: str, replication_factor: int = 1) -> list[str]:
     return [
         f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
         f"{{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}",
-        f"""CREATE TABLE IF NOT EXISTS {ks}.messages (
-            channel text, day date, sent_at timestamp, id text, record blob,
-            PRIMARY KEY ((channel, day), sent_at, id)
+        f"""CREATE TABLE IF NOT EXISTS {ks}.messages_bucketed (
+            channel text, bucket timestamp, sent_at timestamp, id text, record blob,
+            PRIMARY KEY ((channel, bucket), sent_at, id)
         ) WITH CLUSTERING ORDER BY (sent_at DESC, id DESC)""",
+        f"""CREATE TABLE IF NOT EXISTS {ks}.message_buckets (
+            channel text, bucket timestamp,
+            PRIMARY KEY (channel, bucket)
+        ) WITH CLUSTERING ORDER BY (bucket DESC)""",
         f"""CREATE TABLE IF NOT EXISTS {ks}.window_stats (
             channel text, window text, day date, window_start timestamp,
             window_end timestamp, messages bigint, unique_chatters bigint,
@@ -101,23 +115,51 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=cafile)
 
 
-def ensure_schema(session: Session, settings: Settings) -> None:
-    """Create the keyspace and tables if missing (safe to run any number of times).
+# The columns chatpulse reads or writes in each table: a table of that name made otherwise
+# (by hand, or by a future layout) is reported by ``ensure_schema`` rather than failing every
+# write of the processor later.
+_COLUMNS = {
+    "messages_bucketed": {"channel", "bucket", "sent_at", "id", "record"},
+    "message_buckets": {"channel", "bucket"},
+    "window_stats": {
+        "channel",
+        "window",
+        "day",
+        "window_start",
+        "window_end",
+        "messages",
+        "unique_chatters",
+        "top_emotes",
+        "closed",
+    },
+    "window_leaderboard": {"window", "window_start", "channel", "messages", "unique_chatters"},
+    "latest_window": {"window", "window_start"},
+    "channel_totals": {"channel", "total_messages", "first_seen", "last_seen"},
+}
 
-    Raises :class:`SchemaError` when the keyspace holds a table of an older layout.
+
+def ensure_schema(session: Session, settings: Settings) -> None:
+    """Create the keyspace and tables if missing (safe to run any number of times, also on a
+    keyspace of an older chatpulse: tables of an older layout have other names).
+
+    Raises :class:`SchemaError` when a table of the keyspace lacks a column chatpulse uses.
     """
     ks = settings.cassandra_keyspace
     for statement in schema_statements(ks, settings.cassandra_replication_factor):
         session.execute(statement, timeout=60)
     rows = session.execute(
-        "SELECT column_name FROM system_schema.columns "
-        "WHERE keyspace_name = %s AND table_name = 'messages'",
+        "SELECT table_name, column_name FROM system_schema.columns WHERE keyspace_name = %s",
         (ks,),
         timeout=60,
     )
-    if "record" not in {row.column_name for row in rows}:
-        raise SchemaError(
-            f"the keyspace {ks} holds a messages table of an older chatpulse layout "
-            f"(no record column): drop it (DROP TABLE {ks}.messages) or set "
-            "CHATPULSE_CASSANDRA_KEYSPACE to another keyspace"
-        )
+    found: dict[str, set[str]] = {}
+    for row in rows:
+        found.setdefault(row.table_name, set()).add(row.column_name)
+    for table, columns in _COLUMNS.items():
+        missing = sorted(columns - found.get(table, set()))
+        if missing:
+            raise SchemaError(
+                f"the table {ks}.{table} lacks the column(s) {', '.join(missing)} that "
+                f"chatpulse uses: drop it (DROP TABLE {ks}.{table}) to let chatpulse create "
+                "it, or set CHATPULSE_CASSANDRA_KEYSPACE to another keyspace"
+            )

@@ -18,6 +18,7 @@ import httpx
 
 from chatpulse.api.app import create_app
 from chatpulse.api.server import serve_in_thread
+from chatpulse.buckets import message_bucket
 from chatpulse.models import ChatMessage, Emote, encode
 from chatpulse.settings import Settings
 from chatpulse.storage import connect
@@ -142,12 +143,17 @@ def write_rows(settings: Settings, stream: KnownStream) -> None:
     ks = settings.cassandra_keyspace
     try:
         insert_message = session.prepare(
-            f"INSERT INTO {ks}.messages (channel, day, sent_at, id, record) VALUES (?, ?, ?, ?, ?)"
+            f"INSERT INTO {ks}.messages_bucketed (channel, bucket, sent_at, id, record) "
+            "VALUES (?, ?, ?, ?, ?)"
+        )
+        insert_bucket = session.prepare(
+            f"INSERT INTO {ks}.message_buckets (channel, bucket) VALUES (?, ?)"
         )
         for m in stream.messages:
-            session.execute(
-                insert_message, (m.channel, _day(m.sent_at), m.sent_at, m.id, encode(m))
-            )
+            bucket = message_bucket(m.sent_at)
+            session.execute(insert_message, (m.channel, bucket, m.sent_at, m.id, encode(m)))
+        for channel, bucket in {(m.channel, message_bucket(m.sent_at)) for m in stream.messages}:
+            session.execute(insert_bucket, (channel, bucket))
         insert_window = session.prepare(
             f"INSERT INTO {ks}.window_stats (channel, window, day, window_start, window_end, "
             "messages, unique_chatters, top_emotes, closed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"

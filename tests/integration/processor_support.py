@@ -290,7 +290,7 @@ def read_cassandra(settings: Settings) -> Results:
             for row in session.execute(f"SELECT * FROM {ks}.channel_totals", timeout=60)
         }
         messages: Counter[str] = Counter()
-        query = f"SELECT channel, sent_at, id, record FROM {ks}.messages"
+        query = f"SELECT channel, sent_at, id, record FROM {ks}.messages_bucketed"
         for row in session.execute(query, timeout=120):
             stored = decode_chat_message(row.record)  # the consumed record, as it came
             sent_at = int(row.sent_at.replace(tzinfo=UTC).timestamp() * 1000)

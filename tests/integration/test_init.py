@@ -44,7 +44,14 @@ def test_init_creates_topics_and_schema_and_a_second_run_is_harmless(settings: S
         topics.tracked: 1,
         topics.deadletter: 1,
     }
-    tables = {"messages", "window_stats", "window_leaderboard", "latest_window", "channel_totals"}
+    tables = {
+        "messages_bucketed",
+        "message_buckets",
+        "window_stats",
+        "window_leaderboard",
+        "latest_window",
+        "channel_totals",
+    }
     # The fixture already ran initialize once.
     assert _partitions(settings) == expected
     assert _tables(settings) == tables
@@ -124,14 +131,50 @@ def test_init_cli_runs_twice(settings: Settings) -> None:
             cluster.shutdown()
 
 
-def test_a_messages_table_of_the_older_layout_stops_init_with_the_fix(settings: Settings) -> None:
+def test_init_on_a_keyspace_of_the_previous_layout_adds_the_bucketed_tables(
+    settings: Settings,
+) -> None:
+    """A keyspace made before messages were bucketed: its old table stays as it was (nothing
+    reads it), the new ones are created beside it."""
     ks = settings.cassandra_keyspace
     cluster, session = connect(settings)
     try:
-        session.execute(f"DROP TABLE {ks}.messages", timeout=60)
+        for table in ("messages_bucketed", "message_buckets"):
+            session.execute(f"DROP TABLE {ks}.{table}", timeout=60)
         session.execute(
             f"CREATE TABLE {ks}.messages (channel text, day date, sent_at timestamp, id text, "
-            "text text, PRIMARY KEY ((channel, day), sent_at, id))",
+            "record blob, PRIMARY KEY ((channel, day), sent_at, id))",
+            timeout=60,
+        )
+        session.execute(
+            f"INSERT INTO {ks}.messages (channel, day, sent_at, id, record) "
+            "VALUES ('xqcow', '2026-12-03', '2026-12-03 12:00:00+0000', 'old', 0x7b7d)",
+            timeout=60,
+        )
+    finally:
+        cluster.shutdown()
+
+    initialize(settings, timeout=60)
+
+    assert {"messages", "messages_bucketed", "message_buckets"} <= _tables(settings)
+    cluster, session = connect(settings)
+    try:
+        old = session.execute(f"SELECT id FROM {ks}.messages", timeout=60)
+        assert [row.id for row in old] == ["old"]
+    finally:
+        cluster.shutdown()
+
+
+def test_a_table_without_a_column_chatpulse_uses_stops_init_with_the_fix(
+    settings: Settings,
+) -> None:
+    ks = settings.cassandra_keyspace
+    cluster, session = connect(settings)
+    try:
+        session.execute(f"DROP TABLE {ks}.messages_bucketed", timeout=60)
+        session.execute(
+            f"CREATE TABLE {ks}.messages_bucketed (channel text, bucket timestamp, "
+            "sent_at timestamp, id text, text text, PRIMARY KEY ((channel, bucket), sent_at, id))",
             timeout=60,
         )
     finally:
@@ -139,7 +182,7 @@ def test_a_messages_table_of_the_older_layout_stops_init_with_the_fix(settings: 
     with pytest.raises(SchemaError) as caught:
         initialize(settings)
     assert str(caught.value) == (
-        f"the keyspace {ks} holds a messages table of an older chatpulse layout (no record "
-        f"column): drop it (DROP TABLE {ks}.messages) or set CHATPULSE_CASSANDRA_KEYSPACE "
-        "to another keyspace"
+        f"the table {ks}.messages_bucketed lacks the column(s) record that chatpulse uses: "
+        f"drop it (DROP TABLE {ks}.messages_bucketed) to let chatpulse create it, or set "
+        "CHATPULSE_CASSANDRA_KEYSPACE to another keyspace"
     )

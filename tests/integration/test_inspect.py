@@ -199,10 +199,11 @@ def test_cassandra_tables_and_counts(settings: Settings) -> None:
         cluster.shutdown()
     snapshot = _snapshot(settings, count_rows=True, transactions=False)
     tables = {t.table: t for t in snapshot.tables}
-    assert {"messages", "window_stats", "channel_totals"} <= set(tables)
+    assert {"messages_bucketed", "window_stats", "channel_totals"} <= set(tables)
     assert tables["channel_totals"].rows == 3
     assert tables["channel_totals"].partition_key == ["channel"]
-    assert tables["messages"].rows == 0
+    assert tables["messages_bucketed"].rows == 0
+    assert tables["messages_bucketed"].partition_key == ["channel", "bucket"]
     assert tables["window_stats"].partition_key == ["channel", "window", "day"]
     assert tables["window_stats"].clustering_key == ["window_start"]
     assert snapshot.transactions is None

@@ -103,8 +103,9 @@ def _prepared(name: str, columns: str, routing: list[int]) -> PreparedStatement:
 
 STATEMENTS = {
     "message": _prepared(
-        "message", "channel:text day:date sent_at:timestamp id:text record:blob", [0, 1]
+        "message", "channel:text bucket:timestamp sent_at:timestamp id:text record:blob", [0, 1]
     ),
+    "bucket": _prepared("bucket", "channel:text bucket:timestamp", [0]),
     "window": _prepared(
         "window",
         "channel:text window:text day:date window_start:timestamp window_end:timestamp "
@@ -148,7 +149,7 @@ def _writer() -> tuple[CassandraWriter, RecordingSession]:
     return writer, session
 
 
-def _updates(count: int, channels: int = 1) -> list[ChannelUpdate]:
+def _updates(count: int, channels: int = 1, step_ms: int = 1_000) -> list[ChannelUpdate]:
     counter = ChannelCounter([MIN], grace_ms=0, dedup_horizon_ms=MIN)
     stores = [DictStore() for _ in range(channels)]
     out = []
@@ -159,7 +160,7 @@ def _updates(count: int, channels: int = 1) -> list[ChannelUpdate]:
             user_id=str(i % 7),
             user_login="u",
             text="hi",
-            sent_at=T0 + i * 1_000,
+            sent_at=T0 + i * step_ms,
         )
         update = counter.process(message, stores[i % channels])
         assert update is not None
@@ -191,13 +192,16 @@ def test_a_checkpoint_writes_each_message_and_the_newest_statistics() -> None:
     _add(sink, _updates(130))  # 130 s: minutes 0, 1 closed; 2 open
     assert session.sent == []  # nothing before the checkpoint
     sink.flush()
-    # 130 messages of one partition in batches of 100; 3 window rows (one batch),
-    # 3 leaderboard partitions of one row, 1 totals row
-    assert _batch_sizes(session) == [1, 1, 1, 1, 3, 30, 100]
+    # 130 messages in three minute buckets of 60, 60 and 10 (each bucket a partition and a
+    # batch); 3 window rows (one batch), 3 leaderboard partitions of one row, 1 totals
+    # row, the 3 buckets in the bucket index (one partition)
+    assert _batch_sizes(session) == [1, 1, 1, 1, 3, 3, 10, 60, 60]
     messages = session.rows("message")
-    assert [(row[0], row[2], row[3], row[4]) for row in messages] == [
-        ("c0", T0 + i * 1_000, f"m{i}", f"record m{i}".encode()) for i in range(130)
+    assert [tuple(row) for row in messages] == [
+        ("c0", T0 + i // 60 * MIN, T0 + i * 1_000, f"m{i}", f"record m{i}".encode())
+        for i in range(130)
     ]
+    assert session.rows("bucket") == [("c0", T0), ("c0", T0 + MIN), ("c0", T0 + 2 * MIN)]
     assert [(row[3], row[5], row[8]) for row in session.rows("window")] == [
         (T0, 60, True),
         (T0 + MIN, 60, True),
@@ -216,7 +220,7 @@ def test_a_checkpoint_writes_each_message_and_the_newest_statistics() -> None:
 def test_quiet_channels_share_message_batches_ten_partitions_at_most() -> None:
     writer, session = _writer()
     sink = CassandraFlush(writer)
-    _add(sink, _updates(75, channels=25))  # 3 messages in each of 25 channels
+    _add(sink, _updates(75, channels=25, step_ms=100))  # 3 in each of 25 channels, 1 minute
     sink.flush()
     message_batches = [
         s
@@ -309,9 +313,10 @@ def test_an_abandoned_flush_stops_and_leaves_the_next_checkpoint_alone() -> None
 
 SAMPLE_ROWS: dict[str, list[tuple[Any, ...]]] = {
     "message": [
-        ("c0", cql_date(T0), T0, "m1", b"{}"),
-        ("ünïcödé", cql_date(T0 + 86_400_000), T0 + 86_400_000, "m2", b"\x00\xff"),
+        ("c0", T0, T0 + 59_999, "m1", b"{}"),
+        ("ünïcödé", T0 + MIN, T0 + MIN, "m2", b"\x00\xff"),
     ],
+    "bucket": [("c0", T0), ("ünïcödé", T0 + MIN)],
     "window": [
         ("c0", "1m", cql_date(T0), T0, T0 + MIN, 5, 3, '[["Kappa",2]]', True),
         ("c1", "1h", cql_date(T0), T0, T0 + 60 * MIN, 2**40, 0, None, False),

@@ -41,10 +41,12 @@ STATEMENTS: dict[str, str] = {
     "unique_chatters, top_emotes, closed FROM {ks}.window_stats "
     "WHERE channel = ? AND window = ? AND day = ? AND window_start >= ? AND window_start < ? "
     "LIMIT ?",
-    "messages_before_time": "SELECT sent_at, id, record FROM {ks}.messages "
-    "WHERE channel = ? AND day = ? AND sent_at < ? LIMIT ?",
-    "messages_before_key": "SELECT sent_at, id, record FROM {ks}.messages "
-    "WHERE channel = ? AND day = ? AND (sent_at, id) < (?, ?) LIMIT ?",
+    "message_buckets": "SELECT bucket FROM {ks}.message_buckets "
+    "WHERE channel = ? AND bucket <= ? AND bucket >= ? LIMIT ?",
+    "messages_before_time": "SELECT sent_at, id, record FROM {ks}.messages_bucketed "
+    "WHERE channel = ? AND bucket = ? AND sent_at < ? LIMIT ?",
+    "messages_before_key": "SELECT sent_at, id, record FROM {ks}.messages_bucketed "
+    "WHERE channel = ? AND bucket = ? AND (sent_at, id) < (?, ?) LIMIT ?",
     "latest_window": "SELECT window_start FROM {ks}.latest_window WHERE window = ?",
     "leaderboard": "SELECT channel, messages, unique_chatters FROM {ks}.window_leaderboard "
     "WHERE window = ? AND window_start = ?",

@@ -28,6 +28,7 @@ from chatpulse.api.schemas import (
     to_ms,
     utc,
 )
+from chatpulse.buckets import Position, scan_newest_first
 from chatpulse.models import ChatMessage, decode_chat_message
 from chatpulse.windows import window_start
 
@@ -229,32 +230,43 @@ async def message_page(
 ) -> tuple[list[MessageItem], tuple[int, str] | None]:
     """Messages newest first, strictly before a time or a (sent_at, id) key; the next key.
 
-    ``oldest_ms`` bounds the walk (messages older than the TTL are gone anyway).
+    ``oldest_ms`` bounds the walk (messages older than the TTL are gone anyway). The next
+    key is the last item's, or, when the page stopped at the bound on bucket queries
+    (:data:`chatpulse.buckets.MAX_BUCKET_QUERIES`) before it was full, ``(bucket start, "")``:
+    everything sent before that bucket is still to read. So a page may hold fewer than
+    ``limit`` items and still have a next key.
     """
-    start_ms = totals.last_seen_ms
-    if before_key is not None:
-        start_ms = min(start_ms, before_key[0])
-    elif before_ms is not None:
-        start_ms = min(start_ms, before_ms - 1)
-    day, last_day = _day(start_ms), _day(max(totals.first_seen_ms, oldest_ms))
     newest = totals.last_seen_ms + 1
-    bound = ms_to_datetime(min(before_ms, newest) if before_ms is not None else newest)
-    rows: list[Any] = []
-    while day >= last_day and len(rows) <= limit:
-        want = limit + 1 - len(rows)
-        if before_key is not None and not rows and day == _day(before_key[0]):
-            key_at = ms_to_datetime(before_key[0])
-            params: tuple[Any, ...] = (totals.channel, day, key_at, before_key[1], want)
-            rows.extend(await db.execute("messages_before_key", params))
-        else:
-            if before_key is not None:
-                bound = ms_to_datetime(before_key[0])
-            params = (totals.channel, day, bound, want)
-            rows.extend(await db.execute("messages_before_time", params))
-        day -= timedelta(days=1)
-    items = [_message(totals.channel, row) for row in rows[:limit]]
-    next_key = (to_ms(items[-1].sent_at), items[-1].id) if len(rows) > limit else None
-    return items, next_key
+    if before_key is not None:
+        start = Position(min(before_key[0], newest), before_key[1])
+    else:
+        start = Position(min(before_ms, newest) if before_ms is not None else newest)
+    channel = totals.channel
+
+    async def list_buckets(newest_bucket: int, oldest_bucket: int, most: int) -> list[int]:
+        params = (channel, newest_bucket, oldest_bucket, most)
+        return [to_ms(row.bucket) for row in await db.execute("message_buckets", params)]
+
+    async def read_bucket(bucket: int, position: Position, most: int) -> list[Any]:
+        if position.id and bucket == position.bucket:
+            params: tuple[Any, ...] = (channel, bucket, position.sent_at_ms, position.id, most)
+            return await db.execute("messages_before_key", params)
+        params = (channel, bucket, position.sent_at_ms, most)
+        return await db.execute("messages_before_time", params)
+
+    scan = await scan_newest_first(
+        list_buckets,
+        read_bucket,
+        start=start,
+        oldest_ms=max(totals.first_seen_ms, oldest_ms),
+        limit=limit,
+    )
+    items = [_message(channel, row) for row in scan.rows[:limit]]
+    if len(scan.rows) > limit:
+        return items, (to_ms(items[-1].sent_at), items[-1].id)
+    if scan.resume_before is not None:
+        return items, (scan.resume_before, "")
+    return items, None
 
 
 async def leaderboard(db: CassandraGateway, *, window: str, limit: int) -> LeaderboardOut:

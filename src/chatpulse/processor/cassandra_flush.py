@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 from quixstreams.sinks import SinkBackpressureError
 
+from chatpulse.buckets import message_bucket
 from chatpulse.models import WindowStats
 from chatpulse.processor.aggregate import WindowAggregate, top_emotes
 from chatpulse.processor.binding import RowBinder
@@ -54,16 +55,16 @@ Values = list[bytes | None]
 
 
 def _message_rows(
-    binder: RowBinder, channel: str, day: int, updates: list[ChannelUpdate]
+    binder: RowBinder, channel: str, bucket: int, updates: list[ChannelUpdate]
 ) -> list[Values]:
     """One partition's message rows, serialised; its key columns only once."""
     # the "message" statement's bind markers, in order
-    text, date, timestamp, message_id, blob = binder.serializers
-    key_channel, key_day = text(channel), date(day)
+    text, bucket_start, timestamp, message_id, blob = binder.serializers
+    key_channel, key_bucket = text(channel), bucket_start(bucket)
     return [
         [
             key_channel,
-            key_day,
+            key_bucket,
             timestamp(u.message.sent_at),
             message_id(u.message.id),
             blob(u.record),
@@ -160,10 +161,10 @@ class CassandraFlush(UpdateWriter):
         for update in updates:
             message = update.message
             channel = message.channel
-            day = cql_date(message.sent_at)
-            partition = by_partition.get((channel, day))
+            bucket = message_bucket(message.sent_at)
+            partition = by_partition.get((channel, bucket))
             if partition is None:
-                partition = by_partition[(channel, day)] = []
+                partition = by_partition[(channel, bucket)] = []
             partition.append(update)
             totals[channel] = update
             for final in update.closed:
@@ -185,12 +186,18 @@ class CassandraFlush(UpdateWriter):
         totals_values = map(totals_binder.values, totals_rows)
         for group in batches(totals_binder, totals_values, _PARTITIONS_PER_BATCH):
             yield group, None
+        # the index of non-empty buckets, before the messages (as the statistics, for the
+        # API's sake; the checkpoint commits only once every write is acknowledged anyway)
+        bucket_binder = st["bucket"]
+        bucket_values = map(bucket_binder.values, by_partition)
+        for group in batches(bucket_binder, bucket_values, _PARTITIONS_PER_BATCH):
+            yield group, None
         # busy partitions in batches of their own, quiet ones up to ten to a batch
         messages = st["message"]
         quiet: list[Values] = []
         quiet_partitions = 0
-        for (channel, day), partition_updates in by_partition.items():
-            rows = _message_rows(messages, channel, day, partition_updates)
+        for (channel, bucket), partition_updates in by_partition.items():
+            rows = _message_rows(messages, channel, bucket, partition_updates)
             if len(rows) * 4 >= _MESSAGES_PER_BATCH:
                 yield from _message_batches(messages, rows)
                 continue

@@ -111,19 +111,23 @@ class CassandraWriter:
         cluster.reconnection_policy = ExponentialReconnectionPolicy(0.5, 5.0)
         cluster.profile_manager.default.request_timeout = self._request_timeout_s
         self._cluster, self._session = cluster, session
-        # The keyspace name is validated by the settings ([a-zA-Z][a-zA-Z0-9_]*), the TTL
-        # is an int: both are safe in the statement text, and a literal TTL is not bound
+        # The keyspace name is validated by the settings ([a-zA-Z][a-zA-Z0-9_]*), the TTLs
+        # are ints: both are safe in the statement text, and a literal TTL is not bound
         # per row.
         ks = self._settings.cassandra_keyspace
         ttl_s = self._settings.message_ttl_days * 86_400
+        stats_ttl_s = self._settings.stats_ttl_days * 86_400
         cql = {
-            "message": f"INSERT INTO {ks}.messages (channel, day, sent_at, id, record) "  # noqa: S608
-            f"VALUES (?, ?, ?, ?, ?) USING TTL {ttl_s:d}",
+            "message": f"INSERT INTO {ks}.messages_bucketed "  # noqa: S608
+            f"(channel, bucket, sent_at, id, record) VALUES (?, ?, ?, ?, ?) USING TTL {ttl_s:d}",
+            # rewritten at each checkpoint with messages in the bucket: it outlives them
+            "bucket": f"INSERT INTO {ks}.message_buckets (channel, bucket) VALUES (?, ?) "  # noqa: S608
+            f"USING TTL {ttl_s:d}",
             "window": f"INSERT INTO {ks}.window_stats (channel, window, day, window_start, "  # noqa: S608
             "window_end, messages, unique_chatters, top_emotes, closed) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL {stats_ttl_s:d}",
             "leaderboard": f"INSERT INTO {ks}.window_leaderboard (window, window_start, channel, "  # noqa: S608
-            "messages, unique_chatters) VALUES (?, ?, ?, ?, ?)",
+            f"messages, unique_chatters) VALUES (?, ?, ?, ?, ?) USING TTL {stats_ttl_s:d}",
             "latest": f"INSERT INTO {ks}.latest_window (window, window_start) VALUES (?, ?) "  # noqa: S608
             "USING TIMESTAMP ?",
             "totals": f"INSERT INTO {ks}.channel_totals (channel, total_messages, first_seen, "  # noqa: S608
