@@ -56,6 +56,9 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("CHATPULSE_WINDOWS", "1m,ten"),
         ("CHATPULSE_CHANNELS", "ok,not ok"),
         ("CHATPULSE_PROCESSING_GUARANTEE", "maybe"),
+        ("CHATPULSE_STATS_TTL_DAYS", "0"),
+        ("CHATPULSE_STATS_TTL_DAYS", "7301"),
+        ("CHATPULSE_MESSAGE_TTL_DAYS", "400"),
     ],
 )
 def test_bad_setting_names_itself(

@@ -2,7 +2,8 @@
 
 Each function answers with response models; Cassandra rows never leave this module. Walks over
 day partitions are bounded by the channel's ``first_seen``/``last_seen`` (and the message TTL), so
-no request touches more than a few dozen partitions.
+no request touches more than a few dozen partitions; a page of messages reads at most
+:data:`chatpulse.buckets.MAX_BUCKET_QUERIES` minute buckets.
 """
 
 import asyncio
