@@ -85,11 +85,16 @@ def generate(
     span_ms: int = 5 * 60_000,
     duplicate_rate: float = 0.04,
     late_rate: float = 0.003,
+    base: int | None = None,
+    id_prefix: str = "",
 ) -> list[Record]:
-    """A stream in production order (the order of each channel's records is what counts)."""
+    """A stream in production order (the order of each channel's records is what counts),
+    from ``base`` (default: the start of the hour two hours ago); message ids begin with
+    ``id_prefix``."""
     rng = random.Random(seed)
-    base = int(time.time() * 1000) - 2 * 3_600_000
-    base -= base % 3_600_000
+    if base is None:
+        base = int(time.time() * 1000) - 2 * 3_600_000
+        base -= base % 3_600_000
     names = [f"ch{i:03d}" for i in range(channels)]
     weights = [1.0 / (i + 1) for i in range(channels)]
     clock = {name: base for name in names}
@@ -107,7 +112,7 @@ def generate(
         else:
             sent = now
         user = str(rng.randint(1, 300)) if rng.random() < 0.97 else f"x{rng.randint(1, 9)}"
-        record = message(channel, f"{channel}-{n}", user, max(sent, base), rng)
+        record = message(channel, f"{id_prefix}{channel}-{n}", user, max(sent, base), rng)
         records.append(record)
         if rng.random() < duplicate_rate:
             records.append(record)
@@ -115,7 +120,7 @@ def generate(
     records.extend(records[len(records) // 2 : len(records) // 2 + 200])
     end = max(clock.values()) + 3 * 60_000
     for i, channel in enumerate(names):
-        records.append(message(channel, f"{channel}-closer", "1", end + i, rng))
+        records.append(message(channel, f"{id_prefix}{channel}-closer", "1", end + i, rng))
     return records
 
 

@@ -6,18 +6,22 @@ import time
 from pathlib import Path
 
 import pytest
+from cassandra import InvalidRequest
 from processor_support import (
     ProcessorProcess,
+    Results,
     assert_exact,
     generate,
     ground_truth,
     produce,
     read_cassandra,
+    wait_for_totals,
 )
 
 from chatpulse.provision import initialize
 from chatpulse.settings import Settings
 from chatpulse.stack import CassandraServer
+from chatpulse.storage import connect
 
 
 def _counted(settings: Settings) -> int:
@@ -114,3 +118,62 @@ def test_cassandra_outage_pauses_and_resumes_exactly(
         producer.join()
         assert proc.stop() == 0
     assert "pausing" in proc.log.read_text()
+
+
+def _read_when_present(settings: Settings) -> Results | None:
+    try:
+        return read_cassandra(settings)
+    except InvalidRequest:  # the keyspace or a table is not there (yet)
+        return None
+
+
+@pytest.mark.timeout(300)
+def test_a_dropped_keyspace_is_created_again_and_counting_goes_on_exactly(
+    settings: Settings, tmp_path: Path
+) -> None:
+    hour = 3_600_000
+    base = int(time.time() * 1000) - 3 * hour
+    base -= base % hour
+    before = generate(channels=4, messages=1_500, seed=21, base=base, late_rate=0)
+    after = generate(
+        channels=4, messages=1_500, seed=22, base=base + hour, id_prefix="b-", late_rate=0
+    )
+    truth_before = ground_truth(before)
+    truth = ground_truth(before + after)
+    produce(settings, before)
+    log = tmp_path / "processor.log"
+    proc = ProcessorProcess(settings, tmp_path / "state", log)
+    proc.start()
+    try:
+        assert wait_for_totals(settings, truth_before, 120, (proc,)).totals == truth_before.totals
+        cluster, session = connect(settings)
+        try:  # a wiped cluster, under the running processor
+            session.execute(f"DROP KEYSPACE {settings.cassandra_keyspace}", timeout=120)
+        finally:
+            cluster.shutdown()
+        produce(settings, after)
+        deadline = time.monotonic() + 150
+        results = _read_when_present(settings)
+        while (results is None or results.totals != truth.totals) and time.monotonic() < deadline:
+            assert proc.alive(), log.read_text()[-3000:]
+            time.sleep(2)
+            results = _read_when_present(settings)
+        # the totals come from the state: what was counted before the drop is still in them
+        assert results is not None
+        assert results.totals == truth.totals
+    finally:
+        assert proc.stop() == 0, log.read_text()[-3000:]
+    # rows written before the drop are gone with the keyspace; every row since is exact:
+    # the windows from the first window of the closers of the first stream on
+    first_after = min(r.sent_at for r in before if r.id.endswith("-closer"))
+    first_after -= first_after % 60_000
+    expected = {k: v for k, v in truth.windows.items() if k[2] >= first_after}
+    assert len(expected) > 50
+    assert results.windows == expected
+    assert {k for k, closed in results.closed_flags.items() if closed} == truth.closed & set(
+        expected
+    )
+    assert results.messages == ground_truth(after).messages
+    text = log.read_text()
+    assert "creating the schema and writing the checkpoint again" in text
+    assert "Traceback" not in text

@@ -4,7 +4,7 @@ place of the driver's (no Cassandra here; the integration tests use the real one
 from typing import Any
 
 import pytest
-from cassandra import InvalidRequest, OperationTimedOut, Unavailable, cqltypes
+from cassandra import InvalidRequest, OperationTimedOut, Unauthorized, Unavailable, cqltypes
 from cassandra.cluster import NoHostAvailable
 from cassandra.protocol import ColumnMetadata
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
@@ -15,6 +15,7 @@ from chatpulse.processor.binding import RowBatch, RowBinder
 from chatpulse.processor.cassandra_flush import CassandraFlush
 from chatpulse.processor.channel import ChannelCounter, ChannelUpdate
 from chatpulse.processor.cql import CassandraWriter, batches, cql_date
+from chatpulse.processor.errors import SchemaMissingError
 from chatpulse.settings import load_settings
 
 MIN = 60_000
@@ -257,6 +258,46 @@ def test_other_errors_stop_the_app() -> None:
     _add(sink, _updates(3))
     with pytest.raises(InvalidRequest):
         sink.flush()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        'Error from server: code=2200 [Invalid query] message="keyspace ks does not exist"',
+        'Error from server: code=2200 [Invalid query] message="table messages does not exist"',
+        "Keyspace ks does not exist",
+        "unconfigured table window_stats",
+    ],
+)
+def test_a_missing_schema_is_created_again_and_the_checkpoint_retried(message: str) -> None:
+    writer, session = _writer()
+    created: list[str] = []
+    writer.create_schema = lambda: created.append("schema")  # type: ignore[method-assign]
+    sink = CassandraFlush(writer)
+    session.error = InvalidRequest(message)
+    _add(sink, _updates(3))
+    with pytest.raises(SinkBackpressureError):
+        sink.flush()
+    assert created == ["schema"]
+
+
+def test_a_missing_schema_that_cannot_be_created_stops_with_one_line() -> None:
+    writer, session = _writer()
+
+    def refused() -> None:
+        raise Unauthorized('Error from server: code=2100 message="User x has no CREATE permission"')
+
+    writer.create_schema = refused  # type: ignore[method-assign]
+    sink = CassandraFlush(writer)
+    session.error = InvalidRequest('message="keyspace ks does not exist"')
+    _add(sink, _updates(3))
+    with pytest.raises(SchemaMissingError) as caught:
+        sink.flush()
+    text = str(caught.value)
+    assert "\n" not in text
+    assert "keyspace ks" in text
+    assert "no CREATE permission" in text
+    assert "chatpulse init" in text
 
 
 def test_a_paused_sink_drops_the_checkpoint() -> None:

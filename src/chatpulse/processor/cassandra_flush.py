@@ -17,7 +17,10 @@ one must neither touch the next checkpoint's rows nor go on writing old values. 
 while the processor counts instead was measured slower: the driver's I/O thread then competes
 for the GIL with the counting, costing more CPU per message than the overlap saves.
 Transient Cassandra errors raise ``SinkBackpressureError``: Quix drops the checkpoint, pauses,
-rewinds to its first offsets and processes again, so nothing is lost.
+rewinds to its first offsets and processes again, so nothing is lost. A missing keyspace or
+table (a wiped or new cluster) is created again with the same idempotent DDL as
+``chatpulse init`` and the checkpoint retried the same way; when that DDL is refused the
+processor stops with one line saying what to do.
 """
 
 import logging
@@ -26,14 +29,24 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgspec
+from cassandra import InvalidRequest, Unauthorized
 from quixstreams.sinks import SinkBackpressureError
 
 from chatpulse.buckets import message_bucket
+from chatpulse.errors import SchemaError
 from chatpulse.models import WindowStats
 from chatpulse.processor.aggregate import WindowAggregate, top_emotes
 from chatpulse.processor.binding import RowBinder
 from chatpulse.processor.channel import ChannelUpdate
-from chatpulse.processor.cql import TRANSIENT_ERRORS, CassandraWriter, InFlight, batches, cql_date
+from chatpulse.processor.cql import (
+    TRANSIENT_ERRORS,
+    CassandraWriter,
+    InFlight,
+    batches,
+    cql_date,
+    schema_missing,
+)
+from chatpulse.processor.errors import SchemaMissingError
 from chatpulse.processor.metrics import ProcessorMetrics
 from chatpulse.processor.topology import UpdateWriter
 from chatpulse.windows import format_duration
@@ -49,6 +62,16 @@ _ROWS_PER_LEADERBOARD_BATCH = 200
 # partitions) still cut the driver's per-request cost ~10x when many channels are active.
 _PARTITIONS_PER_BATCH = 10
 _json = msgspec.json.Encoder()
+# after re-creating a missing schema: retry the checkpoint soon
+_SCHEMA_RETRY_AFTER_S = 0.5
+
+
+def _server_message(exc: Exception) -> str:
+    """The server's words in a driver error (``... message="keyspace x does not exist"``)."""
+    text = str(exc)
+    _, _, message = text.partition('message="')
+    return message.rstrip('"') or text
+
 
 Row = tuple[Any, ...]
 Values = list[bytes | None]
@@ -151,7 +174,33 @@ class CassandraFlush(UpdateWriter):
                 self._retry_after_s,
             )
             raise SinkBackpressureError(retry_after=self._retry_after_s) from exc
+        except InvalidRequest as exc:
+            if not schema_missing(exc):
+                raise
+            self._recreate_schema(exc)
+            raise SinkBackpressureError(retry_after=_SCHEMA_RETRY_AFTER_S) from exc
         self._metrics.sink_write_seconds.observe(time.perf_counter() - start)
+
+    def _recreate_schema(self, cause: InvalidRequest) -> None:
+        """A wiped or new cluster: create the keyspace and tables again (idempotent DDL), or
+        stop with one line saying what to do."""
+        keyspace = self._writer.keyspace
+        logger.warning(
+            "Cassandra answered %r: keyspace %s or a table of it is missing (a wiped or new "
+            "cluster?); creating the schema and writing the checkpoint again",
+            _server_message(cause),
+            keyspace,
+        )
+        try:
+            self._writer.create_schema()
+        except (InvalidRequest, Unauthorized, SchemaError) as exc:
+            raise SchemaMissingError(
+                f"Cassandra keyspace {keyspace} or a table of it is missing and the processor "
+                f"could not create it ({_server_message(exc)}); run `chatpulse init` with a "
+                "role allowed to create it, then start `chatpulse process` again"
+            ) from None
+        except TRANSIENT_ERRORS:
+            pass  # Cassandra is away: the retried checkpoint meets the missing schema again
 
     def _statements_for(self, updates: list[ChannelUpdate]) -> Iterable[tuple[Any, Any]]:
         st = self._writer.binders

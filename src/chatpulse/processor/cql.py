@@ -12,12 +12,13 @@ commits.
 """
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
-from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
+from cassandra import InvalidRequest, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
 from cassandra.cluster import Cluster, NoHostAvailable, Session
 from cassandra.connection import ConnectionException
 from cassandra.policies import ExponentialReconnectionPolicy
@@ -26,7 +27,7 @@ from cassandra.query import PreparedStatement
 from chatpulse.processor.binding import RowBatch, RowBinder
 from chatpulse.processor.errors import FlushTimeout
 from chatpulse.settings import Settings
-from chatpulse.storage import connect
+from chatpulse.storage import connect, ensure_schema
 
 __all__ = [
     "BATCH_BYTES",
@@ -35,6 +36,7 @@ __all__ = [
     "InFlight",
     "batches",
     "cql_date",
+    "schema_missing",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,18 @@ _DAY_MS = 86_400_000
 _DATE_OFFSET = 2**31  # CQL `date` is an unsigned day count centred on the epoch
 # Cassandra fails batches above batch_size_fail_threshold (50 KiB by default).
 BATCH_BYTES = 20_000
+
+
+# Cassandra 4-5 ("keyspace x does not exist", "table x does not exist"), older
+# ("Keyspace x does not exist", "unconfigured table x").
+_MISSING_SCHEMA = re.compile(
+    r"\b(keyspace|table) \S+ does not exist|unconfigured table", re.IGNORECASE
+)
+
+
+def schema_missing(exc: InvalidRequest) -> bool:
+    """Whether Cassandra refused a request because its keyspace or table does not exist."""
+    return _MISSING_SCHEMA.search(str(exc)) is not None
 
 
 def cql_date(epoch_ms: int) -> int:
@@ -134,6 +148,15 @@ class CassandraWriter:
             "last_seen) VALUES (?, ?, ?, ?)",
         }
         self.use_statements({name: session.prepare(text) for name, text in cql.items()})
+
+    @property
+    def keyspace(self) -> str:
+        return self._settings.cassandra_keyspace
+
+    def create_schema(self) -> None:
+        """Create the keyspace and tables if missing (the idempotent DDL of ``chatpulse
+        init``); the driver prepares the statements again when they are next used."""
+        ensure_schema(self.session, self._settings)
 
     def use_statements(self, statements: dict[str, PreparedStatement]) -> None:
         """Take these prepared statements (by name) and a row binder for each."""

@@ -2,12 +2,13 @@
 
 ChatpulseError
  └── ProcessorError
-      └── FlushTimeout   retriable: a checkpoint's Cassandra writes outlived their deadline
+      ├── FlushTimeout        retriable: a checkpoint's Cassandra writes outlived their deadline
+      └── SchemaMissingError  the keyspace or a table is missing and could not be created
 """
 
 from chatpulse.errors import ChatpulseError
 
-__all__ = ["FlushTimeout", "ProcessorError"]
+__all__ = ["FlushTimeout", "ProcessorError", "SchemaMissingError"]
 
 
 class ProcessorError(ChatpulseError):
@@ -18,3 +19,7 @@ class FlushTimeout(ProcessorError):  # noqa: N818 - named for what happened
     """A checkpoint's writes did not all complete before its deadline (processed again)."""
 
     retriable = True
+
+
+class SchemaMissingError(ProcessorError):
+    """The Cassandra keyspace or a table is missing and the processor could not create it."""
