@@ -1,6 +1,5 @@
 """Wiring: settings -> Quix ``Application``, topics, Cassandra write-back, topology; running it."""
 
-import gc
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -8,6 +7,7 @@ from typing import Any
 from quixstreams import Application
 from quixstreams.kafka.configuration import ConnectionConfig
 
+from chatpulse.gc_tuning import rarer_collections
 from chatpulse.kafka_admin import admin_client
 from chatpulse.processor.cassandra_flush import CassandraFlush
 from chatpulse.processor.cql import CassandraWriter
@@ -20,7 +20,7 @@ from chatpulse.settings import Settings
 from chatpulse.topics import Topics
 from chatpulse.transactional import transactional_id
 
-__all__ = ["Processor", "build_processor", "run_processor", "tune_gc"]
+__all__ = ["GC_THRESHOLDS", "Processor", "build_processor", "run_processor"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,25 +28,12 @@ logger = logging.getLogger(__name__)
 # and channel-stats partitions until the broker aborts it; keep that short but well above a
 # checkpoint (commit interval + a sink flush).
 _TRANSACTION_TIMEOUT_MS = 30_000
-# Allocations between two collections of the youngest generation (CPython's default: 700).
-_GC_THRESHOLD = 500_000
-
-
-def tune_gc() -> None:
-    """Make CPython's cyclic garbage collector run rarely.
-
-    Each message allocates several tracked containers (its decoded record, the update with its
-    lists, Quix's row, the rows and batches sent at the checkpoint) while thousands
-    of long-lived ones (the channels' working copies, the checkpoint's pending updates) stay
-    alive. With the default thresholds (700, 10, 10) the collector ran every few messages and
-    its full collections walked all of them: a quarter of the processing thread in a profile,
-    and 30-50% more messages per second without it (``bench/processor.py``). Reference
-    counting still frees all acyclic garbage at once; only cycles wait for the rarer passes.
-    What exists at start (modules, the app) is frozen out of every collection.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(_GC_THRESHOLD, 100, 100)
+# The collector's thresholds while processing (CPython's defaults: 700, 10, 10). Each message
+# allocates several tracked containers (its record, its update, Quix's row, the rows of the
+# checkpoint) while thousands of long-lived ones (the channels' working copies, the pending
+# updates) stay alive: at the defaults the collector took a quarter of the processing thread
+# in a profile, and without it 30-50% more messages per second went through.
+GC_THRESHOLDS = (500_000, 100, 100)
 
 
 @dataclass
@@ -59,9 +46,9 @@ class Processor:
 
     def run(self) -> None:
         """Process until SIGINT/SIGTERM (Quix installs the handlers and stops gracefully)."""
-        tune_gc()
         try:
-            self.app.run()
+            with rarer_collections(*GC_THRESHOLDS):
+                self.app.run()
         finally:
             if self.cassandra is not None:
                 self.cassandra.close()
