@@ -180,3 +180,66 @@ def test_every_sample_line_converts() -> None:
     with_emotes = [m for m in messages if m.emotes]
     assert all(0 <= e.start <= e.end < len(m.text) for m in with_emotes for e in m.emotes)
     assert sum(len(m.emotes) for m in messages) > 0
+
+
+@pytest.mark.parametrize(
+    ("prefix", "login"),
+    [
+        ("zoe!zoe@zoe.tmi.twitch.tv", "zoe"),  # nick!user@host
+        ("Zoe@zoe.tmi.twitch.tv", "zoe"),  # nick@host (RFC 2812): the login is the nick
+        ("zoe!zoe", "zoe"),  # nick!user
+        ("zoe", "zoe"),
+    ],
+)
+def test_the_login_is_the_nick_of_every_prefix_form(prefix: str, login: str) -> None:
+    msg = record(f"@{TAGS} :{prefix} PRIVMSG #chan :hi")
+    assert isinstance(msg, ChatMessage)
+    assert msg.user_login == login
+    nick = parse_line(f":{prefix} PRIVMSG #chan :hi").nick
+    assert nick is not None
+    assert nick.lower() == login
+
+
+@pytest.mark.parametrize(
+    ("tags", "reason"),
+    [
+        # The issue's reproduction: 23 digits were an OverflowError traceback in the producer.
+        (
+            "id=m1;user-id=7;tmi-sent-ts=12345678901234567890123",
+            "tag tmi-sent-ts is out of range (over 2^53 - 1): '12345678901234567890123'",
+        ),
+        (
+            "id=m1;user-id=7;tmi-sent-ts=" + "9" * 5000,  # past int()'s 4300-digit limit
+            "tag tmi-sent-ts is out of range (over 2^53 - 1): '" + "9" * 40 + "'",
+        ),
+        (
+            "id=m1;user-id=7;tmi-sent-ts=253402300800000",  # year 10000
+            "tag tmi-sent-ts is not a time (epoch ms past year 9999): 253402300800000",
+        ),
+        (
+            "id=m1;user-id=7;tmi-sent-ts=1700000000123;bits=99999999999999999999",
+            "tag bits is out of range (over 2^53 - 1): '99999999999999999999'",
+        ),
+    ],
+)
+def test_absurd_numbers_are_the_converters_error(tags: str, reason: str) -> None:
+    with pytest.raises(ConvertError) as caught:
+        record(f"@{tags} {PREFIX} PRIVMSG #chan :hi")
+    assert caught.value.reason == reason
+
+
+def test_absurd_numbers_in_events_are_the_converters_error() -> None:
+    ban = "@room-id=1;target-user-id=2;tmi-sent-ts=1700000000000;ban-duration=" + "9" * 30
+    with pytest.raises(ConvertError, match="tag ban-duration is out of range"):
+        record(f"{ban} :tmi.twitch.tv CLEARCHAT #chan :someone")
+    with pytest.raises(ConvertError, match="tag tmi-sent-ts is out of range"):
+        record("@target-msg-id=x;tmi-sent-ts=" + "1" * 25 + " :tmi.twitch.tv CLEARMSG #chan :t")
+    assert record(
+        "@room-id=1;tmi-sent-ts=253402300799999 :tmi.twitch.tv CLEARCHAT #chan"
+    ) == ChatEvent(
+        type="clear",
+        channel="chan",
+        sent_at=253402300799999,
+        channel_id="1",
+        id="clearchat:1:253402300799999",
+    )

@@ -6,10 +6,17 @@ dead-letter topic with the raw line.
 """
 
 from chatpulse.ingest.errors import ConvertError  # raised here; re-exported for callers
-from chatpulse.ingest.irc.parser import IrcMessage
+from chatpulse.ingest.irc.parser import IrcMessage, prefix_nick
 from chatpulse.models import ChatEvent, ChatMessage, Emote
 
-__all__ = ["DATA_COMMANDS", "ConvertError", "parse_emotes", "to_record"]
+__all__ = [
+    "DATA_COMMANDS",
+    "MAX_EPOCH_MS",
+    "MAX_NUMBER",
+    "ConvertError",
+    "parse_emotes",
+    "to_record",
+]
 
 DATA_COMMANDS = frozenset({"PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG"})
 
@@ -17,6 +24,12 @@ DATA_COMMANDS = frozenset({"PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG"})
 _EVENT_TYPES = {"sub": "subscription"}
 _ACTION_HEAD = "\x01ACTION"
 _PARAM_PREFIX = "msg-param-"
+# The end of year 9999 in epoch ms: what Kafka, a CQL timestamp and a Python datetime all take
+# (chatpulse.models.EpochMs). How far from now a time may be is the service's check.
+MAX_EPOCH_MS = 253_402_300_799_999
+# Numeric tags (bits, ban-duration) up to 2^53 - 1: a JSON number every reader takes exactly.
+MAX_NUMBER = 2**53 - 1
+_MAX_DIGITS = 16  # more digits than MAX_NUMBER has: refused before int() (which caps at 4300)
 
 
 def _required(msg: IrcMessage, key: str) -> str:
@@ -34,7 +47,19 @@ def _number(msg: IrcMessage, key: str, default: int | None = None) -> int:
         return default
     if not value.isascii() or not value.isdigit():
         raise ConvertError(f"tag {key} is not a non-negative integer: {value[:40]!r}", msg.raw)
-    return int(value)
+    number = int(value) if len(value) <= _MAX_DIGITS else MAX_NUMBER + 1
+    if number > MAX_NUMBER:
+        raise ConvertError(f"tag {key} is out of range (over 2^53 - 1): {value[:40]!r}", msg.raw)
+    return number
+
+
+def _sent_at(msg: IrcMessage) -> int:
+    sent_at = _number(msg, "tmi-sent-ts")
+    if sent_at > MAX_EPOCH_MS:
+        raise ConvertError(
+            f"tag tmi-sent-ts is not a time (epoch ms past year 9999): {sent_at}", msg.raw
+        )
+    return sent_at
 
 
 def _channel(msg: IrcMessage) -> str:
@@ -102,12 +127,18 @@ def _chat_message(msg: IrcMessage) -> ChatMessage:
     if not user_id:
         user_id = _required(msg, "user-id")
     sent_at = (
-        int(sent) if sent and sent.isascii() and sent.isdigit() else _number(msg, "tmi-sent-ts")
+        int(sent)
+        if sent and len(sent) <= 13 and sent.isascii() and sent.isdigit()  # up to year 2286
+        else _sent_at(msg)
     )
     channel = params[0]
     channel = channel[1:].lower() if channel.startswith("#") and len(channel) > 1 else _channel(msg)
     prefix = msg.prefix
-    login = (prefix.partition("!")[0] if prefix else "") or get("login") or ""
+    # The nick ends at "!" or "@" (RFC 2812); prefix_nick inline, for the hot path.
+    login = prefix.partition("!")[0] if prefix else ""
+    if "@" in login:
+        login = prefix_nick(login)
+    login = login or get("login") or ""
     emotes, bits, badges = get("emotes"), get("bits"), get("badges")
     return ChatMessage(
         id=msg_id,
@@ -132,7 +163,7 @@ def _user_notice(msg: IrcMessage) -> ChatEvent:
     return ChatEvent(
         type=_EVENT_TYPES.get(msg_id, msg_id),
         channel=_channel(msg),
-        sent_at=_number(msg, "tmi-sent-ts"),
+        sent_at=_sent_at(msg),
         id=_required(msg, "id"),
         channel_id=tags.get("room-id", ""),
         user_id=tags.get("user-id", ""),
@@ -148,7 +179,7 @@ def _clear_chat(msg: IrcMessage) -> ChatEvent:
     # line received twice (reconnect overlap) gives the same id.
     tags = msg.tags
     channel = _channel(msg)
-    sent_at = _number(msg, "tmi-sent-ts")
+    sent_at = _sent_at(msg)
     room_id = tags.get("room-id", "")
     target_login = msg.params[1].lower() if len(msg.params) > 1 else ""
     if not target_login:
@@ -178,7 +209,7 @@ def _clear_msg(msg: IrcMessage) -> ChatEvent:
     return ChatEvent(
         type="message_deleted",
         channel=_channel(msg),
-        sent_at=_number(msg, "tmi-sent-ts"),
+        sent_at=_sent_at(msg),
         id=msg.tags.get("id") or f"clearmsg:{target}",
         channel_id=msg.tags.get("room-id", ""),
         user_login=msg.tags.get("login", ""),

@@ -4,7 +4,9 @@ ChatpulseError
  └── IngestError
       ├── IrcParseError     a line that is not valid IRC (dead-lettered with its reason)
       ├── ConvertError      a data line that cannot become a record (dead-lettered)
-      └── TwitchLoginError  Twitch refused the login: not retriable, the client stops
+      ├── TwitchLoginError  Twitch refused the login: not retriable, the client stops
+      ├── ProducerFailedError  the Kafka producer failed for good (fenced, fatal): the ingest stops
+      └── SpillError        the spill cannot be read (or written, other than a full disk): stops
 
 A connection that cannot be opened or is lost raises ``OSError``/``TimeoutError``:
 :func:`retriable` treats those as worth another try, like a ChatpulseError whose
@@ -13,7 +15,15 @@ A connection that cannot be opened or is lost raises ``OSError``/``TimeoutError`
 
 from chatpulse.errors import ChatpulseError
 
-__all__ = ["ConvertError", "IngestError", "IrcParseError", "TwitchLoginError", "retriable"]
+__all__ = [
+    "ConvertError",
+    "IngestError",
+    "IrcParseError",
+    "ProducerFailedError",
+    "SpillError",
+    "TwitchLoginError",
+    "retriable",
+]
 
 _MAX_REASON_LINE = 512
 
@@ -43,6 +53,18 @@ class ConvertError(IngestError):
 
 class TwitchLoginError(IngestError):
     """Twitch refused the login (bad token or nick); retrying with the same token won't help."""
+
+    retriable = False
+
+
+class ProducerFailedError(IngestError):
+    """The Kafka producer failed for good (fenced by another instance, or a fatal error)."""
+
+    retriable = False
+
+
+class SpillError(IngestError):
+    """The on-disk spill cannot be read (or written for another reason than a full disk)."""
 
     retriable = False
 

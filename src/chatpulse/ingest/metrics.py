@@ -57,6 +57,11 @@ class IngestMetrics:
             ["kind"],
             registry=r,
         )
+        self.spill_lost = Counter(
+            "chatpulse_ingest_spill_lost",
+            "records that could not be written to the spill (disk full): lost",
+            registry=r,
+        )
         self.deadletter_dropped = Counter(
             "chatpulse_ingest_deadletter_dropped",
             "dead-letter records the dead-letter topic itself refused (dropped, never retried)",

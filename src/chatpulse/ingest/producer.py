@@ -117,6 +117,7 @@ class IngestProducer:
         self._call_timeout_s = call_timeout_s
         self._txns = Transactions(retry_backoff_s=_RETRY_BACKOFF_S)
         self._reported = dict.fromkeys(self._kinds, 0)
+        self._reported_lost = 0
         self._txn_started = 0.0
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ingest-txn")
         self._call: concurrent.futures.Future[None] | None = None
@@ -300,6 +301,9 @@ class IngestProducer:
             if counts[name]:
                 counter.inc(counts[name])
                 counts[name] = 0
+        if self._spill.lost != self._reported_lost:
+            metrics.spill_lost.inc(self._spill.lost - self._reported_lost)
+            self._reported_lost = self._spill.lost
         metrics.buffered.set(self.buffered)
 
     # -- shutdown ----------------------------------------------------------------------------

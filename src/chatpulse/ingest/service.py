@@ -17,14 +17,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import msgspec
+from confluent_kafka import KafkaError, KafkaException
 
 from chatpulse.deadletter import IRC_KEY, deadletter_value
 from chatpulse.ingest.convert import DATA_COMMANDS, ConvertError, to_record
+from chatpulse.ingest.errors import ProducerFailedError
 from chatpulse.ingest.irc.client import Received, TwitchChatClient
 from chatpulse.ingest.metrics import IngestMetrics
 from chatpulse.ingest.producer import IngestProducer
 from chatpulse.ingest.spill import Spill
+from chatpulse.ingest.timestamps import SentAtWindow, read_retention_ms
 from chatpulse.ingest.tracked import TrackedChannels
+from chatpulse.kafka_admin import admin_client
+from chatpulse.logs import RateLimitedLog
 from chatpulse.models import ChatMessage
 from chatpulse.settings import Settings
 from chatpulse.topics import Topics
@@ -38,6 +43,8 @@ _TICK_S = 0.05
 _TRACKED_EVERY_S = 0.5
 _PROGRESS_EVERY_S = 10.0
 _POLL_EVERY_RECORDS = 2_000
+_RETENTION_EVERY_S = 600.0  # topic retention re-read (an operator may change it)
+_RETENTION_RETRY_S = 30.0  # while it could not be read yet
 _ENCODER = msgspec.json.Encoder()  # the same JSON as chatpulse.models.encode, one call less
 
 
@@ -113,6 +120,9 @@ class IngestService:
         self._joined: set[str] = set()
         self._live_connections: set[str] = set()
         self._stopping = False
+        self._window = SentAtWindow(settings.max_future_skew_ms)
+        self._next_retention = 0.0
+        self._deadletter_log = RateLimitedLog(logger, 10.0)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -139,6 +149,7 @@ class IngestService:
             settings.kafka_security_config(),
         )
         tracked = await asyncio.to_thread(self._tracked.load, 10.0)
+        await self._read_retention()
         self._client = TwitchChatClient(
             settings.twitch_irc_url,
             login=settings.twitch_login,
@@ -226,6 +237,11 @@ class IngestService:
             self.topics.events,
         )
         data_commands, chat_message, encode = DATA_COMMANDS, ChatMessage, _ENCODER.encode
+        window = self._window
+        window.advance()  # once per socket read: a clock call per record would cost more
+        latest = window.latest
+        earliest_message = window.earliest(messages_topic)
+        earliest_event = window.earliest(events_topic)
         messages = events = 0
         for received in batch:
             msg = received.msg
@@ -243,11 +259,20 @@ class IngestService:
                 continue
             if record is None:
                 continue
+            sent_at = record.sent_at
             if record.__class__ is chat_message:
-                send(messages_topic, record.channel.encode(), encode(record), record.sent_at)
+                if sent_at > latest or sent_at < earliest_message:
+                    reason = window.reason(messages_topic, sent_at)
+                    self._deadletter(received.raw, reason, "timestamp", received.connection)
+                    continue
+                send(messages_topic, record.channel.encode(), encode(record), sent_at)
                 messages += 1
             else:
-                send(events_topic, record.channel.encode(), encode(record), record.sent_at)
+                if sent_at > latest or sent_at < earliest_event:
+                    reason = window.reason(events_topic, sent_at)
+                    self._deadletter(received.raw, reason, "timestamp", received.connection)
+                    continue
+                send(events_topic, record.channel.encode(), encode(record), sent_at)
                 events += 1
         self.lines += len(batch)
         self.messages += messages
@@ -260,7 +285,9 @@ class IngestService:
 
     def _deadletter(self, raw: str, reason: str, kind: str, connection: object) -> None:
         assert self._producer is not None
-        logger.warning("dead-lettering a line from connection %s: %s", connection, reason)
+        self._deadletter_log.warning(
+            "dead-lettering a line from connection %s: %s", connection, reason
+        )
         value = deadletter_value(
             raw,
             reason,
@@ -281,8 +308,9 @@ class IngestService:
         while True:
             await asyncio.sleep(_TICK_S)
             self._producer.poll()
-            if self._producer.fatal_error is not None:
-                raise RuntimeError(f"Kafka producer failed: {self._producer.fatal_error.str()}")
+            fatal = self._producer.fatal_error
+            if fatal is not None:
+                raise ProducerFailedError(_fatal_message(fatal, self.settings))
             self.metrics.lines_received.inc(self.lines - self._reported_lines)
             self._reported_lines = self.lines
             now = time.monotonic()
@@ -290,9 +318,29 @@ class IngestService:
                 next_tracked = now + _TRACKED_EVERY_S
                 await self._follow_tracked()
                 self._connection_metrics()
+            if now >= self._next_retention:
+                await self._read_retention()
             if now >= next_progress:
                 next_progress = now + _PROGRESS_EVERY_S
                 self._log_progress()
+
+    async def _read_retention(self) -> None:
+        """Read the data topics' retention into the sent_at window (see ingest.timestamps)."""
+        settings = self.settings
+        admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config())
+        try:
+            for topic in (self.topics.messages, self.topics.events):
+                retention = await asyncio.to_thread(read_retention_ms, admin, topic, 5.0)
+                self._window.set_retention(topic, retention)
+        except (KafkaException, TimeoutError, KeyError, ValueError) as exc:  # keep the last value
+            logger.warning(
+                "could not read the retention of the data topics (%s); retrying in %.0fs",
+                exc,
+                _RETENTION_RETRY_S,
+            )
+            self._next_retention = time.monotonic() + _RETENTION_RETRY_S
+        else:
+            self._next_retention = time.monotonic() + _RETENTION_EVERY_S
 
     async def _follow_tracked(self) -> None:
         assert self._tracked is not None
@@ -354,3 +402,15 @@ class IngestService:
             self._producer.buffered,
             "; SPILLING to disk" if self._producer.spilling else "",
         )
+
+
+def _fatal_message(error: KafkaError, settings: Settings) -> str:
+    """One line saying what failed and, when known, what to do."""
+    text = f"the Kafka producer failed for good: {error.str()}"
+    if error.code() in (KafkaError.PRODUCER_FENCED, KafkaError._FENCED):
+        text += (
+            "; another ingest with the same transactional id took over (same "
+            f"CHATPULSE_INSTANCE_ID {settings.instance_id!r} and CHATPULSE_SPILL_DIR): "
+            "run one ingest per spill directory and instance id"
+        )
+    return text

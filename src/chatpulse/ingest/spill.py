@@ -13,15 +13,24 @@ flushed to the OS at every :meth:`Spill.flush` (the service calls it a few times
 fsynced at most once per ``fsync_interval_s``: a crash of the process loses at most the last
 unflushed tick, a crash of the machine at most the last interval.
 
+A full disk (``ENOSPC``, ``EDQUOT``) is not fatal: the frames that could not be written are
+cut off the segment (it stays whole frames), counted in :attr:`Spill.lost` (the ingest's
+``chatpulse_ingest_spill_lost_total``) and logged, rate-limited; later writes are tried
+again, so spilling resumes by itself when space returns. Any other I/O error, and a spill
+that cannot be read, is a :class:`SpillError` that ends the ingest with one line.
+
 Which records of a segment Kafka has acknowledged is kept in ``<segment>.done`` (the offset
 below which every record is done, plus the offsets done above it), so a restart resends only
 what was never acknowledged. A segment is deleted once it is read to the end and every record
-in it is acknowledged.
+in it is acknowledged. The ``.done`` file is written to a temporary file, fsynced, renamed
+over the old one and the directory fsynced, so a power cut leaves the old or the new one.
 
 Hand-written: no maintained library offers an append-only, crash-tolerant record log for
 Python with per-record acknowledgement; the format is a dozen lines.
 """
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -32,6 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from chatpulse.ingest.errors import SpillError
+from chatpulse.logs import RateLimitedLog
+
 __all__ = ["Position", "Spill", "SpilledRecord"]
 
 logger = logging.getLogger(__name__)
@@ -41,6 +53,8 @@ _HEAD = struct.Struct(">qHH")
 _NO_KEY = 0xFFFF
 _SUFFIX = ".spill"
 _DONE_SUFFIX = ".done"
+_WRITE_BUFFER = 1 << 20  # frames are written out past this many bytes, and at every flush
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,16 +125,25 @@ class Spill:
 
     def __init__(self, directory: Path, *, fsync_interval_s: float = 1.0) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
         self._fsync_interval_s = fsync_interval_s
         self._last_fsync = time.monotonic()
         self._segments: dict[str, _Segment] = {}
-        for path in sorted(directory.glob(f"*{_SUFFIX}")):
-            self._segments[path.name] = self._load(path)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            for path in sorted(directory.glob(f"*{_SUFFIX}")):
+                self._segments[path.name] = self._load(path)
+        except OSError as exc:
+            raise SpillError(f"spill directory {directory} cannot be read: {exc}") from None
         self._next_seq = 1 + max((_seq(name) for name in self._segments), default=0)
-        self._writer: BinaryIO | None = None
+        self._writer: BinaryIO | None = None  # unbuffered: self._buffer is the buffer
         self._writer_name: str | None = None
+        self._buffer = bytearray()
+        self._buffered = 0  # records in self._buffer
+        self._written = 0  # bytes of whole frames in the open segment
+        self._full = False
+        self._full_log = RateLimitedLog(logger, 10.0)
         self.records_written = 0
+        self.lost = 0  # records that could not be written (disk full)
         if self._segments:
             logger.info(
                 "spill %s holds %d segment(s), %d bytes: draining it before new records",
@@ -135,7 +158,11 @@ class Spill:
         done_path = segment.done_path
         if done_path.exists():
             try:
-                state = json.loads(done_path.read_text())
+                text = done_path.read_text()
+            except OSError as exc:
+                raise SpillError(f"spill checkpoint {done_path} cannot be read: {exc}") from None
+            try:
+                state = json.loads(text)
                 segment.read_offset = int(state["offset"])
                 segment.skip = {int(offset) for offset in state["done"]}
             except (ValueError, KeyError, TypeError):
@@ -167,19 +194,30 @@ class Spill:
         if self._writer is None:
             name = f"{self._next_seq:012d}a{_SUFFIX}"
             self._next_seq += 1
-            self._open_writer(name)
-        assert self._writer is not None
-        self._writer.write(encode_frame(topic, key, value, timestamp))
+            if not self._open_writer(name):
+                self._lose(1, "cannot create a segment")
+                return
+        self._buffer += encode_frame(topic, key, value, timestamp)
+        self._buffered += 1
         self.records_written += 1
+        if len(self._buffer) >= _WRITE_BUFFER:
+            self._write_out()
 
-    def _open_writer(self, name: str) -> None:
+    def _open_writer(self, name: str) -> bool:
+        """Open segment ``name`` for appending; False when the disk is full."""
         path = self.directory / name
-        if path.exists():
-            # Appending after a torn frame would hide every later record from the reader.
-            valid = _valid_length(path)
-            if valid < path.stat().st_size:
-                os.truncate(path, valid)
-        self._writer = path.open("ab")
+        try:
+            if path.exists():
+                # Appending after a torn frame would hide every later record from the reader.
+                valid = _valid_length(path)
+                if valid < path.stat().st_size:
+                    os.truncate(path, valid)
+            self._writer = path.open("ab", buffering=0)
+        except OSError as exc:
+            if exc.errno in _DISK_FULL:
+                return False
+            raise SpillError(f"spill segment {path} cannot be written: {exc}") from None
+        self._written = path.stat().st_size
         self._writer_name = name
         segment = self._segments.get(name)
         if segment is None:
@@ -187,12 +225,53 @@ class Spill:
         else:
             segment.exhausted = False
         logger.info("spilling to %s", path)
+        return True
+
+    def _write_out(self) -> None:
+        """Write the buffered frames; on a full disk cut them off and count them lost."""
+        if not self._buffer or self._writer is None:
+            return
+        data = memoryview(self._buffer)
+        try:
+            done = 0
+            while done < len(data):
+                done += self._writer.write(data[done:]) or 0
+        except OSError as exc:
+            data.release()
+            if exc.errno not in _DISK_FULL:
+                raise SpillError(f"spill segment {self._writer_name} write failed: {exc}") from None
+            with contextlib.suppress(OSError):  # frees the space a partial write took
+                os.ftruncate(self._writer.fileno(), self._written)
+            self._lose(self._buffered, str(exc))
+        else:
+            data.release()
+            self._written += len(self._buffer)
+            if self._full:
+                self._full = False
+                logger.warning(
+                    "spill %s: writing again (%d records lost so far)", self.directory, self.lost
+                )
+        self._buffer.clear()
+        self._buffered = 0
+
+    def _lose(self, count: int, why: str) -> None:
+        self.lost += count
+        self._full = True
+        self._full_log.error(
+            "spill %s: disk full (%s): %d records could not be kept (%d in all); "
+            "reading chat goes on, spilling resumes when there is space",
+            self.directory,
+            why,
+            count,
+            self.lost,
+        )
 
     def close_writer(self) -> None:
         """Flush, fsync and close the open segment; the next append opens a new one."""
         if self._writer is not None:
-            self._writer.flush()
-            os.fsync(self._writer.fileno())
+            self._write_out()
+            with contextlib.suppress(OSError):  # a full disk: what could not be kept is counted
+                os.fsync(self._writer.fileno())
             self._writer.close()
             self._writer = None
             self._writer_name = None
@@ -206,10 +285,12 @@ class Spill:
         if not records:
             return
         self.close_writer()
-        self._open_writer(f"{slot - 1:012d}b{_SUFFIX}")
-        assert self._writer is not None
+        if not self._open_writer(f"{slot - 1:012d}b{_SUFFIX}"):
+            self._lose(len(records), "cannot create a segment")
+            return
         for topic, key, value, timestamp in records:
-            self._writer.write(encode_frame(topic, key, value, timestamp))
+            self._buffer += encode_frame(topic, key, value, timestamp)
+        self._buffered += len(records)
         self.records_written += len(records)
         self.close_writer()
         self._segments = dict(sorted(self._segments.items()))
@@ -218,10 +299,11 @@ class Spill:
         """Hand buffered writes to the OS; fsync when the interval has passed."""
         if self._writer is None:
             return
-        self._writer.flush()
+        self._write_out()
         now = time.monotonic()
         if now - self._last_fsync >= self._fsync_interval_s:
-            os.fsync(self._writer.fileno())
+            with contextlib.suppress(OSError):  # ENOSPC here: the next write tells, and counts
+                os.fsync(self._writer.fileno())
             self._last_fsync = now
 
     # -- reading and acknowledging ---------------------------------------------------------
@@ -247,6 +329,12 @@ class Spill:
         return None
 
     def _read(self, segment: _Segment) -> SpilledRecord | None:
+        try:
+            return self._read_frame(segment)
+        except OSError as exc:
+            raise SpillError(f"spill segment {segment.path} cannot be read: {exc}") from None
+
+    def _read_frame(self, segment: _Segment) -> SpilledRecord | None:
         if segment.reader is None:
             segment.reader = segment.path.open("rb")
         reader = segment.reader
@@ -307,9 +395,11 @@ class Spill:
             low = segment.low_watermark()
             segment.done_above = {offset for offset in segment.done_above if offset >= low}
             done = sorted(segment.done_above | {o for o in segment.skip if o >= low})
-            temporary = segment.done_path.with_suffix(".tmp")
-            temporary.write_text(json.dumps({"offset": low, "done": done}))
-            temporary.replace(segment.done_path)
+            try:
+                _write_durably(segment.done_path, json.dumps({"offset": low, "done": done}))
+            except OSError as exc:  # a full disk: kept dirty, written at a later checkpoint
+                self._full_log.error("spill checkpoint %s not written: %s", segment.done_path, exc)
+                continue
             segment.dirty = False
 
     def close(self) -> None:
@@ -320,6 +410,21 @@ class Spill:
             if segment.reader is not None:
                 segment.reader.close()
                 segment.reader = None
+
+
+def _write_durably(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``: temporary file, fsync, rename, fsync of the directory."""
+    temporary = path.with_suffix(".tmp")
+    with temporary.open("w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    temporary.replace(path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _valid_length(path: Path) -> int:

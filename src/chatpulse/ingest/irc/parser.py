@@ -18,6 +18,7 @@ __all__ = [
     "escape_tag_value",
     "format_line",
     "parse_line",
+    "prefix_nick",
     "unescape_tag_value",
 ]
 
@@ -49,10 +50,19 @@ class IrcMessage:
 
     @property
     def nick(self) -> str | None:
-        """The nick of a ``nick!user@host`` prefix (or the server name)."""
+        """The nick of a ``nick!user@host`` or ``nick@host`` prefix (or the server name)."""
         if self.prefix is None:
             return None
-        return self.prefix.partition("!")[0]
+        return prefix_nick(self.prefix)
+
+
+def prefix_nick(prefix: str) -> str:
+    """The nick of a prefix: ``prefix = servername / (nickname [["!" user] "@" host])``.
+
+    RFC 2812 2.3.1: the nick ends at the first ``!`` or ``@``.
+    """
+    nick = prefix.partition("!")[0]
+    return nick.partition("@")[0] if "@" in nick else nick
 
 
 _UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n", "": ""}
