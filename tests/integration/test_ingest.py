@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import gzip
 import os
+import re
 import signal
 import sys
 import time
@@ -39,6 +40,7 @@ from chatpulse.models import ChatEvent, ChatMessage, TrackedChannel, encode
 from chatpulse.settings import Settings, load_settings
 from chatpulse.stack import KafkaServer
 from chatpulse.topics import Topics
+from chatpulse.transactional import transactional_id
 
 CAPTURE = Path(__file__).resolve().parents[1] / "data/twitch-irc-xqcow-2019-09.txt.gz"
 CAPTURE_MESSAGES = 4_933
@@ -546,3 +548,162 @@ async def test_the_cli_runs_until_sigterm_and_flushes(settings: Settings) -> Non
     assert f"{len(messages)} chat messages, {len(events)} events" in log
     topics = Topics.from_settings(settings)
     assert_exact_messages(read_topic(settings.kafka_bootstrap_servers, topics.messages), messages)
+
+
+def set_retention(settings: Settings, retention_ms: int) -> None:
+    """Give this test's data topics a time retention (the module's fixture turned it off)."""
+    topics = Topics.from_settings(settings)
+    admin = admin_client(settings.kafka_bootstrap_servers)
+    entry = ConfigEntry(
+        "retention.ms", str(retention_ms), incremental_operation=AlterConfigOpType.SET
+    )
+    resources = [
+        ConfigResource(ResourceType.TOPIC, name, incremental_configs=[entry])
+        for name in (topics.messages, topics.events)
+    ]
+    for future in admin.incremental_alter_configs(resources).values():
+        future.result(timeout=30)
+
+
+def _shift_to(lines: list[str], start_ms: int) -> list[str]:
+    """The capture's lines with tmi-sent-ts moved so the first one is ``start_ms``."""
+    first = next(int(m.group(1)) for line in lines if (m := _TS.search(line)))
+    return [
+        _TS.sub(lambda m: f"tmi-sent-ts={int(m.group(1)) - first + start_ms}", line)
+        for line in lines
+    ]
+
+
+_TS = re.compile(r"tmi-sent-ts=(\d+)")
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+def _privmsg(msg_id: str, sent_at: str | int, text: str) -> str:
+    return (
+        f"@badge-info=;badges=;display-name=Hostile;emotes=;id={msg_id};room-id=71092938;"
+        f"tmi-sent-ts={sent_at};user-id=914873215 :hostile!hostile@hostile.tmi.twitch.tv "
+        f"PRIVMSG #xqcow :{text}"
+    )
+
+
+async def test_out_of_range_timestamps_are_dead_lettered_and_the_stream_goes_on(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The issue's two reproductions: a 23-digit tmi-sent-ts (an OverflowError traceback that
+    # ended the ingest) and a PRIVMSG stamped 3 h ahead (Kafka refused its batch and the
+    # ingest sent it again forever); and one older than the topic's retention.
+    set_retention(settings, WEEK_MS)
+    now = int(time.time() * 1000)
+    ordinary = _shift_to(capture_lines()[:600], now - 120_000)
+    overflow = _privmsg("h-overflow", "12345678901234567890123", "from the year 3.9e12")
+    future = _privmsg("h-future", now + 3 * 3600 * 1000, "from three hours ahead")
+    old = _privmsg("h-old", now - WEEK_MS - 3600 * 1000, "from eight days ago")
+    lines = [*ordinary[:150], overflow, *ordinary[150:300], future, *ordinary[300:450], old]
+    lines += ordinary[450:]
+    messages, events = expected_records(ordinary)
+    summaries: list[IngestSummary] = []
+    async with FakeTwitchServer(ReplaySource(lines), speed=0) as server:
+        conf = for_server(settings, server, ["xqcow"])
+        async with running_ingest(conf, summaries) as service:
+            await until(lambda: server.finished("xqcow"), 60, "replay finished")
+            total = len(messages) + len(events) + 3
+            await until(lambda: acked(service) == total, 60, "all records acknowledged")
+            sample = service.metrics.registry.get_sample_value
+            assert sample("chatpulse_ingest_deadlettered_total", {"kind": "convert"}) == 1
+            assert sample("chatpulse_ingest_deadlettered_total", {"kind": "timestamp"}) == 2
+    assert summaries[0].deadlettered == 3
+    # Three bad lines within seconds: one log line (rate-limited), the metrics count all three.
+    logged = [r for r in caplog.records if r.getMessage().startswith("dead-lettering a line")]
+    assert len(logged) == 1
+    topics = Topics.from_settings(settings)
+    assert_exact_messages(read_topic(settings.kafka_bootstrap_servers, topics.messages), messages)
+    dead = read_topic(settings.kafka_bootstrap_servers, topics.deadletter)
+    reasons = {msgspec.json.decode(r.value())["raw"]: msgspec.json.decode(r.value()) for r in dead}
+    assert set(reasons) == {overflow, future, old}
+    assert reasons[overflow]["reason"] == (
+        "tag tmi-sent-ts is out of range (over 2^53 - 1): '12345678901234567890123'"
+    )
+    # 3 h less the milliseconds between the test's clock reading and the ingest's.
+    assert re.fullmatch(
+        rf"sent_at {now + 3 * 3600 * 1000} is 10[67]\d\d\.\ds ahead of the ingest's clock "
+        r"\(more than CHATPULSE_MAX_FUTURE_SKEW, 5m\)",
+        reasons[future]["reason"],
+    ), reasons[future]["reason"]
+    assert reasons[old]["reason"].endswith(
+        f"older than the retention of {topics.messages} (7d): Kafka would delete it at once"
+    )
+    assert all(v["raw_length"] == len(raw) and v["source"] == "irc" for raw, v in reasons.items())
+
+
+async def test_a_skew_beyond_the_brokers_limit_is_refused_by_kafka_and_dead_lettered(
+    settings: Settings,
+) -> None:
+    # With CHATPULSE_MAX_FUTURE_SKEW above the broker's 1 h the ingest lets the record through;
+    # Kafka refuses its whole batch; only the culprit is dead-lettered, the rest commit once.
+    now = int(time.time() * 1000)
+    ordinary = _shift_to(capture_lines()[:400], now - 60_000)
+    future = _privmsg("h-future", now + 3 * 3600 * 1000, "from three hours ahead")
+    lines = [*ordinary[:200], future, *ordinary[200:]]
+    messages, events = expected_records(ordinary)
+    summaries: list[IngestSummary] = []
+    async with FakeTwitchServer(ReplaySource(lines), speed=0) as server:
+        conf = for_server(settings, server, ["xqcow"]).model_copy(update={"max_future_skew": "6h"})
+        async with running_ingest(conf, summaries) as service:
+            await until(lambda: server.finished("xqcow"), 60, "replay finished")
+            total = len(messages) + len(events) + 1
+            await until(lambda: acked(service) == total, 60, "all records acknowledged")
+    topics = Topics.from_settings(settings)
+    assert_exact_messages(read_topic(settings.kafka_bootstrap_servers, topics.messages), messages)
+    (dead,) = read_topic(settings.kafka_bootstrap_servers, topics.deadletter)
+    value = msgspec.json.decode(dead.value())
+    assert value["source"] == topics.messages
+    assert msgspec.json.decode(value["raw"], type=ChatMessage).id == "h-future"
+    assert value["reason"].startswith("kafka refused the record: ")
+
+
+async def test_a_fenced_ingest_ends_with_one_line_and_no_traceback(settings: Settings) -> None:
+    lines = _shift_to(capture_lines(), int(time.time() * 1000) - 60_000)
+    instance = "fence-test"
+    async with FakeTwitchServer(ReplaySource(lines), speed=20) as server:
+        env = {
+            **os.environ,
+            "CHATPULSE_SPILL_DIR": str(settings.spill_dir),
+            "CHATPULSE_INGEST_METRICS_PORT": "0",
+            "CHATPULSE_INSTANCE_ID": instance,
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "chatpulse",
+            "ingest",
+            "--channels",
+            "xqcow",
+            "--irc-url",
+            server.url,
+            "--bootstrap-servers",
+            settings.kafka_bootstrap_servers,
+            "--topic-prefix",
+            settings.topic_prefix,
+            env=env,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        await until(lambda: server.sent("xqcow") > 200, 60, "chat flowing to the CLI")
+        # A second instance with the same transactional id takes over: the first is fenced.
+        txn_id = transactional_id(
+            f"{settings.topic_prefix}chatpulse-ingest", settings.spill_dir, instance
+        )
+        usurper = Producer(
+            {"bootstrap.servers": settings.kafka_bootstrap_servers, "transactional.id": txn_id}
+        )
+        await asyncio.to_thread(usurper.init_transactions, 30)
+        try:
+            _, stderr = await asyncio.wait_for(process.communicate(), 90)
+        finally:
+            if process.returncode is None:
+                process.kill()
+    log = stderr.decode()
+    assert process.returncode == 1, log
+    assert "Traceback" not in log
+    last = log.strip().splitlines()[-1]
+    assert last.startswith("chatpulse: error: the Kafka producer failed for good: "), last
+    assert "another ingest with the same transactional id took over" in last

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from chatpulse.logs import RateLimitedLog
 from chatpulse.models import TrackedChannel, normalize_channel
 
 __all__ = ["BadTrackedRecord", "TrackedChannels"]
@@ -43,6 +44,7 @@ class TrackedChannels:
         self.topic = topic
         self.channels: set[str] = set()
         self.bad: list[BadTrackedRecord] = []
+        self._bad_log = RateLimitedLog(logger, 10.0)  # a topic full of bad records: few lines
         self._consumer = Consumer(
             {
                 **(security or {}),
@@ -116,7 +118,7 @@ class TrackedChannels:
             entry = _decoder.decode(value)
             channel = normalize_channel(entry.channel)
         except (ValueError, UnicodeDecodeError, msgspec.DecodeError) as exc:
-            logger.warning(
+            self._bad_log.warning(
                 "bad record in %s (partition %d, offset %d): %s", self.topic, partition, offset, exc
             )
             self.bad.append(BadTrackedRecord(value or key or b"", str(exc), partition, offset))
