@@ -60,13 +60,9 @@ class TwitchLoginError(IngestError):
 class ProducerFailedError(IngestError):
     """The Kafka producer failed for good (fenced by another instance, or a fatal error)."""
 
-    retriable = False
-
 
 class SpillError(IngestError):
     """The on-disk spill cannot be read (or written for another reason than a full disk)."""
-
-    retriable = False
 
 
 def retriable(exc: BaseException) -> bool:
