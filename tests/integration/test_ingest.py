@@ -703,7 +703,7 @@ async def test_a_fenced_ingest_ends_with_one_line_and_no_traceback(settings: Set
                 process.kill()
     log = stderr.decode()
     assert process.returncode == 1, log
-    assert "Traceback" not in log
+    assert "Traceback" not in log, log
     last = log.strip().splitlines()[-1]
     assert last.startswith("chatpulse: error: the Kafka producer failed for good: "), last
     assert "another ingest with the same transactional id took over" in last

@@ -144,3 +144,11 @@ def test_fatal_from_any_state_keeps_the_first_error() -> None:
         assert txns.state is S.FATAL
         if state is not S.FATAL:
             assert txns.fatal_error is first
+
+
+def test_a_call_ending_after_a_fatal_error_changes_nothing() -> None:
+    fatal = _error(fatal=True)
+    txns = _at(S.COMMITTING)
+    txns.fail(fatal)  # from the error callback, while the commit ran
+    assert txns.call_failed(_error(retriable=True)) is S.FATAL
+    assert txns.fatal_error is fatal

@@ -173,7 +173,10 @@ class IngestProducer:
 
     def poll(self) -> None:
         """Serve reports, move the transaction on, drain the spill, update metrics."""
-        self._producer.poll(0)
+        try:
+            self._producer.poll(0)
+        except KafkaException as exc:  # raised on a fatal error (fenced): the ingest stops
+            self._txns.fail(exc.args[0])
         if self._call is not None and self._call.done():
             self._finish(self._call)
         if self._call is None and self._txns.state is not TxnState.FATAL:
@@ -228,6 +231,8 @@ class IngestProducer:
         self._call = None
         txns = self._txns
         kind = txns.state
+        if kind is TxnState.FATAL:  # a fatal error came while the call ran: nothing follows
+            return
         try:
             call.result()
         except KafkaException as exc:

@@ -181,9 +181,8 @@ class IngestService:
                 await asyncio.wait({reader}, timeout=self.flush_timeout_s)
             for task in (reader, ticker, stopper):
                 task.cancel()
-            for task in (reader, ticker, stopper):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # Their errors are raised below, after the shutdown flush.
+            await asyncio.gather(reader, ticker, stopper, return_exceptions=True)
             spilled = await asyncio.to_thread(self._producer.close, self.flush_timeout_s)
             self._tracked.close()
         for task in (reader, ticker):

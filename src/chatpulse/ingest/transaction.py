@@ -109,6 +109,8 @@ class Transactions:
     def call_failed(self, error: KafkaError) -> TxnState:
         """The running call failed with ``error``: move to what comes next, and return it."""
         call = self.state
+        if call is TxnState.FATAL:  # a fatal error came in (error_cb, poll) while it ran
+            return call
         if call not in RUNNING:
             raise IllegalTransitionError(f"a call failed in state {call.name}")
         if error.fatal() or not (error.retriable() or error.txn_requires_abort()):
