@@ -2,22 +2,27 @@
 
 The session is opened in the background and re-opened until it works, so the API starts (and
 answers 503 problems) while Cassandra is down, and serves again by itself once it is back.
-Driver errors that mean "Cassandra cannot answer now" become :class:`StorageUnavailableError`.
+The API only reads: it never creates the keyspace or a table (DDL belongs to ``chatpulse init``
+and the processor), so it can run with a read-only role; while the schema is missing it
+answers 503 "schema not initialised" and prepares its statements again every few seconds.
+Driver errors become API errors by :func:`~chatpulse.api.driver_errors.classify_cassandra_error`;
+their texts (hosts, addresses) go to the log only.
 """
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
-from cassandra import DriverException, OperationTimedOut, RequestExecutionException
-from cassandra.cluster import Cluster, NoHostAvailable, ResponseFuture, Session
+from cassandra.cluster import Cluster, ResponseFuture, Session
 from cassandra.policies import ConstantReconnectionPolicy
 from cassandra.query import PreparedStatement
 
-from chatpulse.api.errors import StorageUnavailableError
+from chatpulse.api.driver_errors import SchemaNotFoundError, classify_cassandra_error
+from chatpulse.api.errors import ApiError, StorageUnavailableError
 from chatpulse.settings import Settings
-from chatpulse.storage import connect, ensure_schema
+from chatpulse.storage import connect
 
 __all__ = ["STATEMENTS", "CassandraGateway"]
 
@@ -52,8 +57,8 @@ STATEMENTS: dict[str, str] = {
     "WHERE window = ? AND window_start = ?",
     "ping": "SELECT release_version FROM system.local",
 }
-
-_UNAVAILABLE = (NoHostAvailable, OperationTimedOut, RequestExecutionException, DriverException)
+# The keyspace's tables the statements read.
+TABLES = frozenset(re.findall(r"FROM \{ks\}\.(\w+)", " ".join(STATEMENTS.values())))
 
 
 class CassandraGateway:
@@ -72,52 +77,73 @@ class CassandraGateway:
         self._cluster: Cluster | None = None
         self._session: Session | None = None
         self._prepared: dict[str, PreparedStatement] = {}
-        self._last_error = "not connected yet"
+        # Why requests cannot be served yet (None once prepared).
+        self._not_ready: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
-        return self._session is not None
-
-    @property
-    def last_error(self) -> str:
-        return self._last_error
+        return bool(self._prepared)
 
     def start(self) -> None:
         """Begin connecting in the background (returns at once)."""
         self._task = asyncio.get_running_loop().create_task(self._connect_until_done())
 
     async def _connect_until_done(self) -> None:
-        while self._session is None:
+        while not self._prepared:
             try:
                 await asyncio.to_thread(self._connect_once)
             except Exception as exc:  # noqa: BLE001 - any failure means "try again later"
-                self._last_error = f"cannot connect to Cassandra: {exc}"
-                logger.warning("%s; retrying in %.0f s", self._last_error, self._retry_interval_s)
+                self._not_ready = exc
+                answer = classify_cassandra_error(exc)
+                logger.warning(
+                    "Cassandra cannot serve the API yet (answering %d %s): %s: %s; "
+                    "retrying in %.0f s",
+                    answer.status,
+                    answer.slug,
+                    type(exc).__name__,
+                    exc,
+                    self._retry_interval_s,
+                )
                 await asyncio.sleep(self._retry_interval_s)
+        self._not_ready = None
 
     def _connect_once(self) -> None:
-        cluster, session = connect(self._settings, connect_timeout=5.0)
-        try:
+        if self._cluster is None:
+            cluster, session = connect(self._settings, connect_timeout=5.0)
             # Reconnect every second rather than backing off to minutes: the API must serve
             # again soon after Cassandra is back.
             cluster.reconnection_policy = ConstantReconnectionPolicy(1.0, max_attempts=None)
-            ensure_schema(session, self._settings)
-            ks = self._settings.cassandra_keyspace
-            prepared = {
-                name: session.prepare(cql.format(ks=ks)) for name, cql in STATEMENTS.items()
-            }
-        except Exception:
-            cluster.shutdown()
-            raise
-        self._cluster, self._prepared, self._session = cluster, prepared, session
+            self._cluster, self._session = cluster, session
+        assert self._session is not None
+        ks = self._settings.cassandra_keyspace
+        # Looked up in the driver's schema metadata first: preparing against a missing table
+        # fails too, but the driver then logs an error with a traceback at every attempt.
+        keyspace = self._cluster.metadata.keyspaces.get(ks)
+        missing = TABLES - set(keyspace.tables if keyspace is not None else ())
+        if missing:
+            raise SchemaNotFoundError(
+                f"keyspace {ks} does not exist"
+                if keyspace is None
+                else f"keyspace {ks} lacks the tables {', '.join(sorted(missing))}"
+            )
+        # The session is kept when this fails: only the schema is looked for again.
+        prepared = {
+            name: self._session.prepare(cql.format(ks=ks)) for name, cql in STATEMENTS.items()
+        }
+        self._prepared = prepared
         logger.info("connected to Cassandra, keyspace %s", ks)
 
+    def _unavailable(self) -> ApiError:
+        if self._not_ready is None:
+            return StorageUnavailableError()
+        return classify_cassandra_error(self._not_ready)
+
     async def execute(self, name: str, params: Sequence[Any] = ()) -> list[Any]:
-        """All rows of statement ``name``; StorageUnavailableError if Cassandra cannot say."""
+        """All rows of statement ``name``; an ApiError saying what failed if Cassandra fails."""
         session = self._session
-        if session is None:
-            raise StorageUnavailableError(f"Cassandra is unavailable ({self._last_error}).")
+        if session is None or not self._prepared:
+            raise self._unavailable()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         rows: list[Any] = []
@@ -125,10 +151,8 @@ class CassandraGateway:
             response = session.execute_async(
                 self._prepared[name], params, timeout=self._request_timeout_s
             )
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailableError(
-                f"Cassandra is unavailable ({type(exc).__name__})."
-            ) from exc
+        except Exception as exc:  # every driver error is classified
+            raise self._failed(name, exc) from exc
 
         def on_page(page: list[Any]) -> None:
             rows.extend(page)
@@ -143,10 +167,20 @@ class CassandraGateway:
         _add_callbacks(response, on_page, on_error)
         try:
             return await future
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailableError(
-                f"Cassandra is unavailable ({type(exc).__name__}: {exc})."
-            ) from exc
+        except Exception as exc:  # every driver error is classified
+            raise self._failed(name, exc) from exc
+
+    def _failed(self, name: str, exc: Exception) -> ApiError:
+        answer = classify_cassandra_error(exc)
+        logger.warning(
+            "Cassandra statement %s failed (answering %d %s): %s: %s",
+            name,
+            answer.status,
+            answer.slug,
+            type(exc).__name__,
+            exc,
+        )
+        return answer
 
     async def ping(self) -> None:
         """Raise StorageUnavailableError unless Cassandra answers a trivial query."""
@@ -158,6 +192,7 @@ class CassandraGateway:
         if self._cluster is not None:
             await asyncio.to_thread(self._cluster.shutdown)
         self._session = self._cluster = None
+        self._prepared = {}
 
 
 def _add_callbacks(response: ResponseFuture, on_page: Any, on_error: Any) -> None:

@@ -4,13 +4,19 @@ ChatpulseError
  └── ApiError                  an HTTP answer other than 2xx, with a problem ``type`` slug
       ├── NotFoundError               404, e.g. an unknown channel
       ├── BadCursorError              400, a cursor that is not ours or not for this query
+      ├── StorageForbiddenError       403, the API's Cassandra/Kafka principal lacks a permission
+      ├── StorageQueryError           500, Cassandra or Kafka refused a request for good
       ├── StorageUnavailableError     503, Cassandra cannot answer right now (retry later)
+      ├── SchemaMissingError          503, keyspace, tables or topics not created: run ``init``
       └── LiveStreamsFullError        503, the cap on open live streams is reached
 
 A retriable error (``retriable`` True) tells the client to try again: its answer carries
 ``Retry-After``. Errors raised below the API by shared modules (``KafkaUnavailableError``,
 ``CassandraUnavailableError``, ...) become answers through :func:`as_api_error`: 503 with
 ``Retry-After`` when retriable, 500 otherwise.
+
+Details are read by anonymous clients: they say what failed in general words, never a host, an
+address or a driver's message (those go to the API's log).
 """
 
 from typing import Any
@@ -22,6 +28,9 @@ __all__ = [
     "BadCursorError",
     "LiveStreamsFullError",
     "NotFoundError",
+    "SchemaMissingError",
+    "StorageForbiddenError",
+    "StorageQueryError",
     "StorageUnavailableError",
     "as_api_error",
 ]
@@ -74,11 +83,52 @@ class BadCursorError(ApiError):
     slug = "invalid-cursor"
 
 
+class StorageForbiddenError(ApiError):
+    status = 403
+    title = "Storage access denied"
+    slug = "storage-forbidden"
+
+    def __init__(
+        self,
+        detail: str = "Cassandra refused the API this read: its role lacks a permission an "
+        "operator must grant (see the API's log).",
+    ) -> None:
+        super().__init__(detail)
+
+
+class StorageQueryError(ApiError):
+    status = 500
+    title = "Storage query failed"
+    slug = "storage-query-failed"
+
+    def __init__(self, what: str = "Cassandra") -> None:
+        super().__init__(
+            f"{what} refused the API's request; retrying will not help. The reason is in the "
+            "API's log."
+        )
+
+
 class StorageUnavailableError(ApiError):
     status = 503
     title = "Storage unavailable"
     slug = "storage-unavailable"
     retriable = True
+
+    def __init__(self, detail: str = "Cassandra is unavailable; retry later.") -> None:
+        super().__init__(detail)
+
+
+class SchemaMissingError(ApiError):
+    status = 503
+    title = "Schema not initialised"
+    slug = "schema-not-initialised"
+    retriable = True  # once an operator has run ``chatpulse init``
+    retry_after_s = 10
+
+    def __init__(self, what: str = "the Cassandra keyspace or its tables") -> None:
+        super().__init__(
+            f"Schema not initialised: {what} do not exist; an operator must run `chatpulse init`."
+        )
 
 
 class LiveStreamsFullError(ApiError):

@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import Counter
 
 from chatpulse.api.db import CassandraGateway
+from chatpulse.api.errors import SchemaMissingError
 from chatpulse.api.hub import LiveHub
-from chatpulse.api.tracked import TrackedChannels
+from chatpulse.api.tracked import TOPICS_MISSING, TrackedChannels
 from chatpulse.errors import ChatpulseError
 
 __all__ = ["READINESS_CHECKS", "Readiness", "cluster_check"]
@@ -65,6 +66,8 @@ def cluster_check(
             _probe("kafka", asyncio.to_thread(tracked.ping)),
         )
         reasons = [reason for reason in failures if reason]
+        if tracked.topic_missing:
+            reasons.append(f"kafka: {SchemaMissingError(TOPICS_MISSING).detail}")
         if not reasons and not hub.assigned.is_set():
             reasons.append("live: the channel-stats consumer is not assigned yet")
         return reasons

@@ -3,13 +3,10 @@
 Built by the app factory's lifespan and reached by routes through :mod:`chatpulse.api.deps`.
 """
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-
-from confluent_kafka import KafkaException
 
 from chatpulse.api.cache import ResponseCache
 from chatpulse.api.cursors import CursorSigner
@@ -17,8 +14,6 @@ from chatpulse.api.db import CassandraGateway
 from chatpulse.api.hub import LiveHub
 from chatpulse.api.readiness import Readiness, cluster_check
 from chatpulse.api.tracked import TrackedChannels
-from chatpulse.errors import ChatpulseError
-from chatpulse.provision import ensure_topics
 from chatpulse.settings import Settings
 from chatpulse.topics import Topics
 
@@ -67,30 +62,14 @@ async def running_services(
         cache=ResponseCache(cache_ttl_s, max_bytes=settings.api_cache_max_bytes),
         windows=dict(zip(settings.windows, settings.window_sizes_ms, strict=True)),
     )
-    # Like every service, create missing topics at start (the schema: see CassandraGateway).
-    topics_task = asyncio.get_running_loop().create_task(_ensure_topics(settings))
+    # No topic or table is created here: the API reads with the least rights (DDL belongs to
+    # ``chatpulse init`` and the processor) and says "schema not initialised" until it exists.
     services.db.start()
     services.hub.start()
     services.tracked.start()
     try:
         yield services
     finally:
-        topics_task.cancel()
         await services.hub.stop()
         await services.tracked.stop()
         await services.db.close()
-
-
-async def _ensure_topics(settings: Settings) -> None:
-    """Create the contract's missing topics, retrying while Kafka is unreachable."""
-    while True:
-        try:
-            # Short waits: a thread blocked in a long create cannot be cancelled at exit.
-            created = await asyncio.to_thread(ensure_topics, settings, wait_s=2, timeout=10)
-        except (ChatpulseError, KafkaException) as exc:
-            logger.warning("cannot create the topics yet: %s", exc)
-            await asyncio.sleep(2.0)
-        else:
-            if created:
-                logger.info("created topics %s", ", ".join(created))
-            return

@@ -11,18 +11,48 @@ import uuid
 from collections.abc import Mapping
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
 
-from chatpulse.api.partitions import assign_all
-from chatpulse.errors import KafkaUnavailableError
+from chatpulse.api.errors import (
+    SchemaMissingError,
+    StorageForbiddenError,
+    StorageQueryError,
+)
+from chatpulse.api.partitions import TopicMissingError, assign_all
+from chatpulse.errors import ChatpulseError, KafkaUnavailableError
 from chatpulse.models import TrackedChannel, encode
 
-__all__ = ["TrackedChannels"]
+__all__ = ["TOPICS_MISSING", "TrackedChannels", "classify_kafka_error"]
 
 logger = logging.getLogger(__name__)
 
 
 _decoder = msgspec.json.Decoder(TrackedChannel)
+
+TOPICS_MISSING = "the Kafka topics"
+# What an anonymous client reads; the broker's own message (addresses) goes to the log.
+KAFKA_DOWN = "Kafka is unavailable; retry later."
+_FORBIDDEN = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+}
+_NO_TOPIC = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC}
+
+
+def classify_kafka_error(error: KafkaError) -> ChatpulseError:
+    """The API's answer to a write Kafka refused (the broker's text goes to the log only)."""
+    code = error.code()
+    if code in _FORBIDDEN:
+        return StorageForbiddenError(
+            "Kafka refused the API this write: its principal lacks a permission an operator "
+            "must grant (see the API's log)."
+        )
+    if code in _NO_TOPIC:
+        return SchemaMissingError(TOPICS_MISSING)
+    if error.retriable() or code in (KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT):
+        return KafkaUnavailableError(KAFKA_DOWN)
+    return StorageQueryError("Kafka")
 
 
 def _tracks(value: bytes | None) -> bool:
@@ -58,9 +88,12 @@ class TrackedChannels:
                 "enable.idempotence": True,
                 "linger.ms": 0,
                 "message.timeout.ms": 5000,
+                # Topics are created by ``chatpulse init`` (compacted), never by a write.
+                "allow.auto.create.topics": False,
             }
         )
         self._channels: set[str] = set()
+        self.topic_missing = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -87,10 +120,13 @@ class TrackedChannels:
             # No topic named: asking for one could make the broker auto-create it (uncompacted).
             self._producer.list_topics(timeout=timeout_s)
         except KafkaException as exc:
-            raise KafkaUnavailableError(f"Kafka is unreachable: {exc}") from exc
+            logger.warning("Kafka metadata request failed: %s", exc)
+            raise KafkaUnavailableError(KAFKA_DOWN) from exc
 
     async def set_tracked(self, channel: str, *, tracked: bool) -> None:
-        """Write the change and wait until Kafka has it; KafkaUnavailableError if it cannot."""
+        """Write the change and wait until Kafka has it; an ApiError saying why it could not."""
+        if self.topic_missing:
+            raise SchemaMissingError(TOPICS_MISSING)
         value = encode(TrackedChannel(channel=channel)) if tracked else None
         await asyncio.to_thread(self._produce, channel, value)
         # The follower will read it back; apply it now so this instance answers consistently.
@@ -100,24 +136,34 @@ class TrackedChannels:
             self._channels.discard(channel)
 
     def _produce(self, channel: str, value: bytes | None) -> None:
-        errors: list[str] = []
+        errors: list[KafkaError] = []
 
-        def delivered(err: object, _msg: object) -> None:
+        def delivered(err: KafkaError | None, _msg: object) -> None:
             if err is not None:
-                errors.append(str(err))
+                errors.append(err)
 
         try:
             self._producer.produce(
                 self._topic, key=channel.encode(), value=value, on_delivery=delivered
             )
         except (KafkaException, BufferError) as exc:
-            raise KafkaUnavailableError(f"cannot write to {self._topic}: {exc}") from exc
+            logger.warning("cannot write channel %s to %s: %s", channel, self._topic, exc)
+            raise KafkaUnavailableError(KAFKA_DOWN) from exc
         if self._producer.flush(6) > 0:
-            raise KafkaUnavailableError(
-                f"Kafka did not acknowledge the change of {channel} in time"
+            logger.warning(
+                "Kafka did not acknowledge channel %s on %s in 6 s", channel, self._topic
             )
+            raise KafkaUnavailableError(KAFKA_DOWN)
         if errors:
-            raise KafkaUnavailableError(f"Kafka refused the change of {channel}: {errors[0]}")
+            answer = classify_kafka_error(errors[0])
+            logger.warning(
+                "Kafka refused channel %s on %s (%s): %s",
+                channel,
+                self._topic,
+                type(answer).__name__,
+                errors[0],
+            )
+            raise answer
 
     def _run(self) -> None:
         consumer = Consumer(self._consumer_config)
@@ -127,7 +173,12 @@ class TrackedChannels:
                 if not assigned:
                     try:
                         assign_all(consumer, self._topic, OFFSET_BEGINNING)
-                        assigned = True
+                        assigned, self.topic_missing = True, False
+                    except TopicMissingError:
+                        self.topic_missing = True
+                        logger.warning("topic %s does not exist: run `chatpulse init`", self._topic)
+                        self._stop.wait(5.0)
+                        continue
                     except KafkaException as exc:
                         logger.warning("cannot follow %s yet: %s", self._topic, exc)
                         self._stop.wait(1.0)
