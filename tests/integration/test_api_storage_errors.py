@@ -12,8 +12,8 @@ from chatpulse.init_cli import initialize
 from pydantic import SecretStr
 
 from chatpulse.kafka_admin import admin_client
+from chatpulse.ports import free_ports
 from chatpulse.settings import Settings
-from chatpulse.stack.process import free_ports
 from chatpulse.storage import connect
 
 pytestmark = pytest.mark.timeout(300)
