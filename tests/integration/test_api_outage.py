@@ -5,8 +5,8 @@ import time
 import httpx
 import pytest
 from api_support import KnownStream, running_api, wait_ready, write_rows
-from chatpulse.init_cli import initialize
 
+from chatpulse.provision import initialize
 from chatpulse.settings import Settings
 from chatpulse.stack import CassandraServer
 

@@ -8,11 +8,11 @@ from typing import Any
 import httpx
 import pytest
 from api_support import KnownStream, running_api, wait_ready, write_rows
-from chatpulse.init_cli import initialize
 from pydantic import SecretStr
 
 from chatpulse.kafka_admin import admin_client
 from chatpulse.ports import free_ports
+from chatpulse.provision import initialize
 from chatpulse.settings import Settings
 from chatpulse.storage import connect
 
@@ -160,7 +160,9 @@ def test_a_query_cassandra_refuses_is_a_500_not_a_503(settings: Settings) -> Non
         # A column the API reads disappears: every read of it is refused for good.
         cluster, session = connect(settings)
         try:
-            session.execute(f"ALTER TABLE {settings.cassandra_keyspace}.messages DROP record")
+            session.execute(
+                f"ALTER TABLE {settings.cassandra_keyspace}.messages_bucketed DROP record"
+            )
         finally:
             cluster.shutdown()
         response = _until(api, "/api/v1/channels/alpha/messages", 500, timeout_s=30)
