@@ -130,6 +130,32 @@ def test_messages_walk_every_message_once_newest_first(
     assert [i["id"] for i in older["items"]] == [f"beta-{i:04d}" for i in range(9, -1, -1)]
 
 
+def test_a_cursor_from_one_instance_works_on_another(
+    api: httpx.Client, stream: KnownStream, keyed_settings: Settings
+) -> None:
+    """Cursors hold no per-process key: a page's cursor continues on another instance (or the
+    same one restarted), as behind a load balancer or across ``--workers``."""
+    expected = [m.id for m in sorted(stream.of("alpha"), key=lambda m: (m.sent_at, m.id))][::-1]
+    first = api.get("/api/v1/channels/alpha/messages", params={"limit": 7}).json()
+    channels = api.get("/api/v1/channels", params={"limit": 1}).json()
+    with running_api(keyed_settings) as other:
+        page = other.get(
+            "/api/v1/channels/alpha/messages", params={"limit": 7, "before": first["next_cursor"]}
+        )
+        assert page.status_code == 200, page.text
+        assert [i["id"] for i in first["items"] + page.json()["items"]] == expected[:14]
+        rest = other.get(
+            "/api/v1/channels", params={"limit": 50, "cursor": channels["next_cursor"]}
+        )
+        assert rest.status_code == 200, rest.text
+        names = [i["channel"] for i in channels["items"] + rest.json()["items"]]
+        assert sorted(names) == sorted(COUNTS)
+        # Still scoped: a cursor of alpha's messages is not one of beta's.
+        wrong = other.get("/api/v1/channels/beta/messages", params={"before": first["next_cursor"]})
+        assert wrong.status_code == 400
+        assert wrong.json()["type"] == "urn:chatpulse:problem:invalid-cursor"
+
+
 def test_channels_pagination_lists_each_channel_once_with_tracked_ones(
     api: httpx.Client, stream: KnownStream, keyed_settings: Settings
 ) -> None:

@@ -17,17 +17,13 @@ from chatpulse.api.routes import channels, health, leaderboard, live, messages, 
 from chatpulse.api.services import running_services
 from chatpulse.settings import Settings, load_settings
 
-__all__ = ["CACHE_TTL_ENV", "CURSOR_KEY_ENV", "app_from_env", "create_app"]
+__all__ = ["CACHE_TTL_ENV", "app_from_env", "create_app"]
 
 STATIC_DIR = Path(__file__).parent / "static"
-# Set by ``chatpulse api --workers N`` so every worker process signs cursors with one key.
-CURSOR_KEY_ENV = "CHATPULSE_API_CURSOR_KEY"
 CACHE_TTL_ENV = "CHATPULSE_API_CACHE_TTL"
 
 
-def create_app(
-    settings: Settings, *, cursor_key: bytes | None = None, cache_ttl_s: float = 1.0
-) -> FastAPI:
+def create_app(settings: Settings, *, cache_ttl_s: float = 1.0) -> FastAPI:
     """A ready-to-serve app; Cassandra and Kafka are connected by its lifespan.
 
     ``cache_ttl_s``: how old a cached summary/stats/leaderboard answer may be (0: no cache).
@@ -35,7 +31,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running_services(settings, cursor_key, cache_ttl_s) as services:
+        async with running_services(settings, cache_ttl_s) as services:
             app.state.services = services
             yield
 
@@ -84,8 +80,5 @@ def _document_windows(app: FastAPI, windows: list[str]) -> None:
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` (one per worker process): settings from the env."""
-    key = os.environ.get(CURSOR_KEY_ENV)
     ttl = float(os.environ.get(CACHE_TTL_ENV, "1.0"))
-    return create_app(
-        load_settings(), cursor_key=bytes.fromhex(key) if key else None, cache_ttl_s=ttl
-    )
+    return create_app(load_settings(), cache_ttl_s=ttl)

@@ -1,13 +1,12 @@
 """``chatpulse api``: serve the REST API, the live stream and the dashboard with uvicorn."""
 
 import os
-import secrets
 from typing import Annotated
 
 import typer
 import uvicorn
 
-from chatpulse.api.app import CACHE_TTL_ENV, CURSOR_KEY_ENV, create_app
+from chatpulse.api.app import CACHE_TTL_ENV, create_app
 from chatpulse.logs import configure_logging
 from chatpulse.settings import load_settings
 
@@ -51,9 +50,8 @@ def api_command(
             timeout_graceful_shutdown=_GRACE_S,
         )
         return
-    # Worker processes build their own app from the environment; share the overrides and
-    # one cursor key with them so a cursor from one worker is valid at another.
-    os.environ.setdefault(CURSOR_KEY_ENV, secrets.token_hex(32))
+    # Worker processes build their own app from the environment: share the overrides with
+    # them (cursors need nothing shared: any instance reads any instance's).
     os.environ[CACHE_TTL_ENV] = str(cache_ttl)
     os.environ["CHATPULSE_API_HOST"] = settings.api_host
     os.environ["CHATPULSE_API_PORT"] = str(settings.api_port)

@@ -1,4 +1,4 @@
-"""What the API holds for its lifetime: the gateway, the live hub, the tracked set, the signer.
+"""What the API holds for its lifetime: the gateway, the live hub, the tracked set, the cursors.
 
 Built by the app factory's lifespan and reached by routes through :mod:`chatpulse.api.deps`.
 """
@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from chatpulse.api.cache import ResponseCache
-from chatpulse.api.cursors import CursorSigner
+from chatpulse.api.cursors import Cursors
 from chatpulse.api.db import CassandraGateway
 from chatpulse.api.hub import LiveHub
 from chatpulse.api.readiness import Readiness, cluster_check
@@ -28,16 +28,14 @@ class Services:
     db: CassandraGateway
     hub: LiveHub
     tracked: TrackedChannels
-    signer: CursorSigner
+    cursors: Cursors
     cache: ResponseCache
     readiness: Readiness
     windows: dict[str, int] = field(default_factory=dict)
 
 
 @contextlib.asynccontextmanager
-async def running_services(
-    settings: Settings, cursor_key: bytes | None, cache_ttl_s: float
-) -> AsyncIterator[Services]:
+async def running_services(settings: Settings, cache_ttl_s: float) -> AsyncIterator[Services]:
     """Start every background part (none blocks on a cluster being up) and stop them after."""
     topics = Topics.from_settings(settings)
     db = CassandraGateway(settings)
@@ -58,7 +56,7 @@ async def running_services(
         hub=hub,
         tracked=tracked,
         readiness=Readiness(cluster_check(db, tracked, hub), ttl_s=settings.api_readiness_ttl_s),
-        signer=CursorSigner(cursor_key),
+        cursors=Cursors(),
         cache=ResponseCache(cache_ttl_s, max_bytes=settings.api_cache_max_bytes),
         windows=dict(zip(settings.windows, settings.window_sizes_ms, strict=True)),
     )

@@ -8,8 +8,9 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 
 from chatpulse.api import queries
+from chatpulse.api.cursors import MAX_CURSOR_CHARS, token_position
 from chatpulse.api.deps import ChannelName, ServicesDep, known_totals
-from chatpulse.api.errors import ApiError, BadCursorError
+from chatpulse.api.errors import ApiError
 from chatpulse.api.routes import problems
 from chatpulse.api.schemas import (
     ChannelPage,
@@ -55,18 +56,19 @@ WriteAccess = Depends(_require_api_key)
 async def list_channels(
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 50,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=MAX_CURSOR_CHARS, description="next_cursor of the previous page"),
+    ] = None,
 ) -> ChannelPage:
     """Every channel seen (totals) or tracked, in a stable order, one page at a time."""
     after = None
     if cursor is not None:
-        after = services.signer.check("channels", cursor)
-        if not isinstance(after, int):
-            raise BadCursorError("The cursor is malformed.")
+        after = token_position(services.cursors.check("channels", cursor))
     items, next_token = await queries.channel_page(
         services.db, tracked=services.tracked.channels, after_token=after, limit=limit
     )
-    next_cursor = None if next_token is None else services.signer.issue("channels", next_token)
+    next_cursor = None if next_token is None else services.cursors.issue("channels", next_token)
     return ChannelPage(items=items, next_cursor=next_cursor)
 
 

@@ -6,8 +6,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from chatpulse.api import queries
+from chatpulse.api.cursors import MAX_CURSOR_CHARS, message_position
 from chatpulse.api.deps import KnownChannel, ServicesDep
-from chatpulse.api.errors import BadCursorError
 from chatpulse.api.routes import problems
 from chatpulse.api.schemas import MessagePage, to_ms
 
@@ -33,7 +33,7 @@ async def channel_messages(
     before: Annotated[
         str | None,
         Query(
-            max_length=512,
+            max_length=MAX_CURSOR_CHARS,
             description="next_cursor of the previous page, or an ISO 8601 time (exclusive)",
         ),
     ] = None,
@@ -45,15 +45,7 @@ async def channel_messages(
     if before is not None:
         before_ms = _parse_time(before)
         if before_ms is None:
-            position = services.signer.check(scope, before)
-            if not (
-                isinstance(position, list)
-                and len(position) == 2
-                and isinstance(position[0], int)
-                and isinstance(position[1], str)
-            ):
-                raise BadCursorError("The cursor is malformed.")
-            before_key = (position[0], position[1])
+            before_key = message_position(services.cursors.check(scope, before))
     if not totals.seen or (before_ms is not None and before_ms <= totals.first_seen_ms):
         return MessagePage(items=[], next_cursor=None)
     # Messages expire (TTL) about message_ttl_days after they were written, which is soon
@@ -68,5 +60,5 @@ async def channel_messages(
         limit=limit,
         oldest_ms=oldest_ms,
     )
-    next_cursor = None if next_key is None else services.signer.issue(scope, list(next_key))
+    next_cursor = None if next_key is None else services.cursors.issue(scope, list(next_key))
     return MessagePage(items=items, next_cursor=next_cursor)
