@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from cassandra import InvalidRequest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from processor_support import (
     ProcessorProcess,
     Results,
@@ -22,6 +24,7 @@ from chatpulse.provision import initialize
 from chatpulse.settings import Settings
 from chatpulse.stack import CassandraServer
 from chatpulse.storage import connect
+from chatpulse.topics import Topics
 
 
 def _counted(settings: Settings) -> int:
@@ -176,4 +179,61 @@ def test_a_dropped_keyspace_is_created_again_and_counting_goes_on_exactly(
     assert results.messages == ground_truth(after).messages
     text = log.read_text()
     assert "creating the schema and writing the checkpoint again" in text
+    assert "Traceback" not in text
+
+
+def _committed(settings: Settings) -> list[int]:
+    topic = Topics.from_settings(settings).messages
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, **_group(settings)})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        return [tp.offset for tp in consumer.committed(tps, timeout=30)]
+    finally:
+        consumer.close()
+
+
+def _group(settings: Settings) -> dict[str, str]:
+    return {"group.id": settings.processor_group, "enable.auto.commit": "false"}
+
+
+@pytest.mark.timeout(300)
+def test_a_restart_after_the_groups_offsets_are_gone_counts_nothing_twice(
+    settings: Settings, tmp_path: Path
+) -> None:
+    hour = 3_600_000
+    base = int(time.time() * 1000) - 4 * hour
+    base -= base % hour
+    # a first stream, then one 1.5 h later: the first one's ids are past the de-duplication
+    # horizon (1 h), so only the offsets can keep a restart from counting them again
+    first = generate(channels=4, messages=1_500, seed=41, base=base, late_rate=0)
+    second = generate(
+        channels=4, messages=1_500, seed=42, base=base + 3 * hour // 2, id_prefix="b-"
+    )
+    third = generate(channels=4, messages=1_000, seed=43, base=base + 3 * hour, id_prefix="c-")
+    produce(settings, first + second)
+    log = tmp_path / "processor.log"
+    proc = ProcessorProcess(settings, tmp_path / "state", log)
+    proc.start()
+    try:
+        assert_exact(settings, ground_truth(first + second), procs=(proc,))
+    finally:
+        assert proc.stop() == 0, log.read_text()[-3000:]
+    assert any(offset >= 0 for offset in _committed(settings))  # (empty partitions: none)
+
+    # the broker forgets the group's offsets (offsets.retention.minutes after it emptied)
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    for future in admin.delete_consumer_groups([settings.processor_group]).values():
+        future.result()
+    assert all(offset < 0 for offset in _committed(settings))
+
+    produce(settings, third)
+    again = ProcessorProcess(settings, tmp_path / "state", log)
+    again.start()
+    try:
+        assert_exact(settings, ground_truth(first + second + third), procs=(again,))
+    finally:
+        assert again.stop() == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "resuming from the offsets its state records as processed" in text
     assert "Traceback" not in text

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from quixstreams import Application
 from quixstreams.checkpointing import Checkpoint
+from quixstreams.models.topics import TopicManager
 from quixstreams.processing import ProcessingContext
 from quixstreams.sinks import BaseSink, SinkManager
 from quixstreams.state.base.state import TransactionState
@@ -16,6 +17,7 @@ from quixstreams.state.base.transaction import PartitionTransaction
 
 from chatpulse.processor import quix_hooks
 from chatpulse.processor.quix_hooks import (
+    PROCESSED_OFFSETS_HEADER,
     QUIX_VERSION,
     STATE_TRANSACTION,
     CheckpointHook,
@@ -111,3 +113,22 @@ def test_time_checkpoints_observes_commits_only(tmp_path: Path) -> None:
     context.commit_checkpoint(force=True)  # empty: closed, and a new checkpoint begins
     assert len(seen) == 1
     assert seen[0] >= 0
+
+
+def test_changelog_records_carry_their_checkpoints_processed_offsets() -> None:
+    source = inspect.getsource(PartitionTransaction._prepare)
+    assert "json_dumps(processed_offsets)" in source
+    assert "CHANGELOG_PROCESSED_OFFSETS_MESSAGE_HEADER:" in source
+    # the checkpoint hands each store transaction the last offset it processed, by topic
+    commit = inspect.getsource(Checkpoint.commit)
+    assert "transaction.prepare(processed_offsets=processed_offsets)" in commit
+    assert PROCESSED_OFFSETS_HEADER == "__processed_tp_offsets__"
+
+
+def test_the_topic_manager_lists_changelog_topics_by_stream() -> None:
+    assert isinstance(inspect.getattr_static(TopicManager, "changelog_topics"), property)
+    app = Application(
+        broker_address="127.0.0.1:1", consumer_group="unit", loglevel=None, auto_create_topics=False
+    )
+    assert hasattr(app, "_topic_manager")
+    assert isinstance(app._topic_manager, TopicManager)

@@ -12,7 +12,8 @@ from chatpulse.kafka_admin import admin_client
 from chatpulse.processor.cassandra_flush import CassandraFlush
 from chatpulse.processor.cql import CassandraWriter
 from chatpulse.processor.metrics import ProcessorMetrics
-from chatpulse.processor.quix_hooks import time_checkpoints
+from chatpulse.processor.offsets import restore_missing_offsets
+from chatpulse.processor.quix_hooks import changelog_topic, time_checkpoints
 from chatpulse.processor.state_guard import check_state_dir
 from chatpulse.processor.topology import PipelineConfig, PipelineTopics, build_pipeline
 from chatpulse.provision import initialize
@@ -131,15 +132,24 @@ def _guard_state_dir(settings: Settings) -> None:
 
 
 def run_processor(settings: Settings) -> None:
-    """Create topics and schema if missing, serve metrics, and process until stopped."""
+    """Create topics and schema if missing, restore the group's offsets from the state if
+    they are gone, serve metrics, and process until stopped."""
     logging.getLogger("cassandra.protocol").addFilter(_DropBatchSizeWarnings())
     initialize(settings)
     _guard_state_dir(settings)
     processor = build_processor(settings)
+    messages = Topics.from_settings(settings).messages
+    restore_missing_offsets(
+        settings.kafka_client_config(),
+        settings.processor_group,
+        messages,
+        changelog_topic(processor.app, messages),
+        admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config()),
+    )
     processor.metrics.serve(settings.processor_metrics_port, settings.metrics_host)
     logger.info(
         "processing %s as group %s (%s), windows %s, grace %s",
-        Topics.from_settings(settings).messages,
+        messages,
         settings.processor_group,
         settings.processing_guarantee,
         ",".join(settings.windows),

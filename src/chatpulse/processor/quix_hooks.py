@@ -23,6 +23,11 @@ What is relied on:
 3. **Checkpoint timing.** ``Application._processing_context`` is the ``ProcessingContext``
    whose ``commit_checkpoint(force, revoking)`` ends a checkpoint and replaces its
    ``_checkpoint`` by a new one (:func:`time_checkpoints`).
+4. **Changelog.** ``Application._topic_manager.changelog_topics`` maps a dataframe's stream
+   id (its topic's name) to its stores' changelog topics; every changelog record carries the
+   processed offsets of its checkpoint (``{topic: last processed offset}``, JSON) in the header
+   ``quixstreams.state.metadata.CHANGELOG_PROCESSED_OFFSETS_MESSAGE_HEADER``
+   (:func:`changelog_topic`, :data:`PROCESSED_OFFSETS_HEADER`).
 """
 
 import abc
@@ -33,11 +38,14 @@ from typing import Any, Final
 from quixstreams import Application
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.sinks import BaseSink
+from quixstreams.state.metadata import CHANGELOG_PROCESSED_OFFSETS_MESSAGE_HEADER
 
 __all__ = [
+    "PROCESSED_OFFSETS_HEADER",
     "QUIX_VERSION",
     "STATE_TRANSACTION",
     "CheckpointHook",
+    "changelog_topic",
     "register_checkpoint_hooks",
     "time_checkpoints",
     "transaction_is_open",
@@ -47,6 +55,7 @@ QUIX_VERSION: Final = "3.28.1"
 # The slot of quixstreams.state.base.state.TransactionState holding its PartitionTransaction.
 STATE_TRANSACTION: Final = "_transaction"
 _CLOSED_FLAGS: Final = ("prepared", "completed", "failed")
+PROCESSED_OFFSETS_HEADER: Final[str] = CHANGELOG_PROCESSED_OFFSETS_MESSAGE_HEADER
 
 
 def transaction_is_open(transaction: object) -> bool:
@@ -105,3 +114,11 @@ def time_checkpoints(app: Application, observe: Callable[[float], None]) -> None
             observe(time.perf_counter() - start)
 
     context.commit_checkpoint = timed_commit
+
+
+def changelog_topic(app: Application, source: str) -> str:
+    """The name of the changelog topic of the (one, default) state store of the dataframe
+    over topic ``source``."""
+    manager: Any = app._topic_manager
+    (topic,) = manager.changelog_topics[source].values()
+    return str(topic.name)
