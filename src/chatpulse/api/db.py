@@ -21,6 +21,7 @@ from cassandra.query import PreparedStatement
 
 from chatpulse.api.driver_errors import SchemaNotFoundError, classify_cassandra_error
 from chatpulse.api.errors import ApiError, StorageUnavailableError
+from chatpulse.api.log_limits import KindedLog
 from chatpulse.settings import Settings
 from chatpulse.storage import connect
 
@@ -80,6 +81,7 @@ class CassandraGateway:
         # Why requests cannot be served yet (None once prepared).
         self._not_ready: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
+        self._log = KindedLog(logger)
 
     @property
     def connected(self) -> bool:
@@ -96,7 +98,8 @@ class CassandraGateway:
             except Exception as exc:  # noqa: BLE001 - any failure means "try again later"
                 self._not_ready = exc
                 answer = classify_cassandra_error(exc)
-                logger.warning(
+                self._log.warning(
+                    "connect",
                     "Cassandra cannot serve the API yet (answering %d %s): %s: %s; "
                     "retrying in %.0f s",
                     answer.status,
@@ -172,7 +175,8 @@ class CassandraGateway:
 
     def _failed(self, name: str, exc: Exception) -> ApiError:
         answer = classify_cassandra_error(exc)
-        logger.warning(
+        self._log.warning(
+            f"{name}:{answer.slug}",
             "Cassandra statement %s failed (answering %d %s): %s: %s",
             name,
             answer.status,

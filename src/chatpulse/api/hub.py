@@ -19,6 +19,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 from prometheus_client import Counter, Gauge
 
 from chatpulse.api.errors import LiveStreamsFullError
+from chatpulse.api.log_limits import KindedLog
 from chatpulse.api.partitions import assign_all
 from chatpulse.api.schemas import WindowStatsOut, ms_to_datetime
 from chatpulse.models import WindowStats
@@ -84,6 +85,7 @@ class LiveHub:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.assigned = threading.Event()
+        self._log = KindedLog(logger)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -154,7 +156,9 @@ class LiveHub:
                     try:
                         partitions = self._assign(consumer)
                     except KafkaException as exc:
-                        logger.warning("live hub cannot assign %s yet: %s", self._topic, exc)
+                        self._log.warning(
+                            "assign", "live hub cannot assign %s yet: %s", self._topic, exc
+                        )
                         self._stop.wait(1.0)
                         continue
                     self.assigned.set()
@@ -176,7 +180,8 @@ class LiveHub:
                 stats = _decoder.decode(value)
             except msgspec.MsgspecError as exc:
                 LIVE_UNREADABLE.inc()
-                logger.warning(
+                self._log.warning(
+                    "unreadable",
                     "unreadable channel-stats record partition %s offset %s: %s",
                     record.partition(),
                     record.offset(),

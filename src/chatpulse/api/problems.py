@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatpulse.api.errors import as_api_error
+from chatpulse.api.log_limits import KindedLog
 from chatpulse.errors import ChatpulseError
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+# One line per problem kind and interval: an outage answers every request with the same 503.
+_answers = KindedLog(logger)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "urn:chatpulse:problem:"
@@ -88,7 +91,14 @@ async def _api_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ChatpulseError)
     exc = as_api_error(exc)
     if exc.status >= 500:
-        logger.warning("%s %s answered %d: %s", request.method, request.url.path, exc.status, exc)
+        _answers.warning(
+            exc.slug,
+            "%s %s answered %d: %s",
+            request.method,
+            request.url.path,
+            exc.status,
+            exc,
+        )
     return problem_response(
         request,
         status=exc.status,

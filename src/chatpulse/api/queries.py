@@ -16,6 +16,7 @@ import msgspec
 from cassandra.murmur3 import murmur3
 
 from chatpulse.api.db import CassandraGateway
+from chatpulse.api.log_limits import KindedLog
 from chatpulse.api.schemas import (
     ChannelItem,
     EmoteOut,
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+_log = KindedLog(logger)
 
 DAY_MS = 86_400_000
 _EPOCH_DAY = date(1970, 1, 1)
@@ -201,7 +203,9 @@ def _message(channel: str, row: Any) -> MessageItem:
         message = decode_chat_message(row.record or b"")
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         # never written by the processor (it stores only records it validated)
-        logger.warning("undecodable record of message %s in %s: %s", row.id, channel, exc)
+        _log.warning(
+            "undecodable", "undecodable record of message %s in %s: %s", row.id, channel, exc
+        )
         message = ChatMessage(
             id=row.id, channel=channel, user_id="", user_login="", text="", sent_at=0
         )

@@ -18,6 +18,7 @@ from chatpulse.api.errors import (
     StorageForbiddenError,
     StorageQueryError,
 )
+from chatpulse.api.log_limits import KindedLog
 from chatpulse.api.partitions import TopicMissingError, assign_all
 from chatpulse.errors import ChatpulseError, KafkaUnavailableError
 from chatpulse.models import TrackedChannel, encode
@@ -25,6 +26,7 @@ from chatpulse.models import TrackedChannel, encode
 __all__ = ["TOPICS_MISSING", "TrackedChannels", "classify_kafka_error"]
 
 logger = logging.getLogger(__name__)
+_log = KindedLog(logger)
 
 
 _decoder = msgspec.json.Decoder(TrackedChannel)
@@ -62,7 +64,9 @@ def _tracks(value: bytes | None) -> bool:
     try:
         return _decoder.decode(value).tracked
     except msgspec.MsgspecError:
-        logger.warning("unreadable tracked-channels value %r; taken as tracked", value[:100])
+        _log.warning(
+            "unreadable", "unreadable tracked-channels value %r; taken as tracked", value[:100]
+        )
         return True
 
 
@@ -120,7 +124,7 @@ class TrackedChannels:
             # No topic named: asking for one could make the broker auto-create it (uncompacted).
             self._producer.list_topics(timeout=timeout_s)
         except KafkaException as exc:
-            logger.warning("Kafka metadata request failed: %s", exc)
+            _log.warning("ping", "Kafka metadata request failed: %s", exc)
             raise KafkaUnavailableError(KAFKA_DOWN) from exc
 
     async def set_tracked(self, channel: str, *, tracked: bool) -> None:
@@ -147,16 +151,17 @@ class TrackedChannels:
                 self._topic, key=channel.encode(), value=value, on_delivery=delivered
             )
         except (KafkaException, BufferError) as exc:
-            logger.warning("cannot write channel %s to %s: %s", channel, self._topic, exc)
+            _log.warning("produce", "cannot write channel %s to %s: %s", channel, self._topic, exc)
             raise KafkaUnavailableError(KAFKA_DOWN) from exc
         if self._producer.flush(6) > 0:
-            logger.warning(
-                "Kafka did not acknowledge channel %s on %s in 6 s", channel, self._topic
+            _log.warning(
+                "produce", "Kafka did not acknowledge channel %s on %s in 6 s", channel, self._topic
             )
             raise KafkaUnavailableError(KAFKA_DOWN)
         if errors:
             answer = classify_kafka_error(errors[0])
-            logger.warning(
+            _log.warning(
+                "refused",
                 "Kafka refused channel %s on %s (%s): %s",
                 channel,
                 self._topic,
@@ -176,11 +181,13 @@ class TrackedChannels:
                         assigned, self.topic_missing = True, False
                     except TopicMissingError:
                         self.topic_missing = True
-                        logger.warning("topic %s does not exist: run `chatpulse init`", self._topic)
+                        _log.warning(
+                            "missing", "topic %s does not exist: run `chatpulse init`", self._topic
+                        )
                         self._stop.wait(5.0)
                         continue
                     except KafkaException as exc:
-                        logger.warning("cannot follow %s yet: %s", self._topic, exc)
+                        _log.warning("follow", "cannot follow %s yet: %s", self._topic, exc)
                         self._stop.wait(1.0)
                         continue
                 for record in consumer.consume(num_messages=500, timeout=0.5):
