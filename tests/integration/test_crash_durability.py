@@ -17,9 +17,9 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from chatpulse.ports import is_port_free
 from chatpulse.settings import load_settings
 from chatpulse.stack import CassandraServer, KafkaServer
-from chatpulse.stack.process import is_port_free
 from chatpulse.stack.server import JavaServer
 from chatpulse.storage import connect, ensure_schema
 
