@@ -14,6 +14,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cassandra.concurrent import execute_concurrent_with_args
 from confluent_kafka import Consumer, KafkaError, Producer, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
@@ -47,7 +48,7 @@ def test_cassandra_keeps_schema_and_rows_through_sigkill(
     )
     ks = settings.cassandra_keyspace
     now = datetime.now(UTC).replace(microsecond=0)
-    channels = [f"channel_{n}" for n in range(40)]
+    channels = [f"channel_{n}" for n in range(400)]
     totals = {
         channel: (1_000 + 37 * n, now - timedelta(hours=n + 1), now - timedelta(seconds=n))
         for n, channel in enumerate(channels)
@@ -59,8 +60,10 @@ def test_cassandra_keeps_schema_and_rows_through_sigkill(
             f"INSERT INTO {ks}.channel_totals (channel, total_messages, first_seen, last_seen) "
             "VALUES (?, ?, ?, ?)"
         )
-        for channel, (total, first, last) in totals.items():
-            session.execute(insert, (channel, total, first, last), timeout=30)
+        # concurrently, as the processor writes: every one of them acknowledged
+        rows = [(channel, *values) for channel, values in totals.items()]
+        results = execute_concurrent_with_args(session, insert, rows, concurrency=64)
+        assert all(success for success, _ in results)
     finally:
         cluster.shutdown()
 

@@ -64,8 +64,10 @@ def test_cassandra_yaml_is_a_minimal_single_node(tmp_path: Path) -> None:
     assert config["storage_port"] == 19043
     assert config["seed_provider"][0]["parameters"] == [{"seeds": "127.0.0.1:19043"}]
     assert config["listen_address"] == config["rpc_address"] == "127.0.0.1"
-    assert config["commitlog_sync"] == "periodic"
-    assert config["commitlog_sync_period"] == "10000ms"
+    # an acknowledged write is synced: a crash of the process or the machine keeps it
+    assert config["commitlog_sync"] == "group"
+    assert config["commitlog_sync_group_window"] == "10ms"
+    assert "commitlog_sync_period" not in config  # Cassandra refuses it with group sync
     assert config["auto_snapshot"] is False
     for key in ("commitlog_directory", "saved_caches_directory", "hints_directory"):
         assert Path(config[key]).is_relative_to(tmp_path), key
@@ -84,11 +86,11 @@ def test_cassandra_jvm_flags_carry_jamm_and_java17_opens(tmp_path: Path) -> None
     assert "-Dcassandra-foreground=yes" in flags
 
 
-def test_a_stack_keeps_cassandra_schema_durable_unless_told_otherwise(tmp_path: Path) -> None:
+def test_a_stack_keeps_cassandra_crash_safe_unless_told_otherwise(tmp_path: Path) -> None:
     lib = tmp_path / "lib"
     user = Stack(tmp_path / "user", kafka_port=9092, cassandra_port=9042)
     throwaway = Stack(
-        tmp_path / "test", kafka_port=19092, cassandra_port=19042, cassandra_unsafe_system=True
+        tmp_path / "test", kafka_port=19092, cassandra_port=19042, cassandra_crash_safe=False
     )
 
     durable = user.cassandra.java_command(tmp_path / "java", lib)
@@ -96,6 +98,8 @@ def test_a_stack_keeps_cassandra_schema_durable_unless_told_otherwise(tmp_path: 
 
     assert not [flag for flag in durable if "unsafesystem" in flag]
     assert "-Dcassandra.unsafesystem=true" in unsafe
+    fast = yaml.safe_load(cassandra_yaml(port=1, storage_port=2, home=tmp_path, crash_safe=False))
+    assert (fast["commitlog_sync"], fast["commitlog_sync_period"]) == ("periodic", "10000ms")
 
 
 def test_default_and_test_stacks_use_disjoint_ports(tmp_path: Path) -> None:

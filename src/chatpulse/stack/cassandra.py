@@ -53,8 +53,21 @@ _ADD_OPENS = [
 ]
 
 
-def cassandra_yaml(*, port: int, storage_port: int, home: Path) -> str:
-    """A minimal single-node ``cassandra.yaml`` (JSON is valid YAML, and needs no quoting rules)."""
+# Group commit: a write is acknowledged once the commit log holding it is synced, and syncs
+# happen at most every 10 ms. Periodic sync (Cassandra's default, every 10 s) acknowledges
+# before that, and a crash of the process alone (SIGKILL, OOM kill) then loses the writes of
+# the last seconds: the commit log replay stops at the last sync marker, even though the
+# data after it is still in the OS page cache (tests/integration/test_crash_durability.py).
+_CRASH_SAFE_COMMITLOG = {"commitlog_sync": "group", "commitlog_sync_group_window": "10ms"}
+_FAST_COMMITLOG = {"commitlog_sync": "periodic", "commitlog_sync_period": "10000ms"}
+
+
+def cassandra_yaml(*, port: int, storage_port: int, home: Path, crash_safe: bool = True) -> str:
+    """A minimal single-node ``cassandra.yaml`` (JSON is valid YAML, and needs no quoting rules).
+
+    ``crash_safe=False`` (a throwaway test stack) acknowledges writes before their commit log
+    is synced: faster, and a crash loses the last seconds of writes.
+    """
     data = home / "data"
     config = {
         "cluster_name": "chatpulse",
@@ -72,8 +85,7 @@ def cassandra_yaml(*, port: int, storage_port: int, home: Path) -> str:
         "storage_port": storage_port,
         "native_transport_port": port,
         "start_native_transport": True,
-        "commitlog_sync": "periodic",
-        "commitlog_sync_period": "10000ms",
+        **(_CRASH_SAFE_COMMITLOG if crash_safe else _FAST_COMMITLOG),
         "data_file_directories": [str(data / "data")],
         "commitlog_directory": str(data / "commitlog"),
         "saved_caches_directory": str(data / "saved_caches"),
@@ -149,8 +161,11 @@ def cassandra_jvm_flags(
 class CassandraServer(JavaServer):
     """One Cassandra node; ``storage_port`` (gossip) defaults to ``port + 1``.
 
-    Schema and data survive a SIGKILL unless ``unsafe_system`` (see :func:`cassandra_jvm_flags`)
-    is set, which only a throwaway test stack may do.
+    Schema and every acknowledged write survive a SIGKILL (and a power cut) unless
+    ``crash_safe`` is False, which only a throwaway test stack may ask for: then schema
+    changes are not made durable (``-Dcassandra.unsafesystem=true``, see
+    :func:`cassandra_jvm_flags`) and the commit log is synced every 10 s, after the writes
+    are acknowledged.
     """
 
     name = "cassandra"
@@ -164,14 +179,14 @@ class CassandraServer(JavaServer):
         *,
         storage_port: int | None = None,
         heap: str = "1g",
-        unsafe_system: bool = False,
+        crash_safe: bool = True,
         jar_cache: Path | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(data_dir, port, jar_cache=jar_cache, progress=progress)
         self.storage_port = storage_port if storage_port is not None else port + 1
         self.heap = heap
-        self.unsafe_system = unsafe_system
+        self.crash_safe = crash_safe
 
     @property
     def config_file(self) -> Path:
@@ -184,7 +199,12 @@ class CassandraServer(JavaServer):
     def write_config(self) -> None:
         (self.home / "triggers").mkdir(exist_ok=True)
         self.config_file.write_text(
-            cassandra_yaml(port=self.port, storage_port=self.storage_port, home=self.home),
+            cassandra_yaml(
+                port=self.port,
+                storage_port=self.storage_port,
+                home=self.home,
+                crash_safe=self.crash_safe,
+            ),
             encoding="utf-8",
         )
         (self.home / "logback.xml").write_text(logback_xml(), encoding="utf-8")
@@ -195,7 +215,7 @@ class CassandraServer(JavaServer):
             home=self.home,
             log_dir=self.log_file.parent,
             heap=self.heap,
-            unsafe_system=self.unsafe_system,
+            unsafe_system=not self.crash_safe,
         )
         return [
             str(java),

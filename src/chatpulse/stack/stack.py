@@ -22,8 +22,8 @@ DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "chatpulse" / "stack"
 class Stack:
     """Kafka on ``kafka_port`` (+1 controller) and Cassandra on ``cassandra_port`` (+1 storage).
 
-    Both keep their data through a crash (SIGKILL); ``cassandra_unsafe_system`` trades that
-    away for faster DDL, for a throwaway test stack only (see ``CassandraServer``).
+    Both keep their data through a crash (SIGKILL); ``cassandra_crash_safe=False`` trades that
+    away for faster DDL and writes, for a throwaway test stack only (see ``CassandraServer``).
     """
 
     def __init__(
@@ -34,7 +34,7 @@ class Stack:
         cassandra_port: int = 9042,
         kafka_controller_port: int | None = None,
         cassandra_storage_port: int | None = None,
-        cassandra_unsafe_system: bool = False,
+        cassandra_crash_safe: bool = True,
         jar_cache: Path | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
@@ -50,7 +50,7 @@ class Stack:
             self.data_dir,
             cassandra_port,
             storage_port=cassandra_storage_port,
-            unsafe_system=cassandra_unsafe_system,
+            crash_safe=cassandra_crash_safe,
             jar_cache=jar_cache,
             progress=progress,
         )
