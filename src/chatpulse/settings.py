@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     # de-duplication bucket): Kafka refuses changelog records over 1 MB. At least one full
     # roaring container (8 KiB) twice over.
     state_chunk_bytes: int = Field(default=65_536, ge=16_448, le=524_288)
+    # Distinct emotes counted per window (their counts live in the channel's state record,
+    # at most ~140 bytes each): a busy channel shows a few hundred in an hour; top_emotes
+    # needs the 10 most used.
+    max_emotes_per_window: int = Field(default=300, ge=10, le=2_000)
     # Raw messages live this long in Cassandra. At most a year: a channel's list of non-empty
     # minutes (``message_buckets``, one partition per channel) holds up to 1,440 rows per day.
     message_ttl_days: int = Field(default=30, ge=1, le=366)

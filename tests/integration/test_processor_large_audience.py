@@ -129,6 +129,7 @@ def _wait_total(settings: Settings, at_least: int, proc: ProcessorProcess, timeo
     return total
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_million_distinct_chatters_in_an_hour_are_counted_exactly(
     settings: Settings, tmp_path: Path

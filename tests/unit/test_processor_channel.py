@@ -478,3 +478,33 @@ def test_a_busy_second_splits_its_dedup_bucket_and_still_finds_duplicates() -> N
     assert [key for key in store.committed if key.startswith(b"d")] == [
         b"d" + struct.pack(">q", (T0 + 20_000) // 1_000)
     ]
+
+
+def test_a_window_tracks_a_bounded_number_of_distinct_emotes() -> None:
+    counter = ChannelCounter([MIN], grace_ms=0, dedup_horizon_ms=MIN, max_emotes=10)
+    store = DictStore()
+    for i in range(15):  # 15 distinct emotes, then the first one again
+        text = f"Emote{i}"
+        counter.process(
+            msg(f"m{i}", T0, text=text, emotes=[Emote(f"e{i}", 0, len(text) - 1)]), store
+        )
+    update = counter.process(msg("again", T0, text="Emote0", emotes=[Emote("e0", 0, 5)]), store)
+    assert update is not None
+    emotes = update.windows[0][2].emotes
+    assert sorted(emotes) == sorted(f"e{i}" for i in range(10))
+    assert emotes["e0"] == (2, "Emote0")  # a tracked emote still counts
+    assert counter.untracked_emotes.value == 5
+    long_text = "x" * 200
+    long = counter.process(
+        msg("long", T0 + 1, text=long_text, emotes=[Emote("y" * 65, 0, 199)]), store
+    )
+    assert long is not None
+    assert "y" * 65 not in long.windows[0][2].emotes
+    assert counter.untracked_emotes.value == 6
+
+
+def test_an_emote_name_is_kept_to_64_characters() -> None:
+    aggregate = WindowAggregate()
+    text = "N" * 300
+    aggregate.add(msg("a", T0, text=text, emotes=[Emote("1", 0, 299)]), 1)
+    assert aggregate.emotes["1"] == (1, "N" * 64)

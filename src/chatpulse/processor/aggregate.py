@@ -16,6 +16,7 @@ from chatpulse.models import ChatMessage, TopEmote, WindowStats
 from chatpulse.windows import format_duration
 
 __all__ = [
+    "MAX_EMOTES",
     "TOP_EMOTES",
     "AggregateTuple",
     "WindowAggregate",
@@ -25,6 +26,9 @@ __all__ = [
 ]
 
 TOP_EMOTES = 10
+# distinct emotes tracked per window by default (CHATPULSE_MAX_EMOTES_PER_WINDOW)
+MAX_EMOTES = 300
+_MAX_EMOTE_TEXT = 64  # longest emote id tracked, longest name kept
 _MAX_U32 = 2**32 - 1
 
 # (messages, serialized chatter bitmap, other chatters, emotes): the stored form
@@ -63,9 +67,14 @@ class WindowAggregate:
     def unique_chatters(self) -> int:
         return len(self.chatters) + len(self.other_chatters)
 
-    def add(self, message: ChatMessage, number: int | None) -> None:
+    def add(self, message: ChatMessage, number: int | None, max_emotes: int = MAX_EMOTES) -> int:
         """Count one (already de-duplicated) message; ``number`` is its
-        :func:`numeric_user_id`, worked out once for all of the message's windows."""
+        :func:`numeric_user_id`, worked out once for all of the message's windows.
+
+        Returns the number of its emote occurrences left untracked: a window tracks at most
+        ``max_emotes`` distinct emotes (their counts live in the state's channel record) and
+        no emote id longer than 64 characters; a name is kept to 64 characters.
+        """
         self.messages += 1
         if number is not None:
             self.chatters.add(number)
@@ -74,14 +83,18 @@ class WindowAggregate:
             if message.user_id not in others:
                 others.append(message.user_id)
                 others.sort()
+        untracked = 0
         if message.emotes:
             emotes = self.emotes
             for emote in message.emotes:
                 seen = emotes.get(emote.id)
-                if seen is None:
-                    emotes[emote.id] = (1, message.emote_name(emote))
-                else:
+                if seen is not None:
                     emotes[emote.id] = (seen[0] + 1, seen[1])
+                elif len(emotes) < max_emotes and len(emote.id) <= _MAX_EMOTE_TEXT:
+                    emotes[emote.id] = (1, message.emote_name(emote)[:_MAX_EMOTE_TEXT])
+                else:
+                    untracked += 1
+        return untracked
 
 
 def top_emotes(emotes: dict[str, tuple[int, str]], limit: int = TOP_EMOTES) -> list[TopEmote]:

@@ -101,6 +101,7 @@ def build_processor(
         live_update_interval_s=settings.live_update_interval_s,
         max_future_skew_ms=settings.max_future_skew_ms,
         state_chunk_bytes=settings.state_chunk_bytes,
+        max_emotes_per_window=settings.max_emotes_per_window,
     )
     writer = CassandraWriter(settings) if cassandra else None
     writers = [CassandraFlush(writer, metrics)] if writer else []

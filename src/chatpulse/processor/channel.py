@@ -19,14 +19,16 @@ transaction they were read in, so after a rewind (sink backpressure), an aborted
 or a rebalance, the next message of the channel reads the committed state again. A record
 is only reused across checkpoints when the state holds exactly the bytes it was flushed as.
 
-State layout (keys within the channel's slice of the store; every record stays below
-``chunk_bytes`` plus a few KiB, whatever the audience, since Kafka refuses a changelog record
-over 1 MB):
-- ``c``: the channel record: totals, and each open window's message count, emotes and
-  chatters. A window's chatter bitmap is kept inline while it serialises to at most
-  ``chunk_bytes // 8``; past that (a large audience) the window is *chunked*: its bitmap
-  lives in records ``x<size><start><first id>`` that each hold the ids of one range of user
-  ids, and the channel record lists the ranges' first ids. Ranges are halved (down to 65,536
+State layout (keys within the channel's slice of the store). Kafka refuses a changelog record
+over 1 MB, so no record grows with the audience or the rate:
+- ``c``: the channel record: totals, and each open window's message count, emotes (at most
+  ``max_emotes`` distinct ones, ids and names of up to 64 characters, ~140 bytes each at
+  worst) and chatters. At most open windows x (``chunk_bytes // 8`` + ``max_emotes`` x 140
+  bytes): ~260 KB with the defaults and three window sizes, a few KiB as a rule. A window's
+  chatter bitmap is kept inline while it serialises to at most ``chunk_bytes // 8``; past
+  that (a large audience) the window is *chunked*: its bitmap lives in records
+  ``x<size><start><first id>`` that each hold the ids of one range of user ids, and the
+  channel record lists the ranges' first ids. Ranges are halved (down to 65,536
   ids, one roaring container, at most 8 KiB) until each serialises to at most
   ``chunk_bytes``; a flush rewrites only the ranges that gained chatters. A closed chunked
   window's records are deleted.
@@ -56,11 +58,13 @@ from pyroaring import BitMap
 
 from chatpulse.models import ChatMessage, WindowStats
 from chatpulse.processor.aggregate import (
+    MAX_EMOTES,
     AggregateTuple,
     WindowAggregate,
     numeric_user_id,
     to_window_stats,
 )
+from chatpulse.processor.metrics import Tally
 from chatpulse.processor.quix_hooks import STATE_TRANSACTION, transaction_is_open
 
 __all__ = [
@@ -287,10 +291,14 @@ class ChannelCounter:
         grace_ms: int,
         dedup_horizon_ms: int,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        max_emotes: int = MAX_EMOTES,
     ) -> None:
         if chunk_bytes < 2 * 8_192 + 64:
             raise ValueError("chunk_bytes must hold a full roaring container (16 KiB or more)")
         self._chunk_bytes = chunk_bytes
+        self._max_emotes = max_emotes
+        # messages with an emote a window did not track (past max_emotes distinct ones)
+        self.untracked_emotes = Tally()
         self._inline_bytes = chunk_bytes // _INLINE_SHARE
         self._sizes = sorted(set(window_sizes_ms))
         self._grace_ms = grace_ms
@@ -338,6 +346,8 @@ class ChannelCounter:
         )
         grace = self._grace_ms
         number = numeric_user_id(message.user_id)
+        max_emotes = self._max_emotes
+        untracked = 0
         for size in self._sizes:
             start = sent_at - sent_at % size
             ends = start + size + grace
@@ -349,9 +359,10 @@ class ChannelCounter:
                 aggregate = windows[(size, start)] = WindowAggregate()
                 if ends < record.next_close or not record.next_close:
                     record.next_close = ends
-            aggregate.add(message, number)
+            untracked += aggregate.add(message, number, max_emotes)
             opened.append((size, start, aggregate))
 
+        self.untracked_emotes.value += untracked
         if record.next_close and latest >= record.next_close:
             next_close = 0
             for size, start in list(windows):

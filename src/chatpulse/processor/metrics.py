@@ -46,6 +46,11 @@ class _TallyCollector(Collector):
             ("processed", "Chat messages counted (after de-duplication)", m.processed),
             ("duplicates", "Redelivered messages dropped", m.duplicates),
             ("deadlettered", "Records sent to the dead-letter topic", m.deadlettered),
+            (
+                "untracked_emotes",
+                "Emote occurrences a window did not track (past its distinct emote limit)",
+                m.untracked_emotes,
+            ),
         ):
             yield CounterMetricFamily(f"chatpulse_processor_{name}", help_text, value=tally.value)
         late = CounterMetricFamily(
@@ -71,6 +76,7 @@ class ProcessorMetrics:
         self.processed = Tally()
         self.duplicates = Tally()
         self.deadlettered = Tally()
+        self.untracked_emotes = Tally()
         self.late: dict[str, Tally] = defaultdict(Tally)  # by window name
         r.register(_TallyCollector(self))
         self.lag = Gauge(

@@ -26,7 +26,7 @@ from quixstreams.models import Topic
 
 from chatpulse.deadletter import deadletter_value
 from chatpulse.models import ChatMessage, WindowStats, decode_chat_message, encode
-from chatpulse.processor.aggregate import to_window_stats
+from chatpulse.processor.aggregate import MAX_EMOTES, to_window_stats
 from chatpulse.processor.channel import DEFAULT_CHUNK_BYTES, ChannelCounter, ChannelUpdate
 from chatpulse.processor.metrics import ProcessorMetrics
 from chatpulse.processor.quix_hooks import CheckpointHook, register_checkpoint_hooks
@@ -56,6 +56,8 @@ class PipelineConfig:
     max_future_skew_ms: int = 5 * 60_000
     # the largest state value (see chatpulse.processor.channel)
     state_chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    # distinct emotes tracked per window
+    max_emotes_per_window: int = MAX_EMOTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +207,9 @@ def build_pipeline(
         config.grace_ms,
         config.dedup_horizon_ms,
         chunk_bytes=config.state_chunk_bytes,
+        max_emotes=config.max_emotes_per_window,
     )
+    counter.untracked_emotes = metrics.untracked_emotes
     throttle = LiveThrottle(min(config.window_sizes_ms), config.live_update_interval_s)
     late_labels = {size: format_duration(size) for size in config.window_sizes_ms}
     skew_ms = config.max_future_skew_ms
