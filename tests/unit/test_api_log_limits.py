@@ -2,9 +2,12 @@
 
 import logging
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
 from chatpulse.api.log_limits import KindedLog
+from chatpulse.api.problems import install_problem_handlers
 
 
 class Clock:
@@ -40,3 +43,25 @@ def test_kinds_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
     # 256 kinds of their own, then one shared limiter for all the others.
     assert len(caplog.records) == 257
     assert len(limited._kinds) == 257
+
+
+async def test_a_repeated_bug_logs_one_traceback_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise ZeroDivisionError("a bug at 10.0.0.7:9042")
+
+    # The app re-raises after answering (for the server's log): only the answer matters here.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    with caplog.at_level(logging.ERROR, logger="chatpulse.api.problems"):
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            answers = [await client.get("/boom") for _ in range(50)]
+    assert {a.status_code for a in answers} == {500}
+    assert {a.json()["detail"] for a in answers} == {"An unexpected error occurred."}
+    tracebacks = [r.getMessage() for r in caplog.records if "unhandled error" in r.getMessage()]
+    assert len(tracebacks) == 1
+    assert "ZeroDivisionError: a bug at 10.0.0.7:9042" in tracebacks[0]

@@ -49,3 +49,7 @@ class KindedLog:
     def warning(self, kind: str, msg: str, *args: object) -> bool:
         """Log ``msg % args`` unless this kind was logged within the interval."""
         return self._limiter(kind).warning(msg, *args)
+
+    def error(self, kind: str, msg: str, *args: object) -> bool:
+        """As :meth:`warning`, at ERROR level."""
+        return self._limiter(kind).error(msg, *args)

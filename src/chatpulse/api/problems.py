@@ -7,6 +7,7 @@ traceback, never shown to the client).
 """
 
 import logging
+import traceback
 from http import HTTPStatus
 from typing import Any
 
@@ -147,7 +148,14 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    # A request that hits a bug can be repeated by anyone: one traceback per kind and interval.
+    _answers.error(
+        f"unexpected:{type(exc).__module__}.{type(exc).__qualname__}",
+        "unhandled error on %s %s\n%s",
+        request.method,
+        request.url.path,
+        "".join(traceback.format_exception(exc)).rstrip(),
+    )
     return problem_response(request, status=500, detail="An unexpected error occurred.")
 
 
