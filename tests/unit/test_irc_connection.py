@@ -81,3 +81,25 @@ async def test_an_unterminated_giant_line_closes_the_connection() -> None:
     conn, batches = await read_all([b"PRIVMSG #c :" + b"y" * (2 * 1024 * 1024)])
     assert batches == []
     assert conn.closed.is_set()
+
+
+async def test_an_oversized_line_is_dead_lettered_and_the_connection_reads_on() -> None:
+    # One over the bound within a read, one longer than a read (cut while it streams in):
+    # each becomes one parse error with its length; the lines around them are kept.
+    first = b"@id=1 :a!a@a PRIVMSG #chan :before\r\n"
+    inline = b"@id=big1 :a!a@a PRIVMSG #chan :" + b"x" * 70_000 + b"\r\n"
+    streamed = b"@id=big2 :a!a@a PRIVMSG #chan :" + b"y" * 300_000 + b"\r\n"
+    last = b"@id=2 :a!a@a PRIVMSG #chan :after\r\n"
+    chunks = [first + inline[:1000], inline[1000:] + streamed[:100_000]]
+    chunks += [streamed[i : i + 100_000] for i in range(100_000, len(streamed), 100_000)]
+    chunks.append(last)
+    _conn, batches = await read_all(chunks)
+    lines = [line for batch in batches for line in batch]
+    assert [line.msg.tags["id"] if line.msg else line.error.reason for line in lines] == [
+        "1",
+        "line over 65536 bytes (70031 characters)",
+        f"line over 65536 bytes ({len(streamed)} bytes), dropped",
+        "2",
+    ]
+    assert lines[2].raw.startswith("@id=big2 ")
+    assert len(lines[2].raw) == 16_384  # only the head is kept for the dead letter

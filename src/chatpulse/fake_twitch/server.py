@@ -186,6 +186,12 @@ class FakeTwitchServer:
         for session in self._channels[channel].members if channel in self._channels else ():
             session.send([line])
 
+    def inject_bytes(self, channel: str, data: bytes) -> None:
+        """Send raw bytes now to every connection in ``channel`` (invalid UTF-8, no line end)."""
+        for session in self._channels[channel].members if channel in self._channels else ():
+            if not session.closed:
+                session.writer.write(data)
+
     def sent(self, channel: str) -> int:
         """Stream lines delivered in ``channel`` (each counted once, however many joined)."""
         state = self._channels.get(channel)

@@ -11,6 +11,7 @@ from chatpulse.models import ChatEvent, ChatMessage, Emote
 
 __all__ = [
     "DATA_COMMANDS",
+    "KNOWN_COMMANDS",
     "MAX_EPOCH_MS",
     "MAX_NUMBER",
     "ConvertError",
@@ -19,6 +20,25 @@ __all__ = [
 ]
 
 DATA_COMMANDS = frozenset({"PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG"})
+# Every other command Twitch sends (and numerics, all digits): a line with a command outside
+# these is dead-lettered, not silently skipped (a changed protocol shows in the dead letters).
+KNOWN_COMMANDS = DATA_COMMANDS | frozenset(
+    {
+        "PING",
+        "PONG",
+        "JOIN",
+        "PART",
+        "CAP",
+        "NOTICE",
+        "RECONNECT",
+        "ROOMSTATE",
+        "USERSTATE",
+        "GLOBALUSERSTATE",
+        "HOSTTARGET",
+        "WHISPER",
+        "MODE",
+    }
+)
 
 # USERNOTICE msg-ids renamed on the wire; every other msg-id is kept as it comes.
 _EVENT_TYPES = {"sub": "subscription"}

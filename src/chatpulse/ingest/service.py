@@ -20,7 +20,7 @@ import msgspec
 from confluent_kafka import KafkaError, KafkaException
 
 from chatpulse.deadletter import IRC_KEY, deadletter_value
-from chatpulse.ingest.convert import DATA_COMMANDS, ConvertError, to_record
+from chatpulse.ingest.convert import DATA_COMMANDS, KNOWN_COMMANDS, ConvertError, to_record
 from chatpulse.ingest.errors import ProducerFailedError
 from chatpulse.ingest.irc.client import Received, TwitchChatClient
 from chatpulse.ingest.metrics import IngestMetrics
@@ -157,6 +157,7 @@ class IngestService:
             channels_per_connection=settings.channels_per_connection,
             join_rate=settings.join_rate,
             join_window_s=settings.join_window_s,
+            max_line_bytes=settings.irc_max_line_bytes,
         )
         await self._client.start()
         self._join(self.static_channels | tracked)
@@ -236,6 +237,7 @@ class IngestService:
             self.topics.events,
         )
         data_commands, chat_message, encode = DATA_COMMANDS, ChatMessage, _ENCODER.encode
+        known_commands = KNOWN_COMMANDS
         window = self._window
         window.advance()  # once per socket read: a clock call per record would cost more
         latest = window.latest
@@ -250,6 +252,8 @@ class IngestService:
                 self._deadletter(received.raw, reason, "parse", received.connection)
                 continue
             if msg.command not in data_commands:
+                if msg.command not in known_commands:
+                    self._unknown_command(received, msg.command)
                 continue
             try:
                 record = to_record(msg)
@@ -281,6 +285,11 @@ class IngestService:
             self._sent_messages.inc(messages)
         if events:
             self._sent_events.inc(events)
+
+    def _unknown_command(self, received: Received, command: str) -> None:
+        if not command.isdigit():  # numerics (001, 353, ...) are known as a class
+            reason = f"unknown command {command[:40]!r}"
+            self._deadletter(received.raw, reason, "parse", received.connection)
 
     def _deadletter(self, raw: str, reason: str, kind: str, connection: object) -> None:
         assert self._producer is not None

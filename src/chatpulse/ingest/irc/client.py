@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from chatpulse.ingest.irc.connection import IrcConnection, Received
+from chatpulse.ingest.irc.connection import DEFAULT_MAX_LINE, IrcConnection, Received
 from chatpulse.ingest.irc.dedup import RecentKeys
 from chatpulse.ingest.irc.ratelimit import SlidingWindowLimiter, backoff_delay
 from chatpulse.ingest.irc.shard import Shard, ShardContext, ShardCounters
@@ -68,6 +68,7 @@ class TwitchChatClient:
         dedup_capacity: int = 100_000,
         max_pending_batches: int = 1_000,
         ssl_context: ssl.SSLContext | None = None,
+        max_line_bytes: int = DEFAULT_MAX_LINE,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
@@ -82,6 +83,7 @@ class TwitchChatClient:
         self._ssl = (ssl_context or ssl.create_default_context()) if self.tls else None
         self.nick = login.lower() if login else f"justinfan{random.randint(10_000, 99_999_999)}"
         self._token = token
+        self._max_line_bytes = max_line_bytes
         self.channels_per_connection = channels_per_connection
         self.ping_interval_s = ping_interval_s
         self.pong_timeout_s = pong_timeout_s
@@ -217,6 +219,7 @@ class TwitchChatClient:
             ping_interval_s=self.ping_interval_s,
             pong_timeout_s=self.pong_timeout_s,
             connect_timeout_s=self.connect_timeout_s,
+            max_line_bytes=self._max_line_bytes,
         )
 
     async def _deliver(self, conn: IrcConnection, batch: list[Received]) -> None:

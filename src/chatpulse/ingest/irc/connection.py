@@ -31,7 +31,10 @@ LOGIN_FAILURES = (
     "Invalid NICK",
 )
 _READ_SIZE = 256 * 1024
-_MAX_LINE = 1024 * 1024  # far above Twitch's ~2 KB lines; a peer sending more is broken
+DEFAULT_MAX_LINE = (
+    65_536  # far above Twitch's longest lines (a few KB); CHATPULSE_IRC_MAX_LINE_BYTES
+)
+_OVERSIZED_HEAD = 16_384  # bytes of an oversized line kept for its dead letter
 # Commands that need nothing from the connection itself (the hot path skips _on_message).
 _QUIET_COMMANDS = frozenset({"PRIVMSG", "CLEARCHAT", "USERNOTICE", "CLEARMSG", "ROOMSTATE"})
 
@@ -69,8 +72,10 @@ class IrcConnection:
         ping_interval_s: float,
         pong_timeout_s: float,
         connect_timeout_s: float,
+        max_line_bytes: int = DEFAULT_MAX_LINE,
     ) -> None:
         self.id = connection_id
+        self._max_line = max_line_bytes
         self.nick = nick
         self._host, self._port, self._ssl = host, port, ssl_context
         self._token = token
@@ -180,16 +185,26 @@ class IrcConnection:
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         pending = b""
+        skipped = 0  # bytes of an oversized line dropped so far (0: not inside one)
+        head = b""  # its first bytes, for the dead letter
         try:
             while data := await reader.read(_READ_SIZE):
                 self.last_received = time.monotonic()
+                if skipped:  # inside an oversized line: drop up to its end
+                    end_of_line = data.find(b"\n")
+                    if end_of_line < 0:
+                        skipped += len(data)
+                        continue
+                    skipped += end_of_line + 1
+                    await self._deliver(self, [self._oversized(head, skipped)])
+                    skipped, head, data = 0, b"", data[end_of_line + 1 :]
                 if pending:
                     data = pending + data
                 end = data.rfind(b"\n") + 1  # complete lines end here
                 pending = data[end:]
-                if len(pending) > _MAX_LINE:
-                    logger.warning("connection %d: line over %d bytes, closing", self.id, _MAX_LINE)
-                    break
+                if len(pending) > self._max_line:
+                    # Never buffered past the bound: dead-lettered (cut), the stream goes on.
+                    skipped, head, pending = len(pending), pending[:_OVERSIZED_HEAD], b""
                 if not end:
                     continue
                 batch = await self._handle(data[:end])
@@ -200,6 +215,11 @@ class IrcConnection:
         finally:
             logger.info("connection %d: closed", self.id)
             self.abort()
+
+    def _oversized(self, head: bytes, length: int) -> Received:
+        line = head.decode(errors="replace")
+        error = IrcParseError(f"line over {self._max_line} bytes ({length} bytes), dropped", line)
+        return Received(line, None, error, time.time(), self.id)
 
     async def _handle(self, data: bytes) -> list[Received]:
         """Parse whole lines (``data`` ends with LF): decoded once per read, not per line."""
@@ -225,8 +245,13 @@ class IrcConnection:
         self, lines: list[str], batch: list[Received], replies: list[str], now: float
     ) -> None:
         append, quiet, conn_id = batch.append, _QUIET_COMMANDS, self.id
+        max_line = self._max_line
         for line in lines:
             if not line:
+                continue
+            if len(line) > max_line:  # characters: more than as many bytes
+                error = IrcParseError(f"line over {max_line} bytes ({len(line)} characters)", line)
+                append(Received(line, None, error, now, conn_id))
                 continue
             try:
                 msg = parse_line(line)
