@@ -58,10 +58,11 @@ def stack() -> Iterator[Stack]:
     # A test stack another checkout started on the same ports is reused (its data dir wins).
     data_dir = find_running_data_dir(TEST_KAFKA_PORT) or TEST_STACK_DIR
     # Throwaway data: a Cassandra this fixture starts skips making schema changes durable,
-    # which takes the fixture's create + drop of a keyspace from ~2.4 s to ~0.9 s per test,
-    # and acknowledges writes before it syncs them. A crash then loses the keyspaces created
-    # since its start and the last seconds of writes: tests that kill a server use the
-    # dedicated servers below, which keep everything (as the user's stack does).
+    # which takes the fixture's schema creation from 1.5-5.5 s to 0.3-1.7 s per test
+    # (docs/operations.md), and acknowledges writes before it syncs them. A crash then
+    # loses the keyspaces created since its start and the last seconds of writes: tests
+    # that kill a server use the dedicated servers below, which keep everything (as the
+    # user's stack does).
     shared = Stack(
         data_dir,
         kafka_port=TEST_KAFKA_PORT,
