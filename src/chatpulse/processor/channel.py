@@ -501,8 +501,12 @@ class ChannelCounter:
         chunks.starts, chunks.written = starts, written
 
     def _write_bucket(self, store: KeyValueStore, bucket: int, ids: set[bytes]) -> None:
-        """A bucket's ids as one record, or split into parts of at most ``chunk_bytes`` (a
-        bucket only grows, so it never has fewer parts than before)."""
+        """A bucket's ids as one record, or split into parts of at most ``chunk_bytes``.
+
+        Readers take the part count from part 0, so a part past it is never read. A bucket
+        only grows and a part wastes less than one id (65 bytes), so a rewrite has at most
+        one part fewer than before: that one is deleted.
+        """
         data = b"\n" + b"\n".join(ids) + b"\n"
         key = _bucket_key(bucket)
         if len(data) <= self._chunk_bytes:
@@ -521,6 +525,7 @@ class ChannelCounter:
         store.set_bytes(key, b"P" + count + b"\n" + b"\n".join(parts[0]) + b"\n")
         for number, part in enumerate(parts[1:], 1):
             store.set_bytes(key + _BUCKET_PARTS.pack(number), b"\n" + b"\n".join(part) + b"\n")
+        store.delete(key + _BUCKET_PARTS.pack(len(parts)))
 
     def _is_duplicate(self, message: ChatMessage, work: _Working, latest: int) -> bool:
         bucket = message.sent_at // self._bucket_ms
