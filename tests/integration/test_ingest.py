@@ -29,7 +29,8 @@ from chatpulse.fake_twitch.server import FakeTwitchServer
 from chatpulse.fake_twitch.simulate import channel_names, simulate_channel
 from chatpulse.fake_twitch.source import ReplaySource, SimulatedSource
 from chatpulse.ingest.cli import ensure_topics
-from chatpulse.ingest.convert import ConvertError, to_record
+from chatpulse.ingest.convert import to_record
+from chatpulse.ingest.errors import ConvertError
 from chatpulse.ingest.irc.parser import IrcParseError, parse_line
 from chatpulse.ingest.metrics import IngestMetrics
 from chatpulse.ingest.producer import IngestProducer

@@ -9,7 +9,6 @@ from pathlib import Path
 from chatpulse.ingest.metrics import IngestMetrics
 from chatpulse.ingest.producer import IngestProducer
 from chatpulse.ingest.spill import Spill
-from chatpulse.ingest.tracked import TrackedChannels
 from chatpulse.topics import Topics
 
 TOPICS = Topics.from_prefix("unit-")
@@ -93,21 +92,3 @@ def test_records_are_sent_directly_while_the_buffer_has_room(tmp_path: Path) -> 
     assert spill.records_written == 0
     assert producer.close(timeout_s=0.1) == 5
     assert _drain_values(tmp_path) == [b"x%d" % i for i in range(5)]
-
-
-def test_tracked_channel_records_add_and_tombstones_remove() -> None:
-    tracked = TrackedChannels(NO_BROKER, TOPICS.tracked)
-    try:
-        tracked._apply(b"a", b'{"channel": "Alpha", "tracked": true}', 0, 0)
-        tracked._apply(b"b", b'{"channel": "beta"}', 0, 1)
-        tracked._apply(b"alpha", None, 0, 2)
-        tracked._apply(b"c", b'{"channel": "gamma", "tracked": false}', 0, 3)
-        tracked._apply(b"d", b"not json", 0, 4)
-        tracked._apply(b"e", b'{"channel": "bad name!"}', 0, 5)
-        assert tracked.channels == {"beta"}
-        assert [(bad.raw, bad.offset) for bad in tracked.bad] == [
-            (b"not json", 4),
-            (b'{"channel": "bad name!"}', 5),
-        ]
-    finally:
-        tracked.close()

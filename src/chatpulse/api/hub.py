@@ -20,9 +20,9 @@ from prometheus_client import Counter, Gauge
 
 from chatpulse.api.errors import LiveStreamsFullError
 from chatpulse.api.log_limits import KindedLog
-from chatpulse.api.partitions import assign_all
 from chatpulse.api.schemas import WindowStatsOut, ms_to_datetime
 from chatpulse.models import WindowStats
+from chatpulse.partitions import assign_all
 
 __all__ = ["LiveHub", "stats_json"]
 

@@ -1,17 +1,15 @@
-"""The ``tracked-channels`` topic: an in-memory follower (from the beginning) and the writer.
+"""The API's side of ``tracked-channels``: the shared follower in a thread, and the writer.
 
-The topic is compacted with the channel as key; a ``{"channel", "tracked": true}`` value tracks
-a channel and a tombstone untracks it, so replaying it from the start gives the current set.
+What a record means is :mod:`chatpulse.tracked`'s rule, the same as the ingest's; a bad record
+is logged (rate-limited) here, and dead-lettered by the ingest.
 """
 
 import asyncio
 import logging
 import threading
-import uuid
 from collections.abc import Mapping
 
-import msgspec
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from chatpulse.api.errors import (
     SchemaMissingError,
@@ -19,17 +17,14 @@ from chatpulse.api.errors import (
     StorageQueryError,
 )
 from chatpulse.api.log_limits import KindedLog
-from chatpulse.api.partitions import TopicMissingError, assign_all
 from chatpulse.errors import ChatpulseError, KafkaUnavailableError
 from chatpulse.models import TrackedChannel, encode
+from chatpulse.tracked import TrackedChannelsFollower
 
 __all__ = ["TOPICS_MISSING", "TrackedChannels", "classify_kafka_error"]
 
 logger = logging.getLogger(__name__)
 _log = KindedLog(logger)
-
-
-_decoder = msgspec.json.Decoder(TrackedChannel)
 
 TOPICS_MISSING = "the Kafka topics"
 # What an anonymous client reads; the broker's own message (addresses) goes to the log.
@@ -57,19 +52,6 @@ def classify_kafka_error(error: KafkaError) -> ChatpulseError:
     return StorageQueryError("Kafka")
 
 
-def _tracks(value: bytes | None) -> bool:
-    """A record tracks its channel unless it is a tombstone or says ``"tracked": false``."""
-    if value is None:
-        return False
-    try:
-        return _decoder.decode(value).tracked
-    except msgspec.MsgspecError:
-        _log.warning(
-            "unreadable", "unreadable tracked-channels value %r; taken as tracked", value[:100]
-        )
-        return True
-
-
 class TrackedChannels:
     """Follows the tracked set in a thread; :meth:`set_tracked` writes a change and waits for it."""
 
@@ -77,13 +59,9 @@ class TrackedChannels:
         self, *, bootstrap_servers: str, topic: str, security: Mapping[str, str] | None = None
     ) -> None:
         self._topic = topic
-        self._consumer_config = {
-            **(security or {}),
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": f"chatpulse-api-tracked-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "client.id": "chatpulse-api-tracked",
-        }
+        self._follower = TrackedChannelsFollower(
+            bootstrap_servers, topic, client_id="chatpulse-api-tracked", security=security
+        )
         self._producer = Producer(
             {
                 **(security or {}),
@@ -96,17 +74,20 @@ class TrackedChannels:
                 "allow.auto.create.topics": False,
             }
         )
-        self._channels: set[str] = set()
-        self.topic_missing = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
     def channels(self) -> frozenset[str]:
-        return frozenset(self._channels)
+        return frozenset(self._follower.channels)
+
+    @property
+    def topic_missing(self) -> bool:
+        """The cluster says the topic does not exist (``chatpulse init`` has not run)."""
+        return self._follower.topic_missing
 
     def is_tracked(self, channel: str) -> bool:
-        return channel in self._channels
+        return channel in self._follower.channels
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="tracked-follower", daemon=True)
@@ -134,10 +115,7 @@ class TrackedChannels:
         value = encode(TrackedChannel(channel=channel)) if tracked else None
         await asyncio.to_thread(self._produce, channel, value)
         # The follower will read it back; apply it now so this instance answers consistently.
-        if tracked:
-            self._channels.add(channel)
-        else:
-            self._channels.discard(channel)
+        self._follower.note(channel, tracked=tracked)
 
     def _produce(self, channel: str, value: bytes | None) -> None:
         errors: list[KafkaError] = []
@@ -171,32 +149,11 @@ class TrackedChannels:
             raise answer
 
     def _run(self) -> None:
-        consumer = Consumer(self._consumer_config)
-        assigned = False
+        follower = self._follower
         try:
             while not self._stop.is_set():
-                if not assigned:
-                    try:
-                        assign_all(consumer, self._topic, OFFSET_BEGINNING)
-                        assigned, self.topic_missing = True, False
-                    except TopicMissingError:
-                        self.topic_missing = True
-                        _log.warning(
-                            "missing", "topic %s does not exist: run `chatpulse init`", self._topic
-                        )
-                        self._stop.wait(5.0)
-                        continue
-                    except KafkaException as exc:
-                        _log.warning("follow", "cannot follow %s yet: %s", self._topic, exc)
-                        self._stop.wait(1.0)
-                        continue
-                for record in consumer.consume(num_messages=500, timeout=0.5):
-                    if record.error() is not None or record.key() is None:
-                        continue
-                    channel = record.key().decode("utf-8", "replace")
-                    if _tracks(record.value()):
-                        self._channels.add(channel)
-                    else:
-                        self._channels.discard(channel)
+                follower.poll(0.5)
+                if not follower.assigned:  # not there yet: ask again in a while
+                    self._stop.wait(5.0 if follower.topic_missing else 1.0)
         finally:
-            consumer.close()
+            follower.close()

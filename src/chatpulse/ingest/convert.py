@@ -5,21 +5,18 @@ that cannot become a record raises :class:`ConvertError`, whose ``reason`` goes 
 dead-letter topic with the raw line.
 """
 
-from chatpulse.ingest.errors import ConvertError  # raised here; re-exported for callers
-from chatpulse.ingest.irc.parser import IrcMessage, prefix_nick
+from chatpulse.ingest.errors import ConvertError
+from chatpulse.ingest.irc.parser import DATA_COMMANDS, IrcMessage, prefix_nick
 from chatpulse.models import ChatEvent, ChatMessage, Emote
 
 __all__ = [
-    "DATA_COMMANDS",
     "KNOWN_COMMANDS",
     "MAX_EPOCH_MS",
     "MAX_NUMBER",
-    "ConvertError",
     "parse_emotes",
     "to_record",
 ]
 
-DATA_COMMANDS = frozenset({"PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG"})
 # Every other command Twitch sends (and numerics, all digits): a line with a command outside
 # these is dead-lettered, not silently skipped (a changed protocol shows in the dead letters).
 KNOWN_COMMANDS = DATA_COMMANDS | frozenset(

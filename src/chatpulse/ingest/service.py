@@ -9,30 +9,29 @@ progress. Bad lines go to the dead-letter topic. Stopping closes the IRC connect
 """
 
 import asyncio
-import contextlib
-import gc
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import msgspec
 from confluent_kafka import KafkaError, KafkaException
 
 from chatpulse.deadletter import IRC_KEY, deadletter_value
-from chatpulse.ingest.convert import DATA_COMMANDS, KNOWN_COMMANDS, ConvertError, to_record
-from chatpulse.ingest.errors import ProducerFailedError
+from chatpulse.gc_tuning import rarer_collections
+from chatpulse.ingest.convert import KNOWN_COMMANDS, to_record
+from chatpulse.ingest.errors import ConvertError, ProducerFailedError
 from chatpulse.ingest.irc.client import Received, TwitchChatClient
+from chatpulse.ingest.irc.parser import DATA_COMMANDS
 from chatpulse.ingest.metrics import IngestMetrics
 from chatpulse.ingest.producer import IngestProducer
 from chatpulse.ingest.spill import Spill
 from chatpulse.ingest.timestamps import SentAtWindow, read_retention_ms
-from chatpulse.ingest.tracked import TrackedChannels
 from chatpulse.kafka_admin import admin_client
 from chatpulse.logs import RateLimitedLog
 from chatpulse.models import ChatMessage
 from chatpulse.settings import Settings
 from chatpulse.topics import Topics
+from chatpulse.tracked import BadTrackedRecord, TrackedChannelsFollower
 from chatpulse.transactional import transactional_id
 
 __all__ = ["IngestService", "IngestSummary"]
@@ -48,35 +47,10 @@ _RETENTION_RETRY_S = 30.0  # while it could not be read yet
 _ENCODER = msgspec.json.Encoder()  # the same JSON as chatpulse.models.encode, one call less
 
 
-@contextlib.contextmanager
-def _young_collections_rarer() -> Iterator[None]:
-    """Tune CPython's cyclic GC for the hot path while the service runs.
-
-    Each line allocates a few containers (tags, params, message) that live until the socket
-    read they came in is handled; at the default gen0 threshold (700) a collection runs every
-    ~150 lines, promotes them, and the older collections walk every object imported at start.
-    Freezing those and collecting young objects 15x less often saves ~3-4 us CPU per record
-    (bench/ingest.py); the garbage is the same (reference counting frees almost all of it).
-    """
-    state = _GcState  # several services in one process (tests): first in sets, last out resets
-    if state.users == 0:
-        state.saved = gc.get_threshold()
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(10_000, state.saved[1], state.saved[2])
-    state.users += 1
-    try:
-        yield
-    finally:
-        state.users -= 1
-        if state.users == 0:
-            gc.set_threshold(*state.saved)
-            gc.unfreeze()
-
-
-class _GcState:
-    users = 0
-    saved: tuple[int, int, int] = (700, 10, 10)
+# Young collections while the service runs (CPython's default: 700): each line allocates a
+# few containers that live until its socket read is handled; at the default a collection ran
+# every ~150 lines and promoted them. 15x rarer saved ~3-4 us CPU per record (bench/ingest.py).
+GC_YOUNG_THRESHOLD = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +90,8 @@ class IngestService:
         self._sent_events = self.metrics.records_sent.labels("events")
         self._producer: IngestProducer | None = None
         self._client: TwitchChatClient | None = None
-        self._tracked: TrackedChannels | None = None
+        self._tracked: TrackedChannelsFollower | None = None
+        self._bad_tracked: list[BadTrackedRecord] = []  # dead-lettered at each follow
         self._joined: set[str] = set()
         self._live_connections: set[str] = set()
         self._stopping = False
@@ -143,10 +118,12 @@ class IngestService:
             deadletter_raw_max_bytes=settings.deadletter_raw_max_bytes,
             config_overrides=dict(settings.kafka_security_config()),
         )
-        self._tracked = TrackedChannels(
+        self._tracked = TrackedChannelsFollower(
             settings.kafka_bootstrap_servers,
             self.topics.tracked,
-            settings.kafka_security_config(),
+            client_id="chatpulse-ingest-tracked",
+            security=settings.kafka_security_config(),
+            on_bad=self._bad_tracked.append,
         )
         tracked = await asyncio.to_thread(self._tracked.load, 10.0)
         await self._read_retention()
@@ -172,7 +149,7 @@ class IngestService:
         ticker = asyncio.create_task(self._tick(), name="ingest-tick")
         stopper = asyncio.create_task(stop.wait(), name="ingest-stop")
         try:
-            with _young_collections_rarer():
+            with rarer_collections(GC_YOUNG_THRESHOLD):
                 await asyncio.wait({reader, ticker, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._stopping = True
@@ -357,7 +334,7 @@ class IngestService:
         added, removed = await asyncio.to_thread(self._tracked.poll)
         self._join(added)
         self._part(removed - self.static_channels)
-        for bad in self._tracked.bad:
+        for bad in self._bad_tracked:
             value = deadletter_value(
                 bad.raw,
                 bad.reason,
@@ -367,7 +344,7 @@ class IngestService:
             self._producer.send(self.topics.deadletter, self.topics.tracked.encode(), value, 0)
             self.metrics.deadlettered.labels("tracked").inc()
             self.deadlettered += 1
-        self._tracked.bad.clear()
+        self._bad_tracked.clear()
 
     def _connection_metrics(self) -> None:
         assert self._client is not None

@@ -26,6 +26,7 @@ from pydantic import SecretStr
 
 from chatpulse.ingest.irc.connection import DEFAULT_MAX_LINE, IrcConnection, Received
 from chatpulse.ingest.irc.dedup import RecentKeys
+from chatpulse.ingest.irc.parser import DATA_COMMANDS
 from chatpulse.ingest.irc.ratelimit import SlidingWindowLimiter, backoff_delay
 from chatpulse.ingest.irc.shard import Shard, ShardContext, ShardCounters
 from chatpulse.models import normalize_channel
@@ -34,7 +35,6 @@ __all__ = ["Received", "TwitchChatClient"]
 
 logger = logging.getLogger(__name__)
 
-_DATA_COMMANDS = frozenset({"PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG"})
 _DEFAULT_PORTS = {"irc": 6667, "ircs": 6697}
 
 
@@ -224,7 +224,7 @@ class TwitchChatClient:
 
     async def _deliver(self, conn: IrcConnection, batch: list[Received]) -> None:
         fresh: list[Received] = []
-        append, seen, data_commands = fresh.append, self._recent.seen, _DATA_COMMANDS
+        append, seen, data_commands = fresh.append, self._recent.seen, DATA_COMMANDS
         for received in batch:
             msg = received.msg
             if msg is not None and msg.command in data_commands:

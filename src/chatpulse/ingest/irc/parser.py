@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from chatpulse.ingest.errors import IrcParseError
 
 __all__ = [
+    "DATA_COMMANDS",
     "IrcMessage",
     "escape_tag_value",
     "format_line",
@@ -21,6 +22,10 @@ __all__ = [
     "prefix_nick",
     "unescape_tag_value",
 ]
+
+# The commands that carry chat data: de-duplicated by the client, turned into records by
+# the ingest (chatpulse.ingest.convert); every other line is protocol.
+DATA_COMMANDS = frozenset({"PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG"})
 
 
 @dataclass(slots=True)
