@@ -7,8 +7,15 @@ from confluent_kafka import Producer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatpulse.ingest.convert import DATA_COMMANDS, MAX_EPOCH_MS, ConvertError, to_record
-from chatpulse.ingest.irc.parser import IrcMessage, IrcParseError, escape_tag_value, parse_line
+from chatpulse.ingest.convert import MAX_EPOCH_MS, to_record
+from chatpulse.ingest.errors import ConvertError
+from chatpulse.ingest.irc.parser import (
+    DATA_COMMANDS,
+    IrcMessage,
+    IrcParseError,
+    escape_tag_value,
+    parse_line,
+)
 from chatpulse.models import ChatEvent, ChatMessage, decode_chat_message, encode
 
 # What the IRC connection can hand over: any text but surrogates (it decodes bytes with
