@@ -708,3 +708,96 @@ async def test_a_fenced_ingest_ends_with_one_line_and_no_traceback(settings: Set
     last = log.strip().splitlines()[-1]
     assert last.startswith("chatpulse: error: the Kafka producer failed for good: "), last
     assert "another ingest with the same transactional id took over" in last
+
+
+async def test_a_dead_letter_the_dead_letter_topic_refuses_is_counted_and_dropped(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Both topics refuse big records: the big event is refused, its dead letter (raw kept up
+    # to 16 KiB) is refused too; it is dropped and counted, never sent again.
+    topics = Topics.from_settings(settings)
+    admin = admin_client(settings.kafka_bootstrap_servers)
+    small = ConfigEntry("max.message.bytes", "1024", incremental_operation=AlterConfigOpType.SET)
+    resources = [
+        ConfigResource(ResourceType.TOPIC, name, incremental_configs=[small])
+        for name in (topics.events, topics.deadletter)
+    ]
+    for future in admin.incremental_alter_configs(resources).values():
+        future.result(timeout=30)
+    metrics = IngestMetrics()
+    producer = IngestProducer(
+        settings.kafka_bootstrap_servers,
+        topics,
+        Spill(tmp_path / "spill"),
+        metrics,
+        buffer_messages=10_000,
+        txn_id=f"{settings.topic_prefix}dead-dead",
+    )
+    messages = [_spilled_message(i) for i in range(50)]
+    for message in messages[:25]:
+        producer.send(topics.messages, b"xqcow", encode(message), message.sent_at)
+    producer.send(topics.events, b"xqcow", os.urandom(4_000).hex().encode(), 1_568_505_500_000)
+    for message in messages[25:]:
+        producer.send(topics.messages, b"xqcow", encode(message), message.sent_at)
+    sample = metrics.registry.get_sample_value
+
+    def done() -> bool:
+        producer.poll()
+        return (
+            producer.acked[topics.messages] == 50
+            and sample("chatpulse_ingest_deadletter_dropped_total") == 1
+        )
+
+    try:
+        await until(done, 60, "the messages committed and the dead letter dropped")
+        for _ in range(20):  # and nothing is retried after that
+            producer.poll()
+            await asyncio.sleep(0.05)
+        assert producer.buffered == 0
+    finally:
+        assert producer.close(timeout_s=10) == 0
+    assert sample("chatpulse_ingest_deadletter_dropped_total") == 1
+    assert producer.acked[topics.deadletter] == 0
+    assert_exact_messages(read_topic(settings.kafka_bootstrap_servers, topics.messages), messages)
+    assert read_topic(settings.kafka_bootstrap_servers, topics.deadletter) == []
+
+
+async def test_an_unreadable_spill_ends_the_cli_with_one_line(settings: Settings) -> None:
+    settings.spill_dir.mkdir(parents=True)
+    (settings.spill_dir / "000000000001a.spill").mkdir()  # a segment that cannot be read
+    async with FakeTwitchServer(ReplaySource(capture_lines()[:100]), speed=0) as server:
+        env = {
+            **os.environ,
+            "CHATPULSE_SPILL_DIR": str(settings.spill_dir),
+            "CHATPULSE_INGEST_METRICS_PORT": "0",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "chatpulse",
+            "ingest",
+            "--channels",
+            "xqcow",
+            "--irc-url",
+            server.url,
+            "--bootstrap-servers",
+            settings.kafka_bootstrap_servers,
+            "--topic-prefix",
+            settings.topic_prefix,
+            env=env,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            _, stderr = await asyncio.wait_for(process.communicate(), 60)
+        finally:
+            if process.returncode is None:
+                process.kill()
+    log = stderr.decode()
+    assert process.returncode == 1, log
+    assert "Traceback" not in log, log
+    last = log.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"chatpulse: error: spill segment \S+/000000000001a\.spill cannot be read: "
+        r"\[Errno 21\] Is a directory: .*",
+        last,
+    ), last

@@ -75,9 +75,12 @@ class SpillDrain:
         Spilled ones stay unacknowledged in the spill, where they already are.
         """
         by_slot: dict[int, list[tuple[str, bytes | None, bytes, int]]] = {}
-        for topic, key, value, timestamp, origin in entries:
+        for entry in entries:
+            origin = entry.origin
             if type(origin) is int:
-                by_slot.setdefault(origin, []).append((topic, key, value, timestamp))
+                by_slot.setdefault(origin, []).append(
+                    (entry.topic, entry.key, entry.value, entry.timestamp)
+                )
         for slot in sorted(by_slot):
             self.spill.append_before(slot, by_slot[slot])
         return sum(len(records) for records in by_slot.values())
