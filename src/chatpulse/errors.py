@@ -5,6 +5,7 @@
      ├── KafkaUnavailableError     retriable: Kafka did not answer (in time)
      ├── CassandraUnavailableError retriable: Cassandra did not accept a session (in time)
      ├── SchemaError               the keyspace holds tables chatpulse cannot use as they are
+     ├── TrackedRecordError        a tracked-channels record that is not a channel entry
      ├── ApiError                  (chatpulse.api.errors) an HTTP error answer
      ├── IngestError               (chatpulse.ingest.errors) IRC lines, logins, conversion
      ├── ProcessorError            (chatpulse.processor.errors) the Cassandra write-back
@@ -25,6 +26,7 @@ __all__ = [
     "ConfigError",
     "KafkaUnavailableError",
     "SchemaError",
+    "TrackedRecordError",
 ]
 
 
@@ -55,3 +57,12 @@ class CassandraUnavailableError(ChatpulseError):
 
 class SchemaError(ChatpulseError):
     """The keyspace holds tables chatpulse cannot use as they are."""
+
+
+class TrackedRecordError(ChatpulseError):
+    """A tracked-channels record that is not a valid channel entry; ``channel`` is its key's
+    channel (None when the key is not a channel login)."""
+
+    def __init__(self, reason: str, channel: str | None) -> None:
+        super().__init__(reason)
+        self.channel = channel

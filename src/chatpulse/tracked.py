@@ -25,23 +25,16 @@ from dataclasses import dataclass
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
 
+from chatpulse.errors import TrackedRecordError
 from chatpulse.logs import RateLimitedLog
 from chatpulse.models import TrackedChannel, normalize_channel
 from chatpulse.partitions import TopicMissingError, assign_all
 
-__all__ = ["BadTrackedRecord", "TrackedChannelsFollower", "TrackedRecordError", "decode_tracked"]
+__all__ = ["BadTrackedRecord", "TrackedChannelsFollower", "decode_tracked"]
 
 logger = logging.getLogger(__name__)
 
 _decoder = msgspec.json.Decoder(TrackedChannel)
-
-
-class TrackedRecordError(ValueError):
-    """A record that is not a valid channel entry; ``channel`` is the key's channel, if any."""
-
-    def __init__(self, reason: str, channel: str | None) -> None:
-        super().__init__(reason)
-        self.channel = channel
 
 
 def decode_tracked(key: bytes | None, value: bytes | None) -> tuple[str, bool]:

@@ -2,10 +2,10 @@
 
 import pytest
 
+from chatpulse.errors import TrackedRecordError
 from chatpulse.tracked import (
     BadTrackedRecord,
     TrackedChannelsFollower,
-    TrackedRecordError,
     decode_tracked,
 )
 

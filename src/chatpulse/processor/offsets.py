@@ -24,19 +24,15 @@ import time
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from chatpulse.processor.errors import ProcessorError
+from chatpulse.processor.errors import OffsetsLostError
 from chatpulse.processor.quix_hooks import PROCESSED_OFFSETS_HEADER
 
-__all__ = ["OffsetsLostError", "last_processed_offset", "restore_missing_offsets"]
+__all__ = ["last_processed_offset", "restore_missing_offsets"]
 
 logger = logging.getLogger(__name__)
 
 _TAIL_RECORDS = 256  # the changelog records read first from a partition's end
 _READ_TIMEOUT_S = 30.0
-
-
-class OffsetsLostError(ProcessorError):
-    """The group's offsets are missing and could not be restored from the state."""
 
 
 def last_processed_offset(
