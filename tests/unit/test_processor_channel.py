@@ -10,6 +10,7 @@ import pytest
 
 from chatpulse.models import ChatMessage, Emote
 from chatpulse.processor.aggregate import (
+    MAX_OTHER_CHATTERS,
     AggregateTuple,
     WindowAggregate,
     numeric_user_id,
@@ -508,3 +509,24 @@ def test_an_emote_name_is_kept_to_64_characters() -> None:
     text = "N" * 300
     aggregate.add(msg("a", T0, text=text, emotes=[Emote("1", 0, 299)]), 1)
     assert aggregate.emotes["1"] == (1, "N" * 64)
+
+
+def test_a_window_tracks_a_bounded_number_of_chatters_whose_ids_are_not_numbers() -> None:
+    counter = ChannelCounter([MIN], grace_ms=0, dedup_horizon_ms=MIN)
+    store = DictStore()
+    limit = MAX_OTHER_CHATTERS
+    for i in range(limit + 5):
+        counter.process(msg(f"m{i}", T0, user=f"x{i}"), store)
+    update = counter.process(msg("numeric", T0, user="12345"), store)
+    assert update is not None
+    window = update.windows[0][2]
+    assert window.unique_chatters == limit + 1
+    assert window.other_chatters == sorted(window.other_chatters)
+    assert counter.untracked_chatters.value == 5
+    assert counter.untracked_emotes.value == 0
+    again = counter.process(msg("known", T0, user="x0"), store)  # tracked: counted once
+    assert again is not None
+    assert (again.windows[0][2].unique_chatters, counter.untracked_chatters.value) == (
+        limit + 1,
+        5,
+    )

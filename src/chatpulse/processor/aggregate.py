@@ -8,6 +8,7 @@ an id that is not a canonical unsigned 32-bit decimal goes to a small sorted fal
 so the count stays exact whatever the ids look like.
 """
 
+import bisect
 from dataclasses import dataclass, field
 
 from pyroaring import BitMap
@@ -17,7 +18,9 @@ from chatpulse.windows import format_duration
 
 __all__ = [
     "MAX_EMOTES",
+    "MAX_OTHER_CHATTERS",
     "TOP_EMOTES",
+    "UNTRACKED_CHATTER",
     "AggregateTuple",
     "WindowAggregate",
     "numeric_user_id",
@@ -29,6 +32,10 @@ TOP_EMOTES = 10
 # distinct emotes tracked per window by default (CHATPULSE_MAX_EMOTES_PER_WINDOW)
 MAX_EMOTES = 300
 _MAX_EMOTE_TEXT = 64  # longest emote id tracked, longest name kept
+# chatters per window whose id does not fit the bitmap (never a Twitch id today)
+MAX_OTHER_CHATTERS = 1_000
+# added to add()'s result for a chatter left untracked (emote counts stay below it)
+UNTRACKED_CHATTER = 1 << 32
 _MAX_U32 = 2**32 - 1
 
 # (messages, serialized chatter bitmap, other chatters, emotes): the stored form
@@ -71,19 +78,25 @@ class WindowAggregate:
         """Count one (already de-duplicated) message; ``number`` is its
         :func:`numeric_user_id`, worked out once for all of the message's windows.
 
-        Returns the number of its emote occurrences left untracked: a window tracks at most
-        ``max_emotes`` distinct emotes (their counts live in the state's channel record) and
-        no emote id longer than 64 characters; a name is kept to 64 characters.
+        Returns the number of its emote occurrences left untracked, plus
+        :data:`UNTRACKED_CHATTER` when its chatter was: a window tracks at most
+        ``max_emotes`` distinct emotes (their counts live in the state's channel record), no
+        emote id longer than 64 characters (a name is kept to 64 characters), and at most
+        :data:`MAX_OTHER_CHATTERS` chatters whose id is not an unsigned 32-bit number (Twitch's
+        are; the others are kept as a list in the channel record).
         """
         self.messages += 1
+        untracked = 0
         if number is not None:
             self.chatters.add(number)
         else:
             others = self.other_chatters
-            if message.user_id not in others:
-                others.append(message.user_id)
-                others.sort()
-        untracked = 0
+            position = bisect.bisect_left(others, message.user_id)
+            if position == len(others) or others[position] != message.user_id:
+                if len(others) < MAX_OTHER_CHATTERS:
+                    others.insert(position, message.user_id)
+                else:
+                    untracked = UNTRACKED_CHATTER
         if message.emotes:
             emotes = self.emotes
             for emote in message.emotes:

@@ -59,6 +59,7 @@ from pyroaring import BitMap
 from chatpulse.models import ChatMessage, WindowStats
 from chatpulse.processor.aggregate import (
     MAX_EMOTES,
+    UNTRACKED_CHATTER,
     AggregateTuple,
     WindowAggregate,
     numeric_user_id,
@@ -81,6 +82,7 @@ _MAX_TOKEN = 64  # longer message ids are kept as a 33-byte digest
 _BUCKET_PARTS = struct.Struct(">H")  # a bucket split into parts: their number, a part's key
 _ID_END = 2**32  # user ids in bitmaps are unsigned 32-bit
 _CONTAINER_IDS = 2**16  # a range this small serialises to at most ~8 KiB
+_EMOTE_COUNT = UNTRACKED_CHATTER - 1  # the emote part of WindowAggregate.add's result
 _INLINE_SHARE = 8  # a bitmap inline in the channel record is at most chunk_bytes / this
 DEFAULT_CHUNK_BYTES = 65_536
 # Working copies kept between checkpoints (reused when the state still holds their bytes).
@@ -299,6 +301,8 @@ class ChannelCounter:
         self._max_emotes = max_emotes
         # messages with an emote a window did not track (past max_emotes distinct ones)
         self.untracked_emotes = Tally()
+        # chatters a window did not track (past MAX_OTHER_CHATTERS ids that are not numbers)
+        self.untracked_chatters = Tally()
         self._inline_bytes = chunk_bytes // _INLINE_SHARE
         self._sizes = sorted(set(window_sizes_ms))
         self._grace_ms = grace_ms
@@ -346,7 +350,6 @@ class ChannelCounter:
         )
         grace = self._grace_ms
         number = numeric_user_id(message.user_id)
-        max_emotes = self._max_emotes
         untracked = 0
         for size in self._sizes:
             start = sent_at - sent_at % size
@@ -359,10 +362,11 @@ class ChannelCounter:
                 aggregate = windows[(size, start)] = WindowAggregate()
                 if ends < record.next_close or not record.next_close:
                     record.next_close = ends
-            untracked += aggregate.add(message, number, max_emotes)
+            untracked += aggregate.add(message, number, self._max_emotes)
             opened.append((size, start, aggregate))
 
-        self.untracked_emotes.value += untracked
+        self.untracked_emotes.value += untracked & _EMOTE_COUNT
+        self.untracked_chatters.value += untracked >> 32
         if record.next_close and latest >= record.next_close:
             next_close = 0
             for size, start in list(windows):

@@ -51,6 +51,11 @@ class _TallyCollector(Collector):
                 "Emote occurrences a window did not track (past its distinct emote limit)",
                 m.untracked_emotes,
             ),
+            (
+                "untracked_chatters",
+                "Chatters a window did not count: ids that are not numbers, past 1,000 of them",
+                m.untracked_chatters,
+            ),
         ):
             yield CounterMetricFamily(f"chatpulse_processor_{name}", help_text, value=tally.value)
         late = CounterMetricFamily(
@@ -77,6 +82,7 @@ class ProcessorMetrics:
         self.duplicates = Tally()
         self.deadlettered = Tally()
         self.untracked_emotes = Tally()
+        self.untracked_chatters = Tally()
         self.late: dict[str, Tally] = defaultdict(Tally)  # by window name
         r.register(_TallyCollector(self))
         self.lag = Gauge(

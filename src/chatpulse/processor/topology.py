@@ -210,6 +210,7 @@ def build_pipeline(
         max_emotes=config.max_emotes_per_window,
     )
     counter.untracked_emotes = metrics.untracked_emotes
+    counter.untracked_chatters = metrics.untracked_chatters
     throttle = LiveThrottle(min(config.window_sizes_ms), config.live_update_interval_s)
     late_labels = {size: format_duration(size) for size in config.window_sizes_ms}
     skew_ms = config.max_future_skew_ms
