@@ -5,6 +5,7 @@
      ├── KafkaUnavailableError     retriable: Kafka did not answer (in time)
      ├── CassandraUnavailableError retriable: Cassandra did not accept a session (in time)
      ├── SchemaError               the keyspace holds tables chatpulse cannot use as they are
+     ├── TopicMissingError         retriable: a topic does not exist (yet: ``chatpulse init``)
      ├── TrackedRecordError        a tracked-channels record that is not a channel entry
      ├── ApiError                  (chatpulse.api.errors) an HTTP error answer
      ├── IngestError               (chatpulse.ingest.errors) IRC lines, logins, conversion
@@ -26,6 +27,7 @@ __all__ = [
     "ConfigError",
     "KafkaUnavailableError",
     "SchemaError",
+    "TopicMissingError",
     "TrackedRecordError",
 ]
 
@@ -57,6 +59,12 @@ class CassandraUnavailableError(ChatpulseError):
 
 class SchemaError(ChatpulseError):
     """The keyspace holds tables chatpulse cannot use as they are."""
+
+
+class TopicMissingError(ChatpulseError):
+    """The cluster answered: the topic does not exist (``chatpulse init`` creates it)."""
+
+    retriable = True
 
 
 class TrackedRecordError(ChatpulseError):

@@ -6,11 +6,9 @@ tracked-channels follower of the API and the ingest (from the beginning).
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-__all__ = ["TopicMissingError", "assign_all"]
+from chatpulse.errors import TopicMissingError
 
-
-class TopicMissingError(KafkaException):  # type: ignore[misc]
-    """The cluster answered: the topic does not exist (``chatpulse init`` creates it)."""
+__all__ = ["assign_all"]
 
 
 def assign_all(

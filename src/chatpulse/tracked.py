@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException
 
-from chatpulse.errors import TrackedRecordError
+from chatpulse.errors import TopicMissingError, TrackedRecordError
 from chatpulse.logs import RateLimitedLog
 from chatpulse.models import TrackedChannel, normalize_channel
-from chatpulse.partitions import TopicMissingError, assign_all
+from chatpulse.partitions import assign_all
 
 __all__ = ["BadTrackedRecord", "TrackedChannelsFollower", "decode_tracked"]
 

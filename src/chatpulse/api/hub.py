@@ -21,6 +21,7 @@ from prometheus_client import Counter, Gauge
 from chatpulse.api.errors import LiveStreamsFullError
 from chatpulse.api.log_limits import KindedLog
 from chatpulse.api.schemas import WindowStatsOut, ms_to_datetime
+from chatpulse.errors import TopicMissingError
 from chatpulse.models import WindowStats
 from chatpulse.partitions import assign_all
 
@@ -155,7 +156,7 @@ class LiveHub:
                 if not partitions:
                     try:
                         partitions = self._assign(consumer)
-                    except KafkaException as exc:
+                    except (KafkaException, TopicMissingError) as exc:
                         self._log.warning(
                             "assign", "live hub cannot assign %s yet: %s", self._topic, exc
                         )
