@@ -97,6 +97,7 @@ class IngestService:
         self._stopping = False
         self._window = SentAtWindow(settings.max_future_skew_ms)
         self._next_retention = 0.0
+        self._background: set[asyncio.Task[None]] = set()
         self._deadletter_log = RateLimitedLog(logger, 10.0)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -157,10 +158,10 @@ class IngestService:
             await self._client.stop()
             if not reader.done():  # it ends after handling the lines already received
                 await asyncio.wait({reader}, timeout=self.flush_timeout_s)
-            for task in (reader, ticker, stopper):
+            for task in (reader, ticker, stopper, *self._background):
                 task.cancel()
             # Their errors are raised below, after the shutdown flush.
-            await asyncio.gather(reader, ticker, stopper, return_exceptions=True)
+            await asyncio.gather(reader, ticker, stopper, *self._background, return_exceptions=True)
             spilled = await asyncio.to_thread(self._producer.close, self.flush_timeout_s)
             self._tracked.close()
         for task in (reader, ticker):
@@ -304,7 +305,12 @@ class IngestService:
                 await self._follow_tracked()
                 self._connection_metrics()
             if now >= self._next_retention:
-                await self._read_retention()
+                # In the background: while Kafka is away the read takes its timeout, and the
+                # tick must keep moving the producer and the spill.
+                self._next_retention = float("inf")  # set again when the read ends
+                retention = asyncio.create_task(self._read_retention(), name="ingest-retention")
+                self._background.add(retention)
+                retention.add_done_callback(self._background.discard)
             if now >= next_progress:
                 next_progress = now + _PROGRESS_EVERY_S
                 self._log_progress()
