@@ -5,13 +5,13 @@ worker thread; between them the producer is in one of a few states. This class o
 the state and decides the next one from a call's outcome; it runs no Kafka call itself, so
 it is tested without a broker::
 
-    (start) INIT_DUE --> INITIALIZING --ok--> OPEN --commit due--> COMMITTING --ok--> OPEN
-         |                 |                      |
-         |                 +--a produce found the transaction failed--> COMMIT_DUE
-         +--retriable--> INIT_DUE              retriable --> COMMIT_DUE (commit again: its
-                                                outcome is unknown until it answers)
-    any call --needs abort--> ABORT_DUE --> ABORTING --ok--> OPEN (records sent again)
-    any state --fatal--> FATAL (the end: the ingest stops with one line)
+    start:          INIT_DUE -> INITIALIZING -ok-> OPEN
+    commit:         OPEN -due-> COMMITTING -ok-> OPEN
+    produce failed: OPEN -> COMMIT_DUE (the commit tells how the transaction failed)
+    retriable:      INITIALIZING -> INIT_DUE, COMMITTING -> COMMIT_DUE (its outcome is
+                    unknown until it answers), ABORTING -> ABORT_DUE; each runs again later
+    needs abort:    any call -> ABORT_DUE -> ABORTING -ok-> OPEN (records sent again)
+    fatal:          any state -> FATAL (the end: the ingest stops with one line)
 
 ``*_DUE`` states wait until ``retry_at`` and then run their call. After a call succeeds a new
 transaction is begun at once; ``begin_transaction`` fails only when the producer is in a
