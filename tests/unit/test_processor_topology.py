@@ -13,6 +13,7 @@ from quixstreams.models import MessageContext, Topic, TopicConfig
 
 from chatpulse.models import ChatMessage, Emote, WindowStats, encode
 from chatpulse.processor.aggregate import WindowAggregate
+from chatpulse.processor.app import pipeline_config
 from chatpulse.processor.channel import ChannelUpdate
 from chatpulse.processor.metrics import ProcessorMetrics
 from chatpulse.processor.topology import (
@@ -24,6 +25,7 @@ from chatpulse.processor.topology import (
     build_pipeline,
     decode_record,
 )
+from chatpulse.settings import Settings
 
 MIN = 60_000
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % (60 * MIN)
@@ -43,7 +45,7 @@ class RecordingSink(UpdateWriter):
 
 
 class Harness:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, config: PipelineConfig | None = None) -> None:
         self.app = Application(
             broker_address="127.0.0.1:1",
             consumer_group="unit",
@@ -64,7 +66,9 @@ class Harness:
                 extra_config={"retention.ms": "-1", "retention.bytes": "-1"},
             )
         self.metrics = ProcessorMetrics()
-        config = PipelineConfig([MIN, 10 * MIN], grace_ms=5_000, dedup_horizon_ms=3_600_000)
+        config = config or PipelineConfig(
+            [MIN, 10 * MIN], grace_ms=5_000, dedup_horizon_ms=3_600_000
+        )
         self.sink = RecordingSink()
         self.sdf = build_pipeline(
             self.app, self.topics, config, writers=[self.sink], metrics=self.metrics
@@ -168,6 +172,25 @@ def test_decode_record_reasons() -> None:
     assert (value["partition"], value["offset"], value["raw"]) == (3, 42, '{"id": 1}')
     assert "invalid ChatMessage" in value["reason"]
     assert bad.key == b"t"
+
+
+def test_dead_letters_keep_at_most_the_configured_raw_bytes(tmp_path: Path) -> None:
+    config = PipelineConfig(
+        [MIN], grace_ms=5_000, dedup_horizon_ms=3_600_000, deadletter_raw_max_bytes=64
+    )
+    harness = Harness(tmp_path, config)
+    try:
+        raw = b"{" + b"x" * 299  # 300 bytes, not JSON
+        assert harness.send(raw, b"c") == []
+        (value,) = (msgspec.json.decode(out) for out in harness.outputs)
+        assert (value["raw"], value["raw_length"]) == ("{" + "x" * 63, 300)
+    finally:
+        harness.close()
+
+
+def test_the_processor_passes_the_dead_letter_raw_bound_from_its_settings() -> None:
+    config = pipeline_config(Settings(deadletter_raw_max_bytes=100, max_future_skew="2m"))
+    assert (config.deadletter_raw_max_bytes, config.max_future_skew_ms) == (100, 2 * MIN)
 
 
 def test_live_updates_are_throttled_per_channel() -> None:

@@ -21,7 +21,7 @@ from chatpulse.settings import Settings
 from chatpulse.topics import Topics
 from chatpulse.transactional import transactional_id
 
-__all__ = ["GC_THRESHOLDS", "Processor", "build_processor", "run_processor"]
+__all__ = ["GC_THRESHOLDS", "Processor", "build_processor", "pipeline_config", "run_processor"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,17 @@ def build_processor(
         stats=app.topic(names.stats, key_serializer="bytes", value_serializer="bytes"),
         deadletter=app.topic(names.deadletter, key_serializer="bytes", value_serializer="bytes"),
     )
-    config = PipelineConfig(
+    config = pipeline_config(settings)
+    writer = CassandraWriter(settings) if cassandra else None
+    writers = [CassandraFlush(writer, metrics)] if writer else []
+    build_pipeline(app, topics, config, writers=writers, metrics=metrics)
+    time_checkpoints(app, metrics.checkpoint_seconds.observe)
+    return Processor(app=app, cassandra=writer, metrics=metrics)
+
+
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    """What the topology takes from ``settings``."""
+    return PipelineConfig(
         window_sizes_ms=settings.window_sizes_ms,
         grace_ms=settings.grace_ms,
         dedup_horizon_ms=settings.dedup_horizon_ms,
@@ -102,12 +112,8 @@ def build_processor(
         max_future_skew_ms=settings.max_future_skew_ms,
         state_chunk_bytes=settings.state_chunk_bytes,
         max_emotes_per_window=settings.max_emotes_per_window,
+        deadletter_raw_max_bytes=settings.deadletter_raw_max_bytes,
     )
-    writer = CassandraWriter(settings) if cassandra else None
-    writers = [CassandraFlush(writer, metrics)] if writer else []
-    build_pipeline(app, topics, config, writers=writers, metrics=metrics)
-    time_checkpoints(app, metrics.checkpoint_seconds.observe)
-    return Processor(app=app, cassandra=writer, metrics=metrics)
 
 
 class _DropBatchSizeWarnings(logging.Filter):

@@ -24,7 +24,7 @@ from quixstreams.context import message_context
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models import Topic
 
-from chatpulse.deadletter import deadletter_value
+from chatpulse.deadletter import DEFAULT_RAW_MAX_BYTES, deadletter_value
 from chatpulse.models import ChatMessage, WindowStats, decode_chat_message, encode
 from chatpulse.processor.aggregate import MAX_EMOTES, to_window_stats
 from chatpulse.processor.channel import DEFAULT_CHUNK_BYTES, ChannelCounter, ChannelUpdate
@@ -58,6 +58,8 @@ class PipelineConfig:
     state_chunk_bytes: int = DEFAULT_CHUNK_BYTES
     # distinct emotes tracked per window
     max_emotes_per_window: int = MAX_EMOTES
+    # the raw input a dead letter keeps (CHATPULSE_DEADLETTER_RAW_MAX_BYTES)
+    deadletter_raw_max_bytes: int = DEFAULT_RAW_MAX_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,17 +80,35 @@ class DeadLetter:
 
 
 def dead_letter(
-    raw: bytes | None, reason: str, topic: str, partition: int, offset: int
+    raw: bytes | None,
+    reason: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    *,
+    raw_max_bytes: int = DEFAULT_RAW_MAX_BYTES,
 ) -> DeadLetter:
-    """A dead-letter record with the raw input and where it came from."""
-    value = deadletter_value(raw, reason, source=topic, partition=partition, offset=offset)
+    """A dead-letter record with the raw input (cut to ``raw_max_bytes``) and where it came
+    from."""
+    value = deadletter_value(
+        raw,
+        reason,
+        source=topic,
+        partition=partition,
+        offset=offset,
+        raw_max_bytes=raw_max_bytes,
+    )
     return DeadLetter(key=topic.encode(), value=value)
 
 
 def decode_record(
-    value: Any, key: Any, max_future_skew_ms: int | None = None
+    value: Any,
+    key: Any,
+    max_future_skew_ms: int | None = None,
+    raw_max_bytes: int = DEFAULT_RAW_MAX_BYTES,
 ) -> ChatMessage | DeadLetter:
-    """Decode and validate one record; anything wrong becomes a DeadLetter.
+    """Decode and validate one record; anything wrong becomes a DeadLetter (keeping at most
+    ``raw_max_bytes`` of the record).
 
     With ``max_future_skew_ms``, a message stamped further than that ahead of this
     process's clock is wrong too: it would open windows early and move its channel's time
@@ -118,7 +138,14 @@ def decode_record(
         else:
             return message
     ctx = message_context()
-    return dead_letter(value, reason or "invalid", ctx.topic, ctx.partition, ctx.offset)
+    return dead_letter(
+        value,
+        reason or "invalid",
+        ctx.topic,
+        ctx.partition,
+        ctx.offset,
+        raw_max_bytes=raw_max_bytes,
+    )
 
 
 class LiveThrottle:
@@ -214,6 +241,7 @@ def build_pipeline(
     throttle = LiveThrottle(min(config.window_sizes_ms), config.live_update_interval_s)
     late_labels = {size: format_duration(size) for size in config.window_sizes_ms}
     skew_ms = config.max_future_skew_ms
+    raw_max_bytes = config.deadletter_raw_max_bytes
     for label in late_labels.values():
         metrics.late[label].value += 0  # every label exists before a scrape can iterate
 
@@ -221,7 +249,7 @@ def build_pipeline(
         value: Any, key: Any, timestamp: int, headers: Any, state: State[bytes, bytes]
     ) -> list[Output]:
         metrics.consumed.inc()
-        record = decode_record(value, key, skew_ms)
+        record = decode_record(value, key, skew_ms, raw_max_bytes)
         if isinstance(record, DeadLetter):
             metrics.deadlettered.inc()
             return [_output(record.value, topics.deadletter, record.key)]
