@@ -1,7 +1,7 @@
 """Provisioning: the contract's Kafka topics and the Cassandra schema, created idempotently.
 
-The one place that creates them: :func:`ensure_topics` (the ingest and the API at start),
-:func:`initialize` (topics and schema: ``chatpulse up``, the processor at start, test
+The one place that creates them (the API creates nothing): :func:`ensure_topics` (the ingest at
+start), :func:`initialize` (topics and schema: ``chatpulse up``, the processor at start, test
 fixtures, benchmarks) and ``init_command``, which is ``chatpulse init``.
 """
 
