@@ -14,13 +14,15 @@ from quixstreams.models import MessageContext, Topic, TopicConfig
 from chatpulse.models import ChatMessage, Emote, WindowStats, encode
 from chatpulse.processor.aggregate import WindowAggregate
 from chatpulse.processor.app import pipeline_config
-from chatpulse.processor.channel import ChannelUpdate
+from chatpulse.processor.channel import ChannelCounter, ChannelUpdate
 from chatpulse.processor.metrics import ProcessorMetrics
 from chatpulse.processor.topology import (
     DeadLetter,
+    FutureSkew,
     LiveThrottle,
     PipelineConfig,
     PipelineTopics,
+    StateFlush,
     UpdateWriter,
     build_pipeline,
     decode_record,
@@ -191,6 +193,52 @@ def test_dead_letters_keep_at_most_the_configured_raw_bytes(tmp_path: Path) -> N
 def test_the_processor_passes_the_dead_letter_raw_bound_from_its_settings() -> None:
     config = pipeline_config(Settings(deadletter_raw_max_bytes=100, max_future_skew="2m"))
     assert (config.deadletter_raw_max_bytes, config.max_future_skew_ms) == (100, 2 * MIN)
+
+
+class CountingClock:
+    def __init__(self, now_s: float) -> None:
+        self.now_s = now_s
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now_s
+
+
+def test_the_future_skew_check_reads_the_clock_once_per_checkpoint_not_per_message() -> None:
+    set_message_context(MessageContext(topic="t", partition=0, offset=1, size=0))
+    now_ms = int(time.time() * 1000)
+    clock = CountingClock(now_ms / 1000)
+    skew = FutureSkew(5 * MIN, clock)
+    assert clock.reads == 1
+    records = [chat(f"m{i}", now_ms - 1_000 + i) for i in range(2_000)]
+    for record in records:
+        assert isinstance(decode_record(record, b"c", skew), ChatMessage)
+    assert clock.reads == 1
+    # a checkpoint reads it again: StateFlush refreshes the limit
+    clock.now_s += 2.0
+    StateFlush(ChannelCounter([MIN], 5_000, 3_600_000), skew).flush()
+    assert (clock.reads, skew.limit_ms) == (2, now_ms + 2_000 + 5 * MIN)
+
+
+def test_the_future_skew_check_refuses_only_against_a_fresh_clock_reading() -> None:
+    set_message_context(MessageContext(topic="t", partition=0, offset=1, size=0))
+    now_ms = int(time.time() * 1000)
+    clock = CountingClock(now_ms / 1000)
+    skew = FutureSkew(5 * MIN, clock)
+    # 30 s later (no checkpoint meanwhile): a message 4.9 min ahead of the real clock is
+    # past the old limit, so the clock is read again and the message passes
+    clock.now_s += 30.0
+    soon = now_ms + 30_000 + 5 * MIN - 6_000
+    assert isinstance(decode_record(chat("soon", soon), b"c", skew), ChatMessage)
+    assert clock.reads == 2
+    # 6 min ahead of the clock: refused, the distance measured from the fresh reading
+    refused = decode_record(chat("far", now_ms + 30_000 + 6 * MIN), b"c", skew)
+    assert isinstance(refused, DeadLetter)
+    reason = msgspec.json.decode(refused.value)["reason"]
+    assert f"is {6 * MIN} ms ahead of the processor's clock" in reason
+    assert f"CHATPULSE_MAX_FUTURE_SKEW ({5 * MIN} ms)" in reason
+    assert clock.reads == 3
 
 
 def test_live_updates_are_throttled_per_channel() -> None:

@@ -34,6 +34,7 @@ from chatpulse.windows import format_duration
 
 __all__ = [
     "DeadLetter",
+    "FutureSkew",
     "LiveThrottle",
     "Output",
     "PipelineConfig",
@@ -101,18 +102,52 @@ def dead_letter(
     return DeadLetter(key=topic.encode(), value=value)
 
 
+class FutureSkew:
+    """How far ahead of this process's clock a message may be stamped, checked without
+    reading the clock per message.
+
+    ``limit_ms`` is the clock, read at the last :meth:`refresh` (the processor calls it at
+    every checkpoint), plus the skew. A clock only moves forward, so a message at or below
+    that limit is within the skew now too: the common case costs one comparison. Only a
+    message past it reads the clock again (:meth:`ahead_ms`), so nothing is refused against
+    an old reading. The check is exact both ways except after the clock is stepped back:
+    then messages up to the step further ahead pass until the next refresh (one commit
+    interval, CHATPULSE_COMMIT_INTERVAL_S).
+    """
+
+    __slots__ = ("_clock", "limit_ms", "skew_ms")
+
+    def __init__(self, skew_ms: int, clock: Callable[[], float] = time.time) -> None:
+        self.skew_ms = skew_ms
+        self._clock = clock
+        self.limit_ms = 0
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the clock again."""
+        self.limit_ms = int(self._clock() * 1000) + self.skew_ms
+
+    def ahead_ms(self, sent_at: int) -> int | None:
+        """How far ``sent_at`` is ahead of the clock (read now) when that is more than the
+        skew, else None. Call it only for ``sent_at > limit_ms``."""
+        self.refresh()
+        if sent_at <= self.limit_ms:
+            return None
+        return sent_at - (self.limit_ms - self.skew_ms)
+
+
 def decode_record(
     value: Any,
     key: Any,
-    max_future_skew_ms: int | None = None,
+    future_skew: FutureSkew | None = None,
     raw_max_bytes: int = DEFAULT_RAW_MAX_BYTES,
 ) -> ChatMessage | DeadLetter:
     """Decode and validate one record; anything wrong becomes a DeadLetter (keeping at most
     ``raw_max_bytes`` of the record).
 
-    With ``max_future_skew_ms``, a message stamped further than that ahead of this
-    process's clock is wrong too: it would open windows early and move its channel's time
-    (closing the open windows) for good.
+    With ``future_skew``, a message stamped further than its skew ahead of this process's
+    clock is wrong too: it would open windows early and move its channel's time (closing
+    the open windows) for good.
     """
     reason: str | None = None
     message: ChatMessage | None = None
@@ -127,13 +162,14 @@ def decode_record(
         expected = message.channel.encode()
         if key != expected:
             reason = f"record key {key!r} is not the message's channel {message.channel!r}"
-        elif max_future_skew_ms is not None and (
-            message.sent_at > time.time() * 1000 + max_future_skew_ms
+        elif (
+            future_skew is not None
+            and message.sent_at > future_skew.limit_ms
+            and (ahead := future_skew.ahead_ms(message.sent_at)) is not None
         ):
-            ahead = message.sent_at - int(time.time() * 1000)
             reason = (
                 f"sent_at {message.sent_at} is {ahead} ms ahead of the processor's clock, "
-                f"more than CHATPULSE_MAX_FUTURE_SKEW ({max_future_skew_ms} ms)"
+                f"more than CHATPULSE_MAX_FUTURE_SKEW ({future_skew.skew_ms} ms)"
             )
         else:
             return message
@@ -180,12 +216,15 @@ class StateFlush(CheckpointHook):
     prepares the state transactions (changelog) and commits the Kafka transaction.
     """
 
-    def __init__(self, counter: ChannelCounter) -> None:
+    def __init__(self, counter: ChannelCounter, future_skew: FutureSkew | None = None) -> None:
         super().__init__()
         self._counter = counter
+        self._future_skew = future_skew
 
     def flush(self) -> None:
         self._counter.flush()
+        if self._future_skew is not None:
+            self._future_skew.refresh()  # the clock read once per checkpoint
 
     def on_paused(self) -> None:
         self._counter.discard()
@@ -240,7 +279,7 @@ def build_pipeline(
     counter.untracked_chatters = metrics.untracked_chatters
     throttle = LiveThrottle(min(config.window_sizes_ms), config.live_update_interval_s)
     late_labels = {size: format_duration(size) for size in config.window_sizes_ms}
-    skew_ms = config.max_future_skew_ms
+    future_skew = FutureSkew(config.max_future_skew_ms)
     raw_max_bytes = config.deadletter_raw_max_bytes
     for label in late_labels.values():
         metrics.late[label].value += 0  # every label exists before a scrape can iterate
@@ -249,7 +288,7 @@ def build_pipeline(
         value: Any, key: Any, timestamp: int, headers: Any, state: State[bytes, bytes]
     ) -> list[Output]:
         metrics.consumed.inc()
-        record = decode_record(value, key, skew_ms, raw_max_bytes)
+        record = decode_record(value, key, future_skew, raw_max_bytes)
         if isinstance(record, DeadLetter):
             metrics.deadlettered.inc()
             return [_output(record.value, topics.deadletter, record.key)]
@@ -271,7 +310,7 @@ def build_pipeline(
         return outputs
 
     sdf = app.dataframe(topics.messages)
-    register_checkpoint_hooks(sdf, (StateFlush(counter), *writers))
+    register_checkpoint_hooks(sdf, (StateFlush(counter, future_skew), *writers))
     sdf = sdf.apply(process, stateful=True, metadata=True, expand=True)
     sdf.to_topic(lambda value, _key, _ts, _headers: value.topic, key=lambda value: value.key)
     return sdf
