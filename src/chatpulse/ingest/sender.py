@@ -103,6 +103,21 @@ class Sender:
                 return False
         return True
 
+    def take_pending_direct(self) -> list[Entry]:
+        """Remove and return the waiting records sent directly (not read from the spill).
+
+        The spill-read ones stay waiting, in their order, ahead of everything newer.
+        """
+        pending = self.pending
+        direct = [entry for entry in pending if type(entry.origin) is int]
+        if len(direct) == len(pending):
+            pending.clear()
+        else:
+            kept = [entry for entry in pending if type(entry.origin) is not int]
+            pending.clear()
+            pending.extend(kept)
+        return direct
+
     def send_probe(self) -> None:
         """Open-transaction content: the next group of suspects, alone."""
         group = self.probes.popleft()

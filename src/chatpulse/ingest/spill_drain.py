@@ -30,18 +30,23 @@ class SpillDrain:
         self.unspilled = 0
 
     def start_spilling(self) -> None:
-        """Memory is full: the waiting records go to disk first, then every new one."""
-        pending = self._sender.pending
+        """Memory is full: the waiting records sent directly go to disk, then every new one.
+
+        Records read from the spill (back in memory after an abort, or their dead-letter
+        replacements) stay in memory, first in line: their frame is still in the spill,
+        unacknowledged, so a second copy would be read again after a restart and sent twice.
+        They are at most one transaction's worth (they came from it).
+        """
         logger.warning(
             "Kafka is not keeping up (%d records held in memory): spilling to %s",
             self._sender.waiting,
             self.spill.directory,
         )
+        direct = self._sender.take_pending_direct()
         append = self.spill.append
-        for entry in pending:
+        for entry in direct:
             append(entry.topic, entry.key, entry.value, entry.timestamp)
-        self.spilled += len(pending)
-        pending.clear()
+        self.spilled += len(direct)
         self.spilling = True
 
     def drain(self) -> None:
