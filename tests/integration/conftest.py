@@ -13,11 +13,16 @@
   test. They keep schema and data through a SIGKILL, as the user's stack does (the shared
   stack's Cassandra, when this fixture starts it, trades that for faster DDL).
 
+- ``cluster_stack`` (session): a 3 + 3 cluster (``chatpulse stack up --kafka-nodes 3
+  --cassandra-nodes 3``) on free ports, data in a session tmp dir, started by the first test
+  that asks for it (tests marked ``cluster``) and stopped at the end of the session.
+
 Every test under tests/integration gets the ``integration`` marker.
 """
 
 import logging
 import os
+import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from chatpulse.kafka_admin import admin_client, delete_topics
-from chatpulse.ports import free_ports
+from chatpulse.ports import free_ports, is_port_free
 from chatpulse.provision import initialize
 from chatpulse.settings import Settings, load_settings
 from chatpulse.stack import CassandraServer, KafkaServer, Stack
@@ -156,3 +161,33 @@ def dedicated_cassandra(tmp_path: Path) -> Iterator[CassandraServer]:
         yield server
     finally:
         server.stop(timeout=30)
+
+
+CLUSTER_NODES = 3
+
+
+def _free_run(length: int, hosts: tuple[str, ...] = ("127.0.0.1",)) -> int:
+    """The first of ``length`` consecutive ports free on every host (below the ephemeral range)."""
+    while True:
+        first = random.randrange(20000, 31000 - length)
+        if all(is_port_free(first + i, host) for i in range(length) for host in hosts):
+            return first
+
+
+@pytest.fixture(scope="session")
+def cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A 3 + 3 cluster of this session: Kafka clients on P..P+2 (controllers P+3..P+5),
+    Cassandra on 127.0.0.1-3, same CQL port. Stopped after the session."""
+    addresses = tuple(f"127.0.0.{node}" for node in range(1, CLUSTER_NODES + 1))
+    cluster = Stack(
+        tmp_path_factory.mktemp("cluster"),
+        kafka_port=_free_run(2 * CLUSTER_NODES),
+        cassandra_port=_free_run(2, addresses),
+        kafka_nodes=CLUSTER_NODES,
+        cassandra_nodes=CLUSTER_NODES,
+    )
+    try:
+        cluster.up(timeout=300)
+        yield cluster
+    finally:
+        cluster.down(timeout=30)

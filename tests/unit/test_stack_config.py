@@ -25,7 +25,7 @@ from chatpulse.stack import (
 from chatpulse.stack import java as java_module
 from chatpulse.stack import server as server_module
 from chatpulse.stack.cassandra import cassandra_jvm_flags, cassandra_yaml
-from chatpulse.stack.kafka import _cluster_id, kafka_properties
+from chatpulse.stack.kafka import kafka_properties, new_cluster_id
 from chatpulse.stack.maven import Artifact, pom_xml, resolve_jars
 from chatpulse.stack.process import pid_alive, tail, terminate
 from chatpulse.stack.server import JavaServer
@@ -273,6 +273,6 @@ def test_tail_fits_on_one_line(tmp_path: Path) -> None:
 
 
 def test_cluster_ids_never_look_like_an_option() -> None:
-    ids = {_cluster_id() for _ in range(2000)}
+    ids = {new_cluster_id() for _ in range(2000)}
     assert len(ids) == 2000
     assert all(len(cluster_id) == 22 and not cluster_id.startswith("-") for cluster_id in ids)

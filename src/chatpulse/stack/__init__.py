@@ -1,6 +1,8 @@
-"""The local stack: single-node Kafka 4.x and Cassandra 5.0.x run from Maven Central jars.
+"""The local stack: Kafka 4.x and Cassandra 5.0.x run from Maven Central jars, one node each
+or a cluster of each.
 
-``Stack(data_dir, kafka_port=..., cassandra_port=...)`` with ``up()``/``down()``/``status()``;
+``Stack(data_dir, kafka_port=..., cassandra_port=..., kafka_nodes=..., cassandra_nodes=...)``
+with ``up()``/``down()``/``status()``/``kill(name)``;
 ``KafkaServer``/``CassandraServer`` with ``start()``/``wait_ready()``/``stop()``/``is_running()``.
 """
 

@@ -14,7 +14,13 @@ from chatpulse.stack.maven import Artifact
 from chatpulse.stack.process import can_connect
 from chatpulse.stack.server import JavaServer
 
-__all__ = ["CASSANDRA_VERSION", "CassandraServer", "cassandra_jvm_flags", "cassandra_yaml"]
+__all__ = [
+    "CASSANDRA_VERSION",
+    "CassandraServer",
+    "cassandra_jvm_flags",
+    "cassandra_yaml",
+    "initial_tokens",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +68,43 @@ _CRASH_SAFE_COMMITLOG = {"commitlog_sync": "group", "commitlog_sync_group_window
 _FAST_COMMITLOG = {"commitlog_sync": "periodic", "commitlog_sync_period": "10000ms"}
 
 
-def cassandra_yaml(*, port: int, storage_port: int, home: Path, crash_safe: bool = True) -> str:
-    """A minimal single-node ``cassandra.yaml`` (JSON is valid YAML, and needs no quoting rules).
+def initial_tokens(nodes: int) -> list[int]:
+    """Murmur3 tokens spread evenly over the ring, one per node (node i owns an equal share)."""
+    step = 2**64 // nodes
+    return [-(2**63) + i * step for i in range(nodes)]
+
+
+def cassandra_yaml(
+    *,
+    port: int,
+    storage_port: int,
+    home: Path,
+    crash_safe: bool = True,
+    address: str = "127.0.0.1",
+    seed: str = "127.0.0.1",
+    initial_token: int | None = None,
+    new_cluster: bool = False,
+) -> str:
+    """A minimal ``cassandra.yaml`` (JSON is valid YAML, and needs no quoting rules).
 
     ``crash_safe=False`` (a throwaway test stack) acknowledges writes before their commit log
     is synced: faster, and a crash loses the last seconds of writes.
+
+    A node of a cluster listens on its own ``address`` (same ports on every node) and gets
+    its ``initial_token`` (one evenly spaced token per node). ``new_cluster`` (every node
+    starting for the first time, no data anywhere) turns bootstrap off: bootstrap streams a
+    joining node's ranges from their current owners and refuses to run for two nodes at once,
+    so nodes bootstrap one at a time, each waiting 30 s of ring delay; on an empty cluster
+    there is nothing to stream, and with fixed distinct tokens nothing to negotiate, so all
+    nodes can join at once. A node that has joined once never bootstraps again, so later
+    starts (also of a single killed node) write no such key.
     """
     data = home / "data"
+    cluster: dict[str, object] = {}
+    if initial_token is not None:
+        cluster["initial_token"] = str(initial_token)
+    if new_cluster:
+        cluster["auto_bootstrap"] = False
     config = {
         "cluster_name": "chatpulse",
         "num_tokens": 1,
@@ -77,11 +113,12 @@ def cassandra_yaml(*, port: int, storage_port: int, home: Path, crash_safe: bool
         "seed_provider": [
             {
                 "class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
-                "parameters": [{"seeds": f"127.0.0.1:{storage_port}"}],
+                "parameters": [{"seeds": f"{seed}:{storage_port}"}],
             }
         ],
-        "listen_address": "127.0.0.1",
-        "rpc_address": "127.0.0.1",
+        "listen_address": address,
+        "rpc_address": address,
+        **cluster,
         "storage_port": storage_port,
         "native_transport_port": port,
         "start_native_transport": True,
@@ -161,6 +198,11 @@ def cassandra_jvm_flags(
 class CassandraServer(JavaServer):
     """One Cassandra node; ``storage_port`` (gossip) defaults to ``port + 1``.
 
+    Alone (``initial_token`` None) it is named ``cassandra`` and lives in
+    ``<data_dir>/cassandra`` on 127.0.0.1; as node ``node`` of a cluster it is
+    ``cassandra-<node>`` in ``<data_dir>/cassandra-<node>`` on ``address``, gossiping with
+    ``seed``.
+
     Schema and every acknowledged write survive a SIGKILL (and a power cut) unless
     ``crash_safe`` is False, which only a throwaway test stack may ask for: then schema
     changes are not made durable (``-Dcassandra.unsafesystem=true``, see
@@ -168,6 +210,7 @@ class CassandraServer(JavaServer):
     are acknowledged.
     """
 
+    kind = "cassandra"
     name = "cassandra"
     version = CASSANDRA_VERSION
     artifacts = (Artifact("org.apache.cassandra", "cassandra-all", CASSANDRA_VERSION),)
@@ -180,6 +223,10 @@ class CassandraServer(JavaServer):
         storage_port: int | None = None,
         heap: str = "1g",
         crash_safe: bool = True,
+        node: int = 1,
+        address: str = "127.0.0.1",
+        seed: str = "127.0.0.1",
+        initial_token: int | None = None,
         jar_cache: Path | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
@@ -187,6 +234,14 @@ class CassandraServer(JavaServer):
         self.storage_port = storage_port if storage_port is not None else port + 1
         self.heap = heap
         self.crash_safe = crash_safe
+        self.node = node
+        self.address = address
+        self.seed = seed
+        self.initial_token = initial_token
+        # Set by the stack when every node of a cluster starts for the first time.
+        self.new_cluster = False
+        if initial_token is not None:
+            self.name = f"cassandra-{node}"
 
     @property
     def config_file(self) -> Path:
@@ -204,6 +259,10 @@ class CassandraServer(JavaServer):
                 storage_port=self.storage_port,
                 home=self.home,
                 crash_safe=self.crash_safe,
+                address=self.address,
+                seed=self.seed,
+                initial_token=self.initial_token,
+                new_cluster=self.new_cluster,
             ),
             encoding="utf-8",
         )
@@ -225,8 +284,13 @@ class CassandraServer(JavaServer):
             "org.apache.cassandra.service.CassandraDaemon",
         ]
 
+    @property
+    def has_joined_before(self) -> bool:
+        """True once the node has data (it then never bootstraps again)."""
+        return (self.home / "data" / "data").exists()
+
     def answers(self) -> bool:
-        if not can_connect(self.port):
+        if not can_connect(self.port, self.address):
             return False
         # Imported here: the package's pure parts (config generation) need no driver.
         from cassandra.cluster import (  # noqa: PLC0415
@@ -234,11 +298,13 @@ class CassandraServer(JavaServer):
             Cluster,
             ExecutionProfile,
         )
-        from cassandra.policies import RoundRobinPolicy  # noqa: PLC0415
+        from cassandra.policies import WhiteListRoundRobinPolicy  # noqa: PLC0415
 
-        profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=5)
+        # Only this node answers (in a cluster the driver would else take any other one).
+        policy = WhiteListRoundRobinPolicy([self.address])
+        profile = ExecutionProfile(load_balancing_policy=policy, request_timeout=5)
         cluster = Cluster(
-            ["127.0.0.1"],
+            [self.address],
             port=self.port,
             protocol_version=5,
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},

@@ -1,5 +1,7 @@
 """``chatpulse stack up | down | status``: the local Kafka + Cassandra, from Maven Central jars."""
 
+import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -10,20 +12,41 @@ from rich.table import Table
 from chatpulse.logs import configure_logging
 from chatpulse.stack.stack import DEFAULT_DATA_DIR, Stack
 
-__all__ = ["stack_app"]
+__all__ = ["stack_app", "status_document"]
 
 stack_app = typer.Typer(
     help=(
-        "Run a local single-node Apache Kafka and Apache Cassandra from Maven Central jars "
-        "(no Docker). A stack is identified by its data directory: pass the same flags to "
-        "up, status and down."
+        "Run a local Apache Kafka and Apache Cassandra, one node each or a cluster, from Maven "
+        "Central jars (no Docker). A stack is identified by its data directory: pass the same "
+        "ports to up, status, kill and down (a cluster remembers its node counts)."
     ),
     no_args_is_help=True,
 )
 
-KafkaPort = Annotated[int, typer.Option("--kafka-port", help="Kafka client port (controller: +1)")]
+KafkaPort = Annotated[
+    int,
+    typer.Option(
+        "--kafka-port",
+        help="Kafka client port of node 1 (node n: +n-1). Controllers: +1 on one node, "
+        "else the N ports after the client ports",
+    ),
+]
 CassandraPort = Annotated[
-    int, typer.Option("--cassandra-port", help="Cassandra CQL port (storage/gossip: +1)")
+    int,
+    typer.Option(
+        "--cassandra-port",
+        help="Cassandra CQL port (storage/gossip: +1), the same on every node 127.0.0.n",
+    ),
+]
+KafkaNodes = Annotated[
+    int | None,
+    typer.Option(
+        "--kafka-nodes", help="Kafka nodes (each broker and controller); default: as before, or 1"
+    ),
+]
+CassandraNodes = Annotated[
+    int | None,
+    typer.Option("--cassandra-nodes", help="Cassandra nodes; default: as before, or 1"),
 ]
 DataDir = Annotated[
     Path,
@@ -33,11 +56,19 @@ DataDir = Annotated[
 _console = Console()
 
 
-def _stack(kafka_port: int, cassandra_port: int, data_dir: Path) -> Stack:
+def _stack(
+    kafka_port: int,
+    cassandra_port: int,
+    data_dir: Path,
+    kafka_nodes: int | None = None,
+    cassandra_nodes: int | None = None,
+) -> Stack:
     return Stack(
         data_dir,
         kafka_port=kafka_port,
         cassandra_port=cassandra_port,
+        kafka_nodes=kafka_nodes,
+        cassandra_nodes=cassandra_nodes,
         progress=lambda message: _console.print(f"[cyan]{message}[/cyan]"),
     )
 
@@ -47,17 +78,23 @@ def up_command(
     kafka_port: KafkaPort = 9092,
     cassandra_port: CassandraPort = 9042,
     data_dir: DataDir = DEFAULT_DATA_DIR,
+    kafka_nodes: KafkaNodes = None,
+    cassandra_nodes: CassandraNodes = None,
 ) -> None:
-    """Start Kafka and Cassandra (downloads jars once); returns when both accept clients."""
+    """Start the nodes not running (downloads jars once); returns when every node accepts
+    clients (a restarted cluster node: when it has rejoined)."""
     configure_logging("WARNING")
-    stack = _stack(kafka_port, cassandra_port, data_dir)
+    stack = _stack(kafka_port, cassandra_port, data_dir, kafka_nodes, cassandra_nodes)
     _console.print(
-        f"starting the stack in {stack.data_dir} (Kafka :{kafka_port}, "
-        f"Cassandra :{cassandra_port}) ..."
+        f"starting the stack in {stack.data_dir} ({stack.kafka_nodes} Kafka from "
+        f":{kafka_port}, {stack.cassandra_nodes} Cassandra on :{cassandra_port}) ..."
     )
+    began = time.monotonic()
     started = stack.up()
     if started:
-        _console.print(f"[green]up[/green]: started {', '.join(started)}")
+        _console.print(
+            f"[green]up[/green]: started {', '.join(started)} in {time.monotonic() - began:.1f}s"
+        )
     else:
         _console.print("[green]up[/green]: already running, nothing started")
     _print_status(stack)
@@ -69,10 +106,26 @@ def down_command(
     cassandra_port: CassandraPort = 9042,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Stop Kafka and Cassandra (SIGTERM, then SIGKILL after a timeout). Data is kept."""
+    """Stop every node (SIGTERM, then SIGKILL after a timeout). Data is kept."""
     configure_logging("WARNING")
     stopped = _stack(kafka_port, cassandra_port, data_dir).down()
     _console.print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@stack_app.command("kill")
+def kill_command(
+    node: Annotated[str, typer.Argument(help="The node: kafka-2, cassandra-3, ...")],
+    kafka_port: KafkaPort = 9092,
+    cassandra_port: CassandraPort = 9042,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """SIGKILL one node, as a crash (experiments, failure tests); `stack up` restarts it."""
+    configure_logging("WARNING")
+    stack = _stack(kafka_port, cassandra_port, data_dir)
+    if stack.kill(node):
+        _console.print(f"killed {stack.server(node).name}")
+    else:
+        _console.print(f"{stack.server(node).name} was not running")
 
 
 @stack_app.command("status")
@@ -80,15 +133,41 @@ def status_command(
     kafka_port: KafkaPort = 9092,
     cassandra_port: CassandraPort = 9042,
     data_dir: DataDir = DEFAULT_DATA_DIR,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the nodes as JSON (kafka, cassandra lists)")
+    ] = False,
 ) -> None:
-    """Show, for each server: running or not, version, pid, port, data directory."""
+    """Show, for each node: running or not, version, pid, port, address, data directory."""
     configure_logging("WARNING")
-    _print_status(_stack(kafka_port, cassandra_port, data_dir))
+    stack = _stack(kafka_port, cassandra_port, data_dir)
+    if as_json:
+        typer.echo(json.dumps(status_document(stack)))
+    else:
+        _print_status(stack)
+
+
+def status_document(stack: Stack) -> dict[str, list[dict[str, object]]]:
+    """What ``stack status --json`` prints: each node's number, pid, port and state."""
+    kafka: list[dict[str, object]] = [
+        {"node": s.node, "pid": s.pid, "port": s.port, "running": s.running}
+        for s in (server.status() for server in stack.kafka_servers)
+    ]
+    cassandra: list[dict[str, object]] = [
+        {
+            "node": s.node,
+            "address": s.address,
+            "pid": s.pid,
+            "port": s.port,
+            "running": s.running,
+        }
+        for s in (server.status() for server in stack.cassandra_servers)
+    ]
+    return {"kafka": kafka, "cassandra": cassandra}
 
 
 def _print_status(stack: Stack) -> None:
     table = Table(title=f"chatpulse stack ({stack.data_dir})")
-    for column in ("server", "state", "version", "pid", "port", "data dir"):
+    for column in ("server", "state", "version", "pid", "port", "address", "data dir"):
         table.add_column(column)
     for status in stack.status():
         table.add_row(
@@ -97,6 +176,7 @@ def _print_status(stack: Stack) -> None:
             status.version,
             str(status.pid) if status.pid else "-",
             str(status.port),
+            status.address,
             str(status.data_dir),
         )
     _console.print(table)

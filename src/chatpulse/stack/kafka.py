@@ -1,8 +1,11 @@
-"""Apache Kafka 4.x as one KRaft node (broker and controller in one JVM).
+"""Apache Kafka 4.x as KRaft nodes, each broker and controller in one JVM.
 
-The configuration is generated here from our settings (no upstream file is copied). Transactions
-need the transaction-state topic to fit one broker (replication 1, min ISR 1); the internal topics
-get few partitions and consumer groups no initial rebalance delay, so a test stack starts fast.
+The configuration is generated here from our settings (no upstream file is copied). On one node,
+transactions need the transaction-state topic to fit one broker (replication 1, min ISR 1); on a
+cluster every topic, internal ones included, gets replication min(3, nodes) and min ISR one less
+(2 of 3), so one broker may die without losing an acknowledged (acks=all) write or blocking
+producers. The internal topics get few partitions and consumer groups no initial rebalance
+delay, so a test stack starts fast.
 """
 
 import base64
@@ -17,7 +20,14 @@ from chatpulse.stack.maven import Artifact
 from chatpulse.stack.process import can_connect
 from chatpulse.stack.server import JavaServer
 
-__all__ = ["KAFKA_VERSION", "KafkaServer", "kafka_properties", "log4j2_properties"]
+__all__ = [
+    "KAFKA_VERSION",
+    "KafkaServer",
+    "kafka_properties",
+    "log4j2_properties",
+    "new_cluster_id",
+    "replication_for",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +36,6 @@ KAFKA_VERSION = "4.1.1"
 _LOG4J_VERSION = "2.24.3"
 
 KAFKA_JVM_FLAGS = [
-    "-Xms512m",
-    "-Xmx512m",
     "-XX:+UseG1GC",
     "-XX:MaxGCPauseMillis=20",
     "-XX:InitiatingHeapOccupancyPercent=35",
@@ -35,12 +43,34 @@ KAFKA_JVM_FLAGS = [
 ]
 
 
-def kafka_properties(*, port: int, controller_port: int, log_dir: Path) -> str:
-    """``server.properties`` for a single node that supports transactions."""
+def replication_for(nodes: int) -> tuple[int, int]:
+    """(replication factor, min in-sync replicas) of a Kafka of ``nodes`` brokers.
+
+    Three copies where there are three brokers; min ISR one less, so an acks=all write
+    survives the loss of any one broker and producers keep going while one is down.
+    """
+    replication = min(3, nodes)
+    return replication, max(1, replication - 1)
+
+
+def kafka_properties(
+    *,
+    port: int,
+    controller_port: int,
+    log_dir: Path,
+    node_id: int = 1,
+    voters: dict[int, int] | None = None,
+) -> str:
+    """``server.properties`` of node ``node_id``; ``voters`` maps each node id of the
+    controller quorum to its controller port (default: this node alone)."""
+    quorum = voters or {node_id: controller_port}
+    replication, min_isr = (str(n) for n in replication_for(len(quorum)))
     settings = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "node.id": str(node_id),
+        "controller.quorum.voters": ",".join(
+            f"{voter}@127.0.0.1:{voter_port}" for voter, voter_port in sorted(quorum.items())
+        ),
         "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
         "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -48,15 +78,15 @@ def kafka_properties(*, port: int, controller_port: int, log_dir: Path) -> str:
         "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(log_dir),
         "num.partitions": "1",
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
+        "default.replication.factor": replication,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": replication,
         "offsets.topic.num.partitions": "4",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": replication,
+        "transaction.state.log.min.isr": min_isr,
         "transaction.state.log.num.partitions": "4",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": replication,
+        "share.coordinator.state.topic.min.isr": min_isr,
         "group.initial.rebalance.delay.ms": "0",
         "num.recovery.threads.per.data.dir": "2",
     }
@@ -96,7 +126,7 @@ rootLogger.appenderRef.out.ref = STDOUT
     )
 
 
-def _cluster_id() -> str:
+def new_cluster_id() -> str:
     """16 random bytes, url-safe base64 without padding, as Kafka's own tool makes them.
 
     Never starting with '-', which the storage tool's argument parser would take for an option.
@@ -108,8 +138,14 @@ def _cluster_id() -> str:
 
 
 class KafkaServer(JavaServer):
-    """One Kafka node; ``controller_port`` defaults to ``port + 1``."""
+    """One Kafka node; ``controller_port`` defaults to ``port + 1``.
 
+    Alone (``voters`` None) it is named ``kafka`` and lives in ``<data_dir>/kafka``; as node
+    ``node_id`` of a quorum it is ``kafka-<node_id>`` in ``<data_dir>/kafka-<node_id>``, and all
+    nodes must be formatted with the same ``cluster_id``.
+    """
+
+    kind = "kafka"
     name = "kafka"
     version = KAFKA_VERSION
     artifacts = (
@@ -123,11 +159,21 @@ class KafkaServer(JavaServer):
         port: int = 9092,
         *,
         controller_port: int | None = None,
+        node_id: int = 1,
+        voters: dict[int, int] | None = None,
+        cluster_id: str | None = None,
+        heap: str = "512m",
         jar_cache: Path | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(data_dir, port, jar_cache=jar_cache, progress=progress)
         self.controller_port = controller_port if controller_port is not None else port + 1
+        self.node = node_id
+        self.voters = voters
+        self.cluster_id = cluster_id
+        self.heap = heap
+        if voters is not None:
+            self.name = f"kafka-{node_id}"
 
     @property
     def bootstrap_servers(self) -> str:
@@ -148,7 +194,11 @@ class KafkaServer(JavaServer):
     def write_config(self) -> None:
         self.config_file.write_text(
             kafka_properties(
-                port=self.port, controller_port=self.controller_port, log_dir=self.log_dir
+                port=self.port,
+                controller_port=self.controller_port,
+                log_dir=self.log_dir,
+                node_id=self.node,
+                voters=self.voters,
             ),
             encoding="utf-8",
         )
@@ -158,7 +208,7 @@ class KafkaServer(JavaServer):
         """Format the KRaft storage once (a new cluster id per data dir)."""
         if (self.log_dir / "meta.properties").exists():
             return
-        cluster_id = _cluster_id()
+        cluster_id = self.cluster_id or new_cluster_id()
         command = [
             str(java),
             *self._log_flags(),
@@ -189,6 +239,8 @@ class KafkaServer(JavaServer):
     def java_command(self, java: Path, lib: Path) -> list[str]:
         return [
             str(java),
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
             *KAFKA_JVM_FLAGS,
             *self._log_flags(),
             "-cp",
@@ -207,7 +259,9 @@ class KafkaServer(JavaServer):
             {"bootstrap.servers": self.bootstrap_servers, "logger": logger, "log_level": 3}
         )
         try:
-            admin.list_topics(timeout=5)
+            metadata = admin.list_topics(timeout=5)
         except Exception:  # noqa: BLE001 - any failure means "not ready yet"
             return False
-        return True
+        # In a cluster the node has (re)joined once it is an unfenced broker in the metadata
+        # (a fenced one is left out): it then takes partitions and replicates again.
+        return self.voters is None or self.node in metadata.brokers

@@ -18,6 +18,7 @@ __all__ = [
     "PidRecord",
     "can_connect",
     "cmdline_of",
+    "kill_now",
     "pid_alive",
     "read_pid_record",
     "tail",
@@ -124,3 +125,14 @@ def terminate(pid: int, marker: str, timeout: float) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     _wait_gone(pid, marker, 10.0)
+
+
+def kill_now(pid: int, marker: str, timeout: float = 10.0) -> None:
+    """SIGKILL ``pid``'s process group at once (a simulated crash) and wait till it is gone."""
+    if not pid_alive(pid, marker):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    _wait_gone(pid, marker, timeout)

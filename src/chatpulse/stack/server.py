@@ -19,6 +19,7 @@ from chatpulse.stack.java import find_java
 from chatpulse.stack.maven import Artifact, resolve_jars
 from chatpulse.stack.process import (
     PidRecord,
+    kill_now,
     pid_alive,
     read_pid_record,
     tail,
@@ -43,14 +44,23 @@ class ServerStatus:
     pid: int | None
     port: int
     data_dir: Path
+    node: int = 1
+    address: str = "127.0.0.1"
 
 
 class JavaServer(ABC):
-    """A single-node server run as a background ``java`` process under ``<data_dir>/<name>``."""
+    """A server run as a background ``java`` process under ``<data_dir>/<name>``.
 
+    ``kind`` names the software (and its jar cache); ``name`` this node: the same as ``kind``
+    for a single node, ``<kind>-<n>`` for node n of a cluster.
+    """
+
+    kind: str
     name: str
     version: str
     artifacts: Sequence[Artifact]
+    node: int = 1
+    address: str = "127.0.0.1"
 
     def __init__(
         self,
@@ -128,7 +138,7 @@ class JavaServer(ABC):
         """The directory of this server's jars (downloaded once)."""
         java = find_java()
         return resolve_jars(
-            self.name,
+            self.kind,
             self.version,
             self.artifacts,
             cache_dir=self.jar_cache,
@@ -141,9 +151,10 @@ class JavaServer(ABC):
         if self.is_running():
             return False
         for role, port in self.ports.items():
-            if not is_port_free(port):
+            if not is_port_free(port, self.address):
+                where = port if self.address == "127.0.0.1" else f"{self.address}:{port}"
                 raise PortInUseError(
-                    f"{self.name} cannot start: port {port} ({role}) is already in use by "
+                    f"{self.name} cannot start: port {where} ({role}) is already in use by "
                     f"another process; stop it or choose other ports"
                 )
         java = find_java()
@@ -211,8 +222,20 @@ class JavaServer(ABC):
         logger.info("stopped %s pid=%d", self.name, record.pid)
         return True
 
+    def kill(self) -> bool:
+        """SIGKILL the server (no shutdown at all, as a crash); False when it was not running."""
+        record = self._record()
+        if record is None:
+            return False
+        kill_now(record.pid, record.marker)
+        if pid_alive(record.pid, record.marker):
+            raise StackError(f"{self.name} (pid {record.pid}) survived SIGKILL")
+        self.pid_file.unlink(missing_ok=True)
+        logger.info("killed %s pid=%d", self.name, record.pid)
+        return True
+
     def status(self) -> ServerStatus:
-        """Running or not, version, pid, port and data dir."""
+        """Running or not, version, pid, port, data dir, node number and address."""
         record = self._record()
         return ServerStatus(
             name=self.name,
@@ -221,4 +244,6 @@ class JavaServer(ABC):
             pid=record.pid if record else None,
             port=record.port if record else self.port,
             data_dir=self.home,
+            node=self.node,
+            address=self.address,
         )

@@ -1,0 +1,263 @@
+"""A 3 + 3 cluster from ``chatpulse stack up --kafka-nodes 3 --cassandra-nodes 3``: every node in
+``stack status --json``; writes at acks=all (min ISR 2) and QUORUM go on with one Kafka and one
+Cassandra node killed; ``stack up`` brings both back into the cluster."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import pytest
+from cassandra import ConsistencyLevel, ReadTimeout, Unavailable
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    Session,
+)
+from cassandra.policies import DCAwareRoundRobinPolicy
+from cassandra.query import SimpleStatement
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from chatpulse.stack import Stack
+
+pytestmark = pytest.mark.cluster
+
+PARTITIONS = 6
+
+
+def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """``chatpulse stack <args>`` on the cluster, as a user types it (no node-count flags)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chatpulse",
+            "stack",
+            *args,
+            "--data-dir",
+            str(stack.data_dir),
+            "--kafka-port",
+            str(stack.kafka.port),
+            "--cassandra-port",
+            str(stack.cassandra.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "250"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def _chat(count: int) -> list[bytes]:
+    """Chat-like records: current timestamps, Twitch user ids spread up to ~1.2e9."""
+    now = datetime.now(UTC).isoformat()
+    return [
+        json.dumps(
+            {
+                "id": str(uuid.uuid4()),
+                "channel": "xqc",
+                "user_id": str(random.randint(10_000, 1_200_000_000)),
+                "text": f"KEKW message {n}",
+                "sent_at": now,
+            }
+        ).encode()
+        for n in range(count)
+    ]
+
+
+def _produce_all(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    """Produce at acks=all; fail unless every record is acknowledged."""
+    errors: list[KafkaError] = []
+
+    def delivered(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            errors.append(error)
+
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "message.timeout.ms": 90_000,
+        }
+    )
+    for value in values:
+        # Keyed by chatter, as the ingest does: the records spread over every partition.
+        key = json.loads(value)["user_id"]
+        producer.produce(topic, value, key=key, on_delivery=delivered)
+        producer.poll(0)
+    assert producer.flush(120) == 0
+    assert errors == []
+
+
+def _count_records(bootstrap: str, topic: str) -> int:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"count-{uuid.uuid4().hex[:8]}"}
+    )
+    try:
+        ends = 0
+        for partition in range(PARTITIONS):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+            ends += high - low
+        return ends
+    finally:
+        consumer.close()
+
+
+def _isr_sizes(admin: AdminClient, topic: str) -> list[int]:
+    partitions = admin.list_topics(topic, timeout=30).topics[topic].partitions
+    return [len(partitions[p].isrs) for p in sorted(partitions)]
+
+
+@pytest.fixture
+def session(cluster_stack: Stack) -> Iterator[Session]:
+    profile = ExecutionProfile(
+        load_balancing_policy=DCAwareRoundRobinPolicy(),
+        consistency_level=ConsistencyLevel.QUORUM,
+        request_timeout=30,
+    )
+    cluster = Cluster(
+        cluster_stack.cassandra_contact_points,
+        port=cluster_stack.cassandra.port,
+        protocol_version=4,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        connect_timeout=10,
+        control_connection_timeout=10,
+    )
+    try:
+        yield cluster.connect()
+    finally:
+        cluster.shutdown()
+
+
+def test_status_json_lists_every_node(cluster_stack: Stack) -> None:
+    shown = json.loads(_cli(cluster_stack, "status", "--json").stdout)
+
+    kafka_port, cql_port = cluster_stack.kafka.port, cluster_stack.cassandra.port
+    pids = {status.name: status.pid for status in cluster_stack.status()}
+    assert shown == {
+        "kafka": [
+            {"node": n, "pid": pids[f"kafka-{n}"], "port": kafka_port + n - 1, "running": True}
+            for n in (1, 2, 3)
+        ],
+        "cassandra": [
+            {
+                "node": n,
+                "address": f"127.0.0.{n}",
+                "pid": pids[f"cassandra-{n}"],
+                "port": cql_port,
+                "running": True,
+            }
+            for n in (1, 2, 3)
+        ],
+    }
+    assert all(isinstance(pid, int) for pid in pids.values())
+    assert len(set(pids.values())) == 6
+
+
+def _insert(session: Session, keyspace: str, values: list[bytes], level: int) -> None:
+    insert = SimpleStatement(
+        f"INSERT INTO {keyspace}.chat (channel, id, record) VALUES (%s, %s, %s)",
+        consistency_level=level,
+    )
+    for value in values:
+        session.execute(insert, ("xqc", json.loads(value)["id"], value))
+
+
+def _count_rows(session: Session, keyspace: str, level: int) -> int:
+    select = SimpleStatement(
+        f"SELECT count(*) FROM {keyspace}.chat WHERE channel = %s", consistency_level=level
+    )
+    row = session.execute(select, ("xqc",)).one()
+    assert row is not None
+    return int(row[0])
+
+
+def test_writes_survive_one_dead_node_of_each_and_the_nodes_rejoin(
+    cluster_stack: Stack, session: Session
+) -> None:
+    bootstrap = cluster_stack.kafka_bootstrap_servers
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = f"cluster-{uuid.uuid4().hex[:8]}"
+    # No replication factor given: the cluster's broker defaults (3 copies, min ISR 2) apply.
+    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS)])[topic].result(60)
+    config = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)])
+    (described,) = config.values()
+    assert described.result(30)["min.insync.replicas"].value == "2"
+    partitions = admin.list_topics(topic, timeout=30).topics[topic].partitions
+    assert sorted(len(partitions[p].replicas) for p in partitions) == [3] * PARTITIONS
+    keyspace = f"k_{uuid.uuid4().hex[:8]}"
+    session.execute(
+        f"CREATE KEYSPACE {keyspace} WITH replication = "
+        "{'class': 'NetworkTopologyStrategy', 'datacenter1': 3}"
+    )
+    session.execute(
+        f"CREATE TABLE {keyspace}.chat (channel text, id text, record blob, "
+        "PRIMARY KEY (channel, id))"
+    )
+    before = _chat(200)
+    _produce_all(bootstrap, topic, before)
+    _insert(session, keyspace, before, ConsistencyLevel.QUORUM)
+
+    _cli(cluster_stack, "kill", "kafka-2")
+    _cli(cluster_stack, "kill", "cassandra-3")
+    shown = json.loads(_cli(cluster_stack, "status", "--json").stdout)
+    assert [node["running"] for node in shown["kafka"]] == [True, False, True]
+    assert [node["running"] for node in shown["cassandra"]] == [True, True, False]
+    # Once the controller fences the dead broker (broker.session.timeout.ms, 9 s), every
+    # partition has two in-sync replicas left: just min ISR.
+    _wait_for(lambda: _isr_sizes(admin, topic) == [2] * PARTITIONS, 60, "ISR shrink to 2")
+
+    # Two of three copies remain: acks=all with min ISR 2 and QUORUM both still succeed.
+    during = _chat(200)
+    _produce_all(bootstrap, topic, during)
+    _insert(session, keyspace, during, ConsistencyLevel.QUORUM)
+    assert _count_records(bootstrap, topic) == 400
+    assert _count_rows(session, keyspace, ConsistencyLevel.QUORUM) == 400
+
+    _cli(cluster_stack, "up")
+
+    # The restarted broker catches up and is back in every partition's ISR.
+    _wait_for(lambda: _isr_sizes(admin, topic) == [3] * PARTITIONS, 90, "ISR back to 3")
+    # The restarted Cassandra node is a peer again and seen up by the driver, and a read at
+    # ALL (every replica must answer) succeeds.
+    peers = {row.peer for row in session.execute("SELECT peer FROM system.peers")}
+    assert len(peers) == 2
+    _wait_for(lambda: _all_hosts_up(session), 90, "driver sees all 3 Cassandra nodes up")
+    _wait_for(lambda: _read_at_all(session, keyspace) == 400, 60, "a read at ALL")
+    after = _chat(100)
+    _produce_all(bootstrap, topic, after)
+    _insert(session, keyspace, after, ConsistencyLevel.ALL)
+    assert _count_records(bootstrap, topic) == 500
+    assert _count_rows(session, keyspace, ConsistencyLevel.ALL) == 500
+
+
+def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f}s"
+        time.sleep(1)
+
+
+def _all_hosts_up(session: Session) -> bool:
+    hosts = {host.address: host.is_up for host in session.cluster.metadata.all_hosts()}
+    return hosts == {"127.0.0.1": True, "127.0.0.2": True, "127.0.0.3": True}
+
+
+def _read_at_all(session: Session, keyspace: str) -> int | None:
+    """The row count read at ALL, or None while a replica is not (yet) seen up."""
+    try:
+        return _count_rows(session, keyspace, ConsistencyLevel.ALL)
+    except (Unavailable, ReadTimeout, NoHostAvailable):
+        return None
