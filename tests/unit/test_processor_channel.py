@@ -10,7 +10,9 @@ import pytest
 
 from chatpulse.models import ChatMessage, Emote
 from chatpulse.processor.aggregate import (
+    MAX_OTHER_CHATTER_ID,
     MAX_OTHER_CHATTERS,
+    UNTRACKED_CHATTER,
     AggregateTuple,
     WindowAggregate,
     numeric_user_id,
@@ -530,3 +532,29 @@ def test_a_window_tracks_a_bounded_number_of_chatters_whose_ids_are_not_numbers(
         limit + 1,
         5,
     )
+
+
+def test_a_chatter_id_that_is_not_a_number_is_kept_only_when_short_and_ascii() -> None:
+    aggregate = WindowAggregate()
+    kept = "x" * MAX_OTHER_CHATTER_ID
+    assert aggregate.add(msg("a", T0, user=kept), None) == 0
+    assert aggregate.add(msg("b", T0, user="y" * (MAX_OTHER_CHATTER_ID + 1)), None) == (
+        UNTRACKED_CHATTER
+    )
+    assert aggregate.add(msg("c", T0, user="ünïcode"), None) == UNTRACKED_CHATTER
+    assert aggregate.add(msg("d", T0, user="0" * 23), None) == 0
+    assert aggregate.other_chatters == ["0" * 23, kept]
+    assert aggregate.unique_chatters == 2
+
+
+def test_the_channel_record_stays_bounded_with_the_most_non_numeric_chatters() -> None:
+    counter = ChannelCounter([MIN], grace_ms=0, dedup_horizon_ms=MIN)
+    store = DictStore()
+    for i in range(MAX_OTHER_CHATTERS + 50):
+        counter.process(msg(f"m{i}", T0, user=f"{i:0>{MAX_OTHER_CHATTER_ID}}z"), store)
+        counter.process(msg(f"n{i}", T0, user=f"{i:x>{MAX_OTHER_CHATTER_ID}}"), store)
+    counter.flush()
+    record = store.data[b"c"]
+    # 1,000 ids of 32 bytes plus msgpack's 2 byte header each, and the rest of the record
+    assert MAX_OTHER_CHATTERS * 34 <= len(record) < MAX_OTHER_CHATTERS * 34 + 200
+    assert counter.untracked_chatters.value == MAX_OTHER_CHATTERS + 50 + 50

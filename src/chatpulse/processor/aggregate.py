@@ -19,6 +19,7 @@ from chatpulse.windows import format_duration
 __all__ = [
     "MAX_EMOTES",
     "MAX_OTHER_CHATTERS",
+    "MAX_OTHER_CHATTER_ID",
     "TOP_EMOTES",
     "UNTRACKED_CHATTER",
     "AggregateTuple",
@@ -34,6 +35,8 @@ MAX_EMOTES = 300
 _MAX_EMOTE_TEXT = 64  # longest emote id tracked, longest name kept
 # chatters per window whose id does not fit the bitmap (never a Twitch id today)
 MAX_OTHER_CHATTERS = 1_000
+# the longest such id kept (ASCII only): 1,000 of them stay under ~33 KB per window
+MAX_OTHER_CHATTER_ID = 32
 # added to add()'s result for a chatter left untracked (emote counts stay below it)
 UNTRACKED_CHATTER = 1 << 32
 _MAX_U32 = 2**32 - 1
@@ -83,18 +86,24 @@ class WindowAggregate:
         ``max_emotes`` distinct emotes (their counts live in the state's channel record), no
         emote id longer than 64 characters (a name is kept to 64 characters), and at most
         :data:`MAX_OTHER_CHATTERS` chatters whose id is not an unsigned 32-bit number (Twitch's
-        are; the others are kept as a list in the channel record).
+        are; the others are kept as a list in the channel record), of at most
+        :data:`MAX_OTHER_CHATTER_ID` ASCII characters.
         """
         self.messages += 1
         untracked = 0
         if number is not None:
             self.chatters.add(number)
         else:
+            user_id = message.user_id
             others = self.other_chatters
-            position = bisect.bisect_left(others, message.user_id)
-            if position == len(others) or others[position] != message.user_id:
-                if len(others) < MAX_OTHER_CHATTERS:
-                    others.insert(position, message.user_id)
+            position = bisect.bisect_left(others, user_id)
+            if position == len(others) or others[position] != user_id:
+                if (
+                    len(others) < MAX_OTHER_CHATTERS
+                    and len(user_id) <= MAX_OTHER_CHATTER_ID
+                    and user_id.isascii()
+                ):
+                    others.insert(position, user_id)
                 else:
                     untracked = UNTRACKED_CHATTER
         if message.emotes:

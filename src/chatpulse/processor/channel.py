@@ -23,8 +23,11 @@ State layout (keys within the channel's slice of the store). Kafka refuses a cha
 over 1 MB, so no record grows with the audience or the rate:
 - ``c``: the channel record: totals, and each open window's message count, emotes (at most
   ``max_emotes`` distinct ones, ids and names of up to 64 characters, ~140 bytes each at
-  worst) and chatters. At most open windows x (``chunk_bytes // 8`` + ``max_emotes`` x 140
-  bytes): ~260 KB with the defaults and three window sizes, a few KiB as a rule. A window's
+  worst), chatter bitmap and other chatters (ids that are not unsigned 32-bit numbers, never
+  Twitch's: at most 1,000 of at most 32 ASCII characters, ~33 KB; a further one is not
+  counted, see :meth:`WindowAggregate.add`). At most open windows x (``chunk_bytes // 8`` +
+  ``max_emotes`` x 140 bytes + 33 KB): ~500 KB with the defaults (three window sizes, two
+  open windows each at most with a 10 s grace), a few KiB as a rule. A window's
   chatter bitmap is kept inline while it serialises to at most ``chunk_bytes // 8``; past
   that (a large audience) the window is *chunked*: its bitmap lives in records
   ``x<size><start><first id>`` that each hold the ids of one range of user ids, and the
