@@ -1,6 +1,7 @@
 """The Cassandra write-back's statements, streaming and error mapping, with a recording session in
 place of the driver's (no Cassandra here; the integration tests use the real one)."""
 
+import sys
 from typing import Any
 
 import pytest
@@ -10,7 +11,10 @@ from cassandra.protocol import ColumnMetadata
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 from quixstreams.sinks import SinkBackpressureError
 
+from chatpulse import cli
 from chatpulse.models import ChatMessage
+from chatpulse.processor import app as processor_app
+from chatpulse.processor import cli as processor_cli
 from chatpulse.processor.binding import RowBatch, RowBinder
 from chatpulse.processor.cassandra_flush import CassandraFlush
 from chatpulse.processor.channel import ChannelCounter, ChannelUpdate
@@ -298,6 +302,75 @@ def test_a_missing_schema_that_cannot_be_created_stops_with_one_line() -> None:
     assert "keyspace ks" in text
     assert "no CREATE permission" in text
     assert "chatpulse init" in text
+
+
+_REFUSED = (
+    'Error from server: code=2100 [Unauthorized] message="User processor has no CREATE '
+    'permission on <all keyspaces> or any of its parents"'
+)
+
+
+class DdlRefusingSession(RecordingSession):
+    """Writes fail on a missing keyspace; the DDL ``ensure_schema`` then runs is refused by
+    the server, as for a role without CREATE permission."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error = InvalidRequest(
+            'Error from server: code=2200 [Invalid query] message="Keyspace ks does not exist"'
+        )
+        self.ddl: list[str] = []
+
+    def execute(self, statement: str, parameters: Any = None, timeout: float = 0) -> Any:
+        self.ddl.append(statement)
+        raise Unauthorized(_REFUSED)
+
+
+def _flush_with_refused_ddl(session: DdlRefusingSession) -> None:
+    writer = CassandraWriter(load_settings(cassandra_keyspace="ks"))
+    writer._session = session  # type: ignore[assignment]
+    writer.use_statements(STATEMENTS)
+    sink = CassandraFlush(writer)
+    _add(sink, _updates(3))
+    sink.flush()
+
+
+def test_a_refused_ddl_ends_in_schema_missing_with_one_line() -> None:
+    session = DdlRefusingSession()
+    with pytest.raises(SchemaMissingError) as caught:
+        _flush_with_refused_ddl(session)
+    assert session.ddl[0].startswith("CREATE KEYSPACE IF NOT EXISTS ks ")
+    assert str(caught.value) == (
+        "Cassandra keyspace ks or a table of it is missing and the processor could not "
+        "create it (User processor has no CREATE permission on <all keyspaces> or any of its "
+        "parents); run `chatpulse init` with a role allowed to create it, then start "
+        "`chatpulse process` again"
+    )
+    assert caught.value.__cause__ is None
+
+
+def test_the_process_command_prints_a_refused_ddl_as_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    session = DdlRefusingSession()
+
+    def run_processor(_settings: Any) -> None:  # the real flush, through the real CLI
+        _flush_with_refused_ddl(session)
+
+    monkeypatch.setattr(processor_app, "run_processor", run_processor)
+    monkeypatch.setattr(processor_cli, "configure_logging", lambda: None)
+    monkeypatch.setattr(sys, "argv", ["chatpulse", "process"])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 1
+    assert session.ddl[0].startswith("CREATE KEYSPACE IF NOT EXISTS ks ")
+    err = capsys.readouterr().err
+    assert err == (
+        "chatpulse: error: Cassandra keyspace ks or a table of it is missing and the processor "
+        "could not create it (User processor has no CREATE permission on <all keyspaces> or "
+        "any of its parents); run `chatpulse init` with a role allowed to create it, then "
+        "start `chatpulse process` again\n"
+    )
 
 
 def test_a_paused_sink_drops_the_checkpoint() -> None:
