@@ -36,6 +36,7 @@ from chatpulse.ingest.metrics import IngestMetrics
 from chatpulse.ingest.producer import IngestProducer
 from chatpulse.ingest.service import IngestService, IngestSummary
 from chatpulse.ingest.spill import Spill
+from chatpulse.ingest.timestamps import read_retention_ms
 from chatpulse.kafka_admin import admin_client
 from chatpulse.models import ChatEvent, ChatMessage, TrackedChannel, encode
 from chatpulse.settings import Settings, load_settings
@@ -64,6 +65,13 @@ def keep_forever(settings: Settings) -> None:
     ]
     for future in admin.incremental_alter_configs(resources).values():
         future.result(timeout=30)
+    # The broker applies a config change from the KRaft metadata log a moment after the
+    # controller accepted it; an ingest started before then reads the old retention.
+    deadline = time.monotonic() + 30
+    for resource in resources:
+        while read_retention_ms(admin, resource.name, 10.0) is not None:
+            assert time.monotonic() < deadline, f"retention of {resource.name} still set"
+            time.sleep(0.1)
 
 
 @pytest.fixture
@@ -313,14 +321,17 @@ async def test_kafka_down_for_30s_during_a_stream_delivers_every_message_once(
     dedicated_kafka: KafkaServer, tmp_path: Path
 ) -> None:
     channels, rate, seed, duration_s = 4, 250.0, 11, 50.0
+    start_ms = int(time.time() * 1000)  # streamed at speed 1: stamped as real chat is
     names = channel_names(channels)
     sent_lines = [
         line
         for index in range(channels)
-        for _offset, line in simulate_channel(index, channels, rate, seed, duration_s=duration_s)
+        for _offset, line in simulate_channel(
+            index, channels, rate, seed, duration_s=duration_s, start_ms=start_ms
+        )
     ]
     messages, events = expected_records(sent_lines)
-    source = SimulatedSource(channels, rate, seed, duration_s=duration_s)
+    source = SimulatedSource(channels, rate, seed, duration_s=duration_s, start_ms=start_ms)
     summaries: list[IngestSummary] = []
     async with FakeTwitchServer(source, speed=1.0) as server:
         settings = load_settings(
