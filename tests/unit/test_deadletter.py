@@ -5,7 +5,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from chatpulse.deadletter import deadletter_value
-from chatpulse.ingest.deadlettering import refused_for_good
+from chatpulse.ingest.deadlettering import Verdict, refused_for_good, verdict
 
 
 def test_a_short_raw_input_is_kept_whole_with_its_length() -> None:
@@ -41,17 +41,37 @@ def test_bytes_and_location_as_the_processor_gives_them() -> None:
     [
         KafkaError.INVALID_TIMESTAMP,
         KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
         KafkaError.INVALID_RECORD,
-        KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.INVALID_MSG,  # CORRUPT_MESSAGE
         KafkaError.POLICY_VIOLATION,
         KafkaError.RECORD_LIST_TOO_LARGE,
         KafkaError._INVALID_ARG,
-        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._BAD_MSG,
     ],
 )
-def test_errors_about_the_record_or_its_topic_refuse_it_for_good(code: int) -> None:
+def test_errors_about_the_record_refuse_it_for_good(code: int) -> None:
+    assert verdict(KafkaError(code)) is Verdict.REFUSED
     assert refused_for_good(KafkaError(code))
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        KafkaError.UNKNOWN_TOPIC_OR_PART,  # the topic was deleted (or is being recreated)
+        KafkaError.UNKNOWN_TOPIC_ID,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,  # an ACL mistake
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT,  # the topic's configuration
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.UNKNOWN,  # a broker error librdkafka cannot name
+        150,  # a code a newer broker adds
+    ],
+)
+def test_errors_about_the_topic_or_permissions_or_unknown_hold_the_records(code: int) -> None:
+    assert verdict(KafkaError(code)) is Verdict.HELD
+    assert not refused_for_good(KafkaError(code))
 
 
 @pytest.mark.parametrize(
@@ -70,4 +90,5 @@ def test_errors_about_the_record_or_its_topic_refuse_it_for_good(code: int) -> N
     ],
 )
 def test_errors_about_the_connection_or_the_producer_send_it_again(code: int) -> None:
+    assert verdict(KafkaError(code)) is Verdict.RETRY
     assert not refused_for_good(KafkaError(code))

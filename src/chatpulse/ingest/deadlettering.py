@@ -1,15 +1,28 @@
-"""What the ingest does with a record Kafka refuses for good: dead-letter it, or drop it.
+"""What the ingest does with a record Kafka does not take: dead-letter it, hold it, or resend it.
 
-A refusal for good is an error about the record or its topic (too large, a timestamp the
-broker does not take, a topic that does not exist or may not be written, a record the broker
-finds invalid, ...): sending it again gives the same answer forever. Errors about the
-connection, a partition's leader or replicas, or the producer's own state are not: the
-record is sent again. A refused record goes to the dead-letter topic with the reason, in
-place of the original (it takes its place in the spill's bookkeeping). A record the
-dead-letter topic itself refuses is counted (``chatpulse_ingest_deadletter_dropped_total``),
-logged (rate-limited) and dropped: dead-lettering it again could loop.
+Each failure code gets one :class:`Verdict`:
+
+- ``REFUSED``: the broker or librdkafka refused *this record* (too large, a timestamp the
+  broker does not take, a record it finds invalid or corrupt, a policy that rejects it, an
+  argument librdkafka cannot send). Sending it again gets the same answer forever, and the
+  records around it are fine: it goes to the dead-letter topic with the reason, in place of
+  the original (it takes its place in the spill's bookkeeping). A record the dead-letter
+  topic itself refuses is counted (``chatpulse_ingest_deadletter_dropped_total``), logged
+  (rate-limited) and dropped: dead-lettering it again could loop.
+- ``RETRY``: the connection, a partition's leader or replicas, quotas, coordinators, the
+  producer's id/epoch/sequence or librdkafka's own state; the record is fine and is sent
+  again at once (after the transaction's abort).
+- ``HELD``: everything else, first of all what is wrong with the *topic* or the permissions
+  (a deleted or recreated topic, an ACL mistake) and codes this list does not know (newer
+  brokers add some). That is no reason to throw good chat away: the records are kept, in
+  order, and sent again with a growing backoff, spilling past the memory bound as in an
+  outage, with a rate-limited log saying what Kafka answered.
+
+The refusals are an allow-list on purpose: a wrong ``REFUSED`` loses a good record to the
+dead-letter topic, a wrong ``HELD`` only delays it until an operator looks.
 """
 
+import enum
 import logging
 
 from confluent_kafka import KafkaError
@@ -19,15 +32,48 @@ from chatpulse.ingest.entry import Entry
 from chatpulse.ingest.metrics import IngestMetrics
 from chatpulse.logs import RateLimitedLog
 
-__all__ = ["DeadLetters", "refused_for_good"]
+__all__ = ["DeadLetters", "Verdict", "refused_for_good", "verdict"]
 
 logger = logging.getLogger(__name__)
 
+
+class Verdict(enum.Enum):
+    """What becomes of a record Kafka did not take (see the module doc)."""
+
+    REFUSED = "refused"  # this record, for good: dead-letter it
+    RETRY = "retry"  # not about the record: send it again at once
+    HELD = "held"  # its topic, the permissions, or an unknown code: keep it, back off
+
+
 _K = KafkaError
-# Broker errors that say nothing about the record: the connection, leaders and replicas,
+# Codes that refuse one record and say nothing about the others (librdkafka's list of broker
+# and local codes, rdkafka.h): CORRUPT_MESSAGE (INVALID_MSG: bad CRC, or a keyless record on
+# a compacted topic on old brokers), INVALID_MSG_SIZE, MSG_SIZE_TOO_LARGE (over the topic's
+# max.message.bytes, by the broker or by librdkafka's message.max.bytes),
+# RECORD_LIST_TOO_LARGE (a record over the segment size), INVALID_TIMESTAMP,
+# POLICY_VIOLATION (a broker-side policy rejecting it), INVALID_RECORD (the broker's record
+# validation); locally _INVALID_ARG / _BAD_MSG (librdkafka cannot send it) and the
+# serialisers' and the idempotent producer's per-record errors.
+_REFUSALS = frozenset(
+    {
+        _K.INVALID_MSG,
+        _K.INVALID_MSG_SIZE,
+        _K.MSG_SIZE_TOO_LARGE,
+        _K.RECORD_LIST_TOO_LARGE,
+        _K.INVALID_TIMESTAMP,
+        _K.POLICY_VIOLATION,
+        _K.INVALID_RECORD,
+        _K._INVALID_ARG,
+        _K._BAD_MSG,
+        _K._INVALID_DIFFERENT_RECORD,
+        _K._VALUE_SERIALIZATION,
+        _K._KEY_SERIALIZATION,
+    }
+)
+# Broker codes that say nothing about the record: the connection, leaders and replicas,
 # quotas, coordinators, the producer's id/epoch/sequence (those end or abort the
-# transaction; the record itself is fine). Every other broker error refuses the record.
-_NOT_ABOUT_THE_RECORD = frozenset(
+# transaction; the record itself is fine).
+_TRANSIENT = frozenset(
     {
         _K.LEADER_NOT_AVAILABLE,
         _K.NOT_LEADER_FOR_PARTITION,
@@ -59,34 +105,29 @@ _NOT_ABOUT_THE_RECORD = frozenset(
         _K.INVALID_TRANSACTION_TIMEOUT,
         _K.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
         _K.TRANSACTION_COORDINATOR_FENCED,
-        _K.CLUSTER_AUTHORIZATION_FAILED,
-        _K.SASL_AUTHENTICATION_FAILED,
         _K.UNSUPPORTED_VERSION,
         _K.STALE_BROKER_EPOCH,
         _K.OPERATION_NOT_ATTEMPTED,
     }
 )
-# librdkafka's own (negative) codes that refuse one record: every other one is about the
-# client (timeouts, purges, transport, its state) and the record is sent again.
-_CLIENT_REFUSALS = frozenset(
-    {
-        _K._INVALID_ARG,
-        _K._BAD_MSG,
-        _K._UNKNOWN_TOPIC,
-        _K._UNKNOWN_PARTITION,
-        _K._INVALID_DIFFERENT_RECORD,
-        _K._VALUE_SERIALIZATION,
-        _K._KEY_SERIALIZATION,
-    }
-)
+# librdkafka's own codes about the topic (it does not exist, or the partition): held. Its
+# other local codes are about the client (timeouts, purges, transport, its state): resent.
+_CLIENT_HELD = frozenset({_K._UNKNOWN_TOPIC, _K._UNKNOWN_PARTITION})
+
+
+def verdict(error: KafkaError) -> Verdict:
+    """What to do with a record that failed with ``error`` (see the module doc)."""
+    code = error.code()
+    if code in _REFUSALS:
+        return Verdict.REFUSED
+    if code > 0 or code == _K.UNKNOWN:  # UNKNOWN: a broker error librdkafka has no name for
+        return Verdict.RETRY if code in _TRANSIENT else Verdict.HELD
+    return Verdict.HELD if code in _CLIENT_HELD else Verdict.RETRY
 
 
 def refused_for_good(error: KafkaError) -> bool:
-    """True when sending the record again can only be refused again (see the module doc)."""
-    code = error.code()
-    if code > 0:
-        return code not in _NOT_ABOUT_THE_RECORD
-    return code in _CLIENT_REFUSALS
+    """True when sending the record again can only be refused again (dead-letter it)."""
+    return error.code() in _REFUSALS
 
 
 class DeadLetters:

@@ -68,6 +68,9 @@ _COMMIT_RECORDS = 20_000
 _RETRY_BACKOFF_S = 1.0
 _CHECKPOINT_INTERVAL_S = 1.0
 _FAILURE_LOG_INTERVAL_S = 5.0
+# A topic-level refusal (deleted topic, ACLs): first wait, doubled per failure up to the last.
+_HOLD_FIRST_S = 1.0
+_HOLD_MAX_S = 30.0
 _OPEN = TxnState.OPEN
 
 
@@ -124,6 +127,9 @@ class IngestProducer:
         self._closing = False
         self._last_checkpoint = time.monotonic()
         self._failure_log = RateLimitedLog(logger, _FAILURE_LOG_INTERVAL_S)
+        self._held_log = RateLimitedLog(logger, 10.0)
+        self._hold_s = 0.0  # the current backoff after a held error (0: none)
+        self._hold_until = 0.0
         self._run(TxnState.INITIALIZING)
 
     # -- sending ---------------------------------------------------------------------------
@@ -205,6 +211,10 @@ class IngestProducer:
         if sender.txn and (due or len(sender.txn) >= sender.txn_max or sender.refused):
             self._run(TxnState.COMMITTING)
             return
+        if sender.held is not None:
+            self._hold(sender.held)
+        if now < self._hold_until:
+            return  # records keep waiting (then spill) until the backoff ends
         if sender.probing:
             sender.probing = False  # every record of the probe was dead-lettered at produce
         if not sender.txn and sender.probes:
@@ -214,6 +224,21 @@ class IngestProducer:
             return
         if self._drain.spilling and not self._closing and not sender.pending:
             self._drain.drain()
+
+    def _hold(self, error: KafkaError) -> None:
+        """Kafka does not take records for their topic (or at all): back off, say why."""
+        self._sender.take_held()
+        self._hold_s = min(_HOLD_MAX_S, 2 * self._hold_s) if self._hold_s else _HOLD_FIRST_S
+        self._hold_until = time.monotonic() + self._hold_s
+        self._held_log.error(
+            "Kafka does not take the records: %s (%s); keeping %d records (memory, then the "
+            "spill) and retrying in %.0fs. Check that the topics exist (chatpulse init) and "
+            "that this client may write to them",
+            error.name(),
+            error.str(),
+            self.buffered,
+            self._hold_s,
+        )
 
     # -- the transaction -------------------------------------------------------------------
 
@@ -239,6 +264,8 @@ class IngestProducer:
             self._failed(kind, exc.args[0])
             return
         if kind is TxnState.COMMITTING:
+            if self._sender.txn and self._sender.held is None:
+                self._hold_s = 0.0  # Kafka takes records again: the next hold starts short
             self._sender.committed()
         try:
             self._producer.begin_transaction()
@@ -252,7 +279,7 @@ class IngestProducer:
         if kind is TxnState.INITIALIZING:
             logger.info("Kafka transactions ready (producer initialised)")
         elif kind is TxnState.ABORTING:
-            self._sender.resend()
+            self._sender.resend(hold=time.monotonic() < self._hold_until)
 
     def _failed(self, kind: TxnState, error: KafkaError) -> None:
         after = self._txns.call_failed(error)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from chatpulse.ingest.deadlettering import DeadLetters, refused_for_good
+from chatpulse.ingest.deadlettering import DeadLetters, Verdict, verdict
 from chatpulse.ingest.entry import Entry
 from chatpulse.ingest.spill import Position
 from chatpulse.logs import RateLimitedLog
@@ -32,6 +32,7 @@ __all__ = ["Sender"]
 logger = logging.getLogger(__name__)
 
 _PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+_REFUSED, _HELD = Verdict.REFUSED, Verdict.HELD
 
 
 class Sender:
@@ -55,6 +56,7 @@ class Sender:
         self.probes: collections.deque[list[Entry]] = collections.deque()
         self.probing = False  # the open transaction holds only one probe group
         self.broken = False  # a produce found the transaction failed: commit to learn how
+        self.held: KafkaError | None = None  # the topic or permissions: the producer backs off
         self.refused: dict[tuple[str, bytes | None], KafkaError] = {}
         self.acked = dict.fromkeys(topics, 0)
         self.counts = collections.Counter[str]()  # retried, failures
@@ -73,11 +75,15 @@ class Sender:
             return False
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
-            if refused_for_good(error):
+            kind = verdict(error)
+            if kind is _REFUSED:
                 self.refuse(entry, error.str())
                 return True
-            # The transaction failed already (abortable state): commit it to learn how.
-            self.broken = True
+            if kind is _HELD:
+                self.held = error
+            else:
+                # The transaction failed already (abortable state): commit it to learn how.
+                self.broken = True
             return False
         except (OverflowError, ValueError, TypeError) as exc:  # refused before librdkafka
             self.refuse(entry, f"the client refused the record: {exc}")
@@ -139,8 +145,12 @@ class Sender:
         self.refused.clear()
         self.probing = False
 
-    def resend(self) -> None:
-        """After an abort: refused records handled (above), the others sent again in order."""
+    def resend(self, *, hold: bool = False) -> None:
+        """After an abort: refused records handled (above), the others sent again in order.
+
+        With ``hold`` (or a held error reported), the others wait first in line instead: the
+        producer sends them when its backoff ends.
+        """
         entries, self.txn = self.txn, []
         refused, self.refused = self.refused, {}
         self.probing = False
@@ -162,6 +172,9 @@ class Sender:
         if suspects:
             taken = {id(entry) for entry in suspects}
             entries = [entry for entry in entries if id(entry) not in taken]
+        if hold or self.held is not None:
+            self.pending.extendleft(reversed(entries))
+            return
         for index, entry in enumerate(entries):
             if not self.produce(entry):
                 # It waits first in pending; the rest of the transaction right behind it.
@@ -178,8 +191,16 @@ class Sender:
         if err is None or err.code() in _PURGED:
             return
         self.counts["failures"] += 1
-        if refused_for_good(err):
+        kind = verdict(err)
+        if kind is _REFUSED:
             self.refused[(msg.topic() or "", msg.value())] = err
+        elif kind is _HELD:
+            self.held = err
+
+    def take_held(self) -> KafkaError | None:
+        """The last held error (its topic or the permissions), cleared; None if none came."""
+        held, self.held = self.held, None
+        return held
 
     def take_all(self) -> list[Entry]:
         """Every record in memory, in stream order, emptied (at shutdown)."""
