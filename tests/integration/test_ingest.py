@@ -37,7 +37,7 @@ from chatpulse.ingest.producer import IngestProducer
 from chatpulse.ingest.service import IngestService, IngestSummary
 from chatpulse.ingest.spill import Spill
 from chatpulse.ingest.timestamps import read_retention_ms
-from chatpulse.kafka_admin import admin_client
+from chatpulse.kafka_admin import admin_client, create_topics, delete_topics
 from chatpulse.models import ChatEvent, ChatMessage, TrackedChannel, encode
 from chatpulse.settings import Settings, load_settings
 from chatpulse.stack import KafkaServer
@@ -812,3 +812,64 @@ async def test_an_unreadable_spill_ends_the_cli_with_one_line(settings: Settings
         r"\[Errno 21\] Is a directory: .*",
         last,
     ), last
+
+
+async def test_a_missing_topic_dead_letters_nothing_and_every_record_lands_once_it_is_back(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # librdkafka answers "unknown topic" for every record while the messages topic is gone
+    # (deleted, about to be recreated): the topic's fault, not the records'. They are kept and
+    # retried with a backoff; once the topic is back they land once, none dead-lettered.
+    # (Deleting it under an open transaction is another story: its records time out after
+    # the transaction timeout and the broker ends the producer, INVALID_TXN_STATE.)
+    topics = Topics.from_settings(settings)
+    admin = admin_client(settings.kafka_bootstrap_servers)
+    delete_topics(admin, [topics.messages])
+    producer = IngestProducer(
+        settings.kafka_bootstrap_servers,
+        topics,
+        Spill(tmp_path / "spill"),
+        IngestMetrics(),
+        buffer_messages=10_000,
+        txn_id=f"{settings.topic_prefix}missing-topic",
+        # No auto-creation (the broker's is on); an absent topic is reported after 1 s.
+        config_overrides={
+            "allow.auto.create.topics": False,
+            "topic.metadata.propagation.max.ms": 1000,
+        },
+    )
+    now = int(time.time() * 1000)
+    messages = [_now_message(i, now + i) for i in range(100)]
+
+    def polled_and(condition: Callable[[], bool]) -> Callable[[], bool]:
+        def check() -> bool:
+            producer.poll()
+            return condition()
+
+        return check
+
+    try:
+        for message in messages:
+            producer.send(topics.messages, b"xqcow", encode(message), message.sent_at)
+        await until(
+            polled_and(lambda: "Kafka does not take the records" in caplog.text),
+            60,
+            "the held records reported",
+        )
+        assert "Unknown topic" in caplog.text  # the log says what Kafka answered
+        await asyncio.sleep(2)  # a backoff or two: still nothing dead-lettered
+        producer.poll()
+        assert producer.acked == {topics.messages: 0, topics.events: 0, topics.deadletter: 0}
+        assert producer.buffered == 100
+        create_topics(admin, topics.specs(settings), 1)
+        keep_forever(settings)
+        await until(
+            polled_and(lambda: producer.acked[topics.messages] == 100),
+            90,
+            "the records committed once the topic is back",
+        )
+    finally:
+        assert producer.close(timeout_s=10) == 0
+    assert producer.acked[topics.deadletter] == 0
+    assert read_topic(settings.kafka_bootstrap_servers, topics.deadletter) == []
+    assert_exact_messages(read_topic(settings.kafka_bootstrap_servers, topics.messages), messages)
