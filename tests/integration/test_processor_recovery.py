@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from cassandra import InvalidRequest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from processor_support import (
     ProcessorProcess,
@@ -20,6 +20,8 @@ from processor_support import (
     wait_for_totals,
 )
 
+from chatpulse.processor.app import build_processor
+from chatpulse.processor.quix_hooks import PROCESSED_OFFSETS_HEADER, changelog_topic
 from chatpulse.provision import initialize
 from chatpulse.settings import Settings
 from chatpulse.stack import CassandraServer
@@ -237,3 +239,42 @@ def test_a_restart_after_the_groups_offsets_are_gone_counts_nothing_twice(
     text = log.read_text()
     assert "resuming from the offsets its state records as processed" in text
     assert "Traceback" not in text
+
+
+@pytest.mark.timeout(180)
+def test_a_changelog_without_processed_offsets_stops_the_processor_with_one_line(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # the group has no committed offsets, and the state's changelog holds a record that does
+    # not say what was processed (written without Quix's header): starting over from the
+    # earliest message would count it all again, so the processor stops and says what to do
+    messages = Topics.from_settings(settings).messages
+    probe = settings.model_copy(update={"state_dir": tmp_path / "probe"})
+    # (building the processor creates its changelog topic, as a first start would)
+    changelog = changelog_topic(build_processor(probe, cassandra=False).app, messages)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    producer.produce(changelog, key=b"somechannel\x00c", value=b"\x93\x00\x00\x00", partition=0)
+    assert producer.flush(30) == 0
+    produce(settings, generate(channels=2, messages=50, seed=44))
+
+    log = tmp_path / "processor.log"
+    proc = ProcessorProcess(settings, tmp_path / "state", log)
+    proc.start()
+    assert proc.proc is not None
+    try:
+        assert proc.proc.wait(120) == 1, log.read_text()[-3000:]
+    finally:
+        proc.stop()
+    text = log.read_text()
+    group = settings.processor_group
+    assert (
+        f"chatpulse: error: group {group} has no committed offset for {messages} partition 0 "
+        f"and the changelog {changelog} partition 0 holds records but none carries the "
+        f"processed offsets (header {PROCESSED_OFFSETS_HEADER}); rather than count that "
+        "partition again from its earliest message the processor stops: set the offset by "
+        f"hand (kafka-consumer-groups.sh --group {group} --reset-offsets --topic "
+        f"{messages}:0 --to-offset <first offset not counted> --execute, or --to-latest to "
+        "skip to new chat), then start it again\n"
+    ) in text
+    assert "Traceback" not in text
+    assert all(offset < 0 for offset in _committed(settings))  # nothing was counted

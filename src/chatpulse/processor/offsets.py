@@ -14,16 +14,31 @@ message its checkpoint processed. Before the processor joins its group,
 changelog partition holds records, reads the last committed record's header and commits that
 offset + 1 for the group. The messages after it that changed no state (duplicates, dead
 letters) are read again: duplicates stay duplicates (the state is the same), dead letters are
-written again. A partition whose changelog is empty is new and starts from the beginning.
+written again. A partition whose changelog holds no committed record (none at all, or only
+an aborted first checkpoint's) is new and starts from the beginning.
+
+The processor never falls back to the earliest message silently: a changelog partition that
+holds committed records but no readable offset (no record with the header, a header without
+the source topic, not read within the deadline) raises :class:`OffsetsLostError`, and Kafka
+not answering raises :class:`~chatpulse.errors.KafkaUnavailableError`, both with one line
+saying what to do.
 """
 
 import json
 import logging
 import time
+from dataclasses import dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
+from chatpulse.errors import KafkaUnavailableError
 from chatpulse.processor.errors import OffsetsLostError
 from chatpulse.processor.quix_hooks import PROCESSED_OFFSETS_HEADER
 
@@ -35,61 +50,94 @@ _TAIL_RECORDS = 256  # the changelog records read first from a partition's end
 _READ_TIMEOUT_S = 30.0
 
 
+@dataclass(slots=True)
+class _Tail:
+    """What one read of a changelog partition's tail found."""
+
+    offsets: dict[str, int] | None = None  # the last processed-offsets header read
+    records: bool = False  # a committed record was read (with the header or not)
+    complete: bool = False  # read up to the end before the deadline
+    error: str = ""  # the last error Kafka reported meanwhile
+
+
 def last_processed_offset(
     consumer: Consumer, changelog: str, partition: int, source: str
 ) -> int | None:
     """The offset of ``source`` the last committed changelog record of ``partition`` says
-    was processed; None when the partition holds no record with that header."""
+    was processed; None when the partition holds no committed record (a new state).
+
+    Raises :class:`OffsetsLostError` when it holds committed records but none says it (no
+    record with the header, or a header without ``source``), or when it could not be read
+    within the deadline; :class:`KafkaException` when Kafka does not answer.
+    """
     low, high = consumer.get_watermark_offsets(
         TopicPartition(changelog, partition), timeout=_READ_TIMEOUT_S
     )
     window = _TAIL_RECORDS
+    records = False
     while high > low:
         start = max(low, high - window)
-        found = _last_offset_from(consumer, TopicPartition(changelog, partition, start), high)
-        if found is not None:
-            return found.get(source)
+        tail = _read_tail(consumer, TopicPartition(changelog, partition, start), high)
+        if not tail.complete:
+            raise OffsetsLostError(
+                f"the changelog {changelog} partition {partition} could not be read within "
+                f"{_READ_TIMEOUT_S:g} s" + (f" ({tail.error})" if tail.error else "")
+            )
+        if tail.offsets is not None:
+            if source not in tail.offsets:
+                raise OffsetsLostError(
+                    f"the last processed offsets in the changelog {changelog} partition "
+                    f"{partition} name no offset of {source}"
+                )
+            return tail.offsets[source]
+        records = records or tail.records
         if start == low:
-            return None
-        window *= 16  # the tail held only aborted records or markers: read further back
+            break
+        window *= 16  # the tail held only aborted records, markers or no offsets: read further
+    if records:
+        raise OffsetsLostError(
+            f"the changelog {changelog} partition {partition} holds records but none carries "
+            f"the processed offsets (header {PROCESSED_OFFSETS_HEADER})"
+        )
     return None
 
 
-def _last_offset_from(
-    consumer: Consumer, start: TopicPartition, high: int
-) -> dict[str, int] | None:
+def _read_tail(consumer: Consumer, start: TopicPartition, high: int) -> _Tail:
     consumer.assign([start])
-    found: dict[str, int] | None = None
+    tail = _Tail()
     deadline = time.monotonic() + _READ_TIMEOUT_S
-    while time.monotonic() < deadline:
-        messages = consumer.consume(1_000, timeout=0.5)
-        for message in messages:
-            if message.error():
-                continue
-            header = dict(message.headers() or ()).get(PROCESSED_OFFSETS_HEADER)
-            if header:
-                found = json.loads(header)
-        (position,) = consumer.position([TopicPartition(start.topic, start.partition)])
-        # the end, or the last transaction marker (read_committed may stop before it)
-        if position.offset >= high or (not messages and position.offset >= high - 1):
-            break
-    consumer.unassign()
-    return found
+    try:
+        while time.monotonic() < deadline:
+            messages = consumer.consume(1_000, timeout=0.5)
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    tail.error = _describe(error)
+                    continue
+                tail.records = True
+                header = dict(message.headers() or ()).get(PROCESSED_OFFSETS_HEADER)
+                offsets = json.loads(header) if header else None
+                if isinstance(offsets, dict):  # maintenance records carry null: skipped
+                    tail.offsets = offsets
+            (position,) = consumer.position([TopicPartition(start.topic, start.partition)])
+            # the end, or the last transaction marker (read_committed may stop before it)
+            if position.offset >= high or (not messages and position.offset >= high - 1):
+                tail.complete = True
+                break
+    finally:
+        consumer.unassign()
+    return tail
 
 
-def restore_missing_offsets(
-    client_config: dict[str, str],
-    group: str,
-    source: str,
-    changelog: str,
-    admin: AdminClient,
+def _describe(error: object) -> str:
+    return error.str() if isinstance(error, KafkaError) else str(error)
+
+
+def _find_processed(
+    client_config: dict[str, str], group: str, source: str, changelog: str
 ) -> dict[int, int]:
-    """Commit for ``group`` the offsets the state records as processed, on the partitions of
-    ``source`` that have no committed offset; the offsets committed, by partition.
-
-    Run before the processor joins its group. Raises :class:`OffsetsLostError` when they
-    cannot be committed (another instance of the group is running meanwhile).
-    """
+    """The next offset to process by partition of ``source``, for the partitions without a
+    committed offset whose changelog says one."""
     consumer = Consumer(
         {
             **client_config,
@@ -108,11 +156,47 @@ def restore_missing_offsets(
         for tp in committed:
             if tp.offset >= 0 or tp.partition not in topics[changelog].partitions:
                 continue
-            processed = last_processed_offset(consumer, changelog, tp.partition, source)
+            try:
+                processed = last_processed_offset(consumer, changelog, tp.partition, source)
+            except OffsetsLostError as exc:
+                raise OffsetsLostError(
+                    f"group {group} has no committed offset for {source} partition "
+                    f"{tp.partition} and {exc}; rather than count that partition again from "
+                    "its earliest message the processor stops: set the offset by hand "
+                    f"(kafka-consumer-groups.sh --group {group} --reset-offsets --topic "
+                    f"{source}:{tp.partition} --to-offset <first offset not counted> --execute,"
+                    " or --to-latest to skip to new chat), then start it again"
+                ) from None
             if processed is not None:
                 restore[tp.partition] = processed + 1
+        return restore
     finally:
         consumer.close()
+
+
+def restore_missing_offsets(
+    client_config: dict[str, str],
+    group: str,
+    source: str,
+    changelog: str,
+    admin: AdminClient,
+) -> dict[int, int]:
+    """Commit for ``group`` the offsets the state records as processed, on the partitions of
+    ``source`` that have no committed offset; the offsets committed, by partition.
+
+    Run before the processor joins its group. Raises :class:`OffsetsLostError` when the
+    state does not say them (see the module's docstring) or they cannot be committed
+    (another instance of the group is running meanwhile), and
+    :class:`~chatpulse.errors.KafkaUnavailableError` when Kafka does not answer.
+    """
+    try:
+        restore = _find_processed(client_config, group, source, changelog)
+    except KafkaException as exc:
+        raise KafkaUnavailableError(
+            f"could not read the committed offsets of group {group} or the changelog "
+            f"{changelog} ({_describe(exc.args[0])}); start the processor again once Kafka "
+            "answers"
+        ) from None
     if not restore:
         return {}
     offsets = [TopicPartition(source, p, offset) for p, offset in sorted(restore.items())]
