@@ -8,9 +8,9 @@ ordinary message must land exactly once (Kafka, then Cassandra through the real 
 every hostile line must be dead-lettered with its reason, the ingest and the processor must
 still be running at the end, and the API must answer.
 
-What the ingest does not dead-letter, by design: numeric-looking tags it never reads as
-numbers (``user-id``, ``room-id``, ``msg-param-*`` are kept as strings), so they are not in
-the hostile set. The processor's own far-future check (dead-lettering at the processor) is
+Twitch ids (``user-id``, ``room-id``, ``target-user-id``) must be canonical decimals from 1 to
+2^53 - 1 and a message id at most 48 characters: absurd ones are in the hostile set. What the
+ingest does not dead-letter, by design: ``msg-param-*`` tags, kept as strings. The processor's own far-future check (dead-lettering at the processor) is
 not reached here: the ingest stops those lines first; its test is in test_processor.py.
 """
 
@@ -55,11 +55,20 @@ def _shift_to(lines: list[str], start_ms: int) -> list[str]:
     ]
 
 
-def _privmsg(marker: str, now: int, *, extra: str = "", ts: str | None = None) -> str:
+def _privmsg(
+    marker: str,
+    now: int,
+    *,
+    extra: str = "",
+    ts: str | None = None,
+    msg_id: str | None = None,
+    user_id: str = "914873215",
+    room_id: str = "71092938",
+) -> str:
     sent = ts if ts is not None else str(now)
     return (
-        f"@display-name=Hostile;id={marker};room-id=71092938;tmi-sent-ts={sent};"
-        f"user-id=914873215{extra} {PREFIX} PRIVMSG #xqcow :{marker} text"
+        f"@display-name=Hostile;id={msg_id or marker};room-id={room_id};tmi-sent-ts={sent};"
+        f"user-id={user_id}{extra} {PREFIX} PRIVMSG #xqcow :{marker} text"
     )
 
 
@@ -74,6 +83,31 @@ def hostile_lines(now: int) -> dict[str, tuple[bytes, str]]:
         ),
         "h-negative": (_privmsg("h-negative", now, ts="-5"), "not a non-negative integer"),
         "h-bits": (_privmsg("h-bits", now, extra=";bits=" + "9" * 25), "tag bits is out of range"),
+        "h-uid-digits": (
+            _privmsg("h-uid-digits", now, user_id="7" * 23),
+            re.escape("tag user-id is out of range (over 2^53 - 1): '" + "7" * 23 + "'"),
+        ),
+        "h-uid-zeros": (
+            _privmsg("h-uid-zeros", now, user_id="000914873215"),
+            re.escape("tag user-id is not a Twitch id (a decimal number from 1, no leading zero)"),
+        ),
+        "h-uid-text": (
+            _privmsg("h-uid-text", now, user_id="someone-else"),
+            "tag user-id is not a Twitch id .*'someone-else'",
+        ),
+        "h-room": (
+            _privmsg("h-room", now, room_id="71092938" * 5),
+            re.escape("tag room-id is out of range (over 2^53 - 1)"),
+        ),
+        "h-target-uid": (
+            f"@room-id=71092938;target-user-id=-914873215;tmi-sent-ts={now};ban-duration=600;"
+            "h-target-uid=1 :tmi.twitch.tv CLEARCHAT #xqcow :h-target-uid",
+            "tag target-user-id is not a Twitch id .*'-914873215'",
+        ),
+        "h-long-id": (
+            _privmsg("h-long-id", now, msg_id="h-long-id-" + "z" * 90),
+            re.escape("tag id is longer than 48 characters (100)"),
+        ),
         "h-ban": (
             f"@room-id=71092938;target-user-id=5;tmi-sent-ts={now};ban-duration={'9' * 40};"
             "h-ban=1 :tmi.twitch.tv CLEARCHAT #xqcow :h-ban",

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from chatpulse.ingest.convert import parse_emotes, to_record
+from chatpulse.api.cursors import MAX_CURSOR_CHARS, Cursors, message_position
+from chatpulse.ingest.convert import MAX_MESSAGE_ID_CHARS, parse_emotes, to_record
 from chatpulse.ingest.errors import ConvertError
 from chatpulse.ingest.irc.parser import parse_line
 from chatpulse.models import ChatEvent, ChatMessage, Emote
@@ -242,4 +243,106 @@ def test_absurd_numbers_in_events_are_the_converters_error() -> None:
         sent_at=253402300799999,
         channel_id="1",
         id="clearchat:1:253402300799999",
+    )
+
+
+_ID_TAGS = "id=5c0f2ba4-8cbe-4f53-9d1b-7a8a5c6e2d11;tmi-sent-ts=1764770000123"
+
+
+@pytest.mark.parametrize(
+    ("tags", "reason"),
+    [
+        (
+            f"{_ID_TAGS};user-id=00417243091",
+            "tag user-id is not a Twitch id (a decimal number from 1, no leading zero): "
+            "'00417243091'",
+        ),
+        (
+            f"{_ID_TAGS};user-id=0",
+            "tag user-id is not a Twitch id (a decimal number from 1, no leading zero): '0'",
+        ),
+        (
+            f"{_ID_TAGS};user-id=" + "7" * 23,
+            "tag user-id is out of range (over 2^53 - 1): '" + "7" * 23 + "'",
+        ),
+        (
+            f"{_ID_TAGS};user-id=9007199254740992",  # 2^53: one past
+            "tag user-id is out of range (over 2^53 - 1): '9007199254740992'",
+        ),
+        (
+            f"{_ID_TAGS};user-id=someone",
+            "tag user-id is not a Twitch id (a decimal number from 1, no leading zero): 'someone'",
+        ),
+        (
+            # Full-width digits: isdigit() alone takes them.
+            f"{_ID_TAGS};user-id=\uff11\uff12\uff13",
+            "tag user-id is not a Twitch id (a decimal number from 1, no leading zero): "
+            "'\uff11\uff12\uff13'",
+        ),
+        (
+            f"{_ID_TAGS};user-id=417243091;room-id=-71092938",
+            "tag room-id is not a Twitch id (a decimal number from 1, no leading zero): "
+            "'-71092938'",
+        ),
+        (
+            "id=" + "a" * 49 + ";tmi-sent-ts=1764770000123;user-id=417243091",
+            "tag id is longer than 48 characters (49): '" + "a" * 40 + "'",
+        ),
+    ],
+)
+def test_absurd_ids_are_the_converters_error(tags: str, reason: str) -> None:
+    with pytest.raises(ConvertError) as caught:
+        record(f"@{tags} {PREFIX} PRIVMSG #chan :hi")
+    assert caught.value.reason == reason
+
+
+def test_ids_at_their_bounds_are_taken() -> None:
+    message = record(
+        "@id=" + "a" * 48 + ";tmi-sent-ts=1764770000123;user-id=9007199254740991;"
+        f"room-id=1 {PREFIX} PRIVMSG #chan :hi"
+    )
+    assert isinstance(message, ChatMessage)
+    assert (message.id, message.user_id, message.channel_id) == ("a" * 48, "9007199254740991", "1")
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (
+            "@room-id=71092938;target-user-id=0x1F;tmi-sent-ts=1764770000123;ban-duration=600 "
+            ":tmi.twitch.tv CLEARCHAT #chan :someone",
+            "tag target-user-id is not a Twitch id",
+        ),
+        (
+            "@room-id=71092938x;tmi-sent-ts=1764770000123 :tmi.twitch.tv CLEARCHAT #chan",
+            "tag room-id is not a Twitch id",
+        ),
+        (
+            "@id=e1;msg-id=sub;room-id=71092938;user-id=" + "1" * 30 + ";tmi-sent-ts=1764770000123 "
+            ":tmi.twitch.tv USERNOTICE #chan",
+            "tag user-id is out of range",
+        ),
+        (
+            "@target-msg-id=x;room-id=007;tmi-sent-ts=1764770000123 "
+            ":tmi.twitch.tv CLEARMSG #chan :t",
+            "tag room-id is not a Twitch id",
+        ),
+    ],
+)
+def test_absurd_ids_in_events_are_the_converters_error(line: str, reason: str) -> None:
+    with pytest.raises(ConvertError) as caught:
+        record(line)
+    assert caught.value.reason.startswith(reason)
+
+
+def test_a_message_id_always_fits_in_a_cursor_the_api_takes() -> None:
+    # The worst id: 48 control characters (6 bytes each in JSON), the longest channel name the
+    # API takes and the widest time a cursor holds.
+    cursors = Cursors()
+    scope = "messages:" + "c" * 25
+    cursor = cursors.issue(scope, [-62_135_596_800_000, "\x01" * MAX_MESSAGE_ID_CHARS])
+    assert len(cursor) <= MAX_CURSOR_CHARS
+    assert message_position(cursors.check(scope, cursor)) == (
+        -62_135_596_800_000,
+        "\x01" * MAX_MESSAGE_ID_CHARS,
     )

@@ -12,6 +12,7 @@ from chatpulse.models import ChatEvent, ChatMessage, Emote
 __all__ = [
     "KNOWN_COMMANDS",
     "MAX_EPOCH_MS",
+    "MAX_MESSAGE_ID_CHARS",
     "MAX_NUMBER",
     "parse_emotes",
     "to_record",
@@ -47,6 +48,41 @@ MAX_EPOCH_MS = 253_402_300_799_999
 # Numeric tags (bits, ban-duration) up to 2^53 - 1: a JSON number every reader takes exactly.
 MAX_NUMBER = 2**53 - 1
 _MAX_DIGITS = 16  # more digits than MAX_NUMBER has: refused before int() (which caps at 4300)
+# A chat message's id: Twitch sends a UUID (36 characters). The API pages messages with a
+# cursor holding the id, base64 JSON of at most 512 characters (api.cursors): 48 characters
+# fit whatever they are (a control character takes 6 bytes in JSON, so 288 bytes, plus a
+# 25-character channel and the time), so a length check is all the hot path needs.
+MAX_MESSAGE_ID_CHARS = 48
+
+
+def _long_message_id(msg: IrcMessage, msg_id: str) -> ConvertError:
+    return ConvertError(
+        f"tag id is longer than {MAX_MESSAGE_ID_CHARS} characters ({len(msg_id)}): {msg_id[:40]!r}",
+        msg.raw,
+    )
+
+
+def _twitch_id(msg: IrcMessage, key: str, value: str) -> str:
+    """``value`` when it is a canonical Twitch id (decimal, 1 to 2^53 - 1); else ConvertError.
+
+    Twitch user and room ids are numbers; the processor keeps numeric chatters in bitmaps and
+    anything else in a small bounded list, so a made-up id is refused here, with its reason.
+    """
+    if not (value.isascii() and value.isdigit()) or value[0] == "0":
+        raise ConvertError(
+            f"tag {key} is not a Twitch id (a decimal number from 1, no leading zero): "
+            f"{value[:40]!r}",
+            msg.raw,
+        )
+    if len(value) >= _MAX_DIGITS and (len(value) > _MAX_DIGITS or int(value) > MAX_NUMBER):
+        raise ConvertError(f"tag {key} is out of range (over 2^53 - 1): {value[:40]!r}", msg.raw)
+    return value
+
+
+def _optional_twitch_id(msg: IrcMessage, key: str) -> str:
+    """The tag's canonical Twitch id, or "" when the tag is missing or empty."""
+    value = msg.tags.get(key)
+    return _twitch_id(msg, key, value) if value else ""
 
 
 def _required(msg: IrcMessage, key: str) -> str:
@@ -141,8 +177,20 @@ def _chat_message(msg: IrcMessage) -> ChatMessage:
     msg_id, user_id, sent = get("id"), get("user-id"), get("tmi-sent-ts")
     if not msg_id:
         msg_id = _required(msg, "id")
+    if len(msg_id) > MAX_MESSAGE_ID_CHARS:
+        raise _long_message_id(msg, msg_id)
     if not user_id:
         user_id = _required(msg, "user-id")
+    # A canonical id of up to 15 digits is always in range: the full check only past that.
+    if not (len(user_id) < _MAX_DIGITS and user_id.isdigit() and user_id.isascii()) or (
+        user_id[0] == "0"
+    ):
+        _twitch_id(msg, "user-id", user_id)
+    room_id = get("room-id")
+    if room_id and not (
+        len(room_id) < _MAX_DIGITS and room_id.isdigit() and room_id.isascii() and room_id[0] != "0"
+    ):
+        _twitch_id(msg, "room-id", room_id)
     sent_at = (
         int(sent)
         if sent and len(sent) <= 13 and sent.isascii() and sent.isdigit()  # up to year 2286
@@ -164,7 +212,7 @@ def _chat_message(msg: IrcMessage) -> ChatMessage:
         user_login=login.lower(),
         text=text,
         sent_at=sent_at,
-        channel_id=get("room-id", ""),
+        channel_id=room_id or "",
         display_name=get("display-name", ""),
         is_action=is_action,
         emotes=parse_emotes(emotes, len(text)) if emotes else [],
@@ -182,8 +230,8 @@ def _user_notice(msg: IrcMessage) -> ChatEvent:
         channel=_channel(msg),
         sent_at=_sent_at(msg),
         id=_required(msg, "id"),
-        channel_id=tags.get("room-id", ""),
-        user_id=tags.get("user-id", ""),
+        channel_id=_optional_twitch_id(msg, "room-id"),
+        user_id=_optional_twitch_id(msg, "user-id"),
         user_login=tags.get("login", ""),
         text=msg.params[-1] if len(msg.params) > 1 else "",
         system_msg=tags.get("system-msg", ""),
@@ -197,7 +245,7 @@ def _clear_chat(msg: IrcMessage) -> ChatEvent:
     tags = msg.tags
     channel = _channel(msg)
     sent_at = _sent_at(msg)
-    room_id = tags.get("room-id", "")
+    room_id = _optional_twitch_id(msg, "room-id")
     target_login = msg.params[1].lower() if len(msg.params) > 1 else ""
     if not target_login:
         return ChatEvent(
@@ -207,7 +255,7 @@ def _clear_chat(msg: IrcMessage) -> ChatEvent:
             channel_id=room_id,
             id=tags.get("id") or f"clearchat:{room_id or channel}:{sent_at}",
         )
-    user_id = tags.get("target-user-id", "")
+    user_id = _optional_twitch_id(msg, "target-user-id")
     duration = _number(msg, "ban-duration", -1)
     return ChatEvent(
         type="ban" if duration < 0 else "timeout",
@@ -228,7 +276,7 @@ def _clear_msg(msg: IrcMessage) -> ChatEvent:
         channel=_channel(msg),
         sent_at=_sent_at(msg),
         id=msg.tags.get("id") or f"clearmsg:{target}",
-        channel_id=msg.tags.get("room-id", ""),
+        channel_id=_optional_twitch_id(msg, "room-id"),
         user_login=msg.tags.get("login", ""),
         text=msg.params[-1] if len(msg.params) > 1 else "",
         target_msg_id=target,
