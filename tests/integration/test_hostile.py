@@ -10,8 +10,9 @@ still be running at the end, and the API must answer.
 
 Twitch ids (``user-id``, ``room-id``, ``target-user-id``) must be canonical decimals from 1 to
 2^53 - 1 and a message id at most 48 characters: absurd ones are in the hostile set. What the
-ingest does not dead-letter, by design: ``msg-param-*`` tags, kept as strings. The processor's own far-future check (dead-lettering at the processor) is
-not reached here: the ingest stops those lines first; its test is in test_processor.py.
+ingest does not dead-letter, by design: ``msg-param-*`` tags, kept as strings. The processor's
+own far-future check (dead-lettering at the processor) is not reached here: the ingest stops
+those lines first; its test is in test_processor.py.
 """
 
 import asyncio
