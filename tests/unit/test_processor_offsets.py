@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from chatpulse.errors import ChatpulseError, KafkaUnavailableError
@@ -130,6 +130,7 @@ def test_a_changelog_not_read_within_the_deadline_stops(monkeypatch: pytest.Monk
 
 def test_kafka_not_answering_ends_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(offsets, "_READ_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(offsets, "_TRANSIENT_RETRY_S", 0.0)  # give up at the first answer
     config = {"bootstrap.servers": "127.0.0.1:1", "socket.connection.setup.timeout.ms": "1000"}
     admin = AdminClient(config)
     with pytest.raises(KafkaUnavailableError) as caught:
@@ -143,3 +144,51 @@ def test_kafka_not_answering_ends_in_one_line(monkeypatch: pytest.MonkeyPatch) -
     assert isinstance(caught.value, ChatpulseError)
     assert caught.value.__cause__ is None
     assert caught.value.__suppress_context__
+
+
+def _failing_then(errors: list[KafkaError], result: dict[int, int]) -> Any:
+    """A stand-in for offsets._find_processed: raises ``errors`` in turn, then answers."""
+    calls: list[int] = []
+
+    def find(*_args: Any) -> dict[int, int]:
+        calls.append(1)
+        if len(calls) <= len(errors):
+            raise KafkaException(errors[len(calls) - 1])
+        return result
+
+    find.calls = calls  # type: ignore[attr-defined]
+    return find
+
+
+def test_a_moving_leader_is_read_again_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A changelog another instance has just created answers NOT_LEADER_FOR_PARTITION for a
+    # moment (seen in the two-instance recovery test on a loaded machine).
+    find = _failing_then(
+        [
+            KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION),
+            KafkaError(KafkaError.LEADER_NOT_AVAILABLE),
+        ],
+        {0: 42},
+    )
+    monkeypatch.setattr(offsets, "_find_processed", find)
+    monkeypatch.setattr(offsets.time, "sleep", lambda _s: None)
+    assert offsets._find_processed_retrying({}, "g", SOURCE, CHANGELOG) == {0: 42}
+    assert len(find.calls) == 3
+
+
+def test_a_lasting_error_is_not_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    find = _failing_then([KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED)], {0: 42})
+    monkeypatch.setattr(offsets, "_find_processed", find)
+    monkeypatch.setattr(offsets.time, "sleep", lambda _s: None)
+    with pytest.raises(KafkaException):
+        offsets._find_processed_retrying({}, "g", SOURCE, CHANGELOG)
+    assert len(find.calls) == 1
+
+
+def test_a_passing_error_gives_up_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    find = _failing_then([KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)] * 1000, {})
+    monkeypatch.setattr(offsets, "_find_processed", find)
+    monkeypatch.setattr(offsets, "_TRANSIENT_RETRY_S", 0.0)
+    with pytest.raises(KafkaException):
+        offsets._find_processed_retrying({}, "g", SOURCE, CHANGELOG)
+    assert len(find.calls) == 1

@@ -4,9 +4,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import KafkaException
 from quixstreams import Application
 from quixstreams.kafka.configuration import ConnectionConfig
 
+from chatpulse.errors import KafkaUnavailableError
 from chatpulse.gc_tuning import rarer_collections
 from chatpulse.kafka_admin import admin_client
 from chatpulse.processor.cassandra_flush import CassandraFlush
@@ -127,7 +129,13 @@ class _DropBatchSizeWarnings(logging.Filter):
 def _guard_state_dir(settings: Settings) -> None:
     """Move aside local state of another Kafka cluster (it would stop Quix at restore)."""
     admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config())
-    cluster_id = str(admin.describe_cluster(request_timeout=30).result().cluster_id)
+    try:
+        cluster_id = str(admin.describe_cluster(request_timeout=30).result().cluster_id)
+    except KafkaException as exc:
+        raise KafkaUnavailableError(
+            f"could not read the Kafka cluster's id ({exc.args[0]}); start the processor "
+            "again once Kafka answers"
+        ) from None
     moved = check_state_dir(settings.state_dir, cluster_id)
     if moved is not None:
         logger.warning(

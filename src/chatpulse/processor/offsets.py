@@ -48,6 +48,21 @@ logger = logging.getLogger(__name__)
 
 _TAIL_RECORDS = 256  # the changelog records read first from a partition's end
 _READ_TIMEOUT_S = 30.0
+_TRANSIENT_RETRY_S = 60.0
+# Answers that pass on their own (leadership moving, a coordinator loading); librdkafka does
+# not flag every one of them retriable when they come from a watermark or committed read.
+_TRANSIENT_CODES = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    }
+)
 
 
 @dataclass(slots=True)
@@ -174,6 +189,30 @@ def _find_processed(
         consumer.close()
 
 
+def _find_processed_retrying(
+    client_config: dict[str, str], group: str, source: str, changelog: str
+) -> dict[int, int]:
+    """:func:`_find_processed`, read again while Kafka answers with a passing error.
+
+    A partition whose leader is moving or not yet elected (a changelog topic another instance
+    has just created, a broker restarting) answers NOT_LEADER_FOR_PARTITION or
+    LEADER_NOT_AVAILABLE for a moment; that is no reason to stop the processor.
+    """
+    deadline = time.monotonic() + _TRANSIENT_RETRY_S
+    while True:
+        try:
+            return _find_processed(client_config, group, source, changelog)
+        except KafkaException as exc:
+            error = exc.args[0]
+            passing = isinstance(error, KafkaError) and (
+                error.retriable() or error.code() in _TRANSIENT_CODES
+            )
+            if not passing or time.monotonic() >= deadline:
+                raise
+            logger.info("reading the committed offsets again: %s", _describe(error))
+            time.sleep(1.0)
+
+
 def restore_missing_offsets(
     client_config: dict[str, str],
     group: str,
@@ -190,7 +229,7 @@ def restore_missing_offsets(
     :class:`~chatpulse.errors.KafkaUnavailableError` when Kafka does not answer.
     """
     try:
-        restore = _find_processed(client_config, group, source, changelog)
+        restore = _find_processed_retrying(client_config, group, source, changelog)
     except KafkaException as exc:
         raise KafkaUnavailableError(
             f"could not read the committed offsets of group {group} or the changelog "
