@@ -14,6 +14,8 @@ __all__ = [
     "admin_client",
     "create_topics",
     "delete_topics",
+    "min_insync_replicas",
+    "topic_mismatches",
     "wait_for_kafka",
 ]
 
@@ -49,8 +51,14 @@ def create_topics(
     admin: AdminClient, specs: Iterable[TopicSpec], replication_factor: int, timeout: float = 30.0
 ) -> list[str]:
     """Create the missing topics; return the names created (existing ones are fine)."""
+    min_isr = {"min.insync.replicas": str(min_insync_replicas(replication_factor))}
     new = [
-        NewTopic(spec.name, spec.partitions, replication_factor, config=dict(spec.config))
+        NewTopic(
+            spec.name,
+            spec.partitions,
+            replication_factor,
+            config={**(min_isr if replication_factor > 1 else {}), **spec.config},
+        )
         for spec in specs
     ]
     if not new:
@@ -68,6 +76,43 @@ def create_topics(
         created.append(name)
         logger.info("created topic %s", name)
     return created
+
+
+def min_insync_replicas(replication_factor: int) -> int:
+    """The min ISR of a topic with that many copies: 2 from 3 copies on, so an acks=all write
+    is on two brokers and one broker may die without blocking producers; 1 below."""
+    return 2 if replication_factor >= 3 else 1
+
+
+def topic_mismatches(
+    admin: AdminClient, specs: Iterable[TopicSpec], replication_factor: int, timeout: float = 30.0
+) -> list[str]:
+    """One line per existing topic whose partitions or replication differ from ``specs``.
+
+    Only reports: a topic's partitions cannot shrink, adding some moves keys to other
+    partitions, and changing replication is a reassignment; all for an operator to decide.
+    """
+    topics = admin.list_topics(timeout=timeout).topics
+    found = []
+    for spec in specs:
+        topic = topics.get(spec.name)
+        if topic is None or topic.error is not None or not topic.partitions:
+            continue
+        partitions = len(topic.partitions)
+        if partitions != spec.partitions:
+            wanted = (
+                f"the settings say {spec.partitions} ({spec.setting})"
+                if spec.setting
+                else (f"chatpulse creates it with {spec.partitions}")
+            )
+            found.append(f"topic {spec.name} has {partitions} partitions, {wanted}")
+        copies = max(len(partition.replicas) for partition in topic.partitions.values())
+        if copies != replication_factor:
+            found.append(
+                f"topic {spec.name} has {copies} replicas per partition, the settings say "
+                f"{replication_factor} (CHATPULSE_TOPIC_REPLICATION_FACTOR)"
+            )
+    return found
 
 
 def delete_topics(admin: AdminClient, names: Iterable[str], timeout: float = 30.0) -> None:

@@ -8,14 +8,14 @@ fixtures, benchmarks) and ``init_command``, which is ``chatpulse init``.
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import typer
 from cassandra.cluster import NoHostAvailable
 
 from chatpulse.errors import CassandraUnavailableError
-from chatpulse.kafka_admin import admin_client, create_topics, wait_for_kafka
+from chatpulse.kafka_admin import admin_client, create_topics, topic_mismatches, wait_for_kafka
 from chatpulse.logs import configure_logging
 from chatpulse.options import (
     BootstrapServersOption,
@@ -28,7 +28,7 @@ from chatpulse.settings import Settings, load_settings
 from chatpulse.storage import connect, ensure_schema
 from chatpulse.topics import Topics
 
-__all__ = ["InitResult", "ensure_topics", "init_command", "initialize"]
+__all__ = ["InitResult", "check_topics", "ensure_topics", "init_command", "initialize"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,9 @@ class InitResult:
     topics: list[str]
     created_topics: list[str]
     keyspace: str
+    # Existing topics whose partitions or replication differ from the settings (left as
+    # they are): one line each.
+    warnings: list[str] = field(default_factory=list)
 
 
 def ensure_topics(settings: Settings, *, wait_s: float, timeout: float = 30.0) -> list[str]:
@@ -52,6 +55,13 @@ def ensure_topics(settings: Settings, *, wait_s: float, timeout: float = 30.0) -
     wait_for_kafka(admin, settings.kafka_bootstrap_servers, wait_s)
     specs = Topics.from_settings(settings).specs(settings)
     return create_topics(admin, specs, settings.topic_replication_factor, timeout=timeout)
+
+
+def check_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """The existing contract topics whose partitions or replication differ from the settings."""
+    admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config())
+    specs = Topics.from_settings(settings).specs(settings)
+    return topic_mismatches(admin, specs, settings.topic_replication_factor, timeout=timeout)
 
 
 def _ensure_cassandra_schema(settings: Settings, timeout: float) -> None:
@@ -87,6 +97,10 @@ def initialize(
     say(f"waiting for Kafka at {settings.kafka_bootstrap_servers}")
     created = ensure_topics(settings, wait_s=timeout)
     say(f"topics ready: {', '.join(names)} ({len(created)} created)")
+    warnings = check_topics(settings)
+    for warning in warnings:
+        logger.warning("%s", warning)
+        say(f"warning: {warning}; init changes no existing topic")
     hosts = ",".join(settings.cassandra_contact_points)
     say(f"waiting for Cassandra at {hosts}:{settings.cassandra_port}")
     _ensure_cassandra_schema(settings, timeout)
@@ -95,6 +109,7 @@ def initialize(
         topics=names,
         created_topics=created,
         keyspace=settings.cassandra_keyspace,
+        warnings=warnings,
     )
 
 

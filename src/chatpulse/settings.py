@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     cassandra_port: int = Field(default=9042, ge=1, le=65535)
     cassandra_keyspace: str = Field(default="chatpulse", pattern=r"^[a-zA-Z][a-zA-Z0-9_]{0,47}$")
     cassandra_replication_factor: int = Field(default=1, ge=1)
+    # Consistency of every read and write of the processor and the API. LOCAL_QUORUM: a
+    # majority of the replicas in the local datacenter (2 of 3: one node may be down; the one
+    # replica of a single node).
+    cassandra_consistency: Literal[
+        "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"
+    ] = "LOCAL_QUORUM"
 
     # Security of the cluster connections (defaults: plaintext, no auth, as a local stack)
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

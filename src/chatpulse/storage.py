@@ -30,6 +30,7 @@ nothing reads or writes it any more, and ``ensure_schema`` leaves one it finds a
 
 import ssl
 
+from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.policies import DCAwareRoundRobinPolicy
@@ -37,15 +38,18 @@ from cassandra.policies import DCAwareRoundRobinPolicy
 from chatpulse.errors import SchemaError
 from chatpulse.settings import Settings
 
-__all__ = ["connect", "ensure_schema", "schema_statements"]
+__all__ = ["connect", "ensure_schema", "execution_profile", "schema_statements"]
 
 
 def schema_statements(keyspace: str, replication_factor: int = 1) -> list[str]:
     """The CQL that creates the keyspace and tables, idempotently."""
     ks = keyspace
     return [
+        # NetworkTopologyStrategy with 'replication_factor': that many replicas in every
+        # datacenter (Cassandra 4.0+ expands it), placed on distinct racks where there are
+        # some; what LOCAL_QUORUM needs. SimpleStrategy ignores racks and datacenters.
         f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
-        f"{{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}",
+        f"{{'class': 'NetworkTopologyStrategy', 'replication_factor': {replication_factor}}}",
         f"""CREATE TABLE IF NOT EXISTS {ks}.messages_bucketed (
             channel text, bucket timestamp, sent_at timestamp, id text, record blob,
             PRIMARY KEY ((channel, bucket), sent_at, id)
@@ -75,11 +79,20 @@ def schema_statements(keyspace: str, replication_factor: int = 1) -> list[str]:
     ]
 
 
+def execution_profile(settings: Settings) -> ExecutionProfile:
+    """The driver profile of every chatpulse session: ``CHATPULSE_CASSANDRA_CONSISTENCY`` for
+    each read and write (the processor's and the API's), local datacenter first."""
+    return ExecutionProfile(
+        load_balancing_policy=DCAwareRoundRobinPolicy(),
+        consistency_level=ConsistencyLevel.name_to_value[settings.cassandra_consistency],
+    )
+
+
 def connect(settings: Settings, *, connect_timeout: float = 10.0) -> tuple[Cluster, Session]:
     """Open a driver session (no keyspace set: statements name it). Caller shuts the cluster."""
     # An execution profile, not the legacy ``load_balancing_policy=`` argument: the driver warns
     # (DeprecationWarning, attributed to our module) about the legacy one.
-    profile = ExecutionProfile(load_balancing_policy=DCAwareRoundRobinPolicy())
+    profile = execution_profile(settings)
     cluster = Cluster(
         contact_points=settings.cassandra_contact_points,
         port=settings.cassandra_port,

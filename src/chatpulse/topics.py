@@ -12,6 +12,7 @@ class TopicSpec:
     name: str
     partitions: int
     config: dict[str, str] = field(default_factory=dict)
+    setting: str | None = None  # the CHATPULSE_* variable that sets ``partitions``, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +43,24 @@ class Topics:
         """What ``init`` creates: partitions from the settings, compaction where keys are state."""
         week_ms = str(7 * 24 * 3600 * 1000)
         return [
-            TopicSpec(self.messages, settings.messages_partitions, {"retention.ms": week_ms}),
-            TopicSpec(self.events, settings.events_partitions, {"retention.ms": week_ms}),
-            TopicSpec(self.stats, settings.stats_partitions, {"retention.ms": week_ms}),
+            TopicSpec(
+                self.messages,
+                settings.messages_partitions,
+                {"retention.ms": week_ms},
+                "CHATPULSE_MESSAGES_PARTITIONS",
+            ),
+            TopicSpec(
+                self.events,
+                settings.events_partitions,
+                {"retention.ms": week_ms},
+                "CHATPULSE_EVENTS_PARTITIONS",
+            ),
+            TopicSpec(
+                self.stats,
+                settings.stats_partitions,
+                {"retention.ms": week_ms},
+                "CHATPULSE_STATS_PARTITIONS",
+            ),
             TopicSpec(self.tracked, 1, {"cleanup.policy": "compact"}),
             TopicSpec(self.deadletter, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
         ]

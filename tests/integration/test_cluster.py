@@ -26,7 +26,11 @@ from cassandra.query import SimpleStatement
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from chatpulse.provision import check_topics, initialize
+from chatpulse.settings import load_settings
 from chatpulse.stack import Stack
+from chatpulse.storage import connect
+from chatpulse.topics import Topics
 
 pytestmark = pytest.mark.cluster
 
@@ -164,6 +168,69 @@ def test_status_json_lists_every_node(cluster_stack: Stack) -> None:
     }
     assert all(isinstance(pid, int) for pid in pids.values())
     assert len(set(pids.values())) == 6
+
+
+def _min_isr(admin: AdminClient, topic: str) -> str:
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    (future,) = admin.describe_configs([resource]).values()
+    return str(future.result(30)["min.insync.replicas"].value)
+
+
+def _copies(admin: AdminClient, topic: str) -> set[int]:
+    partitions = admin.list_topics(topic, timeout=30).topics[topic].partitions
+    return {len(partition.replicas) for partition in partitions.values()}
+
+
+def test_init_on_the_cluster_replicates_topics_internal_topics_and_the_keyspace(
+    cluster_stack: Stack,
+) -> None:
+    token = uuid.uuid4().hex[:8]
+    settings = load_settings(
+        kafka_bootstrap_servers=cluster_stack.kafka_bootstrap_servers,
+        cassandra_contact_points=",".join(cluster_stack.cassandra_contact_points),
+        cassandra_port=cluster_stack.cassandra.port,
+        cassandra_keyspace=f"k_{token}",
+        topic_prefix=f"t{token}-",
+        topic_replication_factor=3,
+        cassandra_replication_factor=3,
+    )
+    initialize(settings, timeout=120)
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    names = [spec.name for spec in Topics.from_settings(settings).specs(settings)]
+    assert {name: _copies(admin, name) for name in names} == {name: {3} for name in names}
+    assert {name: _min_isr(admin, name) for name in names} == {name: "2" for name in names}
+    assert check_topics(settings) == []
+    # Kafka's internal topics, created on first use: transaction state and group offsets.
+    producer = Producer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "transactional.id": token}
+    )
+    producer.init_transactions(60)
+    producer.begin_transaction()
+    producer.produce(names[0], b"{}", key=b"1")
+    producer.commit_transaction(60)
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"g{token}"}
+    )
+    consumer.commit(offsets=[TopicPartition(names[0], 0, 0)], asynchronous=False)
+    consumer.close()
+    for internal in ("__transaction_state", "__consumer_offsets"):
+        assert _copies(admin, internal) == {3}, internal
+    assert _min_isr(admin, "__transaction_state") == "2"
+    cluster, session = connect(settings)
+    try:
+        row = session.execute(
+            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s",
+            (settings.cassandra_keyspace,),
+        ).one()
+        assert cluster.profile_manager.default.consistency_level == ConsistencyLevel.LOCAL_QUORUM
+    finally:
+        cluster.shutdown()
+    assert row is not None
+    assert dict(row.replication) == {
+        "class": "org.apache.cassandra.locator.NetworkTopologyStrategy",
+        "datacenter1": "3",
+    }
 
 
 def _insert(session: Session, keyspace: str, values: list[bytes], level: int) -> None:

@@ -5,13 +5,14 @@ import sys
 from datetime import UTC
 
 import pytest
+from cassandra import ConsistencyLevel
 
 from chatpulse.errors import SchemaError
-from chatpulse.kafka_admin import admin_client
-from chatpulse.provision import initialize
+from chatpulse.kafka_admin import admin_client, create_topics
+from chatpulse.provision import check_topics, initialize
 from chatpulse.settings import Settings
 from chatpulse.storage import connect
-from chatpulse.topics import Topics
+from chatpulse.topics import Topics, TopicSpec
 
 
 def _tables(settings: Settings) -> set[str]:
@@ -186,3 +187,83 @@ def test_a_table_without_a_column_chatpulse_uses_stops_init_with_the_fix(
         f"drop it (DROP TABLE {ks}.messages_bucketed) to let chatpulse create it, or set "
         "CHATPULSE_CASSANDRA_KEYSPACE to another keyspace"
     )
+
+
+@pytest.mark.timeout(120)
+def test_init_warns_about_existing_topics_that_differ_and_changes_nothing(
+    settings: Settings,
+) -> None:
+    # Under the test's own prefix, so the fixture's teardown deletes these topics too.
+    prefix = f"{settings.topic_prefix}old-"
+    keyspace = f"{settings.cassandra_keyspace}_old"
+    messages = Topics.from_settings(settings.model_copy(update={"topic_prefix": prefix})).messages
+    admin = admin_client(settings.kafka_bootstrap_servers)
+    assert create_topics(admin, [TopicSpec(messages, 2)], 1) == [messages]
+    command = [
+        sys.executable,
+        "-m",
+        "chatpulse",
+        "init",
+        "--bootstrap-servers",
+        settings.kafka_bootstrap_servers,
+        "--cassandra-contact-points",
+        "127.0.0.1",
+        "--cassandra-port",
+        str(settings.cassandra_port),
+        "--keyspace",
+        keyspace,
+        "--topic-prefix",
+        prefix,
+        "--timeout",
+        "30",
+    ]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+        assert done.returncode == 0, done.stderr
+        warnings = [line for line in done.stdout.splitlines() if line.startswith("warning:")]
+        assert warnings == [
+            f"warning: topic {messages} has 2 partitions, the settings say 6 "
+            "(CHATPULSE_MESSAGES_PARTITIONS); init changes no existing topic"
+        ]
+        assert "(4 created)" in done.stdout
+        metadata = admin.list_topics(messages, timeout=10)
+        assert len(metadata.topics[messages].partitions) == 2
+        # Settings asking for more copies than the topics have: every topic is reported.
+        two_copies = settings.model_copy(
+            update={"topic_prefix": prefix, "topic_replication_factor": 2}
+        )
+        names = [spec.name for spec in Topics.from_settings(two_copies).specs(two_copies)]
+        assert check_topics(two_copies) == [
+            f"topic {messages} has 2 partitions, the settings say 6 "
+            "(CHATPULSE_MESSAGES_PARTITIONS)",
+            *(
+                f"topic {name} has 1 replicas per partition, the settings say 2 "
+                "(CHATPULSE_TOPIC_REPLICATION_FACTOR)"
+                for name in names
+            ),
+        ]
+    finally:
+        cluster, session = connect(settings)
+        try:
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+        finally:
+            cluster.shutdown()
+
+
+def test_the_keyspace_is_network_topology_and_sessions_use_local_quorum(
+    settings: Settings,
+) -> None:
+    cluster, session = connect(settings)
+    try:
+        row = session.execute(
+            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s",
+            (settings.cassandra_keyspace,),
+        ).one()
+        assert cluster.profile_manager.default.consistency_level == ConsistencyLevel.LOCAL_QUORUM
+    finally:
+        cluster.shutdown()
+    assert row is not None
+    assert dict(row.replication) == {
+        "class": "org.apache.cassandra.locator.NetworkTopologyStrategy",
+        "datacenter1": "1",
+    }

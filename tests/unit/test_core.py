@@ -59,6 +59,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("CHATPULSE_STATS_TTL_DAYS", "0"),
         ("CHATPULSE_STATS_TTL_DAYS", "7301"),
         ("CHATPULSE_MESSAGE_TTL_DAYS", "400"),
+        ("CHATPULSE_CASSANDRA_CONSISTENCY", "MOST"),
     ],
 )
 def test_bad_setting_names_itself(
