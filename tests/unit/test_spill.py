@@ -1,6 +1,11 @@
 """The on-disk spill: order, acknowledgement, restart and torn writes (no network)."""
 
+import os
+import threading
+import time
 from pathlib import Path
+
+import pytest
 
 from chatpulse.ingest.spill import Spill, SpilledRecord
 
@@ -141,3 +146,55 @@ def test_acknowledgements_survive_two_restarts(tmp_path: Path) -> None:
 
     third = Spill(tmp_path)
     assert _values(_read_all(third, close=True)) == [b"v0", b"v3"]
+
+
+def test_acknowledgements_are_fsynced_on_the_checkpoint_thread_without_blocking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spill = Spill(tmp_path)
+    _fill(spill, range(3))
+    records = _read_all(spill)
+    spill.acknowledge(records[0].position)
+    segment = tmp_path / records[0].position.segment
+
+    disk_free = threading.Event()
+    synced: list[tuple[str, str]] = []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:  # records what is synced, on which thread; a slow disk
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), threading.current_thread().name))
+        disk_free.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    started = time.monotonic()
+    spill.checkpoint()
+    assert time.monotonic() - started < 1.0  # the caller (the event loop) never waits
+    disk_free.set()
+    spill.close()  # waits for the checkpoint thread
+
+    bookkeeping = [
+        (path, thread)
+        for path, thread in synced
+        if path in (str(segment.with_suffix(".tmp")), str(tmp_path))
+    ]
+    # The .done file's content (written as .tmp, then renamed) and the directory holding the
+    # rename, both fsynced, on the checkpoint thread.
+    assert [path for path, _ in bookkeeping][:2] == [
+        str(segment.with_suffix(".tmp")),
+        str(tmp_path),
+    ]
+    assert {thread.split("_")[0] for _, thread in bookkeeping} == {"spill-checkpoint"}
+    monkeypatch.undo()
+    assert _values(_read_all(Spill(tmp_path), close=True)) == [b"v1", b"v2"]
+
+
+def test_a_checkpoint_left_without_its_segment_is_removed_at_start(tmp_path: Path) -> None:
+    # A crash between deleting a drained segment and its .done file: segment names start again
+    # from 1 once the spill is empty, and a new segment must not take the old acknowledgements.
+    (tmp_path / "000000000001a.done").write_text('{"offset": 23, "done": []}')
+    spill = Spill(tmp_path)
+    spill.append("t", None, b"new", 1)
+    spill.close_writer()
+    assert [record.value for record in _read_all(spill, close=True)] == [b"new"]
+    assert not (tmp_path / "000000000001a.done").exists()

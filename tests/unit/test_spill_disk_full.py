@@ -143,6 +143,7 @@ def test_the_acknowledgement_checkpoint_is_replaced_whole(tmp_path: Path) -> Non
     assert first is not None
     spill.acknowledge(first.position)
     spill.checkpoint()
+    spill.wait_for_checkpoints()
     (done,) = tmp_path.glob("*.done")
     assert done.read_text() == '{"offset": 23, "done": []}'  # all below offset 23 done
     assert not list(tmp_path.glob("*.tmp"))

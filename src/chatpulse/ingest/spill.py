@@ -24,11 +24,16 @@ below which every record is done, plus the offsets done above it), so a restart 
 what was never acknowledged. A segment is deleted once it is read to the end and every record
 in it is acknowledged. The ``.done`` file is written to a temporary file, fsynced, renamed
 over the old one and the directory fsynced, so a power cut leaves the old or the new one.
+Those writes (two fsyncs each) run on a worker thread of their own, one at a time in the
+order :meth:`Spill.checkpoint` took them, so the event loop never waits for the disk; the
+``.done`` file of a deleted segment is removed through the same queue, after its last write
+(a ``.done`` file left without its segment by a crash is removed at the next start).
 
 Hand-written: no maintained library offers an append-only, crash-tolerant record log for
 Python with per-record acknowledgement; the format is a dozen lines.
 """
 
+import concurrent.futures
 import contextlib
 import errno
 import json
@@ -132,6 +137,11 @@ class Spill:
             directory.mkdir(parents=True, exist_ok=True)
             for path in sorted(directory.glob(f"*{_SUFFIX}")):
                 self._segments[path.name] = self._load(path)
+            for done_path in directory.glob(f"*{_DONE_SUFFIX}"):
+                # Left by a crash between deleting a segment and its .done file: a later
+                # segment of the same name must not take its acknowledgements.
+                if not done_path.with_suffix(_SUFFIX).exists():
+                    done_path.unlink()
         except OSError as exc:
             raise SpillError(f"spill directory {directory} cannot be read: {exc}") from None
         self._next_seq = 1 + max((_seq(name) for name in self._segments), default=0)
@@ -144,6 +154,9 @@ class Spill:
         self._full_log = RateLimitedLog(logger, 10.0)
         self.records_written = 0
         self.lost = 0  # records that could not be written (disk full)
+        # Checkpoint writes, one at a time in order (see the module doc).
+        self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spill-checkpoint")
+        self._writes: list[concurrent.futures.Future[list[str]]] = []
         if self._segments:
             logger.info(
                 "spill %s holds %d segment(s), %d bytes: draining it before new records",
@@ -383,29 +396,71 @@ class Spill:
             if segment.reader is not None:
                 segment.reader.close()
             segment.path.unlink(missing_ok=True)
-            segment.done_path.unlink(missing_ok=True)
+            # After any checkpoint write of it still queued.
+            self._writes.append(self._disk.submit(_unlink, segment.done_path))
             del self._segments[segment.name]
             logger.info("spill segment %s drained and deleted", segment.name)
 
     def checkpoint(self) -> None:
-        """Persist which records were acknowledged, for segments that changed."""
-        for segment in list(self._segments.values()):
+        """Persist which records were acknowledged, for segments that changed; never blocks.
+
+        What to write is taken now; the writes run on the checkpoint thread, in order. A write
+        that failed (a full disk) leaves its segment dirty for a later checkpoint.
+        """
+        self._collect_writes()
+        jobs: list[tuple[str, Path, str]] = []
+        for segment in self._segments.values():
             if not segment.dirty:
                 continue
             low = segment.low_watermark()
             segment.done_above = {offset for offset in segment.done_above if offset >= low}
             done = sorted(segment.done_above | {o for o in segment.skip if o >= low})
-            try:
-                _write_durably(segment.done_path, json.dumps({"offset": low, "done": done}))
-            except OSError as exc:  # a full disk: kept dirty, written at a later checkpoint
-                self._full_log.error("spill checkpoint %s not written: %s", segment.done_path, exc)
-                continue
+            jobs.append(
+                (segment.name, segment.done_path, json.dumps({"offset": low, "done": done}))
+            )
             segment.dirty = False
+        if jobs:
+            self._writes.append(self._disk.submit(self._write_checkpoints, jobs))
+
+    def _write_checkpoints(self, jobs: list[tuple[str, Path, str]]) -> list[str]:
+        """On the checkpoint thread: write each ``.done`` file; return the segments that failed."""
+        failed = []
+        for name, done_path, text in jobs:
+            try:
+                _write_durably(done_path, text)
+            except OSError as exc:  # a full disk: written again at a later checkpoint
+                self._full_log.error("spill checkpoint %s not written: %s", done_path, exc)
+                failed.append(name)
+        return failed
+
+    def wait_for_checkpoints(self) -> None:
+        """Block until every checkpoint taken so far is on disk (or failed and is dirty again)."""
+        self._collect_writes(wait=True)
+
+    def _collect_writes(self, *, wait: bool = False) -> None:
+        """Take the finished checkpoint writes' outcomes (all of them with ``wait``)."""
+        if wait:
+            concurrent.futures.wait(self._writes)
+        still: list[concurrent.futures.Future[list[str]]] = []
+        for write in self._writes:
+            if not write.done():
+                still.append(write)
+                continue
+            for name in write.result():
+                segment = self._segments.get(name)
+                if segment is not None:
+                    segment.dirty = True
+        self._writes = still
 
     def close(self) -> None:
         """Close the writer and the readers and persist the acknowledgements."""
         self.close_writer()
         self.checkpoint()
+        self.wait_for_checkpoints()
+        if any(segment.dirty for segment in self._segments.values()):
+            self.checkpoint()  # a last try for what a full disk refused
+            self.wait_for_checkpoints()
+        self._disk.shutdown(wait=True)
         for segment in self._segments.values():
             if segment.reader is not None:
                 segment.reader.close()
@@ -425,6 +480,12 @@ def _write_durably(path: Path, text: str) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _unlink(path: Path) -> list[str]:
+    with contextlib.suppress(OSError):  # at worst a stale file, removed at the next start
+        path.unlink(missing_ok=True)
+    return []
 
 
 def _valid_length(path: Path) -> int:
