@@ -6,8 +6,9 @@ early. Behind: no older than the topic's ``retention.ms``; Kafka would delete su
 at its next retention check, so it would be acknowledged and never read.
 
 The retention comes from the topics' own configuration, read at start and again every
-``_REFRESH_S``, not from a setting: what matters is what Kafka applies, which an operator may
-change per topic (``kafka-configs``), and a second copy in chatpulse's settings would drift.
+``_RETENTION_EVERY_S`` (10 min; :mod:`chatpulse.ingest.service`), not from a setting: what
+matters is what Kafka applies, which an operator may change per topic (``kafka-configs``),
+and a second copy in chatpulse's settings would drift.
 Until it could be read (Kafka away at start) only the future bound applies; records older
 than the retention that reach Kafka then are deleted by it, as before.
 """
