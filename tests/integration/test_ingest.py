@@ -28,7 +28,6 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from chatpulse.fake_twitch.server import FakeTwitchServer
 from chatpulse.fake_twitch.simulate import channel_names, simulate_channel
 from chatpulse.fake_twitch.source import ReplaySource, SimulatedSource
-from chatpulse.ingest.cli import ensure_topics
 from chatpulse.ingest.convert import to_record
 from chatpulse.ingest.errors import ConvertError
 from chatpulse.ingest.irc.parser import IrcParseError, parse_line
@@ -39,6 +38,7 @@ from chatpulse.ingest.spill import Spill
 from chatpulse.ingest.timestamps import read_retention_ms
 from chatpulse.kafka_admin import admin_client, create_topics, delete_topics
 from chatpulse.models import ChatEvent, ChatMessage, TrackedChannel, encode
+from chatpulse.provision import ensure_topics
 from chatpulse.settings import Settings, load_settings
 from chatpulse.stack import KafkaServer
 from chatpulse.topics import Topics
@@ -343,7 +343,7 @@ async def test_kafka_down_for_30s_during_a_stream_delivers_every_message_once(
             twitch_irc_url=server.url,
             channels=",".join(names),
         )
-        await asyncio.to_thread(ensure_topics, settings)
+        await asyncio.to_thread(ensure_topics, settings, wait_s=30.0)
         keep_forever(settings)
         async with running_ingest(settings, summaries) as service:
             await until(lambda: acked(service) > 500, 30, "records reach Kafka")
@@ -873,3 +873,55 @@ async def test_a_missing_topic_dead_letters_nothing_and_every_record_lands_once_
     assert producer.acked[topics.deadletter] == 0
     assert read_topic(settings.kafka_bootstrap_servers, topics.deadletter) == []
     assert_exact_messages(read_topic(settings.kafka_bootstrap_servers, topics.messages), messages)
+
+
+async def test_two_hosts_with_the_same_spill_dir_path_both_produce_and_neither_is_fenced(
+    settings: Settings,
+) -> None:
+    # Two hosts started from the same configuration: the same spill directory path (the
+    # transactional id hashes its absolute path) and each its own CHATPULSE_INSTANCE_ID (the
+    # host name by default). Here both run in this process over one directory, which the
+    # Kafka side cannot tell from two machines; neither spills, so they never share a file.
+    lines = capture_lines()
+    messages, _events = expected_records(lines)
+    summaries: list[IngestSummary] = []
+    async with (
+        FakeTwitchServer(ReplaySource(lines), speed=60) as server_a,
+        FakeTwitchServer(ReplaySource(lines), speed=60) as server_b,
+    ):
+        conf_a = for_server(settings, server_a, ["xqcow"]).model_copy(
+            update={"instance_id": "chat-host-a"}
+        )
+        conf_b = for_server(settings, server_b, ["xqcow"]).model_copy(
+            update={"instance_id": "chat-host-b"}
+        )
+        assert str(conf_a.spill_dir) == str(conf_b.spill_dir)
+        base = f"{settings.topic_prefix}chatpulse-ingest"
+        txn_a = transactional_id(base, conf_a.spill_dir, conf_a.instance_id)
+        txn_b = transactional_id(base, conf_b.spill_dir, conf_b.instance_id)
+        assert txn_a != txn_b
+        assert txn_a.rsplit("-", 1)[1] == txn_b.rsplit("-", 1)[1]  # the same directory hash
+        async with (
+            running_ingest(conf_a, summaries) as ingest_a,
+            running_ingest(conf_b, summaries) as ingest_b,
+        ):
+            # Both commit while the other does (a fenced one would stop committing for good).
+            await until(
+                lambda: acked(ingest_a) > 1_000 and acked(ingest_b) > 1_000,
+                30,
+                "both ingests producing",
+            )
+            assert not (server_a.finished("xqcow") and server_b.finished("xqcow"))
+            await until(
+                lambda: acked(ingest_a) == len(lines) and acked(ingest_b) == len(lines),
+                60,
+                "both ingests acknowledged everything",
+            )
+            for ingest in (ingest_a, ingest_b):
+                assert ingest._producer is not None
+                assert ingest._producer.fatal_error is None
+    assert [summary.produced for summary in summaries] == [len(lines), len(lines)]
+    topics = Topics.from_settings(settings)
+    got = decode_messages(read_topic(settings.kafka_bootstrap_servers, topics.messages))
+    # Each host sent the whole channel once: every message twice, none lost to a fence.
+    assert Counter(m.id for m in got) == Counter(m.id for m in messages + messages)

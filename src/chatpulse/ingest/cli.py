@@ -15,13 +15,13 @@ from chatpulse.logs import configure_logging
 from chatpulse.options import BootstrapServersOption, TopicPrefixOption
 from chatpulse.settings import Settings, load_settings
 
-__all__ = ["ensure_topics", "ingest_command", "run_ingest"]
+__all__ = ["ingest_command", "run_ingest"]
 
 logger = logging.getLogger(__name__)
 
 
-def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> None:
-    """Create the topics if missing (:func:`chatpulse.provision.ensure_topics`).
+def _topics_or_warn(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Create the topics if missing (:func:`chatpulse.provision.ensure_topics`, their one home).
 
     When Kafka does not answer the ingest still starts: chat cannot wait, records are
     buffered and spilled until Kafka is back.
@@ -86,5 +86,5 @@ def ingest_command(
         kafka_bootstrap_servers=bootstrap_servers,
         topic_prefix=topic_prefix,
     )
-    ensure_topics(settings)
+    _topics_or_warn(settings)
     asyncio.run(run_ingest(settings, flush_timeout_s=flush_timeout))

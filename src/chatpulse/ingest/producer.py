@@ -114,6 +114,7 @@ class IngestProducer:
             acknowledge=spill.acknowledge,
         )
         self._drain = SpillDrain(spill, self._sender)
+        self._offer = self._sender.offer  # bound once: send() is the hot path
         self._spill = spill
         self._buffer_messages = buffer_messages
         self._commit_interval_s = commit_interval_s
@@ -138,23 +139,10 @@ class IngestProducer:
         """Queue one record for Kafka, or keep it (memory, then spill); never blocks."""
         drain = self._drain
         if drain.spilling:
-            drain.spill.append(topic, key, value, timestamp)
-            drain.spilled += 1
+            drain.append(topic, key, value, timestamp)
             return
-        sender = self._sender
         entry = Entry(topic, key, value, timestamp, drain.slot)
-        if (
-            self._txns.state is _OPEN
-            and not sender.pending
-            and not sender.probing
-            and len(sender.txn) < sender.txn_max
-        ):
-            if sender.produce(entry):
-                return
-            sender.pending.appendleft(entry)
-        else:
-            sender.pending.append(entry)
-        if len(sender.pending) >= self._buffer_messages:
+        if self._offer(entry, self._txns.state is _OPEN) >= self._buffer_messages:
             drain.start_spilling()
 
     @property
@@ -202,8 +190,7 @@ class IngestProducer:
             if call is not None:
                 self._run(call)
             return
-        if sender.broken:
-            sender.broken = False
+        if sender.take_broken():
             txns.move(TxnState.COMMIT_DUE)
             return
         now = time.monotonic()
@@ -216,7 +203,7 @@ class IngestProducer:
         if now < self._hold_until:
             return  # records keep waiting (then spill) until the backoff ends
         if sender.probing:
-            sender.probing = False  # every record of the probe was dead-lettered at produce
+            sender.end_probe()  # every record of the probe was dead-lettered at produce
         if not sender.txn and sender.probes:
             sender.send_probe()  # committed alone at the next poll
             return

@@ -91,6 +91,36 @@ class Sender:
         self.txn.append(entry)
         return True
 
+    def offer(self, entry: Entry, txn_open: bool) -> int:
+        """A new record: into the open transaction when nothing waits before it, else it waits.
+
+        Returns how many records wait (the caller spills past its bound).
+        """
+        pending = self.pending
+        if (
+            txn_open
+            and not pending
+            and not self.probing
+            and len(self.txn) < self.txn_max
+            and self.produce(entry)
+        ):
+            return 0
+        pending.append(entry)
+        return len(pending)
+
+    def wait_first(self, entry: Entry) -> None:
+        """``entry`` could not be produced now: it waits ahead of every other record."""
+        self.pending.appendleft(entry)
+
+    def take_broken(self) -> bool:
+        """True (once) when a produce found the transaction failed."""
+        broken, self.broken = self.broken, False
+        return broken
+
+    def end_probe(self) -> None:
+        """The open transaction holds no probe any more (all of it was dead-lettered)."""
+        self.probing = False
+
     def refuse(self, entry: Entry, reason: str) -> None:
         """Dead-letter ``entry`` (it waits first in line), or drop a refused dead letter."""
         replacement = self._deadletters.replace(entry, reason)

@@ -29,6 +29,11 @@ class SpillDrain:
         self.spilled = 0  # records written since the metrics last took the count
         self.unspilled = 0
 
+    def append(self, topic: str, key: bytes | None, value: bytes, timestamp: int) -> None:
+        """While spilling: a new record goes to the spill, behind the ones there."""
+        self.spill.append(topic, key, value, timestamp)
+        self.spilled += 1
+
     def start_spilling(self) -> None:
         """Memory is full: the waiting records sent directly go to disk, then every new one.
 
@@ -60,7 +65,7 @@ class SpillDrain:
             entry = Entry(record.topic, record.key, record.value, record.timestamp, record.position)
             self.unspilled += 1
             if not sender.produce(entry):
-                sender.pending.appendleft(entry)
+                sender.wait_first(entry)
                 return  # it waits in pending, ahead of the spill's next records
             if sender.pending:
                 return  # a dead letter took its place: it goes first
