@@ -45,7 +45,7 @@ chromium: ## Install Debian's chromium for the browser test (when /usr/bin/chrom
 
 test: install chromium ## All tests: unit, then integration against a real Kafka + Cassandra test stack it starts
 	$(BIN)/pytest tests/unit
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest tests/integration --durations=25
 
 run: install ## Everything at once: stack, fake chat, ingest, processor, API (CHANNELS=a,b for real Twitch)
 	$(BIN)/chatpulse up $(if $(CHANNELS),--channels $(CHANNELS))
