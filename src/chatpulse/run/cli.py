@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.panel import Panel
 
-from chatpulse.errors import ChatpulseError
+from chatpulse.errors import ChatpulseError, ConfigError
 from chatpulse.ports import free_port
 from chatpulse.run.errors import StartupInterruptedError
 from chatpulse.run.plan import UpOptions, build_plan
-from chatpulse.run.stack_control import StackControl
+from chatpulse.run.stack_control import ClusterShape, StackControl
 from chatpulse.run.supervisor import Supervisor
 from chatpulse.settings import Settings, load_settings
 
@@ -54,13 +56,42 @@ def up_command(
     stop_timeout: Annotated[
         float, typer.Option(min=1.0, help="Seconds each child gets to stop before SIGKILL.")
     ] = 20.0,
+    kafka_nodes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=9,
+            help="Local Kafka nodes; above 1 a cluster on ports P..P+N-1, P the port of "
+            "CHATPULSE_KAFKA_BOOTSTRAP_SERVERS (as `chatpulse stack up --kafka-nodes`).",
+        ),
+    ] = 1,
+    cassandra_nodes: Annotated[
+        int,
+        typer.Option(
+            min=1, max=9, help="Local Cassandra nodes; above 1 a cluster on 127.0.0.1..M."
+        ),
+    ] = 1,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="The local stack's data dir (default: ~/.local/share/chatpulse/stack, or "
+            "cluster-kN-cM beside it for a cluster)."
+        ),
+    ] = None,
 ) -> None:
     """Start everything: local Kafka + Cassandra, topics and schema, fake-twitch (or real
     Twitch channels), ingest, processor and API, with one prefixed log stream.
 
+    With --kafka-nodes/--cassandra-nodes above 1 the local stack is a cluster (started, or
+    its missing nodes restarted) and every service uses all of its nodes, with three copies
+    of each topic and row where there are three nodes.
+
     Prints the dashboard address once the API is ready. Ctrl-C stops every child cleanly
     (SIGTERM, then SIGKILL after --stop-timeout) and the local stack it started.
     """
+    shape = ClusterShape(kafka_nodes, cassandra_nodes, data_dir)
+    if external and shape.is_cluster:
+        raise ConfigError("--external uses the clusters the settings name: drop --*-nodes")
     settings = load_settings(api_port=api_port, channels=channels)
     options = UpOptions(
         channels=list(settings.channels),
@@ -69,7 +100,14 @@ def up_command(
         fake_twitch_port=free_port(),
     )
     code = asyncio.run(
-        _up(settings, options, external=external, keep_stack=keep_stack, stop_timeout=stop_timeout)
+        _up(
+            settings,
+            options,
+            external=external,
+            keep_stack=keep_stack,
+            stop_timeout=stop_timeout,
+            shape=shape,
+        )
     )
     raise typer.Exit(code)
 
@@ -85,13 +123,22 @@ def _initialize(settings: Settings, supervisor: Supervisor) -> None:
 
 
 async def _up(
-    settings: Settings, options: UpOptions, *, external: bool, keep_stack: bool, stop_timeout: float
+    settings: Settings,
+    options: UpOptions,
+    *,
+    external: bool,
+    keep_stack: bool,
+    stop_timeout: float,
+    shape: ClusterShape | None = None,
 ) -> int:
     console = Console(highlight=False)
     supervisor = Supervisor(console, stop_timeout_s=stop_timeout)
+    stack = StackControl(settings, supervisor, shape)  # may refuse the shape: before handlers
     supervisor.install_signal_handlers()
+    # A local cluster: every child gets its nodes and replication (a single stack: nothing).
+    settings = stack.settings
+    options = replace(options, env={**options.env, **stack.child_environment()})
     plan = build_plan(settings, options)
-    stack = StackControl(settings, supervisor)
     if options.simulated:
         supervisor.say(
             f"simulated chat: {len(plan.channels)} channels, ~{options.sim_rate:g} msg/s "

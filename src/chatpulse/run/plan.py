@@ -38,6 +38,9 @@ class UpOptions:
     sim_rate: float = 150.0  # messages per second over all simulated channels
     fake_twitch_port: int = 6667
     python: str = sys.executable
+    # CHATPULSE_* variables every service child gets on top of the inherited environment
+    # (a local cluster's nodes and replication).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def simulated(self) -> bool:
@@ -73,7 +76,7 @@ def build_plan(settings: Settings, options: UpOptions) -> Plan:
     """The children of ``chatpulse up``; they inherit the environment."""
     cmd = [options.python, "-m", "chatpulse"]
     children: list[ChildSpec] = []
-    ingest_env: dict[str, str] = {}
+    ingest_env: dict[str, str] = dict(options.env)
     if options.simulated:
         channels = simulated_channels(options.sim_channels)
         children.append(
@@ -102,12 +105,13 @@ def build_plan(settings: Settings, options: UpOptions) -> Plan:
         channels = list(options.channels)
     ingest_env["CHATPULSE_CHANNELS"] = ",".join(channels)
     api_env = {
+        **options.env,
         "CHATPULSE_API_HOST": settings.api_host,
         "CHATPULSE_API_PORT": str(settings.api_port),
     }
     children += [
         ChildSpec(name="ingest", argv=[*cmd, "ingest"], env=ingest_env, style="green"),
-        ChildSpec(name="process", argv=[*cmd, "process"], style="yellow"),
+        ChildSpec(name="process", argv=[*cmd, "process"], env=options.env, style="yellow"),
         ChildSpec(
             name="api",
             argv=[*cmd, "api"],

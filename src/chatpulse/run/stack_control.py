@@ -1,11 +1,14 @@
 """The clusters behind ``chatpulse up``: reuse running ones, start the local stack
-(chatpulse.stack's Python API), or insist on the external ones the settings name."""
+(chatpulse.stack's Python API), start or rejoin a local cluster (``--kafka-nodes``,
+``--cassandra-nodes``), or insist on the external ones the settings name."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from chatpulse.run.errors import RunError, StartupInterruptedError
 from chatpulse.run.plan import kafka_address
@@ -13,22 +16,97 @@ from chatpulse.run.readiness import tcp_open
 from chatpulse.run.supervisor import Supervisor
 from chatpulse.settings import Settings
 from chatpulse.stack import JavaServer, ServerExitedError, Stack, StackError
+from chatpulse.stack.kafka import replication_for
+from chatpulse.stack.stack import DEFAULT_DATA_DIR
 
-__all__ = ["StackControl"]
+__all__ = ["ClusterShape", "StackControl", "cluster_settings"]
 
 _READY_TIMEOUT_S = 240.0
+# A cluster's six JVMs start in about two minutes on 2 cores (docs/operations.md).
+_CLUSTER_READY_TIMEOUT_S = 420.0
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
+# Cassandra keeps this many copies of each row at most (the keyspace's replication factor).
+_CASSANDRA_COPIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterShape:
+    """How many Kafka and Cassandra nodes ``chatpulse up`` runs locally, and where."""
+
+    kafka_nodes: int = 1
+    cassandra_nodes: int = 1
+    data_dir: Path | None = None  # None: the default for this shape (default_data_dir)
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.kafka_nodes > 1 or self.cassandra_nodes > 1
+
+    def default_data_dir(self) -> Path:
+        """The single-node stack's dir, or one per cluster shape beside it: a stack's data
+        dir fixes its shape, so a cluster never lands in the single-node stack's dir."""
+        if not self.is_cluster:
+            return DEFAULT_DATA_DIR
+        return DEFAULT_DATA_DIR.with_name(f"cluster-k{self.kafka_nodes}-c{self.cassandra_nodes}")
+
+
+def cluster_settings(settings: Settings, stack: Stack) -> Settings:
+    """``settings`` pointed at every node of the local cluster ``stack``, with replication to
+    match it (3 copies where there are 3 nodes) unless the user chose a replication factor."""
+    chosen = settings.model_fields_set
+    update: dict[str, object] = {
+        "kafka_bootstrap_servers": stack.kafka_bootstrap_servers,
+        "cassandra_contact_points": stack.cassandra_contact_points,
+        "cassandra_port": stack.cassandra.port,
+    }
+    if "topic_replication_factor" not in chosen:
+        update["topic_replication_factor"] = replication_for(stack.kafka_nodes)[0]
+    if "cassandra_replication_factor" not in chosen:
+        update["cassandra_replication_factor"] = min(_CASSANDRA_COPIES, stack.cassandra_nodes)
+    return settings.model_copy(update=update)
 
 
 class StackControl:
-    """Starts the local stack when needed and, at the end, stops only the servers it started."""
+    """Starts the local stack when needed and, at the end, stops only the servers it started.
 
-    def __init__(self, settings: Settings, supervisor: Supervisor) -> None:
+    With a cluster ``shape``, :attr:`settings` point at every node of the local cluster (the
+    children must get them: :meth:`child_environment`).
+    """
+
+    def __init__(
+        self, settings: Settings, supervisor: Supervisor, shape: ClusterShape | None = None
+    ) -> None:
         self.settings = settings
         self.supervisor = supervisor
         self.started: list[JavaServer] = []
         self._stack: Stack | None = None
         self._cancel = threading.Event()
+        self._cluster: Stack | None = None
+        if shape is not None and shape.is_cluster:
+            _, kafka_port = kafka_address(settings)
+            self._cluster = Stack(
+                shape.data_dir or shape.default_data_dir(),
+                kafka_port=kafka_port,
+                cassandra_port=settings.cassandra_port,
+                kafka_nodes=shape.kafka_nodes,
+                cassandra_nodes=shape.cassandra_nodes,
+                progress=self._progress,
+            )
+            self.settings = cluster_settings(settings, self._cluster)
+
+    def child_environment(self) -> dict[str, str]:
+        """What the children need to reach a local cluster (empty without one): the
+        ``CHATPULSE_*`` variables that :func:`cluster_settings` changed."""
+        if self._cluster is None:
+            return {}
+        names = (
+            "kafka_bootstrap_servers",
+            "cassandra_contact_points",
+            "cassandra_port",
+            "topic_replication_factor",
+            "cassandra_replication_factor",
+        )
+        env = self.settings.as_environment()
+        return {key: env[key] for key in (f"CHATPULSE_{name.upper()}" for name in names)}
 
     def _progress(self, message: str) -> None:
         self.supervisor.say_as("stack", message, style="bright_black")
@@ -48,6 +126,11 @@ class StackControl:
 
     async def ensure(self, *, external: bool) -> None:
         """Make sure Kafka and Cassandra answer; start the local stack unless ``external``."""
+        if self._cluster is not None:
+            if external:
+                raise RunError("--external uses the clusters the settings name: drop --*-nodes")
+            await self._ensure_cluster(self._cluster)
+            return
         kafka_up, cassandra_up = await self._answering()
         bootstrap = self.settings.kafka_bootstrap_servers
         cassandra = f"{self.settings.cassandra_contact_points[0]}:{self.settings.cassandra_port}"
@@ -94,6 +177,33 @@ class StackControl:
         finally:
             stop_watch.cancel()
 
+    async def _ensure_cluster(self, cluster: Stack) -> None:
+        """Start the cluster's nodes that are not running and wait until each has joined."""
+        self._progress(
+            f"local cluster in {cluster.data_dir}: {cluster.kafka_nodes} Kafka "
+            f"({cluster.kafka_bootstrap_servers}), {cluster.cassandra_nodes} Cassandra "
+            f"({', '.join(cluster.cassandra_contact_points)} port {cluster.cassandra.port})"
+        )
+        began = time.monotonic()
+        try:
+            # Not interruptible: Stack.up holds the stack's lock and stops what it started
+            # if it fails; a Ctrl-C meanwhile is acted on when it returns.
+            started = await asyncio.to_thread(cluster.up, _CLUSTER_READY_TIMEOUT_S)
+        except StackError as exc:
+            raise RunError(f"local cluster: {exc}") from None
+        self.started = [cluster.server(name) for name in started]
+        if started:
+            self._progress(f"started {', '.join(started)} in {time.monotonic() - began:.1f}s")
+        else:
+            self.supervisor.say("reusing the local cluster already running; it stays up on exit")
+        self.supervisor.say(
+            f"cluster: topics with {self.settings.topic_replication_factor} copies, keyspace "
+            f"with {self.settings.cassandra_replication_factor}, "
+            f"consistency {self.settings.cassandra_consistency}"
+        )
+        if self.supervisor.stop_requested:
+            raise StartupInterruptedError("interrupted while starting the cluster")
+
     async def _cancel_on_stop(self) -> None:
         while not self.supervisor.stop_requested:  # noqa: ASYNC110 - mirrors into a thread event
             await asyncio.sleep(0.2)
@@ -138,6 +248,12 @@ class StackControl:
             )
             return
         self.supervisor.say(f"stopping the local {names} it started")
+        if self._cluster is not None and len(self.started) == len(self._cluster.servers):
+            # Together, as `chatpulse stack down` does: one by one, the last Kafka nodes
+            # would wait out their timeout for a controller quorum already gone.
+            await asyncio.to_thread(self._cluster.down, 60.0)
+            self._progress(f"stopped {names}")
+            return
         for server in self.started:  # Kafka first, as `chatpulse stack down` does
             try:
                 await asyncio.to_thread(server.stop, 60.0)
