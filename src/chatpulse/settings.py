@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     windows: CommaList = Field(default_factory=lambda: ["1m", "10m", "1h"])
     grace: str = "10s"
     dedup_horizon: str = "1h"
+    # Off: every message counts, a repeated id too (``chatpulse lab exactly-once`` turns it off
+    # so that what it shows is the processing guarantee alone). Keep it on in production.
+    dedup: bool = True
     # A message stamped further ahead of the receiving clock than this is dead-lettered (ingest
     # and processor): Kafka refuses records over 1 h ahead, and one would open windows early.
     max_future_skew: str = "5m"

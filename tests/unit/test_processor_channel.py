@@ -107,6 +107,16 @@ def test_duplicates_count_once_and_totals() -> None:
     assert counter.process(msg("b", T0 + 5), store) is None
 
 
+def test_dedup_switched_off_counts_a_repeated_id_every_time_and_keeps_no_ids() -> None:
+    counter = ChannelCounter([MIN], grace_ms=5_000, dedup_horizon_ms=3_600_000, dedup=False)
+    store = DictStore()
+    totals = [counter.process(msg("a", T0 + 10), store) for _ in range(3)]
+    assert [update.total_messages for update in totals if update is not None] == [1, 2, 3]
+    assert [agg.messages for _, _, agg in totals[-1].windows] == [3]  # type: ignore[union-attr]
+    counter.flush()
+    assert [key for key in store.data if key[:1] in (b"b", b"d")] == []
+
+
 def test_window_closes_after_grace_and_late_messages_count_only_in_totals() -> None:
     counter = ChannelCounter([MIN, 10 * MIN], grace_ms=5_000, dedup_horizon_ms=3_600_000)
     store = DictStore()

@@ -110,6 +110,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         window_sizes_ms=settings.window_sizes_ms,
         grace_ms=settings.grace_ms,
         dedup_horizon_ms=settings.dedup_horizon_ms,
+        dedup=settings.dedup,
         live_update_interval_s=settings.live_update_interval_s,
         max_future_skew_ms=settings.max_future_skew_ms,
         state_chunk_bytes=settings.state_chunk_bytes,

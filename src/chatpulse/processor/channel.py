@@ -40,7 +40,8 @@ over 1 MB, so no record grows with the audience or the rate:
   a channel's rate makes one larger.
 
 Semantics (see the counting rules of the interface spec):
-- A message counts once per (channel, id) within ``dedup_horizon_ms``. A redelivered message
+- A message counts once per (channel, id) within ``dedup_horizon_ms`` (every time with
+  ``dedup=False``: no ids are kept then). A redelivered message
   carries the same ``sent_at`` (it is the same PRIVMSG), so ids are kept in time buckets of
   ``sent_at`` and a message is looked up in its own bucket only; buckets older than the
   channel's latest ``sent_at`` minus the horizon are deleted.
@@ -297,6 +298,8 @@ class ChannelCounter:
         dedup_horizon_ms: int,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         max_emotes: int = MAX_EMOTES,
+        *,
+        dedup: bool = True,
     ) -> None:
         if chunk_bytes < 2 * 8_192 + 64:
             raise ValueError("chunk_bytes must hold a full roaring container (16 KiB or more)")
@@ -310,6 +313,7 @@ class ChannelCounter:
         self._sizes = sorted(set(window_sizes_ms))
         self._grace_ms = grace_ms
         self._horizon_ms = dedup_horizon_ms
+        self._dedup = dedup
         self._bucket_ms = dedup_bucket_ms(dedup_horizon_ms)
         # by (partition, channel): a partition's state is its own, even for a channel that
         # shows up on two partitions (a producer with another partitioner, or a topic whose
@@ -322,7 +326,7 @@ class ChannelCounter:
         self, message: ChatMessage, store: KeyValueStore, partition: int = 0
     ) -> ChannelUpdate | None:
         """Count ``message`` (read from ``partition``, whose state ``store`` is);
-        None when it is a duplicate within the horizon."""
+        None when it is a duplicate within the horizon (never with ``dedup=False``)."""
         sent_at = message.sent_at
         channel = message.channel
         key = (partition, channel)
@@ -335,7 +339,7 @@ class ChannelCounter:
         last_seen = record.last_seen
         latest = sent_at if sent_at > last_seen else last_seen
 
-        if self._is_duplicate(message, work, latest):
+        if self._dedup and self._is_duplicate(message, work, latest):
             return None
 
         work.dirty = True

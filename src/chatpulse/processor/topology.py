@@ -52,6 +52,8 @@ class PipelineConfig:
     window_sizes_ms: Sequence[int]
     grace_ms: int
     dedup_horizon_ms: int
+    # False: no de-duplication by message id (CHATPULSE_DEDUP)
+    dedup: bool = True
     live_update_interval_s: float = 1.0
     # a message stamped further ahead of the processor's clock is dead-lettered
     max_future_skew_ms: int = 5 * 60_000
@@ -272,6 +274,7 @@ def build_pipeline(
         list(config.window_sizes_ms),
         config.grace_ms,
         config.dedup_horizon_ms,
+        dedup=config.dedup,
         chunk_bytes=config.state_chunk_bytes,
         max_emotes=config.max_emotes_per_window,
     )
