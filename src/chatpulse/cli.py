@@ -26,6 +26,7 @@ _COMMANDS = {
     "process": "chatpulse.processor.cli:process_command",
     "api": "chatpulse.api.cli:api_command",
     "inspect": "chatpulse.inspect.cli:inspect_command",
+    "lab": "chatpulse.lab.cli:lab_command",
 }
 
 
