@@ -62,7 +62,7 @@ def lab_command(
     console = Console(highlight=False)
     if name is None:
         for lab in (load_lab(each) for each in LAB_NAMES):
-            console.print(f"[bold]{lab.name:<16}[/bold] {lab.summary}")
+            console.print(f"[bold]{lab.name:<16}[/bold] {lab.summary}", soft_wrap=True)
         console.print("\nRun one: chatpulse lab NAME  (--no-pause for scripts)")
         return
     if name not in LAB_NAMES:
@@ -106,11 +106,12 @@ def lab_command(
 def _prepare(lab: Lab, context: LabContext) -> None:
     from chatpulse.lab.stackside import ensure_stack  # noqa: PLC0415 - the stack code is heavy
 
-    if "cluster" not in lab.needs:  # a cluster lab finds or starts its cluster itself
+    if "kafka" in lab.needs:  # a cluster lab finds or starts its cluster itself
         ensure_stack(context, lab.needs)
 
 
 def _cleanup(lab: Lab, context: LabContext) -> None:
     from chatpulse.lab.stackside import remove_traces  # noqa: PLC0415
 
-    remove_traces(context, cassandra="cassandra" in lab.needs)
+    if lab.needs & {"kafka", "cluster"}:
+        remove_traces(context, cassandra="cassandra" in lab.needs)

@@ -34,6 +34,7 @@ __all__ = [
     "produce_chat",
     "read_all",
     "read_totals",
+    "stop_all",
 ]
 
 _TWITCH_MAX_USER_ID = 1_200_000_000
@@ -200,6 +201,12 @@ def closed_windows(settings: Settings, topic: str) -> list[dict[str, Any]]:
     """The closed windows in ``topic`` (channel-stats) a read_committed reader sees."""
     values = [json.loads(record.value()) for record in read_all(settings, topic)]
     return [value for value in values if value.get("closed")]
+
+
+def stop_all(children: Iterable[ProcessorChild], timeout: float = 30.0) -> None:
+    """SIGTERM each child still running and wait for it."""
+    for child in children:
+        child.stop(timeout)
 
 
 class ProcessorChild:

@@ -1,0 +1,56 @@
+"""Every lab of ``chatpulse lab`` runs against the shared test stack (``--no-pause --quick``,
+the real CLI in a subprocess) and must print PASS; it leaves none of its topics behind.
+
+The replication lab runs with the cluster tests (marker ``cluster``) on the session's cluster.
+"""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from chatpulse.kafka_admin import admin_client
+from chatpulse.stack import Stack
+
+LAB_TIMEOUT_S = 240
+
+
+def run_lab(name: str, *options: str) -> tuple[int, list[str], float]:
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "chatpulse", "lab", name, "--no-pause", "--quick", *options],
+        capture_output=True,
+        text=True,
+        timeout=LAB_TIMEOUT_S,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    return done.returncode, lines, time.monotonic() - began
+
+
+def stack_options(stack: Stack) -> list[str]:
+    return [
+        "--kafka-port",
+        str(stack.kafka.port),
+        "--cassandra-port",
+        str(stack.cassandra.port),
+        "--data-dir",
+        str(stack.data_dir),
+    ]
+
+
+def assert_passed(name: str, code: int, lines: list[str], bootstrap: str) -> None:
+    assert lines, "the lab printed nothing"
+    assert lines[-1].startswith(f"lab {name}: PASS - "), "\n".join(lines[-40:])
+    assert code == 0
+    topics = admin_client(bootstrap).list_topics(timeout=10).topics
+    left = [topic for topic in topics if f"lab-{name}-" in topic]
+    assert left == [], f"the lab left its topics: {left}"
+
+
+@pytest.mark.parametrize("name", ["partitions", "transactions", "exactly-once"])
+def test_lab_passes(stack: Stack, name: str) -> None:
+    code, lines, took = run_lab(name, *stack_options(stack))
+    print(f"lab {name}: {took:.1f}s")  # shown with -s: each lab's time
+    assert_passed(name, code, lines, stack.kafka_bootstrap_servers)
