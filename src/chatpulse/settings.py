@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from chatpulse.deadletter import DEFAULT_RAW_MAX_BYTES
 from chatpulse.errors import ConfigError
 from chatpulse.models import normalize_channel
+from chatpulse.tls import check_key_pair, readable_file
 from chatpulse.transactional import default_instance_id
 from chatpulse.windows import parse_duration
 
@@ -26,6 +27,25 @@ def _split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+# Settings naming a file chatpulse reads: it must exist and be readable at start.
+_FILE_SETTINGS = (
+    "kafka_ssl_ca_location",
+    "kafka_ssl_cert_location",
+    "kafka_ssl_key_location",
+    "cassandra_ssl_ca_file",
+    "cassandra_ssl_cert_file",
+    "cassandra_ssl_key_file",
+    "api_tls_cert",
+    "api_tls_key",
+)
+# Certificate, key and key password settings that go together.
+_KEY_PAIRS = (
+    ("kafka_ssl_cert_location", "kafka_ssl_key_location", "kafka_ssl_key_password"),
+    ("cassandra_ssl_cert_file", "cassandra_ssl_key_file", "cassandra_ssl_key_password"),
+    ("api_tls_cert", "api_tls_key", "api_tls_key_password"),
+)
 
 
 def _default_data_dir() -> Path:
@@ -62,10 +82,20 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_ca_location: Path | None = None
+    # A client certificate (mTLS) for brokers that ask for one (PEM files).
+    kafka_ssl_cert_location: Path | None = None
+    kafka_ssl_key_location: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
     cassandra_username: str | None = None
     cassandra_password: SecretStr | None = None
     cassandra_ssl: bool = False
     cassandra_ssl_ca_file: Path | None = None
+    cassandra_ssl_cert_file: Path | None = None
+    cassandra_ssl_key_file: Path | None = None
+    cassandra_ssl_key_password: SecretStr | None = None
+    # Off: the node's certificate is still checked against the CA, but not that it names the
+    # address connected to (the driver compares it with the node's IP, not a host name).
+    cassandra_ssl_verify_hostname: bool = True
 
     # Topic layout (used by ``init``; partitions are the unit of parallelism)
     messages_partitions: int = Field(default=6, ge=1)
@@ -134,6 +164,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_key: SecretStr | None = None
+    # HTTPS when both are set (PEM files; the certificate file may hold the chain).
+    api_tls_cert: Path | None = None
+    api_tls_key: Path | None = None
+    api_tls_key_password: SecretStr | None = None
     # Bounds under anonymous load (docs/operations.md, "Limits"). The only body the API takes
     # is the channel POST's ``{"channel": ...}``, a few dozen bytes.
     api_max_body_bytes: int = Field(default=4096, ge=64)
@@ -146,6 +180,11 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    @field_validator(*_FILE_SETTINGS)
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        return None if value is None else readable_file(value)
 
     @field_validator("channels")
     @classmethod
@@ -187,6 +226,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "set both CHATPULSE_CASSANDRA_USERNAME and CHATPULSE_CASSANDRA_PASSWORD, or neither"
             )
+        if self.kafka_ssl_cert_location is not None and not self.kafka_security_protocol.endswith(
+            "SSL"
+        ):
+            raise ValueError(
+                "CHATPULSE_KAFKA_SSL_CERT_LOCATION needs CHATPULSE_KAFKA_SECURITY_PROTOCOL=SSL "
+                "or SASL_SSL"
+            )
+        for cert, key, password in _KEY_PAIRS:
+            _check_pair(self, cert, key, password)
         return self
 
     def kafka_security_config(self) -> dict[str, str]:
@@ -201,6 +249,12 @@ class Settings(BaseSettings):
             config["sasl.password"] = password.get_secret_value() if password else ""
         if self.kafka_ssl_ca_location is not None:
             config["ssl.ca.location"] = str(self.kafka_ssl_ca_location)
+        if self.kafka_ssl_cert_location is not None:
+            config["ssl.certificate.location"] = str(self.kafka_ssl_cert_location)
+        if self.kafka_ssl_key_location is not None:
+            config["ssl.key.location"] = str(self.kafka_ssl_key_location)
+        if self.kafka_ssl_key_password is not None:
+            config["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
         return config
 
     def kafka_client_config(self) -> dict[str, str]:
@@ -240,6 +294,23 @@ class Settings(BaseSettings):
     @property
     def window_sizes_ms(self) -> list[int]:
         return [parse_duration(size) for size in self.windows]
+
+
+def _env(name: str) -> str:
+    return f"CHATPULSE_{name.upper()}"
+
+
+def _check_pair(settings: Settings, cert: str, key: str, password: str) -> None:
+    """Both files of a certificate pair or neither, a password only with a key, and a key that
+    opens with it and belongs to the certificate."""
+    cert_path, key_path = getattr(settings, cert), getattr(settings, key)
+    if (cert_path is None) != (key_path is None):
+        raise ValueError(f"set both {_env(cert)} and {_env(key)}, or neither")
+    secret = getattr(settings, password)
+    if secret is not None and key_path is None:
+        raise ValueError(f"{_env(password)} is set without {_env(key)}")
+    if cert_path is not None:
+        check_key_pair(cert_path, key_path, secret, names=(_env(cert), _env(key), _env(password)))
 
 
 def load_settings(**overrides: Any) -> Settings:

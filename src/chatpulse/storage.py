@@ -37,8 +37,9 @@ from cassandra.policies import DCAwareRoundRobinPolicy
 
 from chatpulse.errors import SchemaError
 from chatpulse.settings import Settings
+from chatpulse.tls import client_context
 
-__all__ = ["connect", "ensure_schema", "execution_profile", "schema_statements"]
+__all__ = ["connect", "ensure_schema", "execution_profile", "schema_statements", "ssl_context"]
 
 
 def schema_statements(keyspace: str, replication_factor: int = 1) -> list[str]:
@@ -106,7 +107,7 @@ def connect(settings: Settings, *, connect_timeout: float = 10.0) -> tuple[Clust
         # 5.0 speaks both, and chatpulse uses nothing v5 adds.
         protocol_version=4,
         auth_provider=_auth_provider(settings),
-        ssl_context=_ssl_context(settings),
+        ssl_context=ssl_context(settings),
     )
     return cluster, cluster.connect()
 
@@ -120,12 +121,26 @@ def _auth_provider(settings: Settings) -> PlainTextAuthProvider | None:
     )
 
 
-def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
-    """TLS to Cassandra when asked: the system's CAs, or the given CA file; hostnames checked."""
-    if not settings.cassandra_ssl and settings.cassandra_ssl_ca_file is None:
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS to Cassandra when asked (or a CA or client certificate is given): the system's CAs
+    or the given CA file, the client certificate if set.
+
+    With CHATPULSE_CASSANDRA_SSL_VERIFY_HOSTNAME on, the driver checks that a node's
+    certificate names the address it connected to (the node's IP, as the cluster lists it).
+    """
+    if not (
+        settings.cassandra_ssl
+        or settings.cassandra_ssl_ca_file is not None
+        or settings.cassandra_ssl_cert_file is not None
+    ):
         return None
-    cafile = str(settings.cassandra_ssl_ca_file) if settings.cassandra_ssl_ca_file else None
-    return ssl.create_default_context(cafile=cafile)
+    return client_context(
+        ca_file=settings.cassandra_ssl_ca_file,
+        cert=settings.cassandra_ssl_cert_file,
+        key=settings.cassandra_ssl_key_file,
+        password=settings.cassandra_ssl_key_password,
+        verify_hostname=settings.cassandra_ssl_verify_hostname,
+    )
 
 
 # The columns chatpulse reads or writes in each table: a table of that name made otherwise

@@ -14,6 +14,7 @@ from chatpulse.api.limits import BodyLimitMiddleware
 from chatpulse.api.metrics import MetricsMiddleware
 from chatpulse.api.problems import install_problem_handlers
 from chatpulse.api.routes import channels, health, leaderboard, live, messages, stats
+from chatpulse.api.security import SecurityHeadersMiddleware, add_docs_pages
 from chatpulse.api.services import running_services
 from chatpulse.settings import Settings, load_settings
 
@@ -40,11 +41,15 @@ def create_app(settings: Settings, *, cache_ttl_s: float = 1.0) -> FastAPI:
         summary="Real-time Twitch chat analytics: REST API, live stream and dashboard.",
         version="1.0.0",
         lifespan=lifespan,
+        docs_url=None,  # added below, under their own content security policy
+        redoc_url=None,
     )
     install_problem_handlers(app)
     # Inside the metrics (so refusals are counted), outside everything that reads a body.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware)
+    # Outermost: every answer gets the headers, refusals of the inner layers included.
+    app.add_middleware(SecurityHeadersMiddleware)
     for module in (channels, stats, messages, live, leaderboard, health):
         app.include_router(module.router)
 
@@ -53,6 +58,7 @@ def create_app(settings: Settings, *, cache_ttl_s: float = 1.0) -> FastAPI:
         return FileResponse(STATIC_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    add_docs_pages(app, app.title)
     _document_windows(app, settings.windows)
     return app
 

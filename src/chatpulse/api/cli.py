@@ -7,6 +7,7 @@ import typer
 import uvicorn
 
 from chatpulse.api.app import CACHE_TTL_ENV, create_app
+from chatpulse.api.server import tls_options
 from chatpulse.logs import configure_logging
 from chatpulse.settings import load_settings
 
@@ -36,7 +37,8 @@ def api_command(
 ) -> None:
     """Serve the REST API (/api/v1, OpenAPI at /docs), live SSE streams and the dashboard at /.
 
-    Ctrl-C or SIGTERM stops it gracefully (open live streams are closed).
+    HTTPS when CHATPULSE_API_TLS_CERT and CHATPULSE_API_TLS_KEY are set. Ctrl-C or SIGTERM
+    stops it gracefully (open live streams are closed).
     """
     configure_logging()
     settings = load_settings(api_host=host, api_port=port)
@@ -48,6 +50,7 @@ def api_command(
             port=settings.api_port,
             log_config=None,
             timeout_graceful_shutdown=_GRACE_S,
+            **tls_options(settings),
         )
         return
     # Worker processes build their own app from the environment: share the overrides with
@@ -66,4 +69,5 @@ def api_command(
         # uvicorn kills a worker that misses a 5 s health ping; a worker's start (imports, the
         # Cassandra session) takes longer than that on a busy 2-core machine.
         timeout_worker_healthcheck=_WORKER_HEALTHCHECK_S,
+        **tls_options(settings),
     )
