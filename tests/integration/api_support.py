@@ -7,17 +7,19 @@ storage schema exactly as the processor's rows are laid out.
 
 import contextlib
 import json
+import ssl
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from chatpulse.api.app import create_app
-from chatpulse.api.server import serve_in_thread
+from chatpulse.api.server import serve_in_thread, tls_options
 from chatpulse.buckets import message_bucket
 from chatpulse.models import ChatMessage, Emote, encode
 from chatpulse.settings import Settings
@@ -209,11 +211,18 @@ def wait_ready(client: httpx.Client, timeout_s: float = 60.0) -> None:
 
 
 @contextlib.contextmanager
-def running_api(settings: Settings, *, ready: bool = True) -> Iterator[httpx.Client]:
-    """The real app on a loopback port, with a client; waits for /readyz unless told not to."""
+def running_api(
+    settings: Settings, *, ready: bool = True, ca: Path | None = None
+) -> Iterator[httpx.Client]:
+    """The real app on a loopback port, with a client; waits for /readyz unless told not to.
+
+    Over HTTPS when the settings name a certificate (CHATPULSE_API_TLS_*); the client then
+    verifies it against ``ca``.
+    """
+    verify = ssl.create_default_context(cafile=ca) if ca is not None else True
     with (
-        serve_in_thread(create_app(settings)) as url,
-        httpx.Client(base_url=url, timeout=10) as client,
+        serve_in_thread(create_app(settings), tls=tls_options(settings)) as url,
+        httpx.Client(base_url=url, timeout=10, verify=verify) as client,
     ):
         if ready:
             wait_ready(client)

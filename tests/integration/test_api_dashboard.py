@@ -1,7 +1,8 @@
 """The dashboard in headless Chromium (Debian's package, driven by Playwright).
 
-It must load without console errors, show the leaderboard, and raise a channel's live counter
-when a new stats record arrives. Screenshots go to build/screenshots/.
+It must load without console errors or content security policy violations (the API sends a
+policy that allows only the site's own files), show the leaderboard, and raise a channel's live
+counter when a new stats record arrives. Screenshots go to build/screenshots/.
 """
 
 import time
@@ -30,6 +31,19 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# Runs before the page's own scripts: records every violation of the content security policy.
+WATCH_CSP = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.cspViolations.push(`${e.effectiveDirective} ${e.blockedURI}`);
+});
+"""
+# An inline script added to the page, as an injection would: the policy must block it.
+INJECT = """() => {
+  const script = document.createElement("script");
+  script.textContent = "window.injected = true";
+  document.body.appendChild(script);
+}"""
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="run `make chromium` (part of `make test`)")
@@ -52,6 +66,7 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("console", on_console)
             page.on("pageerror", lambda error: problems.append(str(error)))
+            page.add_init_script(WATCH_CSP)
             page.goto(f"{api.base_url}/#channel=alpha")
 
             rows = page.locator("#leaderboard tbody tr")
@@ -79,12 +94,27 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
 
             phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
             phone.on("console", on_console)
+            phone.add_init_script(WATCH_CSP)
             phone.goto(f"{api.base_url}/#channel=beta")
             expect(phone.locator("#ch-title")).to_have_text("beta")
             expect(phone.locator("#total-messages")).to_have_text("25")
             phone.screenshot(path=str(SCREENSHOTS / "dashboard-phone.png"), full_page=True)
+            violations = [
+                page.evaluate("window.cspViolations"),
+                phone.evaluate("window.cspViolations"),
+            ]
+            assert problems == []
+
+            # The watch and the console check see a violation: an injected inline script is
+            # refused, reported, and does not run.
+            page.evaluate(INJECT)
+            page.wait_for_function("window.cspViolations.length > 0")
+            injected = page.evaluate("[window.cspViolations, window.injected === true]")
             page.close()
             phone.close()
         finally:
             browser.close()
-    assert problems == []
+    assert violations == [[], []]
+    assert injected == [["script-src-elem inline"], False]
+    assert len(problems) == 1
+    assert "violates the following Content Security Policy directive" in problems[0]
