@@ -1,6 +1,7 @@
 """Core pieces: settings, window maths, wire models."""
 
 import os
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -9,7 +10,7 @@ from cassandra.auth import PlainTextAuthProvider
 from chatpulse.errors import ConfigError
 from chatpulse.models import ChatMessage, Emote, decode_chat_message, encode, normalize_channel
 from chatpulse.settings import load_settings
-from chatpulse.storage import _auth_provider, _ssl_context
+from chatpulse.storage import _auth_provider, ssl_context
 from chatpulse.topics import Topics
 from chatpulse.windows import format_duration, parse_duration, window_start
 
@@ -90,13 +91,15 @@ def test_chat_message_wire_round_trip() -> None:
         decode_chat_message(b'{"id":"m","channel":"c"}')
 
 
-def test_kafka_security_properties(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kafka_security_properties(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ca = tmp_path / "kafka-ca.pem"  # read at start: it must exist
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
     assert load_settings().kafka_security_config() == {}
     monkeypatch.setenv("CHATPULSE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("CHATPULSE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
     monkeypatch.setenv("CHATPULSE_KAFKA_SASL_USERNAME", "chatpulse")
     monkeypatch.setenv("CHATPULSE_KAFKA_SASL_PASSWORD", "s3cret")
-    monkeypatch.setenv("CHATPULSE_KAFKA_SSL_CA_LOCATION", "/etc/ssl/kafka-ca.pem")
+    monkeypatch.setenv("CHATPULSE_KAFKA_SSL_CA_LOCATION", str(ca))
     settings = load_settings()
     assert settings.kafka_client_config() == {
         "bootstrap.servers": "127.0.0.1:9092",
@@ -104,7 +107,7 @@ def test_kafka_security_properties(monkeypatch: pytest.MonkeyPatch) -> None:
         "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.username": "chatpulse",
         "sasl.password": "s3cret",
-        "ssl.ca.location": "/etc/ssl/kafka-ca.pem",
+        "ssl.ca.location": str(ca),
     }
     assert "s3cret" not in repr(settings)
 
@@ -123,7 +126,7 @@ def test_sasl_without_credentials_is_refused(monkeypatch: pytest.MonkeyPatch) ->
 def test_cassandra_auth_and_tls(monkeypatch: pytest.MonkeyPatch) -> None:
     plain = load_settings()
     assert _auth_provider(plain) is None
-    assert _ssl_context(plain) is None
+    assert ssl_context(plain) is None
     monkeypatch.setenv("CHATPULSE_CASSANDRA_USERNAME", "reader")
     monkeypatch.setenv("CHATPULSE_CASSANDRA_PASSWORD", "pw")
     monkeypatch.setenv("CHATPULSE_CASSANDRA_SSL", "true")
@@ -131,7 +134,7 @@ def test_cassandra_auth_and_tls(monkeypatch: pytest.MonkeyPatch) -> None:
     provider = _auth_provider(secured)
     assert isinstance(provider, PlainTextAuthProvider)
     assert (provider.username, provider.password) == ("reader", "pw")
-    context = _ssl_context(secured)
+    context = ssl_context(secured)
     assert context is not None
     assert context.check_hostname
 
