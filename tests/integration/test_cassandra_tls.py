@@ -22,7 +22,7 @@ from chatpulse.stack import CassandraServer
 from chatpulse.storage import connect, ssl_context
 from pki_support import Pki
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(420)
 
 KEY_PASSWORD = "node-key-7731"
 
@@ -31,7 +31,8 @@ class TlsCassandra(CassandraServer):
     """A Cassandra node whose client port requires TLS and a client certificate (PEM files)."""
 
     def __init__(self, data_dir: Path, port: int, *, keystore: Path, truststore: Path) -> None:
-        super().__init__(data_dir, port)
+        # Throwaway, never killed: skip making schema changes durable (a faster start).
+        super().__init__(data_dir, port, crash_safe=False)
         self.keystore, self.truststore = keystore, truststore
 
     def write_config(self) -> None:
@@ -46,7 +47,6 @@ class TlsCassandra(CassandraServer):
                 "class_name": "org.apache.cassandra.security.PEMBasedSslContextFactory"
             },
             "keystore": str(self.keystore),
-            "keystore_password": KEY_PASSWORD,
             "truststore": str(self.truststore),
         }
         self.config_file.write_text(f"{header}\n{json.dumps(config, indent=2)}")
@@ -74,7 +74,8 @@ def _try(settings: Settings) -> str | None:
 @pytest.fixture
 def tls_node(tmp_path: Path, pki: Pki) -> Iterator[tuple[TlsCassandra, dict[str, Any]]]:
     """The node, and the settings of a client holding a certificate of the node's CA."""
-    node = pki.issue("node", hosts=("localhost",), password=KEY_PASSWORD)
+    # Unencrypted: Java reads no PBES2-encrypted PKCS#8 key (the file stays owner-only).
+    node = pki.issue("node", hosts=("localhost",))
     keystore = tmp_path / "node-keystore.pem"  # Cassandra's PEM key store: key, then chain
     keystore.write_bytes(node.key.read_bytes() + node.cert.read_bytes())
     client = pki.issue("processor", client=True, password=KEY_PASSWORD)
@@ -95,7 +96,7 @@ def tls_node(tmp_path: Path, pki: Pki) -> Iterator[tuple[TlsCassandra, dict[str,
     server.settings = load_settings(**base, **client_files)
     server.start()
     try:
-        server.wait_ready(timeout=180)
+        server.wait_ready(timeout=300)  # 30-60 s, minutes on a loaded machine
         yield server, {**base, **client_files}
     finally:
         server.stop(timeout=30)
