@@ -1,6 +1,7 @@
 """A 3 + 3 cluster from ``chatpulse stack up --kafka-nodes 3 --cassandra-nodes 3``: every node in
 ``stack status --json``; writes at acks=all (min ISR 2) and QUORUM go on with one Kafka and one
-Cassandra node killed; ``stack up`` brings both back into the cluster."""
+Cassandra node killed, ``chatpulse inspect`` shows the dead broker's partitions under-replicated
+and the dead Cassandra node down; ``stack up`` brings both back into the cluster."""
 
 import json
 import os
@@ -26,8 +27,9 @@ from cassandra.query import SimpleStatement
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from chatpulse.inspect import Snapshot, collect_snapshot
 from chatpulse.provision import check_topics, initialize
-from chatpulse.settings import load_settings
+from chatpulse.settings import Settings, load_settings
 from chatpulse.stack import Stack
 from chatpulse.storage import connect
 from chatpulse.topics import Topics
@@ -251,14 +253,75 @@ def _count_rows(session: Session, keyspace: str, level: int) -> int:
     return int(row[0])
 
 
+def _inspect_cli(settings: Settings) -> dict[str, object]:
+    """``chatpulse inspect --json`` as a user runs it, configured by CHATPULSE_* variables."""
+    env = {
+        **os.environ,
+        "CHATPULSE_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "CHATPULSE_CASSANDRA_CONTACT_POINTS": ",".join(settings.cassandra_contact_points),
+        "CHATPULSE_CASSANDRA_PORT": str(settings.cassandra_port),
+        "CHATPULSE_TOPIC_PREFIX": settings.topic_prefix,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "chatpulse", "inspect", "--json", "--no-transactions"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown: dict[str, object] = json.loads(done.stdout)
+    return shown
+
+
+def _replication(snapshot: Snapshot) -> dict[tuple[str, int], tuple[int, list[int], list[int]]]:
+    """(topic, partition) -> (leader, replicas, in-sync replicas), as inspect shows them."""
+    return {
+        (t.name, p.partition): (p.leader, p.replicas, p.isr)
+        for t in snapshot.topics
+        for p in t.partitions
+    }
+
+
+def _inspect_until(
+    settings: Settings, check: Callable[[Snapshot], bool], timeout: float, what: str
+) -> Snapshot:
+    """The first inspect snapshot, read without errors, that passes ``check``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        snapshot = collect_snapshot(settings, transactions=False, timeout=20)
+        if not snapshot.errors and check(snapshot):
+            return snapshot
+        assert time.monotonic() < deadline, f"inspect showed no {what} within {timeout:.0f}s"
+        time.sleep(1)
+
+
 def test_writes_survive_one_dead_node_of_each_and_the_nodes_rejoin(
     cluster_stack: Stack, session: Session
 ) -> None:
     bootstrap = cluster_stack.kafka_bootstrap_servers
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    topic = f"cluster-{uuid.uuid4().hex[:8]}"
+    token = uuid.uuid4().hex[:8]
+    topic = f"cluster-{token}"
+    # A second topic with two copies per partition: some of its partitions have none on
+    # broker 2, and inspect must mark only those that had one as under-replicated.
+    pairs = f"cluster-{token}-rf2"
+    inspect_settings = load_settings(
+        kafka_bootstrap_servers=bootstrap,
+        cassandra_contact_points=",".join(cluster_stack.cassandra_contact_points),
+        cassandra_port=cluster_stack.cassandra.port,
+        topic_prefix=f"cluster-{token}",
+    )
     # No replication factor given: the cluster's broker defaults (3 copies, min ISR 2) apply.
-    admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS)])[topic].result(60)
+    created = admin.create_topics(
+        [
+            NewTopic(topic, num_partitions=PARTITIONS),
+            NewTopic(pairs, num_partitions=PARTITIONS, replication_factor=2),
+        ]
+    )
+    for future in created.values():
+        future.result(60)
     config = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)])
     (described,) = config.values()
     assert described.result(30)["min.insync.replicas"].value == "2"
@@ -277,6 +340,24 @@ def test_writes_survive_one_dead_node_of_each_and_the_nodes_rejoin(
     _produce_all(bootstrap, topic, before)
     _insert(session, keyspace, before, ConsistencyLevel.QUORUM)
 
+    healthy = _inspect_until(
+        inspect_settings,
+        lambda s: all(isr == sorted(replicas) for _, replicas, isr in _replication(s).values()),
+        60,
+        "full ISR on every partition",
+    )
+    assert {t.name for t in healthy.topics} == {topic, pairs}
+    assert [(b.node_id, b.alive) for b in healthy.brokers] == [(1, True), (2, True), (3, True)]
+    assert [(n.address, n.state) for n in healthy.cassandra_nodes] == [
+        ("127.0.0.1", "up"),
+        ("127.0.0.2", "up"),
+        ("127.0.0.3", "up"),
+    ]
+    assigned = {key: replicas for key, (_, replicas, _) in _replication(healthy).items()}
+    held = {key for key, replicas in assigned.items() if 2 in replicas}
+    # Two copies of six partitions over three brokers: broker 2 holds some, not all.
+    assert {(topic, p) for p in range(PARTITIONS)} < held < set(assigned)
+
     _cli(cluster_stack, "kill", "kafka-2")
     _cli(cluster_stack, "kill", "cassandra-3")
     shown = json.loads(_cli(cluster_stack, "status", "--json").stdout)
@@ -285,6 +366,35 @@ def test_writes_survive_one_dead_node_of_each_and_the_nodes_rejoin(
     # Once the controller fences the dead broker (broker.session.timeout.ms, 9 s), every
     # partition has two in-sync replicas left: just min ISR.
     _wait_for(lambda: _isr_sizes(admin, topic) == [2] * PARTITIONS, 60, "ISR shrink to 2")
+    degraded = _inspect_until(
+        inspect_settings,
+        lambda s: all(2 not in isr for _, _, isr in _replication(s).values()),
+        60,
+        "broker 2 out of every ISR",
+    )
+    # Exactly the partitions broker 2 held are under-replicated: ISR without it, led by
+    # another broker, replicas unchanged (Kafka does not move a dead broker's copies).
+    for key, (leader, replicas, isr) in _replication(degraded).items():
+        assert replicas == assigned[key], key
+        assert isr == sorted(set(replicas) - {2}), key
+        assert leader in isr, key
+    assert {(t.name, p) for t in degraded.topics for p in t.under_replicated} == held
+    assert [(b.node_id, b.alive) for b in degraded.brokers] == [(1, True), (2, False), (3, True)]
+    assert [(n.address, n.state) for n in degraded.cassandra_nodes] == [
+        ("127.0.0.1", "up"),
+        ("127.0.0.2", "up"),
+        ("127.0.0.3", "down"),
+    ]
+    # The same through the command and its JSON.
+    data = _inspect_cli(inspect_settings)
+    shown_under = {
+        (t["name"], p)
+        for t in data["topics"]
+        for p in t["under_replicated"]  # type: ignore[attr-defined]
+    }
+    assert shown_under == held
+    assert [b["alive"] for b in data["brokers"]] == [True, False, True]  # type: ignore[attr-defined]
+    assert [n["state"] for n in data["cassandra_nodes"]] == ["up", "up", "down"]  # type: ignore[attr-defined]
 
     # Two of three copies remain: acks=all with min ISR 2 and QUORUM both still succeed.
     during = _chat(200)
@@ -303,6 +413,20 @@ def test_writes_survive_one_dead_node_of_each_and_the_nodes_rejoin(
     assert len(peers) == 2
     _wait_for(lambda: _all_hosts_up(session), 90, "driver sees all 3 Cassandra nodes up")
     _wait_for(lambda: _read_at_all(session, keyspace) == 400, 60, "a read at ALL")
+    recovered = _inspect_until(
+        inspect_settings,
+        lambda s: (
+            not any(t.under_replicated for t in s.topics)
+            and all(n.state == "up" for n in s.cassandra_nodes)
+        ),
+        90,
+        "recovery",
+    )
+    assert {key: replicas for key, (_, replicas, isr) in _replication(recovered).items()} == (
+        assigned
+    )
+    assert [(b.node_id, b.alive) for b in recovered.brokers] == [(1, True), (2, True), (3, True)]
+    assert [n.address for n in recovered.cassandra_nodes] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
     after = _chat(100)
     _produce_all(bootstrap, topic, after)
     _insert(session, keyspace, after, ConsistencyLevel.ALL)

@@ -207,3 +207,27 @@ def test_cassandra_tables_and_counts(settings: Settings) -> None:
     assert tables["window_stats"].partition_key == ["channel", "window", "day"]
     assert tables["window_stats"].clustering_key == ["window_start"]
     assert snapshot.transactions is None
+
+
+def test_replicas_isr_brokers_and_cassandra_nodes_on_one_node(settings: Settings) -> None:
+    """One broker (node 1) leads and holds every partition alone; one Cassandra node, up."""
+    snapshot = _snapshot(settings, transactions=False)
+    assert [(b.node_id, b.alive, b.controller) for b in snapshot.brokers] == [(1, True, True)]
+    assert f"{snapshot.brokers[0].host}:{snapshot.brokers[0].port}" == (
+        settings.kafka_bootstrap_servers
+    )
+    for topic in snapshot.topics:
+        assert [(p.leader, p.replicas, p.isr) for p in topic.partitions] == [(1, [1], [1])] * len(
+            topic.partitions
+        ), topic.name
+        assert topic.under_replicated == []
+    data = snapshot.to_dict()
+    assert {p["under_replicated"] for t in data["topics"] for p in t["partitions"]} == {False}
+    [node] = snapshot.cassandra_nodes
+    assert (node.address, node.datacenter, node.rack, node.state) == (
+        "127.0.0.1",
+        "datacenter1",
+        "rack1",
+        "up",
+    )
+    assert node.release_version.startswith("5.")

@@ -14,6 +14,8 @@ from chatpulse.inspect.errors import TransactionLogError
 from chatpulse.inspect.kafka_view import changelog_topics, parse_internal_topic, topic_role
 from chatpulse.inspect.local_state import collect_stores
 from chatpulse.inspect.model import (
+    BrokerInfo,
+    CassandraNode,
     GroupInfo,
     GroupMember,
     PartitionLag,
@@ -221,3 +223,65 @@ def test_render_only_some_sections() -> None:
     assert "Topics" not in text
     assert "channel_totals" not in text
     assert "Transactional producers" not in text
+
+
+def _cluster_snapshot() -> Snapshot:
+    """Broker 2 and Cassandra 127.0.0.3 down: partition 0 lost a copy, partition 1 its leader."""
+    topic = TopicInfo(
+        "p-twitch-chat-messages",
+        "messages",
+        [
+            PartitionOffsets(0, 0, 5, 5, 1, replicas=[1, 2, 3], isr=[1, 3]),
+            PartitionOffsets(1, 0, 5, 5, -1, replicas=[2], isr=[2]),
+            PartitionOffsets(2, 0, 5, 5, 3, replicas=[3, 1, 2], isr=[1, 2, 3]),
+        ],
+    )
+    return Snapshot(
+        taken_at="2026-01-01T00:00:00+00:00",
+        kafka="k:9092",
+        cassandra="c:9042/ks",
+        topics=[topic],
+        brokers=[
+            BrokerInfo(1, "127.0.0.1", 9092, alive=True, controller=True),
+            BrokerInfo(2, "", 0, alive=False),
+            BrokerInfo(3, "127.0.0.1", 9094, alive=True),
+        ],
+        cassandra_nodes=[
+            CassandraNode("127.0.0.1", "datacenter1", "rack1", "up", "5.0.2", "a"),
+            CassandraNode("127.0.0.3", "datacenter1", "rack1", "down", "5.0.2", "c"),
+        ],
+    )
+
+
+def test_under_replicated_and_offline_partitions_in_json() -> None:
+    snapshot = _cluster_snapshot()
+    assert snapshot.topics[0].under_replicated == [0]
+    data = snapshot.to_dict()
+    parts = data["topics"][0]["partitions"]
+    assert [(p["under_replicated"], p["offline"]) for p in parts] == [
+        (True, False),
+        (False, True),
+        (False, False),
+    ]
+    assert parts[0]["replicas"] == [1, 2, 3]
+    assert parts[0]["isr"] == [1, 3]
+    assert data["topics"][0]["under_replicated"] == [0]
+    assert [b["alive"] for b in data["brokers"]] == [True, False, True]
+    assert [(n["address"], n["state"]) for n in data["cassandra_nodes"]] == [
+        ("127.0.0.1", "up"),
+        ("127.0.0.3", "down"),
+    ]
+
+
+def test_render_replication_and_cassandra_nodes() -> None:
+    out = io.StringIO()
+    view = render_snapshot(_cluster_snapshot(), ["replication", "cassandra"])
+    Console(file=out, width=250, color_system=None).print(view)
+    rows = [" ".join(line.replace("│", " ").split()) for line in out.getvalue().splitlines()]
+    assert "p-twitch-chat-messages 0 1 1,2,3 1,3 under-replicated" in rows
+    assert "1 - 2 2 offline" in rows
+    assert "2 3 3,1,2 1,2,3 ok" in rows
+    assert "2 - down" in rows
+    assert "1 127.0.0.1:9092 up yes" in rows
+    assert "127.0.0.3 datacenter1 rack1 down 5.0.2 c" in rows
+    assert "Topics" not in " ".join(rows)

@@ -1,4 +1,9 @@
-"""Cassandra facts for ``inspect``: the keyspace's tables, keys and size estimates.
+"""Cassandra facts for ``inspect``: the nodes and their state, the keyspace's tables, keys and
+size estimates.
+
+Nodes come from the driver's cluster metadata (``system.local`` and ``system.peers`` of the
+node it first reached, so a node that is down is still listed) and their state from the
+driver's own attempt to open a connection pool to each one.
 
 Estimates come from ``system.size_estimates`` (what ``nodetool tablestats`` would show
 without needing nodetool): Cassandra refreshes it every few minutes from flushed SSTables,
@@ -8,13 +13,56 @@ so data still only in memtables is not counted yet. ``count=True`` adds an exact
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from cassandra import DriverException, OperationTimedOut, RequestExecutionException
 
-from chatpulse.inspect.model import TableInfo
+from chatpulse.inspect.model import CassandraNode, TableInfo
 
-__all__ = ["collect_tables"]
+__all__ = ["collect_nodes", "collect_tables"]
+
+
+def _states(session: Any, hosts: list[Any]) -> dict[Any, str]:
+    """Each host's state as far as the driver has found out: ``up`` with an open connection
+    pool, ``down`` once a connection attempt failed, else ``unknown`` (not tried yet)."""
+    pools = session.get_pool_state()
+    states = {}
+    for host in hosts:
+        if pools.get(host, {}).get("open_count", 0) > 0:
+            states[host] = "up"
+        elif host.is_up is False:
+            states[host] = "down"
+        else:
+            states[host] = "unknown"
+    return states
+
+
+def collect_nodes(cluster: Any, session: Any, *, wait: float = 5.0) -> list[CassandraNode]:
+    """Every node of a connected driver ``Cluster``, by address.
+
+    ``Cluster.connect`` returns as soon as one node's connection pool is open and opens the
+    others in the background (a dead node's contact point still reads ``is_up`` True until
+    its attempt fails), so this waits up to ``wait`` seconds for a verdict on every node.
+    """
+    hosts = list(cluster.metadata.all_hosts())
+    deadline = time.monotonic() + wait
+    states = _states(session, hosts)
+    while "unknown" in states.values() and time.monotonic() < deadline:
+        time.sleep(0.05)
+        states = _states(session, hosts)
+    nodes = [
+        CassandraNode(
+            address=str(host.endpoint.address),
+            datacenter=host.datacenter or "",
+            rack=host.rack or "",
+            state=states[host],
+            release_version=host.release_version or "",
+            host_id=str(host.host_id or ""),
+        )
+        for host in hosts
+    ]
+    return sorted(nodes, key=lambda node: tuple(int(n) for n in node.address.split(".")))
 
 
 def collect_tables(

@@ -66,8 +66,10 @@ def inspect_command(
     ] = None,
     timeout: Annotated[float, typer.Option(min=1.0, help="Seconds per request.")] = 10.0,
 ) -> None:
-    """Show topics (partitions, records), consumer groups (members, assignments, lag), changelog
-    topics and local state stores, transactional producers, and Cassandra tables.
+    """Show topics (partitions, records), brokers and each partition's leader, replicas and
+    in-sync replicas (under-replicated ones highlighted), consumer groups (members, assignments,
+    lag), changelog topics and local state stores, transactional producers, and Cassandra nodes
+    (up or down) and tables.
 
     Reads the same CHATPULSE_* settings as the services, so it looks where they work.
     """

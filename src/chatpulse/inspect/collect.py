@@ -14,10 +14,11 @@ from cassandra.cluster import NoHostAvailable
 from confluent_kafka import KafkaException
 
 from chatpulse.errors import ChatpulseError
-from chatpulse.inspect.cassandra_view import collect_tables
+from chatpulse.inspect.cassandra_view import collect_nodes, collect_tables
 from chatpulse.inspect.errors import TransactionLogError
 from chatpulse.inspect.kafka_view import (
     changelog_topics,
+    collect_brokers,
     collect_groups,
     collect_topics,
     topic_offsets,
@@ -59,7 +60,8 @@ def collect_snapshot(
     cassandra: bool = True,
     timeout: float = 10.0,
 ) -> Snapshot:
-    """Read topics, groups, changelogs, local stores, transactions and Cassandra tables."""
+    """Read brokers, topics, groups, changelogs, local stores, transactions, and Cassandra
+    nodes and tables."""
     cassandra_at = f"{','.join(settings.cassandra_contact_points)}:{settings.cassandra_port}"
     snapshot = Snapshot(
         taken_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -73,7 +75,9 @@ def collect_snapshot(
 
     try:
         admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config())
-        snapshot.topics = collect_topics(admin, select, topics, timeout)
+        metadata = admin.list_topics(timeout=timeout)
+        snapshot.brokers = collect_brokers(metadata)
+        snapshot.topics = collect_topics(admin, select, topics, timeout, metadata)
         snapshot.changelogs = changelog_topics(snapshot.topics)
         snapshot.groups = collect_groups(admin, select, topic_offsets(snapshot.topics), timeout)
     except _EXPECTED as exc:
@@ -94,6 +98,7 @@ def collect_snapshot(
     try:
         cluster, session = connect(settings, connect_timeout=min(timeout, 5.0))
         try:
+            snapshot.cassandra_nodes = collect_nodes(cluster, session, wait=min(timeout, 5.0))
             snapshot.tables = collect_tables(
                 session, settings.cassandra_keyspace, count=count_rows, timeout=timeout
             )

@@ -1,6 +1,8 @@
-"""Kafka facts for ``inspect``: topics with offsets, consumer groups with members and lag.
+"""Kafka facts for ``inspect``: brokers, topics with offsets and replicas, consumer groups
+with members and lag.
 
-Everything comes from confluent-kafka's AdminClient: ``list_topics`` (metadata),
+Everything comes from confluent-kafka's AdminClient: ``list_topics`` (metadata: live brokers,
+each partition's leader, replicas and in-sync replicas),
 ``list_offsets`` (earliest, latest, and latest under read_committed = the last stable offset),
 ``describe_configs``, ``list_consumer_groups``, ``describe_consumer_groups`` and
 ``list_consumer_group_offsets`` (one group per request: a librdkafka limit).
@@ -20,12 +22,14 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import (
     AdminClient,
+    ClusterMetadata,
     ConfigResource,
     OffsetSpec,
     ResourceType,
 )
 
 from chatpulse.inspect.model import (
+    BrokerInfo,
     ChangelogTopic,
     GroupInfo,
     GroupMember,
@@ -37,6 +41,7 @@ from chatpulse.topics import Topics
 
 __all__ = [
     "changelog_topics",
+    "collect_brokers",
     "collect_groups",
     "collect_topics",
     "parse_internal_topic",
@@ -124,24 +129,52 @@ def _configs(admin: AdminClient, names: list[str], timeout: float) -> dict[str, 
     return result
 
 
+def collect_brokers(metadata: ClusterMetadata) -> list[BrokerInfo]:
+    """The brokers the cluster lists as alive, and those that partitions name as replicas but
+    the cluster no longer lists (dead or fenced), by node id."""
+    brokers = {
+        node_id: BrokerInfo(
+            node_id, broker.host, broker.port, True, node_id == metadata.controller_id
+        )
+        for node_id, broker in metadata.brokers.items()
+    }
+    for topic in metadata.topics.values():
+        for part in topic.partitions.values():
+            for node_id in part.replicas:
+                brokers.setdefault(node_id, BrokerInfo(node_id, "", 0, alive=False))
+    return [brokers[node_id] for node_id in sorted(brokers)]
+
+
 def collect_topics(
-    admin: AdminClient, select: Callable[[str], bool], topics: Topics, timeout: float = 10.0
+    admin: AdminClient,
+    select: Callable[[str], bool],
+    topics: Topics,
+    timeout: float = 10.0,
+    metadata: ClusterMetadata | None = None,
 ) -> list[TopicInfo]:
-    """The selected topics with per-partition offsets, sorted: contract topics first."""
-    metadata = admin.list_topics(timeout=timeout)
+    """The selected topics with per-partition offsets and replicas, sorted: contract topics
+    first. ``metadata``: a ``list_topics`` answer already fetched (else fetched here)."""
+    if metadata is None:
+        metadata = admin.list_topics(timeout=timeout)
     chosen = sorted(name for name in metadata.topics if select(name))
-    leaders = {
-        (name, pid): part.leader
+    parts = {
+        (name, pid): part
         for name in chosen
         for pid, part in metadata.topics[name].partitions.items()
     }
-    offsets = _offsets(admin, leaders, timeout)
+    offsets = _offsets(admin, parts, timeout)
     configs = _configs(admin, chosen, timeout)
     order = ["messages", "events", "stats", "tracked", "deadletter", "changelog", "repartition"]
     result = []
     for name in chosen:
         partitions = [
-            PartitionOffsets(pid, *offsets[(name, pid)], leader=leaders[(name, pid)])
+            PartitionOffsets(
+                pid,
+                *offsets[(name, pid)],
+                leader=parts[(name, pid)].leader,
+                replicas=list(parts[(name, pid)].replicas),
+                isr=sorted(parts[(name, pid)].isrs),
+            )
             for pid in sorted(metadata.topics[name].partitions)
             if (name, pid) in offsets
         ]

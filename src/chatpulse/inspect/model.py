@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = [
+    "BrokerInfo",
+    "CassandraNode",
     "ChangelogTopic",
     "GroupInfo",
     "GroupMember",
@@ -22,13 +24,27 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class PartitionOffsets:
-    """One partition's offsets: ``low`` (earliest), ``high`` (log end), ``stable`` (LSO)."""
+    """One partition: offsets ``low`` (earliest), ``high`` (log end), ``stable`` (LSO), and
+    its copies: the ``leader`` broker (-1: none), the ``replicas`` assigned to hold it and
+    the in-sync replicas (``isr``) that hold everything acknowledged at ``acks=all``."""
 
     partition: int
     low: int
     high: int
     stable: int
     leader: int
+    replicas: list[int] = field(default_factory=list)
+    isr: list[int] = field(default_factory=list)
+
+    @property
+    def under_replicated(self) -> bool:
+        """Fewer copies in sync than assigned: a replica's broker is down or falling behind."""
+        return len(self.isr) < len(self.replicas)
+
+    @property
+    def offline(self) -> bool:
+        """No leader: nobody can read or write the partition until an in-sync replica returns."""
+        return self.leader < 0
 
     @property
     def records(self) -> int:
@@ -54,6 +70,37 @@ class TopicInfo:
     @property
     def records(self) -> int:
         return sum(p.records for p in self.partitions)
+
+    @property
+    def under_replicated(self) -> list[int]:
+        """The partitions with fewer in-sync replicas than replicas."""
+        return [p.partition for p in self.partitions if p.under_replicated]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerInfo:
+    """A Kafka broker: one the cluster lists as alive, or one that partitions name as a replica
+    while the cluster no longer lists it (``alive`` False: stopped, crashed or fenced)."""
+
+    node_id: int
+    host: str
+    port: int
+    alive: bool
+    controller: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CassandraNode:
+    """A Cassandra node as the driver sees it after connecting: ``state`` is ``up`` when the
+    driver holds an open connection to it, ``down`` when connecting failed, ``unknown`` when
+    the driver did not try (a node outside the local datacenter) or had no answer yet."""
+
+    address: str
+    datacenter: str
+    rack: str
+    state: str
+    release_version: str
+    host_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,20 +214,25 @@ class Snapshot:
     kafka: str
     cassandra: str
     topics: list[TopicInfo] = field(default_factory=list)
+    brokers: list[BrokerInfo] = field(default_factory=list)
     groups: list[GroupInfo] = field(default_factory=list)
     changelogs: list[ChangelogTopic] = field(default_factory=list)
     stores: list[StoreInfo] = field(default_factory=list)
     transactions: TransactionsView | None = None
     tables: list[TableInfo] = field(default_factory=list)
+    cassandra_nodes: list[CassandraNode] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data, with the derived numbers (records, lag) included."""
+        """Plain JSON-able data, with the derived values (records, lag, under-replicated)."""
         data = asdict(self)
         for topic, raw in zip(self.topics, data["topics"], strict=True):
             raw["records"] = topic.records
+            raw["under_replicated"] = topic.under_replicated
             for part, raw_part in zip(topic.partitions, raw["partitions"], strict=True):
                 raw_part["records"] = part.records
+                raw_part["under_replicated"] = part.under_replicated
+                raw_part["offline"] = part.offline
         for group, raw in zip(self.groups, data["groups"], strict=True):
             raw["total_lag"] = group.total_lag
             for lag, raw_lag in zip(group.offsets, raw["offsets"], strict=True):

@@ -14,7 +14,7 @@ from chatpulse.inspect.model import GroupInfo, GroupMember, Snapshot
 
 __all__ = ["SECTIONS", "partition_ranges", "render_snapshot"]
 
-SECTIONS = ("topics", "groups", "state", "transactions", "cassandra")
+SECTIONS = ("topics", "replication", "groups", "state", "transactions", "cassandra")
 
 
 def partition_ranges(partitions: Iterable[int]) -> str:
@@ -79,6 +79,56 @@ def _topics_table(snapshot: Snapshot) -> Table:
             topic.cleanup_policy,
             partition_ranges(open_txn) or "-",
         )
+    return table
+
+
+def _brokers_table(snapshot: Snapshot) -> Table:
+    table = Table(
+        title="Kafka brokers",
+        caption="down: named as a replica by some partition but not listed by the cluster "
+        "(stopped, crashed, or fenced by the controller after broker.session.timeout.ms).",
+        caption_justify="left",
+    )
+    for column in ("node", "address", "state", "controller"):
+        table.add_column(column)
+    for broker in snapshot.brokers:
+        table.add_row(
+            str(broker.node_id),
+            f"{broker.host}:{broker.port}" if broker.alive else "-",
+            "up" if broker.alive else Text("down", style="bold red"),
+            "yes" if broker.controller else "",
+        )
+    return table
+
+
+def _replicas_table(snapshot: Snapshot) -> Table:
+    table = Table(
+        title="Partitions: leader, replicas, in-sync replicas",
+        caption="isr: the replicas holding everything the leader acknowledged. [bold red]under"
+        "-replicated[/]: fewer in sync than assigned; writes at acks=all go on while the ISR "
+        "is at least min.insync.replicas. offline: no leader, no reads or writes.",
+        caption_justify="left",
+    )
+    table.add_column("topic", overflow="fold", min_width=20)
+    for column in ("part", "leader", "replicas", "isr", "status"):
+        table.add_column(column, justify="right" if column == "part" else "left")
+    for topic in snapshot.topics:
+        first = True
+        for part in topic.partitions:
+            status, style = "ok", ""
+            if part.offline:
+                status, style = "offline", "bold red"
+            elif part.under_replicated:
+                status, style = "under-replicated", "bold red"
+            table.add_row(
+                topic.name if first else "",
+                str(part.partition),
+                "-" if part.offline else str(part.leader),
+                ",".join(map(str, part.replicas)),
+                ",".join(map(str, part.isr)),
+                Text(status, style=style),
+            )
+            first = False
     return table
 
 
@@ -173,6 +223,27 @@ def _transactions_table(snapshot: Snapshot) -> Table | None:
     return table
 
 
+def _nodes_table(snapshot: Snapshot) -> Table:
+    table = Table(
+        title="Cassandra nodes",
+        caption="state: up when the driver connected to the node, down when it could not. "
+        "A write at LOCAL_QUORUM needs 2 of 3 replicas up.",
+        caption_justify="left",
+    )
+    for column in ("address", "datacenter", "rack", "state", "version", "host id"):
+        table.add_column(column)
+    for node in snapshot.cassandra_nodes:
+        table.add_row(
+            node.address,
+            node.datacenter,
+            node.rack,
+            Text(node.state, style="" if node.state == "up" else "bold red"),
+            node.release_version,
+            node.host_id,
+        )
+    return table
+
+
 def _tables_table(snapshot: Snapshot) -> Table:
     table = Table(
         title=f"Cassandra {snapshot.cassandra}",
@@ -206,6 +277,8 @@ def render_snapshot(snapshot: Snapshot, sections: Collection[str] = SECTIONS) ->
     ]
     if "topics" in sections:
         parts.append(_topics_table(snapshot))
+    if "replication" in sections:
+        parts += [_brokers_table(snapshot), _replicas_table(snapshot)]
     if "groups" in sections:
         parts.append(_groups_table(snapshot.groups))
     if "state" in sections:
@@ -214,6 +287,6 @@ def render_snapshot(snapshot: Snapshot, sections: Collection[str] = SECTIONS) ->
     if transactions is not None:
         parts.append(transactions)
     if "cassandra" in sections:
-        parts.append(_tables_table(snapshot))
+        parts += [_nodes_table(snapshot), _tables_table(snapshot)]
     parts += [Text(f"could not read {error}", style="bold red") for error in snapshot.errors]
     return Group(*parts)
