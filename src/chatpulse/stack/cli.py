@@ -1,6 +1,8 @@
-"""``chatpulse stack up | down | status``: the local Kafka + Cassandra, from Maven Central jars."""
+"""``chatpulse stack up | down | status | kill | env``: the local Kafka + Cassandra, from Maven
+Central jars."""
 
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Annotated
@@ -10,9 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from chatpulse.logs import configure_logging
+from chatpulse.stack.secrets import CASSANDRA_ROLES
 from chatpulse.stack.stack import DEFAULT_DATA_DIR, Stack
 
-__all__ = ["stack_app", "status_document"]
+__all__ = ["stack_app", "stack_environment", "status_document"]
 
 stack_app = typer.Typer(
     help=(
@@ -62,6 +65,7 @@ def _stack(
     data_dir: Path,
     kafka_nodes: int | None = None,
     cassandra_nodes: int | None = None,
+    secure: bool | None = None,
 ) -> Stack:
     return Stack(
         data_dir,
@@ -69,6 +73,7 @@ def _stack(
         cassandra_port=cassandra_port,
         kafka_nodes=kafka_nodes,
         cassandra_nodes=cassandra_nodes,
+        secure=secure,
         progress=lambda message: _console.print(f"[cyan]{message}[/cyan]"),
     )
 
@@ -80,13 +85,25 @@ def up_command(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     kafka_nodes: KafkaNodes = None,
     cassandra_nodes: CassandraNodes = None,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="At the first start: a secured stack (TLS, SCRAM logins, ACLs, Cassandra "
+            "roles; secrets in <data dir>/secrets). A stack stays as it was first started; "
+            "`stack env` prints each service's settings",
+        ),
+    ] = False,
 ) -> None:
     """Start the nodes not running (downloads jars once); returns when every node accepts
     clients (a restarted cluster node: when it has rejoined)."""
     configure_logging("WARNING")
-    stack = _stack(kafka_port, cassandra_port, data_dir, kafka_nodes, cassandra_nodes)
+    stack = _stack(
+        kafka_port, cassandra_port, data_dir, kafka_nodes, cassandra_nodes, secure or None
+    )
+    kind = "secured stack" if stack.secure else "stack"
     _console.print(
-        f"starting the stack in {stack.data_dir} ({stack.kafka_nodes} Kafka from "
+        f"starting the {kind} in {stack.data_dir} ({stack.kafka_nodes} Kafka from "
         f":{kafka_port}, {stack.cassandra_nodes} Cassandra on :{cassandra_port}) ..."
     )
     began = time.monotonic()
@@ -144,6 +161,65 @@ def status_command(
         typer.echo(json.dumps(status_document(stack)))
     else:
         _print_status(stack)
+
+
+# `stack env --service`: the Kafka user and Cassandra role of each service (ingest uses no
+# Cassandra).
+_KAFKA_USER = {"ingest": "ingest", "process": "processor", "api": "api", "admin": "admin"}
+
+
+@stack_app.command("env")
+def env_command(
+    service: Annotated[
+        str,
+        typer.Option(
+            "--service", help="Whose settings: ingest, process, api or admin (init, inspect)"
+        ),
+    ] = "admin",
+    kafka_port: KafkaPort = 9092,
+    cassandra_port: CassandraPort = 9042,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Print `export CHATPULSE_...` lines that connect a service to this stack as its own
+    principal (passwords included: for a local stack only). Use: eval "$(chatpulse stack env
+    --service api)"."""
+    configure_logging("WARNING")
+    if service not in _KAFKA_USER:
+        raise typer.BadParameter(
+            f"{service!r} is not one of {', '.join(_KAFKA_USER)}", param_hint="--service"
+        )
+    stack = _stack(kafka_port, cassandra_port, data_dir)
+    for name, value in stack_environment(stack, service).items():
+        typer.echo(f"export {name}={shlex.quote(value)}")
+
+
+def stack_environment(stack: Stack, service: str) -> dict[str, str]:
+    """The ``CHATPULSE_*`` settings that connect ``service`` to ``stack`` as its principal."""
+    env = {
+        "CHATPULSE_KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers,
+        "CHATPULSE_CASSANDRA_CONTACT_POINTS": ",".join(stack.cassandra_contact_points),
+        "CHATPULSE_CASSANDRA_PORT": str(stack.cassandra.port),
+    }
+    if not stack.secure:
+        return env
+    secrets = stack.secrets
+    user = _KAFKA_USER[service]
+    env |= {
+        "CHATPULSE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "CHATPULSE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "CHATPULSE_KAFKA_SASL_USERNAME": user,
+        "CHATPULSE_KAFKA_SASL_PASSWORD": secrets.password(f"kafka:{user}"),
+        "CHATPULSE_KAFKA_SSL_CA_LOCATION": str(secrets.ca_cert),
+    }
+    role = CASSANDRA_ROLES.get(service)
+    if role is not None:
+        env |= {
+            "CHATPULSE_CASSANDRA_USERNAME": role,
+            "CHATPULSE_CASSANDRA_PASSWORD": secrets.password(f"cassandra:{role}"),
+            "CHATPULSE_CASSANDRA_SSL": "true",
+            "CHATPULSE_CASSANDRA_SSL_CA_FILE": str(secrets.ca_cert),
+        }
+    return env
 
 
 def status_document(stack: Stack) -> dict[str, list[dict[str, object]]]:

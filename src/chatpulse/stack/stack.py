@@ -11,6 +11,10 @@ Port layout, each node listening on 127.0.0.1 unless said otherwise:
   ports (``kafka_port + N`` .. ``kafka_port + 2N - 1``), one block of 2N ports;
 - M Cassandra nodes: node i on 127.0.0.i, every node on CQL ``cassandra_port`` and storage
   (gossip) ``cassandra_port + 1``; node 1 is the seed.
+
+A secured stack (``secure=True`` at its first start; remembered by ``<data_dir>/secrets/``)
+takes clients only over TLS with passwords, and authorizes each request: see
+:mod:`chatpulse.stack.secrets` and :mod:`chatpulse.stack.access`.
 """
 
 import fcntl
@@ -22,10 +26,16 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from chatpulse.stack.cassandra import CassandraServer, initial_tokens
+from chatpulse.stack.cassandra import CassandraSecurity, CassandraServer, initial_tokens
 from chatpulse.stack.errors import StackError
-from chatpulse.stack.kafka import KafkaServer, new_cluster_id
+from chatpulse.stack.kafka import KafkaSecurity, KafkaServer, new_cluster_id, replication_for
 from chatpulse.stack.process import cmdline_of
+from chatpulse.stack.secrets import (
+    CASSANDRA_SUPERUSER,
+    KAFKA_USERS,
+    SERVER_DN,
+    StackSecrets,
+)
 from chatpulse.stack.server import JavaServer, ServerStatus
 
 __all__ = ["DEFAULT_DATA_DIR", "MAX_NODES", "Stack", "find_running_data_dir"]
@@ -49,6 +59,8 @@ class Stack:
     Both keep their data through a crash (SIGKILL); ``cassandra_crash_safe=False`` trades that
     away for faster DDL and writes, for a throwaway test stack only (see ``CassandraServer``).
     ``kafka_nodes``/``cassandra_nodes`` None: as remembered in the data dir, else 1.
+    ``secure`` True makes (at its first start) or keeps a secured stack; None: as the data
+    dir says. A plain stack's data dir cannot become a secured one.
     """
 
     def __init__(
@@ -62,29 +74,73 @@ class Stack:
         cassandra_crash_safe: bool = True,
         kafka_nodes: int | None = None,
         cassandra_nodes: int | None = None,
+        secure: bool | None = None,
         jar_cache: Path | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
+        self._lock_depth = 0
         layout = self._read_layout()
         self.kafka_nodes = _node_count("Kafka", kafka_nodes, layout.get("kafka_nodes"))
         self.cassandra_nodes = _node_count(
             "Cassandra", cassandra_nodes, layout.get("cassandra_nodes")
         )
         self._kafka_cluster_id = str(layout.get("kafka_cluster_id") or new_cluster_id())
+        self.secrets = StackSecrets(self.data_dir / "secrets")
+        self.secure = self._secure(secure)
         self.kafka_servers = self._kafka_servers(
             kafka_port, kafka_controller_port, jar_cache, progress
         )
         self.cassandra_servers = self._cassandra_servers(
             cassandra_port, cassandra_storage_port, cassandra_crash_safe, jar_cache, progress
         )
-        self._lock_depth = 0
         ports = [
             (server.address, port) for server in self.servers for port in server.ports.values()
         ]
         if len(set(ports)) != len(ports):
             numbers = sorted(port for _, port in ports)
             raise StackError(f"the stack's ports must all differ, got {numbers}")
+
+    def _secure(self, wanted: bool | None) -> bool:
+        """Whether this stack is secured; makes its secrets when it becomes so."""
+        if self.secrets.exists():
+            if wanted is False:
+                raise StackError(f"{self.data_dir} holds a secured stack; it stays secured")
+            return True
+        if not wanted:
+            return False
+        homes = [*self.data_dir.glob("kafka*"), *self.data_dir.glob("cassandra*")]
+        if any(home.is_dir() for home in homes):
+            raise StackError(
+                f"{self.data_dir} holds a plain stack: a secured one needs a new --data-dir"
+            )
+        with self.lock():
+            self.secrets.ensure(f"127.0.0.{node}" for node in range(1, self.cassandra_nodes + 1))
+        return True
+
+    def _kafka_security(self) -> KafkaSecurity | None:
+        if not self.secure:
+            return None
+        return KafkaSecurity(
+            keystore=self.secrets.keystore,
+            keystore_password=self.secrets.password("keystore"),
+            ca_file=self.secrets.ca_cert,
+            users={user: self.secrets.password(f"kafka:{user}") for user in KAFKA_USERS},
+            super_users=("User:admin", f"User:{SERVER_DN}"),
+        )
+
+    def _cassandra_security(self) -> CassandraSecurity | None:
+        if not self.secure:
+            return None
+        return CassandraSecurity(
+            keystore=self.secrets.keystore,
+            keystore_password=self.secrets.password("keystore"),
+            ca_file=self.secrets.ca_cert,
+            logins=(
+                (CASSANDRA_SUPERUSER, self.secrets.password(f"cassandra:{CASSANDRA_SUPERUSER}")),
+                ("cassandra", "cassandra"),
+            ),
+        )
 
     def _kafka_servers(
         self,
@@ -99,6 +155,7 @@ class Stack:
                     self.data_dir,
                     port,
                     controller_port=controller_port,
+                    security=self._kafka_security(),
                     jar_cache=jar_cache,
                     progress=progress,
                 )
@@ -116,6 +173,7 @@ class Stack:
                 voters=voters,
                 cluster_id=self._kafka_cluster_id,
                 heap=CLUSTER_KAFKA_HEAP,
+                security=self._kafka_security(),
                 jar_cache=jar_cache,
                 progress=progress,
             )
@@ -137,6 +195,7 @@ class Stack:
                     port,
                     storage_port=storage_port,
                     crash_safe=crash_safe,
+                    security=self._cassandra_security(),
                     jar_cache=jar_cache,
                     progress=progress,
                 )
@@ -151,6 +210,7 @@ class Stack:
                 address=f"127.0.0.{node}",
                 initial_token=token,
                 heap=CLUSTER_CASSANDRA_HEAP,
+                security=self._cassandra_security(),
                 jar_cache=jar_cache,
                 progress=progress,
             )
@@ -273,6 +333,8 @@ class Stack:
                 deadline = time.monotonic() + timeout
                 for server in self.servers:
                     server.wait_ready(max(1.0, deadline - time.monotonic()))
+                if self.secure and started:
+                    self.apply_access(max(10.0, deadline - time.monotonic()))
             except BaseException:
                 # Leave nothing half-started behind (also on Ctrl-C): stop what this call started.
                 for server in self.servers:
@@ -280,6 +342,21 @@ class Stack:
                         server.stop(timeout=10)
                 raise
         return [server.name for server in self.servers if server.name in started]
+
+    def apply_access(self, timeout: float = 120.0) -> None:
+        """Make the roles and ACLs of :mod:`chatpulse.stack.access` true (idempotent)."""
+        # Imported here: it loads both drivers, which a plain stack's commands do not need.
+        from chatpulse.stack.access import apply_access  # noqa: PLC0415
+
+        apply_access(
+            self.secrets,
+            bootstrap_servers=self.kafka_bootstrap_servers,
+            cassandra_hosts=self.cassandra_contact_points,
+            cassandra_port=self.cassandra.port,
+            replication=replication_for(self.cassandra_nodes)[0],
+            timeout=timeout,
+        )
+        logger.info("roles and ACLs in place on the secured stack %s", self.data_dir)
 
     def down(self, timeout: float = 60.0) -> list[str]:
         """Stop every node (SIGTERM, SIGKILL after ``timeout``); returns the names stopped."""
