@@ -4,6 +4,7 @@
      ├── ConfigError               a setting is invalid; the message names it (exit code 2)
      ├── KafkaUnavailableError     retriable: Kafka did not answer (in time)
      ├── CassandraUnavailableError retriable: Cassandra did not accept a session (in time)
+     ├── AccessRefusedError        a cluster refused the login or its certificate is untrusted
      ├── SchemaError               the keyspace holds tables chatpulse cannot use as they are
      ├── TopicMissingError         retriable: a topic does not exist (yet: ``chatpulse init``)
      ├── TrackedRecordError        a tracked-channels record that is not a channel entry
@@ -22,6 +23,7 @@ IRC shards reconnect or stop on it, and the API answers 503 with ``Retry-After``
 """
 
 __all__ = [
+    "AccessRefusedError",
     "CassandraUnavailableError",
     "ChatpulseError",
     "ConfigError",
@@ -55,6 +57,11 @@ class CassandraUnavailableError(ChatpulseError):
     """The Cassandra cluster did not accept a session, or not in time."""
 
     retriable = True
+
+
+class AccessRefusedError(ChatpulseError):
+    """A cluster refused our login (user, password) or we refused its certificate (CA): the
+    same settings cannot succeed later, so nothing waits or retries."""
 
 
 class SchemaError(ChatpulseError):

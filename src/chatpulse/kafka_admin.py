@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from chatpulse.errors import ChatpulseError, KafkaUnavailableError
+from chatpulse.errors import AccessRefusedError, ChatpulseError, KafkaUnavailableError
 from chatpulse.topics import TopicSpec
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "create_topics",
     "delete_topics",
     "min_insync_replicas",
+    "refusal_of",
     "topic_mismatches",
     "wait_for_kafka",
 ]
@@ -22,22 +23,66 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+# librdkafka's errors that the same settings cannot get past, and the settings to look at.
+_REFUSALS = {
+    KafkaError._AUTHENTICATION: (
+        "CHATPULSE_KAFKA_SASL_USERNAME / CHATPULSE_KAFKA_SASL_PASSWORD / "
+        "CHATPULSE_KAFKA_SASL_MECHANISM"
+    ),
+    KafkaError._SSL: "CHATPULSE_KAFKA_SSL_CA_LOCATION, CHATPULSE_KAFKA_SECURITY_PROTOCOL",
+}
+
+
+class _AdminClient(AdminClient):  # type: ignore[misc]  # the stubs mark AdminClient final
+    """An AdminClient that remembers the last refused login or TLS handshake."""
+
+    refusal: KafkaError | None = None
+
+    def on_error(self, error: KafkaError) -> None:
+        if error.code() in _REFUSALS:
+            self.refusal = error
+
+
 def admin_client(bootstrap_servers: str, security: Mapping[str, str] | None = None) -> AdminClient:
     """An AdminClient whose librdkafka log goes through :mod:`logging` (not raw stderr).
 
     ``security``: librdkafka security properties (``Settings.kafka_security_config()``).
     """
-    config = {"bootstrap.servers": bootstrap_servers, "logger": logger, "log_level": 3}
-    return AdminClient({**config, **(security or {})})
+    config: dict[str, object] = {
+        "bootstrap.servers": bootstrap_servers,
+        "logger": logger,
+        "log_level": 3,
+    }
+    holder: list[_AdminClient] = []
+    config["error_cb"] = lambda error: holder[0].on_error(error) if holder else None
+    admin = _AdminClient({**config, **(security or {})})
+    holder.append(admin)
+    return admin
+
+
+def refusal_of(admin: AdminClient, bootstrap_servers: str) -> AccessRefusedError | None:
+    """The error to stop on when Kafka refused our login or we refused its certificate."""
+    admin.poll(0)  # serves error_cb
+    error = getattr(admin, "refusal", None)
+    if error is None:
+        return None
+    return AccessRefusedError(
+        f"Kafka at {bootstrap_servers} refused the connection ({_REFUSALS[error.code()]}): "
+        f"{error.str()}"
+    )
 
 
 def wait_for_kafka(admin: AdminClient, bootstrap_servers: str, timeout: float) -> None:
-    """Block until the cluster lists its topics, at most ``timeout`` seconds."""
+    """Block until the cluster lists its topics, at most ``timeout`` seconds; at once
+    AccessRefusedError when it refuses our login or we refuse its certificate."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             admin.list_topics(timeout=min(5.0, max(0.5, deadline - time.monotonic())))
         except KafkaException as exc:
+            refused = refusal_of(admin, bootstrap_servers)
+            if refused is not None:
+                raise refused from None
             if time.monotonic() >= deadline:
                 raise KafkaUnavailableError(
                     f"Kafka at {bootstrap_servers} did not answer within {timeout:.0f}s: {exc}"
@@ -50,8 +95,13 @@ def wait_for_kafka(admin: AdminClient, bootstrap_servers: str, timeout: float) -
 def create_topics(
     admin: AdminClient, specs: Iterable[TopicSpec], replication_factor: int, timeout: float = 30.0
 ) -> list[str]:
-    """Create the missing topics; return the names created (existing ones are fine)."""
+    """Create the missing topics; return the names created (existing ones are fine).
+
+    Asks to create only the topics the cluster does not list: a client that may use the
+    topics but not create them (on a cluster with ACLs) starts where they exist.
+    """
     min_isr = {"min.insync.replicas": str(min_insync_replicas(replication_factor))}
+    existing = admin.list_topics(timeout=timeout).topics
     new = [
         NewTopic(
             spec.name,
@@ -60,6 +110,7 @@ def create_topics(
             config={**(min_isr if replication_factor > 1 else {}), **spec.config},
         )
         for spec in specs
+        if spec.name not in existing
     ]
     if not new:
         return []

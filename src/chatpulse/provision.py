@@ -6,15 +6,17 @@ fixtures, benchmarks) and ``init_command``, which is ``chatpulse init``.
 """
 
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
 import typer
+from cassandra import AuthenticationFailed
 from cassandra.cluster import NoHostAvailable
 
-from chatpulse.errors import CassandraUnavailableError
+from chatpulse.errors import AccessRefusedError, CassandraUnavailableError
 from chatpulse.kafka_admin import admin_client, create_topics, topic_mismatches, wait_for_kafka
 from chatpulse.logs import configure_logging
 from chatpulse.options import (
@@ -64,12 +66,31 @@ def check_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     return topic_mismatches(admin, specs, settings.topic_replication_factor, timeout=timeout)
 
 
+def cassandra_refusal(settings: Settings, exc: NoHostAvailable) -> AccessRefusedError | None:
+    """The error to stop on when every node refused our login or its certificate."""
+    errors = list(exc.errors.values())
+    hosts = f"{','.join(settings.cassandra_contact_points)}:{settings.cassandra_port}"
+    if errors and all(isinstance(error, AuthenticationFailed) for error in errors):
+        return AccessRefusedError(
+            f"Cassandra at {hosts} refused the login (CHATPULSE_CASSANDRA_USERNAME / "
+            f"CHATPULSE_CASSANDRA_PASSWORD): {errors[0]}"
+        )
+    if errors and all(isinstance(error, ssl.SSLError) for error in errors):
+        return AccessRefusedError(
+            f"TLS to Cassandra at {hosts} failed (CHATPULSE_CASSANDRA_SSL_CA_FILE): {errors[0]}"
+        )
+    return None
+
+
 def _ensure_cassandra_schema(settings: Settings, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
             cluster, session = connect(settings, connect_timeout=5.0)
         except NoHostAvailable as exc:
+            refused = cassandra_refusal(settings, exc)
+            if refused is not None:
+                raise refused from None
             if time.monotonic() >= deadline:
                 hosts = ",".join(settings.cassandra_contact_points)
                 raise CassandraUnavailableError(

@@ -28,6 +28,7 @@ nothing reads or writes it any more, and ``ensure_schema`` leaves one it finds a
 (docs/operations.md says how to drop it).
 """
 
+import re
 import ssl
 
 from cassandra import ConsistencyLevel
@@ -166,6 +167,9 @@ _COLUMNS = {
 }
 
 
+_CREATED_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS \w+\.(\w+)")
+
+
 def ensure_schema(session: Session, settings: Settings) -> None:
     """Create the keyspace and tables if missing (safe to run any number of times, also on a
     keyspace of an older chatpulse: tables of an older layout have other names).
@@ -173,7 +177,28 @@ def ensure_schema(session: Session, settings: Settings) -> None:
     Raises :class:`SchemaError` when a table of the keyspace lacks a column chatpulse uses.
     """
     ks = settings.cassandra_keyspace
+    # DDL only for what is missing: a role that may read and write the keyspace but not
+    # change its schema (the processor's on a secured cluster) starts on an existing one.
+    keyspace_exists = (
+        session.execute(
+            "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = %s",
+            (ks,),
+            timeout=60,
+        ).one()
+        is not None
+    )
+    tables = {
+        row.table_name
+        for row in session.execute(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
+            (ks,),
+            timeout=60,
+        )
+    }
     for statement in schema_statements(ks, settings.cassandra_replication_factor):
+        created = _CREATED_TABLE.match(statement)
+        if (created.group(1) in tables) if created else keyspace_exists:
+            continue
         session.execute(statement, timeout=60)
     rows = session.execute(
         "SELECT table_name, column_name FROM system_schema.columns WHERE keyspace_name = %s",

@@ -311,9 +311,16 @@ _REFUSED = (
 )
 
 
+class _NoRows(list[Any]):
+    """What a query of ``system_schema`` answers when the keyspace does not exist."""
+
+    def one(self) -> None:
+        return None
+
+
 class DdlRefusingSession(RecordingSession):
     """Writes fail on a missing keyspace; the DDL ``ensure_schema`` then runs is refused by
-    the server, as for a role without CREATE permission."""
+    the server, as for a role without CREATE permission (its reads of the schema work)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -323,6 +330,8 @@ class DdlRefusingSession(RecordingSession):
         self.ddl: list[str] = []
 
     def execute(self, statement: str, parameters: Any = None, timeout: float = 0) -> Any:
+        if statement.startswith("SELECT"):
+            return _NoRows()
         self.ddl.append(statement)
         raise Unauthorized(_REFUSED)
 

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 
 from cassandra import AuthenticationFailed
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import Cluster, NoHostAvailable, Session
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    Session,
+)
+from cassandra.policies import RoundRobinPolicy
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
     AclBinding,
@@ -34,6 +41,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from chatpulse.stack.cassandra import quiet_driver
 from chatpulse.stack.errors import StackError
 from chatpulse.stack.secrets import CASSANDRA_ROLES, CASSANDRA_SUPERUSER, StackSecrets
 from chatpulse.topics import Topics
@@ -122,7 +130,8 @@ def apply_access(
     timeout: float = 120.0,
 ) -> None:
     """Create the Cassandra roles and the keyspace, and the Kafka ACLs (all idempotent)."""
-    _apply_cassandra(secrets, cassandra_hosts, cassandra_port, replication, timeout)
+    with quiet_driver():
+        _apply_cassandra(secrets, cassandra_hosts, cassandra_port, replication, timeout)
     _apply_kafka(secrets, bootstrap_servers, timeout)
 
 
@@ -136,6 +145,9 @@ def _connect(
         hosts,
         port=port,
         protocol_version=4,
+        execution_profiles={
+            EXEC_PROFILE_DEFAULT: ExecutionProfile(load_balancing_policy=RoundRobinPolicy())
+        },
         auth_provider=PlainTextAuthProvider(username=user, password=password),
         ssl_context=ssl.create_default_context(cafile=str(secrets.ca_cert)),
         connect_timeout=10,

@@ -7,7 +7,8 @@ its JVM flags are the module exports/opens upstream lists for Java 17, plus fast
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ __all__ = [
     "cassandra_jvm_flags",
     "cassandra_yaml",
     "initial_tokens",
+    "quiet_driver",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,21 @@ _ADD_OPENS = [
 # data after it is still in the OS page cache (tests/integration/test_crash_durability.py).
 _CRASH_SAFE_COMMITLOG = {"commitlog_sync": "group", "commitlog_sync_group_window": "10ms"}
 _FAST_COMMITLOG = {"commitlog_sync": "periodic", "commitlog_sync_period": "10000ms"}
+
+
+@contextmanager
+def quiet_driver() -> Iterator[None]:
+    """Probes expect refusals (a node still starting, the default login already replaced):
+    the driver would log each one as an error with a traceback."""
+    loggers = [logging.getLogger(name) for name in ("cassandra.cluster", "cassandra.connection")]
+    levels = [one.level for one in loggers]
+    for one in loggers:
+        one.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for one, level in zip(loggers, levels, strict=True):
+            one.setLevel(level)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +354,8 @@ class CassandraServer(JavaServer):
             return False
         if self.security is None:
             return self._answers_as(None)
-        return any(self._answers_as(login) for login in self.security.logins)
+        with quiet_driver():
+            return any(self._answers_as(login) for login in self.security.logins)
 
     def _answers_as(self, login: tuple[str, str] | None) -> bool:
         # Imported here: the package's pure parts (config generation) need no driver.

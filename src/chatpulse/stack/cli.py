@@ -63,6 +63,7 @@ def _stack(
     kafka_port: int,
     cassandra_port: int,
     data_dir: Path,
+    *,
     kafka_nodes: int | None = None,
     cassandra_nodes: int | None = None,
     secure: bool | None = None,
@@ -79,7 +80,7 @@ def _stack(
 
 
 @stack_app.command("up")
-def up_command(
+def up_command(  # noqa: PLR0917 - typer options
     kafka_port: KafkaPort = 9092,
     cassandra_port: CassandraPort = 9042,
     data_dir: DataDir = DEFAULT_DATA_DIR,
@@ -99,7 +100,12 @@ def up_command(
     clients (a restarted cluster node: when it has rejoined)."""
     configure_logging("WARNING")
     stack = _stack(
-        kafka_port, cassandra_port, data_dir, kafka_nodes, cassandra_nodes, secure or None
+        kafka_port,
+        cassandra_port,
+        data_dir,
+        kafka_nodes=kafka_nodes,
+        cassandra_nodes=cassandra_nodes,
+        secure=secure or None,
     )
     kind = "secured stack" if stack.secure else "stack"
     _console.print(
