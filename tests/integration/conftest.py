@@ -17,6 +17,11 @@
   --cassandra-nodes 3``) on free ports, data in a session tmp dir, started by the first test
   that asks for it (tests marked ``cluster``) and stopped at the end of the session.
 
+- ``secure_stack`` (session): a secured single-node stack (``chatpulse stack up --secure``:
+  TLS, SCRAM logins, ACLs, Cassandra roles) on free ports, data in a session tmp dir,
+  topics and schema made by ``init`` as the admin; stopped at the end of the session
+  (tests marked ``secure``; ``pytest -m secure`` runs them alone).
+
 Every test under tests/integration gets the ``integration`` marker; tests marked ``cluster``
 run last, so the cluster is up only at the end of a session.
 """
@@ -195,3 +200,33 @@ def cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield cluster
     finally:
         cluster.down(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A secured single-node stack of this session, initialized as its admin."""
+    # Imported here: the secured stack's CLI helpers are only for these tests.
+    from chatpulse.stack.cli import stack_environment  # noqa: PLC0415
+
+    secured = Stack(
+        tmp_path_factory.mktemp("secure"),
+        kafka_port=_free_run(2),
+        cassandra_port=_free_run(2),
+        cassandra_crash_safe=False,  # throwaway: faster DDL, as the shared stack
+        secure=True,
+    )
+    try:
+        secured.up(timeout=400)
+        admin = principal_settings(stack_environment(secured, "admin"))
+        initialize(admin, timeout=120)
+        yield secured
+    finally:
+        secured.down(timeout=30)
+
+
+def principal_settings(environment: dict[str, str], **overrides: object) -> Settings:
+    """Settings from ``CHATPULSE_*`` variables (``chatpulse stack env``), overrides winning."""
+    given: dict[str, object] = {
+        name.removeprefix("CHATPULSE_").lower(): value for name, value in environment.items()
+    }
+    return Settings(**{**given, **overrides})

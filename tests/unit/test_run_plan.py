@@ -41,3 +41,17 @@ def test_addresses() -> None:
     assert kafka_address(Settings(kafka_bootstrap_servers="k1:19092,k2:19092")) == ("k1", 19092)
     assert local_url("0.0.0.0", 80, "/readyz") == "http://127.0.0.1:80/readyz"
     assert local_url("::1", 8000) == "http://[::1]:8000/"
+
+
+def test_secure_mode_runs_each_service_as_its_own_principal() -> None:
+    own = {
+        name: {"CHATPULSE_KAFKA_SASL_USERNAME": user}
+        for name, user in (("ingest", "ingest"), ("process", "processor"), ("api", "api"))
+    }
+    plan = build_plan(Settings(api_port=8123), UpOptions(python="py", service_env=own))
+    fake, ingest, process, api = plan.children
+    assert "CHATPULSE_KAFKA_SASL_USERNAME" not in fake.env
+    assert ingest.env["CHATPULSE_KAFKA_SASL_USERNAME"] == "ingest"
+    assert process.env == {"CHATPULSE_KAFKA_SASL_USERNAME": "processor"}
+    assert api.env["CHATPULSE_KAFKA_SASL_USERNAME"] == "api"
+    assert api.env["CHATPULSE_API_PORT"] == "8123"

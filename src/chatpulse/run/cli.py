@@ -16,10 +16,12 @@ from rich.panel import Panel
 from chatpulse.errors import ChatpulseError, ConfigError
 from chatpulse.ports import free_port
 from chatpulse.run.errors import StartupInterruptedError
-from chatpulse.run.plan import UpOptions, build_plan
+from chatpulse.run.plan import Plan, UpOptions, build_plan
 from chatpulse.run.stack_control import ClusterShape, StackControl
 from chatpulse.run.supervisor import Supervisor
 from chatpulse.settings import Settings, load_settings
+from chatpulse.stack import Stack
+from chatpulse.stack.cli import stack_environment
 
 __all__ = ["up_command"]
 
@@ -38,6 +40,14 @@ def up_command(
         typer.Option(
             "--external",
             help="Use the Kafka and Cassandra the settings name; do not start a local stack.",
+        ),
+    ] = False,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="Run on a secured local stack (TLS, SCRAM logins, ACLs, Cassandra roles; "
+            "its own data dir), each service as its own principal.",
         ),
     ] = False,
     keep_stack: Annotated[
@@ -92,6 +102,8 @@ def up_command(
     shape = ClusterShape(kafka_nodes, cassandra_nodes, data_dir)
     if external and shape.is_cluster:
         raise ConfigError("--external uses the clusters the settings name: drop --*-nodes")
+    if external and secure:
+        raise ConfigError("--secure starts its own local stack: drop --external")
     settings = load_settings(api_port=api_port, channels=channels)
     options = UpOptions(
         channels=list(settings.channels),
@@ -107,6 +119,7 @@ def up_command(
             keep_stack=keep_stack,
             stop_timeout=stop_timeout,
             shape=shape,
+            secure=secure,
         )
     )
     raise typer.Exit(code)
@@ -122,6 +135,50 @@ def _initialize(settings: Settings, supervisor: Supervisor) -> None:
     supervisor.say(f"topics and schema ready in {time.monotonic() - began:.1f}s")
 
 
+def _as_principals(stack: Stack) -> dict[str, dict[str, str]]:
+    """Each service's settings on the secured ``stack`` (``chatpulse stack env``)."""
+    return {service: stack_environment(stack, service) for service in ("ingest", "process", "api")}
+
+
+def _with_environment(settings: Settings, environment: dict[str, str]) -> Settings:
+    """``settings`` with ``CHATPULSE_*`` values of ``environment`` taking precedence."""
+    given = {name.removeprefix("CHATPULSE_").lower(): v for name, v in environment.items()}
+    return load_settings(**{**settings.model_dump(), **given})
+
+
+async def _secure_clusters(
+    stack: StackControl, settings: Settings, options: UpOptions, supervisor: Supervisor
+) -> tuple[Settings, Plan]:
+    """Start the secured stack; the admin's settings (for init) and the plan of services,
+    each with its own principal (and every node of a local cluster)."""
+    secured = await stack.ensure_secure()
+    supervisor.say(
+        "each service runs as its own principal: ingest, processor, api "
+        f"(`chatpulse stack env --service NAME --data-dir {secured.data_dir}`)"
+    )
+    admin = _with_environment(stack.settings, stack_environment(secured, "admin"))
+    replication = {
+        f"CHATPULSE_{name.upper()}": str(getattr(stack.settings, name))
+        for name in ("topic_replication_factor", "cassandra_replication_factor")
+    }
+    options = replace(
+        options,
+        env={**options.env, **replication},
+        service_env=_as_principals(secured),
+    )
+    return admin, build_plan(admin, options)
+
+
+def _announce(supervisor: Supervisor, plan: Plan, options: UpOptions) -> None:
+    if options.simulated:
+        supervisor.say(
+            f"simulated chat: {len(plan.channels)} channels, ~{options.sim_rate:g} msg/s "
+            "(fake-twitch; use --channels a,b for real Twitch)"
+        )
+    else:
+        supervisor.say(f"reading real Twitch channels anonymously: {', '.join(plan.channels)}")
+
+
 async def _up(
     settings: Settings,
     options: UpOptions,
@@ -130,29 +187,28 @@ async def _up(
     keep_stack: bool,
     stop_timeout: float,
     shape: ClusterShape | None = None,
+    secure: bool = False,
 ) -> int:
     console = Console(highlight=False)
     supervisor = Supervisor(console, stop_timeout_s=stop_timeout)
-    stack = StackControl(settings, supervisor, shape)  # may refuse the shape: before handlers
+    # May refuse the shape: before the handlers.
+    stack = StackControl(settings, supervisor, shape, secure=secure)
     supervisor.install_signal_handlers()
     # A local cluster: every child gets its nodes and replication (a single stack: nothing).
     settings = stack.settings
     options = replace(options, env={**options.env, **stack.child_environment()})
     plan = build_plan(settings, options)
-    if options.simulated:
-        supervisor.say(
-            f"simulated chat: {len(plan.channels)} channels, ~{options.sim_rate:g} msg/s "
-            "(fake-twitch; use --channels a,b for real Twitch)"
-        )
-    else:
-        supervisor.say(f"reading real Twitch channels anonymously: {', '.join(plan.channels)}")
+    _announce(supervisor, plan, options)
     code = 0
     fake = next((child for child in plan.children if child.name == "fake-twitch"), None)
-    services = [child for child in plan.children if child is not fake]
     try:
         if fake is not None:  # needs no cluster: let it boot while the stack starts
             await supervisor.start(fake, wait=False)
-        await stack.ensure(external=external)
+        if secure:
+            settings, plan = await _secure_clusters(stack, settings, options, supervisor)
+        else:
+            await stack.ensure(external=external)
+        services = [child for child in plan.children if child.name != "fake-twitch"]
         await supervisor.call_blocking("init", partial(_initialize, settings, supervisor))
         if fake is not None:
             await supervisor.wait_ready(fake.name)

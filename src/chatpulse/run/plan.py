@@ -7,6 +7,7 @@ Children are the real commands (``python -m chatpulse <command>``), configured o
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chatpulse.fake_twitch.simulate import channel_names
@@ -41,6 +42,8 @@ class UpOptions:
     # CHATPULSE_* variables every service child gets on top of the inherited environment
     # (a local cluster's nodes and replication).
     env: dict[str, str] = field(default_factory=dict)
+    # ``--secure``: each service's own ``CHATPULSE_*`` settings (its principal), by child name.
+    service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @property
     def simulated(self) -> bool:
@@ -109,13 +112,24 @@ def build_plan(settings: Settings, options: UpOptions) -> Plan:
         "CHATPULSE_API_HOST": settings.api_host,
         "CHATPULSE_API_PORT": str(settings.api_port),
     }
+    own = options.service_env
     children += [
-        ChildSpec(name="ingest", argv=[*cmd, "ingest"], env=ingest_env, style="green"),
-        ChildSpec(name="process", argv=[*cmd, "process"], env=options.env, style="yellow"),
+        ChildSpec(
+            name="ingest",
+            argv=[*cmd, "ingest"],
+            env={**own.get("ingest", {}), **ingest_env},
+            style="green",
+        ),
+        ChildSpec(
+            name="process",
+            argv=[*cmd, "process"],
+            env={**own.get("process", {}), **options.env},
+            style="yellow",
+        ),
         ChildSpec(
             name="api",
             argv=[*cmd, "api"],
-            env=api_env,
+            env={**own.get("api", {}), **api_env},
             style="blue",
             ready=wait_http_ok(local_url(settings.api_host, settings.api_port, "/readyz")),
             ready_timeout_s=120,

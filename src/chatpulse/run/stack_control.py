@@ -21,6 +21,9 @@ from chatpulse.stack.stack import DEFAULT_DATA_DIR
 
 __all__ = ["ClusterShape", "StackControl", "cluster_settings"]
 
+# `chatpulse up --secure`'s stack: apart from the plain one, which it can never become.
+SECURE_DATA_DIR = DEFAULT_DATA_DIR.with_name("secure-stack")
+
 _READY_TIMEOUT_S = 240.0
 # A cluster's six JVMs start in about two minutes on 2 cores (docs/operations.md).
 _CLUSTER_READY_TIMEOUT_S = 420.0
@@ -73,7 +76,12 @@ class StackControl:
     """
 
     def __init__(
-        self, settings: Settings, supervisor: Supervisor, shape: ClusterShape | None = None
+        self,
+        settings: Settings,
+        supervisor: Supervisor,
+        shape: ClusterShape | None = None,
+        *,
+        secure: bool = False,
     ) -> None:
         self.settings = settings
         self.supervisor = supervisor
@@ -81,6 +89,9 @@ class StackControl:
         self._stack: Stack | None = None
         self._cancel = threading.Event()
         self._cluster: Stack | None = None
+        self._shape = shape or ClusterShape()
+        if secure:
+            return  # ensure_secure starts its own stack, of this shape
         if shape is not None and shape.is_cluster:
             _, kafka_port = kafka_address(settings)
             self._cluster = Stack(
@@ -123,6 +134,48 @@ class StackControl:
             await tcp_open(kafka_host, kafka_port),
             await tcp_open(cassandra_host, self.settings.cassandra_port),
         )
+
+    async def ensure_secure(self) -> Stack:
+        """Start (or reuse) the secured local stack of the shape on the settings' ports, with
+        its roles and ACLs; :attr:`settings` then point at every node. Returns it."""
+        shape = self._shape
+        if shape.data_dir is not None:
+            data_dir = shape.data_dir
+        elif shape.is_cluster:
+            data_dir = SECURE_DATA_DIR.with_name(
+                f"secure-cluster-k{shape.kafka_nodes}-c{shape.cassandra_nodes}"
+            )
+        else:
+            data_dir = SECURE_DATA_DIR
+        _, kafka_port = kafka_address(self.settings)
+        began = time.monotonic()
+        try:
+            secured = Stack(
+                data_dir,
+                kafka_port=kafka_port,
+                cassandra_port=self.settings.cassandra_port,
+                kafka_nodes=shape.kafka_nodes,
+                cassandra_nodes=shape.cassandra_nodes,
+                secure=True,
+                progress=self._progress,
+            )
+            self._progress(
+                f"secured stack in {secured.data_dir} (TLS, SCRAM logins, ACLs, roles; secrets "
+                "in its secrets/; first run downloads the jars)"
+            )
+            # Not interruptible: Stack.up holds the stack's lock and stops what it started if
+            # it fails; a Ctrl-C meanwhile is acted on when it returns.
+            timeout = _CLUSTER_READY_TIMEOUT_S if secured.is_cluster else _READY_TIMEOUT_S
+            started = await asyncio.to_thread(secured.up, timeout)
+            self.started = [secured.server(name) for name in started]
+            # Roles and ACLs (idempotent: also on a stack that was already running).
+            await asyncio.to_thread(secured.apply_access)
+        except StackError as exc:
+            raise RunError(f"secured stack: {exc}") from None
+        if started:
+            self._progress(f"started {', '.join(started)} in {time.monotonic() - began:.1f}s")
+        self.settings = cluster_settings(self.settings, secured)
+        return secured
 
     async def ensure(self, *, external: bool) -> None:
         """Make sure Kafka and Cassandra answer; start the local stack unless ``external``."""

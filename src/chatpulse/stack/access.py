@@ -83,7 +83,7 @@ def kafka_acls(
     return [
         # ingest: produce chat (transactions), follow tracked-channels, read retention.
         KafkaAcl("ingest", "TOPIC", t.messages, False, (*write, "DESCRIBE_CONFIGS")),
-        KafkaAcl("ingest", "TOPIC", t.events, False, write),
+        KafkaAcl("ingest", "TOPIC", t.events, False, (*write, "DESCRIBE_CONFIGS")),
         KafkaAcl("ingest", "TOPIC", t.deadletter, False, write),
         KafkaAcl("ingest", "TOPIC", t.tracked, False, read),
         # It checks at start that the topics exist (metadata only).
