@@ -33,6 +33,19 @@ _REFUSALS = {
 }
 
 
+class _DropRefusals(logging.Filter):
+    """librdkafka logs a refused login or handshake at each try; wait_for_kafka reports it
+    once, as the AccessRefusedError that stops the command."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return "SASL authentication error" not in text and "SSL handshake failed" not in text
+
+
+_librdkafka_log = logging.getLogger(f"{__name__}.librdkafka")
+_librdkafka_log.addFilter(_DropRefusals())
+
+
 class _AdminClient(AdminClient):  # type: ignore[misc]  # the stubs mark AdminClient final
     """An AdminClient that remembers the last refused login or TLS handshake."""
 
@@ -50,7 +63,7 @@ def admin_client(bootstrap_servers: str, security: Mapping[str, str] | None = No
     """
     config: dict[str, object] = {
         "bootstrap.servers": bootstrap_servers,
-        "logger": logger,
+        "logger": _librdkafka_log,
         "log_level": 3,
     }
     holder: list[_AdminClient] = []

@@ -75,7 +75,11 @@ def cassandra_refusal(settings: Settings, exc: NoHostAvailable) -> AccessRefused
             f"Cassandra at {hosts} refused the login (CHATPULSE_CASSANDRA_USERNAME / "
             f"CHATPULSE_CASSANDRA_PASSWORD): {errors[0]}"
         )
-    if errors and all(isinstance(error, ssl.SSLError) for error in errors):
+    # The driver reports a failed handshake as an SSLError, or as an OSError quoting it.
+    if errors and all(
+        isinstance(error, ssl.SSLError) or (isinstance(error, OSError) and "[SSL" in str(error))
+        for error in errors
+    ):
         return AccessRefusedError(
             f"TLS to Cassandra at {hosts} failed (CHATPULSE_CASSANDRA_SSL_CA_FILE): {errors[0]}"
         )

@@ -195,9 +195,10 @@ def test_the_api_principal_cannot_produce_chat(secure_stack: Stack) -> None:
     assert [error.code() for error in errors] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
     # The broker logs the refusal: what docs/learning-kafka.md shows how to watch.
     log = (secure_stack.data_dir / "logs" / "kafka.log").read_text()
+    # The producer asks for the topic's metadata first: denied (no DESCRIBE), it sends nothing.
     assert (
-        "Principal = User:api is Denied operation = WRITE from host = 127.0.0.1 on resource = "
-        "Topic:LITERAL:twitch-chat-messages"
+        "Principal = User:api is Denied operation = DESCRIBE from host = 127.0.0.1 on resource "
+        "= Topic:LITERAL:twitch-chat-messages for request = Metadata"
     ) in log
 
 
