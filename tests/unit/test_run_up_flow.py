@@ -25,7 +25,7 @@ SLEEPER = "import time; print('serving', flush=True); time.sleep(60)"
 
 
 class _NoStack:
-    def __init__(self, settings: Settings, *_args: object) -> None:
+    def __init__(self, settings: Settings, *_args: object, **_kwargs: object) -> None:
         self.settings = settings
         self.ensured = False
         self.released = False
@@ -43,8 +43,8 @@ class _NoStack:
 def _patch(monkeypatch: pytest.MonkeyPatch, children: list[ChildSpec]) -> list[_NoStack]:
     stacks: list[_NoStack] = []
 
-    def make_stack(settings: Settings, *args: object) -> _NoStack:
-        stacks.append(_NoStack(settings, *args))
+    def make_stack(settings: Settings, *args: object, **kwargs: object) -> _NoStack:
+        stacks.append(_NoStack(settings, *args, **kwargs))
         return stacks[-1]
 
     def plan(_settings: Settings, _options: UpOptions) -> Plan:
