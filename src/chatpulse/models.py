@@ -14,6 +14,7 @@ __all__ = [
     "ChatEvent",
     "ChatMessage",
     "Emote",
+    "TopChatter",
     "TopEmote",
     "TrackedChannel",
     "WindowStats",
@@ -90,6 +91,14 @@ class TopEmote(msgspec.Struct, frozen=True):
     count: int
 
 
+class TopChatter(msgspec.Struct, frozen=True):
+    """One of a window's chatters with the most messages (see
+    :mod:`chatpulse.processor.topchatters` for when ``count`` is exact)."""
+
+    login: str
+    count: int
+
+
 class WindowStats(msgspec.Struct, frozen=True):
     """Statistics of one channel in one tumbling window, the value of ``channel-stats``.
 
@@ -105,6 +114,7 @@ class WindowStats(msgspec.Struct, frozen=True):
     unique_chatters: int
     top_emotes: list[TopEmote] = msgspec.field(default_factory=list)
     closed: bool = True
+    top_chatters: list[TopChatter] = msgspec.field(default_factory=list)
     v: int = SCHEMA_VERSION
 
 

@@ -149,6 +149,10 @@ class Settings(BaseSettings):
     # at most ~140 bytes each): a busy channel shows a few hundred in an hour; top_emotes
     # needs the 10 most used.
     max_emotes_per_window: int = Field(default=300, ge=10, le=2_000)
+    # Counters of a window's top-chatters summary (Space-Saving): exact while a window's
+    # distinct chatters fit, bounded error past it; at most ~90 bytes each in the state, and
+    # the state record of a window must stay well under Kafka's 1 MB.
+    top_chatters_capacity: int = Field(default=1_000, ge=20, le=5_000)
     # Raw messages live this long in Cassandra. At most a year: a channel's list of non-empty
     # minutes (``message_buckets``, one partition per channel) holds up to 1,440 rows per day.
     message_ttl_days: int = Field(default=30, ge=1, le=366)

@@ -17,7 +17,7 @@ Tables (primary keys chosen for the API's queries):
   so a reader skips empty minutes instead of querying each.
 - ``window_stats``: one row per (channel, window size, window start), partition per UTC day of
   the window start so a partition stays bounded (1,440 one-minute rows a day); TTL per write
-  (``CHATPULSE_STATS_TTL_DAYS``).
+  (``CHATPULSE_STATS_TTL_DAYS``). ``top_emotes`` and ``top_chatters`` are JSON lists.
 - ``window_leaderboard``: all channels of one window (size, start) in one partition; same TTL.
 - ``latest_window``: newest window start per size, written ``USING TIMESTAMP`` of the start so
   the newest wins whatever order the writes land in.
@@ -63,9 +63,11 @@ def schema_statements(keyspace: str, replication_factor: int = 1) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS {ks}.window_stats (
             channel text, window text, day date, window_start timestamp,
             window_end timestamp, messages bigint, unique_chatters bigint,
-            top_emotes text, closed boolean,
+            top_emotes text, closed boolean, top_chatters text,
             PRIMARY KEY ((channel, window, day), window_start)
         ) WITH CLUSTERING ORDER BY (window_start DESC)""",
+        # a table made by an older chatpulse gets the column (Cassandra 5.0 takes IF NOT EXISTS)
+        f"ALTER TABLE {ks}.window_stats ADD IF NOT EXISTS top_chatters text",
         f"""CREATE TABLE IF NOT EXISTS {ks}.window_leaderboard (
             window text, window_start timestamp, channel text,
             messages bigint, unique_chatters bigint,
@@ -160,6 +162,7 @@ _COLUMNS = {
         "unique_chatters",
         "top_emotes",
         "closed",
+        "top_chatters",
     },
     "window_leaderboard": {"window", "window_start", "channel", "messages", "unique_chatters"},
     "latest_window": {"window", "window_start"},

@@ -3,7 +3,7 @@
 import orjson
 
 from chatpulse.api.hub import LiveHub, stats_json
-from chatpulse.models import TopEmote, WindowStats
+from chatpulse.models import TopChatter, TopEmote, WindowStats
 
 
 def _hub(queue_size: int = 3) -> LiveHub:
@@ -49,6 +49,7 @@ def test_stats_json_is_the_api_shape() -> None:
         2,
         [TopEmote("25", "Kappa", 3)],
         False,
+        [TopChatter("someviewer", 2)],
     )
     assert orjson.loads(stats_json(stats)) == {
         "channel": "alpha",
@@ -59,4 +60,5 @@ def test_stats_json_is_the_api_shape() -> None:
         "unique_chatters": 2,
         "top_emotes": [{"id": "25", "name": "Kappa", "count": 3}],
         "closed": False,
+        "top_chatters": [{"login": "someviewer", "count": 2}],
     }

@@ -1,6 +1,7 @@
 """The Cassandra write-back's statements, streaming and error mapping, with a recording session in
 place of the driver's (no Cassandra here; the integration tests use the real one)."""
 
+import json
 import logging
 import sys
 from typing import Any
@@ -115,7 +116,7 @@ STATEMENTS = {
     "window": _prepared(
         "window",
         "channel:text window:text day:date window_start:timestamp window_end:timestamp "
-        "messages:bigint unique_chatters:bigint top_emotes:text closed:boolean",
+        "messages:bigint unique_chatters:bigint top_emotes:text closed:boolean top_chatters:text",
         [0, 1, 2],
     ),
     "leaderboard": _prepared(
@@ -164,7 +165,7 @@ def _updates(count: int, channels: int = 1, step_ms: int = 1_000) -> list[Channe
             id=f"m{i}",
             channel=f"c{i % channels}",
             user_id=str(i % 7),
-            user_login="u",
+            user_login=f"u{i % 7}",
             text="hi",
             sent_at=T0 + i * step_ms,
         )
@@ -213,6 +214,11 @@ def test_a_checkpoint_writes_each_message_and_the_newest_statistics() -> None:
         (T0 + MIN, 60, True),
         (T0 + 2 * MIN, 10, False),
     ]
+    # top chatters, closed and open windows alike: most messages first, ties by login
+    chatters = [json.loads(row[9]) for row in session.rows("window")]
+    assert chatters[0] == [{"login": f"u{n}", "count": 9 if n < 4 else 8} for n in range(7)]
+    expected = [("u1", 2), ("u2", 2), ("u3", 2), ("u0", 1), ("u4", 1), ("u5", 1), ("u6", 1)]
+    assert chatters[2] == [{"login": login, "count": count} for login, count in expected]
     assert session.rows("totals") == [("c0", 130, T0, T0 + 129_000)]
     assert session.rows("latest") == [("1m", T0 + 2 * MIN, (T0 + 2 * MIN) * 1000)]
     kinds = [_kind(statement) for statement, _ in session.sent]
@@ -444,8 +450,8 @@ SAMPLE_ROWS: dict[str, list[tuple[Any, ...]]] = {
     ],
     "bucket": [("c0", T0), ("ünïcödé", T0 + MIN)],
     "window": [
-        ("c0", "1m", cql_date(T0), T0, T0 + MIN, 5, 3, '[["Kappa",2]]', True),
-        ("c1", "1h", cql_date(T0), T0, T0 + 60 * MIN, 2**40, 0, None, False),
+        ("c0", "1m", cql_date(T0), T0, T0 + MIN, 5, 3, '[["Kappa",2]]', True, '[{"login":"a"}]'),
+        ("c1", "1h", cql_date(T0), T0, T0 + 60 * MIN, 2**40, 0, None, False, None),
     ],
     "leaderboard": [("1m", T0, "c0", 5, 3), ("1m", T0, "c1", 0, 0)],
     "latest": [("1m", T0, T0 * 1000), ("10m", T0, T0 * 1000)],

@@ -196,7 +196,7 @@ def _reference(
     """An independent model: per window the set of users, the emote counter and the count."""
     seen: set[str] = set()
     latest = None
-    windows: dict = defaultdict(lambda: [0, set(), Counter()])
+    windows: dict = defaultdict(lambda: [0, set(), Counter(), []])
     total, first, last = 0, None, None
     for m in messages:
         if m.id in seen:
@@ -213,9 +213,26 @@ def _reference(
             w = windows[(size, start)]
             w[0] += 1
             w[1].add(m.user_id)
+            w[3].append(m.user_id)  # chatters in the order counted
             for e in m.emotes:
                 w[2][e.id] += 1
     return dict(windows), (total, first, last)
+
+
+def naive_top_chatters(users: list[str], capacity: int, limit: int = 10) -> list[tuple[str, int]]:
+    """Space-Saving written the plain way (a scan for the smallest counter), as the spec says:
+    a new chatter when full replaces the one with the smallest (count, user id)."""
+    counts: dict[str, int] = {}
+    for user in users:
+        if user in counts:
+            counts[user] += 1
+        elif len(counts) < capacity:
+            counts[user] = 1
+        else:
+            victim = min(counts, key=lambda key: (counts[key], key))
+            counts[user] = counts.pop(victim) + 1
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], f"u{item[0]}", item[0]))
+    return [(f"u{user}", count) for user, count in ranked[:limit]]
 
 
 def test_random_stream_matches_reference_model() -> None:
@@ -325,14 +342,15 @@ def test_discard_forgets_unflushed_changes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("users", "chunk_bytes"),
-    [(60, DEFAULT_CHUNK_BYTES), (1_200_000_000, MIN_CHUNK_BYTES)],
-    ids=["small-audience-inline", "large-audience-chunked"],
+    ("users", "chunk_bytes", "capacity"),
+    [(60, DEFAULT_CHUNK_BYTES, 1_000), (1_200_000_000, MIN_CHUNK_BYTES, 1_000), (300, 16_448, 40)],
+    ids=["small-audience-inline", "large-audience-chunked", "top-chatters-past-capacity"],
 )
 def test_random_checkpoints_rewinds_and_replays_match_the_reference(
-    users: int, chunk_bytes: int
+    users: int, chunk_bytes: int, capacity: int
 ) -> None:
-    """Checkpoints commit or roll back at random; every message counts exactly once."""
+    """Checkpoints commit or roll back at random; every message counts exactly once, and the
+    top chatters are what an uninterrupted Space-Saving gives (exact within capacity)."""
     rng = random.Random(11)
     sizes, grace = [MIN, 10 * MIN], 3_000
     stream: list[ChatMessage] = []
@@ -346,11 +364,15 @@ def test_random_checkpoints_rewinds_and_replays_match_the_reference(
         if rng.random() < 0.05:
             stream.append(m)
     counter = ChannelCounter(
-        sizes, grace_ms=grace, dedup_horizon_ms=3_600_000, chunk_bytes=chunk_bytes
+        sizes,
+        grace_ms=grace,
+        dedup_horizon_ms=3_600_000,
+        chunk_bytes=chunk_bytes,
+        top_capacity=capacity,
     )
     store = TxStore()
-    final: dict[tuple[int, int], tuple[int, int]] = {}
-    committed_final: dict[tuple[int, int], tuple[int, int]] = {}
+    final: dict[tuple[int, int], tuple[int, int, list[tuple[str, int]]]] = {}
+    committed_final: dict[tuple[int, int], tuple[int, int, list[tuple[str, int]]]] = {}
     position = 0
     last_total = 0
     while position < len(stream):
@@ -361,7 +383,8 @@ def test_random_checkpoints_rewinds_and_replays_match_the_reference(
                 continue
             last_total = update.total_messages
             for size, start, agg in update.windows:
-                final[(size, start)] = (agg.messages, agg.unique_chatters)
+                top = [(c.login, c.count) for c in agg.talkers.top()]
+                final[(size, start)] = (agg.messages, agg.unique_chatters, top)
         outcome = rng.random()
         if outcome < 0.15:  # rewound after the flush: sink backpressure
             counter.flush()
@@ -376,11 +399,19 @@ def test_random_checkpoints_rewinds_and_replays_match_the_reference(
             committed_final = dict(final)
             position += len(batch)
     expected, totals = _reference(stream, sizes, grace)
-    assert {k: (v[0], len(v[1])) for k, v in expected.items()} == final
+    assert {
+        k: (v[0], len(v[1]), naive_top_chatters(v[3], capacity)) for k, v in expected.items()
+    } == final
+    # the summary was full in some window (counters replaced) exactly when it should be
+    assert any(len(v[1]) > capacity for v in expected.values()) == (users > capacity)
+    for v in expected.values():
+        if len(v[1]) <= capacity:  # within capacity: the plain counts
+            exact = sorted(Counter(v[3]).items(), key=lambda item: (-item[1], f"u{item[0]}"))
+            assert naive_top_chatters(v[3], capacity) == [(f"u{u}", n) for u, n in exact[:10]]
     assert last_total == totals[0]
     assert _stored_totals(store) == totals
     chunks = [key for key in store.committed if key.startswith(b"x")]
-    assert bool(chunks) == (users > 60)
+    assert bool(chunks) == (users > 300)
     assert max(map(len, store.committed.values())) <= chunk_bytes
 
 

@@ -38,13 +38,13 @@ STATEMENTS: dict[str, str] = {
     "totals_after": "SELECT channel, total_messages, first_seen, last_seen, token(channel) "
     "FROM {ks}.channel_totals WHERE token(channel) > ? LIMIT ?",
     "stats_latest": "SELECT channel, window, window_start, window_end, messages, "
-    "unique_chatters, top_emotes, closed FROM {ks}.window_stats "
+    "unique_chatters, top_emotes, closed, top_chatters FROM {ks}.window_stats "
     "WHERE channel = ? AND window = ? AND day = ? LIMIT 1",
     "stats_latest_of": "SELECT channel, window, window_start, window_end, messages, "
-    "unique_chatters, top_emotes, closed FROM {ks}.window_stats "
+    "unique_chatters, top_emotes, closed, top_chatters FROM {ks}.window_stats "
     "WHERE channel = ? AND window IN ? AND day = ? PER PARTITION LIMIT 1",
     "stats_range": "SELECT channel, window, window_start, window_end, messages, "
-    "unique_chatters, top_emotes, closed FROM {ks}.window_stats "
+    "unique_chatters, top_emotes, closed, top_chatters FROM {ks}.window_stats "
     "WHERE channel = ? AND window = ? AND day = ? AND window_start >= ? AND window_start < ? "
     "LIMIT ?",
     "message_buckets": "SELECT bucket FROM {ks}.message_buckets "

@@ -54,6 +54,7 @@ def stats_json(stats: WindowStats) -> str:
         unique_chatters=stats.unique_chatters,
         top_emotes=[msgspec.structs.asdict(emote) for emote in stats.top_emotes],
         closed=stats.closed,
+        top_chatters=[msgspec.structs.asdict(chatter) for chatter in stats.top_chatters],
     ).model_dump_json()
 
 

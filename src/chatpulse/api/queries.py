@@ -23,6 +23,7 @@ from chatpulse.api.schemas import (
     LeaderboardEntry,
     LeaderboardOut,
     MessageItem,
+    TopChatterOut,
     TopEmoteOut,
     WindowStatsOut,
     decode_json_list,
@@ -81,6 +82,12 @@ def _stats_out(row: Any) -> WindowStatsOut:
             emotes.append(TopEmoteOut.model_validate(item))
         except ValueError:
             continue
+    chatters = []
+    for item in decode_json_list(row.top_chatters):
+        try:
+            chatters.append(TopChatterOut.model_validate(item))
+        except ValueError:
+            continue
     return WindowStatsOut(
         channel=row.channel,
         window=row.window,
@@ -90,6 +97,7 @@ def _stats_out(row: Any) -> WindowStatsOut:
         unique_chatters=row.unique_chatters or 0,
         top_emotes=emotes,
         closed=bool(row.closed),
+        top_chatters=chatters,
     )
 
 

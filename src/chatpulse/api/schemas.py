@@ -21,6 +21,7 @@ __all__ = [
     "MessageItem",
     "MessagePage",
     "StatsOut",
+    "TopChatterOut",
     "TopEmoteOut",
     "TrackRequest",
     "TrackResult",
@@ -58,6 +59,14 @@ class TopEmoteOut(BaseModel):
     count: int
 
 
+class TopChatterOut(BaseModel):
+    login: str
+    count: int = Field(
+        description="messages in the window: exact while the window's distinct chatters fit "
+        "CHATPULSE_TOP_CHATTERS_CAPACITY, past it at most messages / capacity too high"
+    )
+
+
 class WindowStatsOut(BaseModel):
     """Statistics of one channel in one tumbling window ``[window_start, window_end)``."""
 
@@ -69,6 +78,9 @@ class WindowStatsOut(BaseModel):
     unique_chatters: int
     top_emotes: list[TopEmoteOut]
     closed: bool = Field(description="false while the window is still open (live numbers)")
+    top_chatters: list[TopChatterOut] = Field(
+        description="the 10 chatters with the most messages, most first (ties by login)"
+    )
 
 
 _emotes_decoder = msgspec.json.Decoder(list[dict[str, Any]])

@@ -1,4 +1,5 @@
-"""Per-window aggregates: message count, exact distinct chatters, emote occurrences.
+"""Per-window aggregates: message count, exact distinct chatters, emote occurrences, top
+chatters.
 
 An aggregate is counted into as a Python object; :mod:`.channel` stores it in the state (as
 its :meth:`~WindowAggregate.to_tuple`, inside the channel's msgpack record) once per
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pyroaring import BitMap
 
 from chatpulse.models import ChatMessage, TopEmote, WindowStats
+from chatpulse.processor.topchatters import DEFAULT_CAPACITY, TopChatters
 from chatpulse.windows import format_duration
 
 __all__ = [
@@ -63,6 +65,8 @@ class WindowAggregate:
     other_chatters: list[str] = field(default_factory=list)
     # emote id -> (occurrences, the text it covers at its first occurrence)
     emotes: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # the chatters with the most messages (bounded; stored apart from the channel record)
+    talkers: TopChatters = field(default_factory=TopChatters)
 
     @classmethod
     def from_tuple(cls, value: AggregateTuple) -> "WindowAggregate":
@@ -77,7 +81,13 @@ class WindowAggregate:
     def unique_chatters(self) -> int:
         return len(self.chatters) + len(self.other_chatters)
 
-    def add(self, message: ChatMessage, number: int | None, max_emotes: int = MAX_EMOTES) -> int:
+    def add(
+        self,
+        message: ChatMessage,
+        number: int | None,
+        max_emotes: int = MAX_EMOTES,
+        top_capacity: int = DEFAULT_CAPACITY,
+    ) -> int:
         """Count one (already de-duplicated) message; ``number`` is its
         :func:`numeric_user_id`, worked out once for all of the message's windows.
 
@@ -87,9 +97,12 @@ class WindowAggregate:
         emote id longer than 64 characters (a name is kept to 64 characters), and at most
         :data:`MAX_OTHER_CHATTERS` chatters whose id is not an unsigned 32-bit number (Twitch's
         are; the others are kept as a list in the channel record), of at most
-        :data:`MAX_OTHER_CHATTER_ID` ASCII characters.
+        :data:`MAX_OTHER_CHATTER_ID` ASCII characters. Its chatter is counted in
+        :attr:`talkers` (at most ``top_capacity`` counters, see
+        :mod:`chatpulse.processor.topchatters`).
         """
         self.messages += 1
+        self.talkers.add(message.user_id, message.user_login, top_capacity)
         untracked = 0
         if number is not None:
             self.chatters.add(number)
@@ -138,4 +151,5 @@ def to_window_stats(
         unique_chatters=aggregate.unique_chatters,
         top_emotes=top_emotes(aggregate.emotes),
         closed=closed,
+        top_chatters=aggregate.talkers.top(),
     )

@@ -115,6 +115,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         max_future_skew_ms=settings.max_future_skew_ms,
         state_chunk_bytes=settings.state_chunk_bytes,
         max_emotes_per_window=settings.max_emotes_per_window,
+        top_chatters_capacity=settings.top_chatters_capacity,
         deadletter_raw_max_bytes=settings.deadletter_raw_max_bytes,
     )
 

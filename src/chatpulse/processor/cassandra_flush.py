@@ -268,9 +268,9 @@ class CassandraFlush(UpdateWriter):
         for (channel, size, start), value in windows.items():
             name = format_duration(size)
             if isinstance(value, WindowStats):
-                closed, emotes = True, value.top_emotes
+                closed, emotes, chatters = True, value.top_emotes, value.top_chatters
             else:
-                closed, emotes = False, top_emotes(value.emotes)
+                closed, emotes, chatters = False, top_emotes(value.emotes), value.talkers.top()
             row = (
                 channel,
                 name,
@@ -281,13 +281,14 @@ class CassandraFlush(UpdateWriter):
                 value.unique_chatters,
                 _json.encode(emotes).decode(),
                 closed,
+                _json.encode(chatters).decode(),
             )
             window_rows.append(row)
             leaderboards.setdefault((name, start), []).append(
                 (name, start, channel, value.messages, value.unique_chatters)
             )
             latest[name] = max(latest.get(name, start), start)
-        weights = (200 + len(row[7]) for row in window_rows)
+        weights = (200 + len(row[7]) + len(row[9]) for row in window_rows)
         window = st["window"]
         rows = map(window.values, window_rows)
         for group in batches(window, rows, _PARTITIONS_PER_BATCH, weights):

@@ -35,6 +35,11 @@ over 1 MB, so no record grows with the audience or the rate:
   ids, one roaring container, at most 8 KiB) until each serialises to at most
   ``chunk_bytes``; a flush rewrites only the ranges that gained chatters. A closed chunked
   window's records are deleted.
+- ``t<size><start>``: an open window's top chatters (:mod:`.topchatters`): at most
+  ``top_capacity`` counters of at most ~90 bytes each (~25 KB with the default 1,000 and
+  Twitch's ids), written at a flush when the window gained messages, deleted when it
+  closes; split into parts ``t<size><start><part>`` of at most ``chunk_bytes`` when larger
+  (part 0 starts with the number of parts).
 - ``b``: the sorted numbers of the de-duplication buckets; ``d<bucket>``: a bucket's ids
   (newline-separated), split into parts ``d<bucket><part>`` of at most ``chunk_bytes`` when
   a channel's rate makes one larger.
@@ -71,6 +76,7 @@ from chatpulse.processor.aggregate import (
 )
 from chatpulse.processor.metrics import Tally
 from chatpulse.processor.quix_hooks import STATE_TRANSACTION, transaction_is_open
+from chatpulse.processor.topchatters import DEFAULT_CAPACITY, TopChatters, TopChattersTuple
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
@@ -82,6 +88,7 @@ __all__ = [
 
 _pack_q = struct.Struct(">q").pack
 _chunk_key = struct.Struct(">cqqI").pack  # b"x", window size, window start, first user id
+_talkers_key = struct.Struct(">cqq").pack  # b"t", window size, window start
 _MAX_TOKEN = 64  # longer message ids are kept as a 33-byte digest
 _BUCKET_PARTS = struct.Struct(">H")  # a bucket split into parts: their number, a part's key
 _ID_END = 2**32  # user ids in bitmaps are unsigned 32-bit
@@ -104,6 +111,8 @@ _legacy_decoder = msgspec.msgpack.Decoder(
     tuple[int, int, int, list[tuple[int, int, AggregateTuple]]]
 )
 _NO_CHUNKS: list[int] = []
+_talkers_encoder = msgspec.msgpack.Encoder()
+_talkers_decoder = msgspec.msgpack.Decoder(TopChattersTuple)
 
 
 class KeyValueStore(Protocol):
@@ -165,11 +174,15 @@ class _ChannelRecord:
     dropped: list[bytes] = field(default_factory=list)
 
     def close(self, size: int, start: int) -> WindowAggregate:
-        """Take a window out; its chunk records (if any) go at the next flush."""
+        """Take a window out; its chunk and top-chatters records go at the next flush."""
         chunks = self.chunked.pop((size, start), None)
         if chunks is not None:
             self.dropped.extend(_chunk_key(b"x", size, start, lo) for lo in chunks.starts)
-        return self.windows.pop((size, start))
+        window = self.windows.pop((size, start))
+        key = _talkers_key(b"t", size, start)
+        self.dropped.append(key)
+        self.dropped.extend(key + _BUCKET_PARTS.pack(n) for n in range(1, window.talkers.parts))
+        return window
 
     @classmethod
     def decode(cls, data: bytes, store: KeyValueStore) -> "_ChannelRecord":
@@ -188,8 +201,38 @@ class _ChannelRecord:
                 chunked[(size, start)] = _read_chunks(store, size, start, starts, aggregate)
             else:
                 aggregate = WindowAggregate.from_tuple(agg)
+            aggregate.talkers = _read_talkers(store, _talkers_key(b"t", size, start))
             aggregates[(size, start)] = aggregate
         return cls(total, first_seen, last_seen, aggregates, chunked=chunked)
+
+
+def _read_talkers(store: KeyValueStore, key: bytes) -> TopChatters:
+    """A window's top-chatters summary: part 0 (``key``: part count, then bytes) and the
+    parts after it (``key`` + part number)."""
+    first = store.get_bytes(key)
+    if first is None:  # a window in the state of an older chatpulse
+        return TopChatters()
+    (count,) = _BUCKET_PARTS.unpack_from(first)
+    data = first[2:] + b"".join(
+        store.get_bytes(key + _BUCKET_PARTS.pack(n)) or b"" for n in range(1, count)
+    )
+    talkers = TopChatters.from_tuple(_talkers_decoder.decode(data))
+    talkers.parts = count
+    return talkers
+
+
+def _write_talkers(store: KeyValueStore, key: bytes, talkers: TopChatters, limit: int) -> None:
+    """Write the summary in parts of at most ``limit`` bytes; drop parts it no longer has."""
+    data = _talkers_encoder.encode(talkers.to_tuple())
+    step = limit - 2
+    pieces = [data[i : i + step] for i in range(0, len(data), step)] or [b""]
+    store.set_bytes(key, _BUCKET_PARTS.pack(len(pieces)) + pieces[0])
+    for n, piece in enumerate(pieces[1:], 1):
+        store.set_bytes(key + _BUCKET_PARTS.pack(n), piece)
+    for n in range(len(pieces), talkers.parts):
+        store.delete(key + _BUCKET_PARTS.pack(n))
+    talkers.parts = len(pieces)
+    talkers.dirty = False
 
 
 def _read_chunks(
@@ -300,11 +343,13 @@ class ChannelCounter:
         max_emotes: int = MAX_EMOTES,
         *,
         dedup: bool = True,
+        top_capacity: int = DEFAULT_CAPACITY,
     ) -> None:
         if chunk_bytes < 2 * 8_192 + 64:
             raise ValueError("chunk_bytes must hold a full roaring container (16 KiB or more)")
         self._chunk_bytes = chunk_bytes
         self._max_emotes = max_emotes
+        self._top_capacity = top_capacity
         # messages with an emote a window did not track (past max_emotes distinct ones)
         self.untracked_emotes = Tally()
         # chatters a window did not track (past MAX_OTHER_CHATTERS ids that are not numbers)
@@ -369,7 +414,7 @@ class ChannelCounter:
                 aggregate = windows[(size, start)] = WindowAggregate()
                 if ends < record.next_close or not record.next_close:
                     record.next_close = ends
-            untracked += aggregate.add(message, number, self._max_emotes)
+            untracked += aggregate.add(message, number, self._max_emotes, self._top_capacity)
             opened.append((size, start, aggregate))
 
         self.untracked_emotes.value += untracked & _EMOTE_COUNT
@@ -469,6 +514,9 @@ class ChannelCounter:
         record.dropped.clear()
         entries: list[tuple[int, int, AggregateTuple, list[int]]] = []
         for (size, start), agg in record.windows.items():
+            if agg.talkers.dirty:
+                key = _talkers_key(b"t", size, start)
+                _write_talkers(store, key, agg.talkers, self._chunk_bytes)
             chunks = record.chunked.get((size, start))
             if chunks is None:
                 bitmap = agg.chatters.serialize()

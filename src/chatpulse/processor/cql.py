@@ -138,8 +138,8 @@ class CassandraWriter:
             "bucket": f"INSERT INTO {ks}.message_buckets (channel, bucket) VALUES (?, ?) "  # noqa: S608
             f"USING TTL {ttl_s:d}",
             "window": f"INSERT INTO {ks}.window_stats (channel, window, day, window_start, "  # noqa: S608
-            "window_end, messages, unique_chatters, top_emotes, closed) "
-            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL {stats_ttl_s:d}",
+            "window_end, messages, unique_chatters, top_emotes, closed, top_chatters) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL {stats_ttl_s:d}",
             "leaderboard": f"INSERT INTO {ks}.window_leaderboard (window, window_start, channel, "  # noqa: S608
             f"messages, unique_chatters) VALUES (?, ?, ?, ?, ?) USING TTL {stats_ttl_s:d}",
             "latest": f"INSERT INTO {ks}.latest_window (window, window_start) VALUES (?, ?) "  # noqa: S608

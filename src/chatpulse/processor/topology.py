@@ -30,6 +30,7 @@ from chatpulse.processor.aggregate import MAX_EMOTES, to_window_stats
 from chatpulse.processor.channel import DEFAULT_CHUNK_BYTES, ChannelCounter, ChannelUpdate
 from chatpulse.processor.metrics import ProcessorMetrics
 from chatpulse.processor.quix_hooks import CheckpointHook, register_checkpoint_hooks
+from chatpulse.processor.topchatters import DEFAULT_CAPACITY
 from chatpulse.windows import format_duration
 
 __all__ = [
@@ -61,6 +62,8 @@ class PipelineConfig:
     state_chunk_bytes: int = DEFAULT_CHUNK_BYTES
     # distinct emotes tracked per window
     max_emotes_per_window: int = MAX_EMOTES
+    # counters of each window's top-chatters summary
+    top_chatters_capacity: int = DEFAULT_CAPACITY
     # the raw input a dead letter keeps (CHATPULSE_DEADLETTER_RAW_MAX_BYTES)
     deadletter_raw_max_bytes: int = DEFAULT_RAW_MAX_BYTES
 
@@ -277,6 +280,7 @@ def build_pipeline(
         dedup=config.dedup,
         chunk_bytes=config.state_chunk_bytes,
         max_emotes=config.max_emotes_per_window,
+        top_capacity=config.top_chatters_capacity,
     )
     counter.untracked_emotes = metrics.untracked_emotes
     counter.untracked_chatters = metrics.untracked_chatters
