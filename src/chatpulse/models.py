@@ -20,6 +20,7 @@ __all__ = [
     "WindowStats",
     "decode_chat_message",
     "encode",
+    "history_login",
     "normalize_channel",
 ]
 
@@ -140,6 +141,15 @@ def encode(record: msgspec.Struct | dict[str, Any]) -> bytes:
 
 
 _CHANNEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def history_login(login: str) -> str | None:
+    """A user login as the user-history table keys it (lowercase), or None when it is not a
+    Twitch login (1-25 of [a-z0-9_]): such a message is kept in the channel's history only."""
+    login = login.lower()
+    if 1 <= len(login) <= 25 and _CHANNEL_CHARS.issuperset(login):
+        return login
+    return None
 
 
 def normalize_channel(name: str) -> str:

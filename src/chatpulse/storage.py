@@ -12,9 +12,13 @@ Tables (primary keys chosen for the API's queries):
   itself (``record``: the ChatMessage JSON with its schema version ``v``) under the key
   columns the API queries by: the processor serialises five values per row, and Cassandra
   stores one cell instead of nine; readers decode it with the same model the processor
-  validated it with.
+  validated it with. ``words``: the message's words (:mod:`chatpulse.words`), a set with a
+  Storage-Attached Index, for the API's search.
 - ``message_buckets``: per channel, the buckets that hold messages, newest first (same TTL),
   so a reader skips empty minutes instead of querying each.
+- ``user_messages``: the same records again, partition (channel, user login, UTC day of
+  ``sent_at``), newest first, same TTL: one user's history in a channel (justlog's query)
+  reads the user's day partitions, not the channel's.
 - ``window_stats``: one row per (channel, window size, window start), partition per UTC day of
   the window start so a partition stays bounded (1,440 one-minute rows a day); TTL per write
   (``CHATPULSE_STATS_TTL_DAYS``). ``top_emotes`` and ``top_chatters`` are JSON lists.
@@ -56,10 +60,20 @@ def schema_statements(keyspace: str, replication_factor: int = 1) -> list[str]:
             channel text, bucket timestamp, sent_at timestamp, id text, record blob,
             PRIMARY KEY ((channel, bucket), sent_at, id)
         ) WITH CLUSTERING ORDER BY (sent_at DESC, id DESC)""",
+        f"ALTER TABLE {ks}.messages_bucketed ADD IF NOT EXISTS words set<text>",
+        # Storage-Attached Index of each message's words (chatpulse.words): a search asks for
+        # ``words CONTAINS ?`` within one (channel, minute) partition at a time
+        f"CREATE INDEX IF NOT EXISTS messages_bucketed_words ON {ks}.messages_bucketed "
+        "(VALUES(words)) USING 'sai'",
         f"""CREATE TABLE IF NOT EXISTS {ks}.message_buckets (
             channel text, bucket timestamp,
             PRIMARY KEY (channel, bucket)
         ) WITH CLUSTERING ORDER BY (bucket DESC)""",
+        f"""CREATE TABLE IF NOT EXISTS {ks}.user_messages (
+            channel text, user_login text, bucket timestamp, sent_at timestamp, id text,
+            record blob,
+            PRIMARY KEY ((channel, user_login, bucket), sent_at, id)
+        ) WITH CLUSTERING ORDER BY (sent_at DESC, id DESC)""",
         f"""CREATE TABLE IF NOT EXISTS {ks}.window_stats (
             channel text, window text, day date, window_start timestamp,
             window_end timestamp, messages bigint, unique_chatters bigint,
@@ -150,8 +164,9 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 # (by hand, or by a future layout) is reported by ``ensure_schema`` rather than failing every
 # write of the processor later.
 _COLUMNS = {
-    "messages_bucketed": {"channel", "bucket", "sent_at", "id", "record"},
+    "messages_bucketed": {"channel", "bucket", "sent_at", "id", "record", "words"},
     "message_buckets": {"channel", "bucket"},
+    "user_messages": {"channel", "user_login", "bucket", "sent_at", "id", "record"},
     "window_stats": {
         "channel",
         "window",

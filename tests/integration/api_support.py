@@ -64,6 +64,11 @@ class Window:
     messages: int = 0
     users: set[str] = field(default_factory=set)
     emotes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    chatters: Counter[str] = field(default_factory=Counter)  # by login (= user id here)
+
+    def top_chatters(self) -> list[dict[str, Any]]:
+        ranked = sorted(self.chatters.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        return [{"login": login, "count": count} for login, count in ranked]
 
     def top_emotes(self) -> list[dict[str, Any]]:
         ranked = sorted(self.emotes.items(), key=lambda kv: (-kv[1], kv[0][0]))[:10]
@@ -103,6 +108,7 @@ class KnownStream:
                 w = table[(m.channel, name, m.sent_at - m.sent_at % size)]
                 w.messages += 1
                 w.users.add(m.user_id)
+                w.chatters[m.user_login] += 1
                 for e in m.emotes:
                     w.emotes[(e.id, m.emote_name(e))] += 1
         return dict(table)
@@ -119,6 +125,7 @@ class KnownStream:
             "unique_chatters": len(w.users),
             "top_emotes": w.top_emotes(),
             "closed": closed,
+            "top_chatters": w.top_chatters(),
         }
 
     def starts(self, channel: str, name: str) -> list[int]:
@@ -158,7 +165,8 @@ def write_rows(settings: Settings, stream: KnownStream) -> None:
             session.execute(insert_bucket, (channel, bucket))
         insert_window = session.prepare(
             f"INSERT INTO {ks}.window_stats (channel, window, day, window_start, window_end, "
-            "messages, unique_chatters, top_emotes, closed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "messages, unique_chatters, top_emotes, closed, top_chatters) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         insert_board = session.prepare(
             f"INSERT INTO {ks}.window_leaderboard (window, window_start, channel, messages, "
@@ -179,6 +187,7 @@ def write_rows(settings: Settings, stream: KnownStream) -> None:
                     len(w.users),
                     json.dumps(w.top_emotes()),
                     closed,
+                    json.dumps(w.top_chatters()),
                 ),
             )
             session.execute(insert_board, (name, start, channel, w.messages, len(w.users)))

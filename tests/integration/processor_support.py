@@ -124,9 +124,31 @@ def generate(
     return records
 
 
+def top_chatters(users: list[str], capacity: int | None) -> list[dict[str, Any]]:
+    """The 10 chatters with the most messages of a window whose messages came from ``users``
+    (in the order counted), most first, ties by login: the plain counts, or with a
+    ``capacity`` what Space-Saving gives, written the plain way (when all counters are taken,
+    a new chatter replaces the one with the smallest (count, user id) and takes its count + 1)."""
+    if capacity is None:
+        counts = dict(Counter(users))
+    else:
+        counts = {}
+        for user in users:
+            if user in counts:
+                counts[user] += 1
+            elif len(counts) < capacity:
+                counts[user] = 1
+            else:
+                victim = min(counts, key=lambda key: (counts[key], key))
+                counts[user] = counts.pop(victim) + 1
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], f"user{item[0]}", item[0]))
+    return [{"login": f"user{user}", "count": count} for user, count in ranked[:10]]
+
+
 @dataclass
 class Truth:
-    windows: dict[tuple[str, str, int], tuple[int, int, list[dict[str, Any]]]]
+    # (messages, unique chatters, top emotes, top chatters)
+    windows: dict[tuple[str, str, int], tuple[int, int, list[dict[str, Any]], list[dict[str, Any]]]]
     totals: dict[str, tuple[int, int, int]]
     messages: dict[str, int]
     closed: set[tuple[str, str, int]]
@@ -135,13 +157,16 @@ class Truth:
     distinct_ids: set[tuple[str, str]] = field(default_factory=set)
 
 
-def ground_truth(records: list[Record]) -> Truth:
+def ground_truth(records: list[Record], top_capacity: int | None = None) -> Truth:
     """Per channel in order: count once per id; a window closes when the channel's latest
-    sent_at reaches end + grace; a message for a closed window is late (totals only)."""
+    sent_at reaches end + grace; a message for a closed window is late (totals only).
+    Top chatters: exact counts, or Space-Saving with ``top_capacity`` counters (the
+    processor's CHATPULSE_TOP_CHATTERS_CAPACITY) when given."""
     seen: set[tuple[str, str]] = set()
     latest: dict[str, int] = {}
     counts: dict[tuple[str, str, int], int] = Counter()
     users: dict[tuple[str, str, int], set[str]] = defaultdict(set)
+    chatters: dict[tuple[str, str, int], list[str]] = defaultdict(list)
     emotes: dict[tuple[str, str, int], Counter[str]] = defaultdict(Counter)
     totals: dict[str, list[int]] = {}
     late = duplicates = 0
@@ -164,13 +189,14 @@ def ground_truth(records: list[Record]) -> Truth:
             key = (r.channel, name, start)
             counts[key] += 1
             users[key].add(r.user_id)
+            chatters[key].append(r.user_id)
             emotes[key].update(r.emote_ids)
     windows = {}
     closed = set()
     for key, count in counts.items():
         ranked = sorted(emotes[key].items(), key=lambda item: (-item[1], item[0]))[:10]
         top = [{"id": eid, "name": EMOTE_NAMES[eid], "count": c} for eid, c in ranked]
-        windows[key] = (count, len(users[key]), top)
+        windows[key] = (count, len(users[key]), top, top_chatters(chatters[key], top_capacity))
         channel, name, start = key
         if start + SIZES[name] + GRACE_MS <= latest[channel]:
             closed.add(key)
@@ -266,7 +292,7 @@ class ProcessorProcess:
 
 @dataclass
 class Results:
-    windows: dict[tuple[str, str, int], tuple[int, int, list[dict[str, Any]]]]
+    windows: dict[tuple[str, str, int], tuple[int, int, list[dict[str, Any]], list[dict[str, Any]]]]
     closed_flags: dict[tuple[str, str, int], bool]
     totals: dict[str, tuple[int, int, int]]
     messages: dict[str, int]
@@ -281,7 +307,12 @@ def read_cassandra(settings: Settings) -> Results:
         for row in session.execute(f"SELECT * FROM {ks}.window_stats", timeout=60):
             start = int(row.window_start.timestamp() * 1000)
             key = (row.channel, row.window, start)
-            windows[key] = (row.messages, row.unique_chatters, json.loads(row.top_emotes))
+            windows[key] = (
+                row.messages,
+                row.unique_chatters,
+                json.loads(row.top_emotes),
+                json.loads(row.top_chatters),
+            )
             flags[key] = row.closed
         for row in session.execute(f"SELECT * FROM {ks}.window_leaderboard", timeout=60):
             start = int(row.window_start.timestamp() * 1000)
@@ -394,4 +425,9 @@ def assert_exact(
     for s in stats:
         if s["closed"]:
             key = (s["channel"], s["window"], s["window_start"])
-            assert (s["messages"], s["unique_chatters"], s["top_emotes"]) == truth.windows[key]
+            assert (
+                s["messages"],
+                s["unique_chatters"],
+                s["top_emotes"],
+                s["top_chatters"],
+            ) == truth.windows[key]

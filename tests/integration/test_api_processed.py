@@ -52,6 +52,65 @@ def _wait_counted(api: httpx.Client, stream: KnownStream, timeout_s: float = 180
         time.sleep(0.5)
 
 
+def _user_pages(api: httpx.Client, path: str, **params: Any) -> list[str]:
+    """Every page of a user's history (3 to a page), as message ids."""
+    ids: list[str] = []
+    query: dict[str, Any] = {"limit": 3, **params}
+    while True:
+        response = api.get(path, params=query)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        ids += [item["id"] for item in page["items"]]
+        if page["next_cursor"] is None:
+            return ids
+        query = {**query, "before": page["next_cursor"]}
+
+
+def _check_user_histories(api: httpx.Client, stream: KnownStream, channel: str) -> None:
+    """Each user's history, from the processor's user_messages rows: exactly their messages,
+    newest first, across the midnight the stream spans; from/to bound it."""
+    messages = sorted(stream.of(channel), key=lambda m: (m.sent_at, m.id), reverse=True)
+    logins = sorted({m.user_login for m in messages})
+    assert len(logins) > 2
+    for login in logins:
+        path = f"/api/v1/channels/{channel}/users/{login.upper()}/messages"
+        expected = [m.id for m in messages if m.user_login == login]
+        assert _user_pages(api, path) == expected
+    login = logins[0]
+    own = [m for m in messages if m.user_login == login]
+    middle = own[len(own) // 2]
+    path = f"/api/v1/channels/{channel}/users/{login}/messages"
+    assert _user_pages(api, path, **{"from": iso(middle.sent_at)}) == [
+        m.id for m in own if m.sent_at >= middle.sent_at
+    ]
+    assert _user_pages(api, path, to=iso(middle.sent_at)) == [
+        m.id for m in own if m.sent_at < middle.sent_at
+    ]
+    nobody = api.get(f"/api/v1/channels/{channel}/users/nobody_here/messages").json()
+    assert nobody == {"items": [], "next_cursor": None}
+    backwards = api.get(path, params={"from": iso(middle.sent_at), "to": iso(own[-1].sent_at)})
+    assert backwards.status_code == 422
+    assert api.get(f"/api/v1/channels/{channel}/users/not-a-login/messages").status_code == 422
+    unknown = api.get("/api/v1/channels/never_seen_here/users/someone/messages")
+    assert unknown.status_code == 404
+
+
+def _check_search(api: httpx.Client, stream: KnownStream, channel: str) -> None:
+    """A search finds exactly the messages holding every word (any case), newest first,
+    through the Storage-Attached Index of the words the processor stored; bad q is a 422."""
+    messages = sorted(stream.of(channel), key=lambda m: (m.sent_at, m.id), reverse=True)
+    path = f"/api/v1/channels/{channel}/messages"
+    for query, wanted in [("kappa", {"kappa"}), ("KAPPA gg", {"kappa", "gg"}), ("LuL", {"lul"})]:
+        expected = [m.id for m in messages if wanted <= set(m.text.lower().split())]
+        assert expected, query
+        assert _user_pages(api, path, q=query) == expected
+    assert _user_pages(api, path, q="nothing_says_this") == []
+    for bad in ["", "?!", "a b c d e f", "x" * 41, "y " * 101]:
+        response = api.get(path, params={"q": bad})
+        assert response.status_code == 422, bad
+        assert response.headers["content-type"].startswith("application/problem+json")
+
+
 def test_api_serves_exactly_what_the_processor_counted(settings: Settings, tmp_path: Path) -> None:
     windows = dict(zip(settings.windows, settings.window_sizes_ms, strict=True))
     stream = KnownStream.build(windows, COUNTS)
@@ -104,6 +163,8 @@ def test_api_serves_exactly_what_the_processor_counted(settings: Settings, tmp_p
                     params = {"limit": 9, "before": page["next_cursor"]}
                 expected_ids = sorted(stream.of(channel), key=lambda m: (m.sent_at, m.id))
                 assert ids == [m.id for m in reversed(expected_ids)]
+                _check_user_histories(api, stream, channel)
+                _check_search(api, stream, channel)
 
             table = stream.window_table()
             for name in windows:

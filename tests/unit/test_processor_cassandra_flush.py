@@ -113,6 +113,11 @@ STATEMENTS = {
         "message", "channel:text bucket:timestamp sent_at:timestamp id:text record:blob", [0, 1]
     ),
     "bucket": _prepared("bucket", "channel:text bucket:timestamp", [0]),
+    "user_message": _prepared(
+        "user_message",
+        "channel:text user_login:text bucket:timestamp sent_at:timestamp id:text record:blob",
+        [0, 1, 2],
+    ),
     "window": _prepared(
         "window",
         "channel:text window:text day:date window_start:timestamp window_end:timestamp "
@@ -201,8 +206,14 @@ def test_a_checkpoint_writes_each_message_and_the_newest_statistics() -> None:
     sink.flush()
     # 130 messages in three minute buckets of 60, 60 and 10 (each bucket a partition and a
     # batch); 3 window rows (one batch), 3 leaderboard partitions of one row, 1 totals
-    # row, the 3 buckets in the bucket index (one partition)
-    assert _batch_sizes(session) == [1, 1, 1, 1, 3, 3, 10, 60, 60]
+    # row, the 3 buckets in the bucket index (one partition); the 130 user-history rows of
+    # the 7 users (one day each), their partitions' rows together, ten rows to a batch
+    assert _batch_sizes(session) == [1, 1, 1, 1, 3, 3, *[10] * 14, 60, 60]
+    day = T0 - T0 % (24 * 60 * MIN)
+    assert session.rows("user_message") == sorted(
+        (("c0", f"u{i % 7}", day, T0 + i * 1_000, f"m{i}", f"record m{i}".encode()))
+        for i in range(130)
+    )
     messages = session.rows("message")
     assert [tuple(row) for row in messages] == [
         ("c0", T0 + i // 60 * MIN, T0 + i * 1_000, f"m{i}", f"record m{i}".encode())
@@ -223,7 +234,9 @@ def test_a_checkpoint_writes_each_message_and_the_newest_statistics() -> None:
     assert session.rows("latest") == [("1m", T0 + 2 * MIN, (T0 + 2 * MIN) * 1000)]
     kinds = [_kind(statement) for statement, _ in session.sent]
     # the statistics go out before the raw messages: the API's numbers are visible sooner
-    assert kinds.index("message") > max(i for i, k in enumerate(kinds) if k != "message")
+    assert kinds.index("message") > max(
+        i for i, k in enumerate(kinds) if k not in {"message", "user_message"}
+    )
     session.sent.clear()
     sink.flush()
     assert session.sent == []
@@ -449,6 +462,7 @@ SAMPLE_ROWS: dict[str, list[tuple[Any, ...]]] = {
         ("ünïcödé", T0 + MIN, T0 + MIN, "m2", b"\x00\xff"),
     ],
     "bucket": [("c0", T0), ("ünïcödé", T0 + MIN)],
+    "user_message": [("c0", "someone", T0, T0 + 5, "m1", b"{}")],
     "window": [
         ("c0", "1m", cql_date(T0), T0, T0 + MIN, 5, 3, '[["Kappa",2]]', True, '[{"login":"a"}]'),
         ("c1", "1h", cql_date(T0), T0, T0 + 60 * MIN, 2**40, 0, None, False, None),

@@ -24,6 +24,7 @@ from chatpulse.api.errors import ApiError, StorageUnavailableError
 from chatpulse.api.log_limits import KindedLog
 from chatpulse.settings import Settings
 from chatpulse.storage import connect
+from chatpulse.words import MAX_QUERY_WORDS
 
 __all__ = ["STATEMENTS", "CassandraGateway"]
 
@@ -53,11 +54,36 @@ STATEMENTS: dict[str, str] = {
     "WHERE channel = ? AND bucket = ? AND sent_at < ? LIMIT ?",
     "messages_before_key": "SELECT sent_at, id, record FROM {ks}.messages_bucketed "
     "WHERE channel = ? AND bucket = ? AND (sent_at, id) < (?, ?) LIMIT ?",
+    "user_messages_before_time": "SELECT sent_at, id, record FROM {ks}.user_messages "
+    "WHERE channel = ? AND user_login = ? AND bucket = ? AND sent_at < ? AND sent_at >= ? "
+    "LIMIT ?",
+    "user_messages_before_key": "SELECT sent_at, id, record FROM {ks}.user_messages "
+    "WHERE channel = ? AND user_login = ? AND bucket = ? AND (sent_at, id) < (?, ?) "
+    "AND sent_at >= ? LIMIT ?",
     "latest_window": "SELECT window_start FROM {ks}.latest_window WHERE window = ?",
     "leaderboard": "SELECT channel, messages, unique_chatters FROM {ks}.window_leaderboard "
     "WHERE window = ? AND window_start = ?",
     "ping": "SELECT release_version FROM system.local",
 }
+
+
+def _search_statements() -> dict[str, str]:
+    """Searches of 1 to MAX_QUERY_WORDS words within one minute bucket (SAI on ``words``)."""
+    statements = {}
+    for count in range(1, MAX_QUERY_WORDS + 1):
+        words = " AND words CONTAINS ?" * count
+        statements[f"search_before_time_{count}"] = (
+            "SELECT sent_at, id, record FROM {ks}.messages_bucketed "  # noqa: S608 - constants
+            f"WHERE channel = ? AND bucket = ? AND sent_at < ?{words} LIMIT ?"
+        )
+        statements[f"search_before_key_{count}"] = (
+            "SELECT sent_at, id, record FROM {ks}.messages_bucketed "  # noqa: S608 - constants
+            f"WHERE channel = ? AND bucket = ? AND (sent_at, id) < (?, ?){words} LIMIT ?"
+        )
+    return statements
+
+
+STATEMENTS.update(_search_statements())
 # The keyspace's tables the statements read.
 TABLES = frozenset(re.findall(r"FROM \{ks\}\.(\w+)", " ".join(STATEMENTS.values())))
 

@@ -31,7 +31,7 @@ from chatpulse.api.schemas import (
     to_ms,
     utc,
 )
-from chatpulse.buckets import Position, scan_newest_first
+from chatpulse.buckets import USER_BUCKET_MS, Position, scan_newest_first, user_bucket
 from chatpulse.models import ChatMessage, decode_chat_message
 from chatpulse.windows import window_start
 
@@ -42,6 +42,7 @@ __all__ = [
     "latest_windows",
     "leaderboard",
     "message_page",
+    "user_message_page",
     "window_stats",
 ]
 
@@ -240,6 +241,7 @@ async def message_page(
     before_key: tuple[int, str] | None,
     limit: int,
     oldest_ms: int,
+    words: list[str] | None = None,
 ) -> tuple[list[MessageItem], tuple[int, str] | None]:
     """Messages newest first, strictly before a time or a (sent_at, id) key; the next key.
 
@@ -248,6 +250,9 @@ async def message_page(
     (:data:`chatpulse.buckets.MAX_BUCKET_QUERIES`) before it was full, ``(bucket start, "")``:
     everything sent before that bucket is still to read. So a page may hold fewer than
     ``limit`` items and still have a next key.
+
+    With ``words``, only the messages that hold every one of them (a search: the same walk,
+    each bucket asked through the Storage-Attached Index on ``words``).
     """
     newest = totals.last_seen_ms + 1
     if before_key is not None:
@@ -260,12 +265,27 @@ async def message_page(
         params = (channel, newest_bucket, oldest_bucket, most)
         return [to_ms(row.bucket) for row in await db.execute("message_buckets", params)]
 
+    terms = tuple(words or ())
+    suffix = f"_{len(terms)}" if terms else ""
+    by_key, by_time = (
+        ("search_before_key", "search_before_time")
+        if terms
+        else ("messages_before_key", "messages_before_time")
+    )
+
     async def read_bucket(bucket: int, position: Position, most: int) -> list[Any]:
         if position.id and bucket == position.bucket:
-            params: tuple[Any, ...] = (channel, bucket, position.sent_at_ms, position.id, most)
-            return await db.execute("messages_before_key", params)
-        params = (channel, bucket, position.sent_at_ms, most)
-        return await db.execute("messages_before_time", params)
+            params: tuple[Any, ...] = (
+                channel,
+                bucket,
+                position.sent_at_ms,
+                position.id,
+                *terms,
+                most,
+            )
+            return await db.execute(by_key + suffix, params)
+        params = (channel, bucket, position.sent_at_ms, *terms, most)
+        return await db.execute(by_time + suffix, params)
 
     scan = await scan_newest_first(
         list_buckets,
@@ -273,6 +293,57 @@ async def message_page(
         start=start,
         oldest_ms=max(totals.first_seen_ms, oldest_ms),
         limit=limit,
+    )
+    items = [_message(channel, row) for row in scan.rows[:limit]]
+    if len(scan.rows) > limit:
+        return items, (to_ms(items[-1].sent_at), items[-1].id)
+    if scan.resume_before is not None:
+        return items, (scan.resume_before, "")
+    return items, None
+
+
+async def user_message_page(
+    db: CassandraGateway,
+    *,
+    channel: str,
+    login: str,
+    start: Position,
+    oldest_ms: int,
+    limit: int,
+) -> tuple[list[MessageItem], tuple[int, str] | None]:
+    """A user's messages in a channel newest first, older than ``start`` and sent at or after
+    ``oldest_ms``; the next key (as :func:`message_page`'s).
+
+    The day buckets between are computed, not looked up (a user's days are few, and a page
+    reads at most :data:`chatpulse.buckets.MAX_BUCKET_QUERIES` of them, empty ones included).
+    """
+
+    async def list_buckets(newest_bucket: int, oldest_bucket: int, most: int) -> list[int]:
+        count = min(most, (newest_bucket - oldest_bucket) // USER_BUCKET_MS + 1)
+        return [newest_bucket - n * USER_BUCKET_MS for n in range(count)]
+
+    async def read_bucket(bucket: int, position: Position, most: int) -> list[Any]:
+        if position.id and bucket == position.bucket_in(user_bucket):
+            params: tuple[Any, ...] = (
+                channel,
+                login,
+                bucket,
+                position.sent_at_ms,
+                position.id,
+                oldest_ms,
+                most,
+            )
+            return await db.execute("user_messages_before_key", params)
+        params = (channel, login, bucket, position.sent_at_ms, oldest_ms, most)
+        return await db.execute("user_messages_before_time", params)
+
+    scan = await scan_newest_first(
+        list_buckets,
+        read_bucket,
+        start=start,
+        oldest_ms=oldest_ms,
+        limit=limit,
+        bucket_of=user_bucket,
     )
     items = [_message(channel, row) for row in scan.rows[:limit]]
     if len(scan.rows) > limit:

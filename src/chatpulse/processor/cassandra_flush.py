@@ -32,9 +32,9 @@ import msgspec
 from cassandra import InvalidRequest, Unauthorized
 from quixstreams.sinks import SinkBackpressureError
 
-from chatpulse.buckets import message_bucket
+from chatpulse.buckets import message_bucket, user_bucket
 from chatpulse.errors import SchemaError
-from chatpulse.models import WindowStats
+from chatpulse.models import WindowStats, history_login
 from chatpulse.processor.aggregate import WindowAggregate, top_emotes
 from chatpulse.processor.binding import RowBinder
 from chatpulse.processor.channel import ChannelUpdate
@@ -50,6 +50,7 @@ from chatpulse.processor.errors import SchemaMissingError
 from chatpulse.processor.metrics import ProcessorMetrics
 from chatpulse.processor.topology import UpdateWriter
 from chatpulse.windows import format_duration
+from chatpulse.words import words_of
 
 __all__ = ["CassandraFlush"]
 
@@ -82,22 +83,48 @@ def _message_rows(
 ) -> list[Values]:
     """One partition's message rows, serialised; its key columns only once."""
     # the "message" statement's bind markers, in order
-    text, bucket_start, timestamp, message_id, blob = binder.serializers
+    blob, word_set, text, bucket_start, timestamp, message_id = binder.serializers
     key_channel, key_bucket = text(channel), bucket_start(bucket)
     return [
         [
+            blob(u.record),
+            word_set(words_of(u.message.text)),
             key_channel,
             key_bucket,
             timestamp(u.message.sent_at),
             message_id(u.message.id),
-            blob(u.record),
         ]
         for u in updates
     ]
 
 
+def _user_message_rows(binder: RowBinder, updates: list[ChannelUpdate]) -> list[Values]:
+    """The ``user_messages`` rows of a checkpoint, each partition's rows next to each other
+    (a message whose login is not a Twitch login has none: no API request could name it)."""
+    text, login_text, bucket_start, timestamp, message_id, blob = binder.serializers
+    keyed: list[tuple[str, str, int, ChannelUpdate]] = []
+    for update in updates:
+        message = update.message
+        login = history_login(message.user_login)
+        if login is not None:
+            keyed.append((message.channel, login, user_bucket(message.sent_at), update))
+    keyed.sort(key=lambda item: item[:3])
+    return [
+        [
+            text(channel),
+            login_text(login),
+            bucket_start(bucket),
+            timestamp(u.message.sent_at),
+            message_id(u.message.id),
+            blob(u.record),
+        ]
+        for channel, login, bucket, u in keyed
+    ]
+
+
 def _message_batches(binder: RowBinder, rows: list[Values]) -> Iterable[tuple[Any, None]]:
-    weights = (100 + len(row[4] or b"") for row in rows)  # row[4]: the record, most of it
+    # row[0]: the record, most of it; row[1]: its words, at most about as long again
+    weights = (100 + len(row[0] or b"") + len(row[1] or b"") for row in rows)
     for group in batches(binder, rows, _MESSAGES_PER_BATCH, weights):
         yield group, None
 
@@ -257,6 +284,13 @@ class CassandraFlush(UpdateWriter):
                 quiet, quiet_partitions = [], 0
         if quiet:
             yield from _message_batches(messages, quiet)
+        # each user's history: mostly one row per (user, day) partition in a checkpoint, so
+        # batches of at most ten partitions' rows
+        user_messages = st["user_message"]
+        rows = _user_message_rows(user_messages, updates)
+        weights = (100 + len(row[5] or b"") for row in rows)
+        for group in batches(user_messages, rows, _PARTITIONS_PER_BATCH, weights):
+            yield group, None
 
     def _window_statements(
         self, windows: dict[tuple[str, int, int], WindowAggregate | WindowStats]

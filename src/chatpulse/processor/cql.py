@@ -132,8 +132,14 @@ class CassandraWriter:
         ttl_s = self._settings.message_ttl_days * 86_400
         stats_ttl_s = self._settings.stats_ttl_days * 86_400
         cql = {
-            "message": f"INSERT INTO {ks}.messages_bucketed "  # noqa: S608
-            f"(channel, bucket, sent_at, id, record) VALUES (?, ?, ?, ?, ?) USING TTL {ttl_s:d}",
+            # an UPDATE adding to the words set: an INSERT of a collection writes a tombstone
+            # per row first (to clear an older value); adding the same words again is a no-op
+            "message": f"UPDATE {ks}.messages_bucketed USING TTL {ttl_s:d} "  # noqa: S608
+            "SET record = ?, words = words + ? "
+            "WHERE channel = ? AND bucket = ? AND sent_at = ? AND id = ?",
+            "user_message": f"INSERT INTO {ks}.user_messages "  # noqa: S608
+            "(channel, user_login, bucket, sent_at, id, record) VALUES (?, ?, ?, ?, ?, ?) "
+            f"USING TTL {ttl_s:d}",
             # rewritten at each checkpoint with messages in the bucket: it outlives them
             "bucket": f"INSERT INTO {ks}.message_buckets (channel, bucket) VALUES (?, ?) "  # noqa: S608
             f"USING TTL {ttl_s:d}",

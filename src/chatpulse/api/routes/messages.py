@@ -8,17 +8,20 @@ from fastapi import APIRouter, Query
 from chatpulse.api import queries
 from chatpulse.api.cursors import MAX_CURSOR_CHARS, message_position
 from chatpulse.api.deps import KnownChannel, ServicesDep
+from chatpulse.api.errors import ApiError
 from chatpulse.api.routes import problems
 from chatpulse.api.schemas import MessagePage, to_ms
+from chatpulse.words import MAX_QUERY_CHARS, MAX_QUERY_WORDS, MAX_WORD_CHARS, query_words
 
-__all__ = ["router"]
+__all__ = ["parse_time", "router"]
 
 router = APIRouter(prefix="/api/v1/channels", tags=["messages"])
 
 _DAY_MS = 86_400_000
 
 
-def _parse_time(text: str) -> int | None:
+def parse_time(text: str) -> int | None:
+    """Epoch ms of an ISO 8601 time, or None when ``text`` is not one (a cursor)."""
     try:
         return to_ms(datetime.fromisoformat(text))
     except ValueError:
@@ -37,13 +40,34 @@ async def channel_messages(
             description="next_cursor of the previous page, or an ISO 8601 time (exclusive)",
         ),
     ] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_QUERY_CHARS,
+            description=f"search: only messages with every word of q (case-insensitive whole "
+            f"words; at most {MAX_QUERY_WORDS} words of at most {MAX_WORD_CHARS} characters)",
+        ),
+    ] = None,
 ) -> MessagePage:
-    """Messages newest first; follow ``next_cursor`` (as ``before``) for older ones."""
+    """Messages newest first; follow ``next_cursor`` (as ``before``) for older ones.
+
+    With ``q``, a search: the messages holding every word of ``q``. A page looks through at
+    most 32 minutes of the channel's chat, so a search for something rare can answer fewer
+    than ``limit`` items (even none) with a ``next_cursor``: follow it until it is null.
+    """
+    words: list[str] | None = None
+    if q is not None:
+        try:
+            words = query_words(q)
+        except ValueError as exc:
+            raise ApiError(
+                str(exc), status=422, title="Invalid request", slug="validation"
+            ) from None
     before_ms: int | None = None
     before_key: tuple[int, str] | None = None
     scope = f"messages:{totals.channel}"
     if before is not None:
-        before_ms = _parse_time(before)
+        before_ms = parse_time(before)
         if before_ms is None:
             before_key = message_position(services.cursors.check(scope, before))
     if not totals.seen or (before_ms is not None and before_ms <= totals.first_seen_ms):
@@ -59,6 +83,7 @@ async def channel_messages(
         before_key=before_key,
         limit=limit,
         oldest_ms=oldest_ms,
+        words=words,
     )
     next_cursor = None if next_key is None else services.cursors.issue(scope, list(next_key))
     return MessagePage(items=items, next_cursor=next_cursor)
