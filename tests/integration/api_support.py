@@ -152,15 +152,25 @@ def write_rows(settings: Settings, stream: KnownStream) -> None:
     ks = settings.cassandra_keyspace
     try:
         insert_message = session.prepare(
-            f"INSERT INTO {ks}.messages_bucketed (channel, bucket, sent_at, id, record) "
-            "VALUES (?, ?, ?, ?, ?)"
+            f"INSERT INTO {ks}.messages_bucketed (channel, bucket, sent_at, id, record, words) "
+            "VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        insert_user_message = session.prepare(
+            f"INSERT INTO {ks}.user_messages (channel, user_login, bucket, sent_at, id, record) "
+            "VALUES (?, ?, ?, ?, ?, ?)"
         )
         insert_bucket = session.prepare(
             f"INSERT INTO {ks}.message_buckets (channel, bucket) VALUES (?, ?)"
         )
         for m in stream.messages:
             bucket = message_bucket(m.sent_at)
-            session.execute(insert_message, (m.channel, bucket, m.sent_at, m.id, encode(m)))
+            # the words as the processor keeps them; this stream's texts are plain words
+            words = set(m.text.lower().split())
+            session.execute(insert_message, (m.channel, bucket, m.sent_at, m.id, encode(m), words))
+            day = m.sent_at - m.sent_at % DAY_MS
+            session.execute(
+                insert_user_message, (m.channel, m.user_login, day, m.sent_at, m.id, encode(m))
+            )
         for channel, bucket in {(m.channel, message_bucket(m.sent_at)) for m in stream.messages}:
             session.execute(insert_bucket, (channel, bucket))
         insert_window = session.prepare(

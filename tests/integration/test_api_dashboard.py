@@ -78,6 +78,37 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
             expect(page.locator("#status-text")).to_have_text("live · alpha")
             expect(page.locator("#messages li")).to_have_count(30)
 
+            # this minute's top chatters, from the newest 1m window
+            window = stream.window_table()[("alpha", "1m", newest)]
+            chatters = page.locator("#chatters li")
+            expect(chatters).to_have_count(min(10, len(window.users)))
+            top = window.top_chatters()[0]
+            expect(chatters.nth(0)).to_contain_text(top["login"])
+            expect(chatters.nth(0).locator(".count")).to_have_text(str(top["count"]))
+
+            # a name in recent messages opens that user's history
+            name = page.locator("#messages li button.who").first
+            login = name.get_attribute("data-login")
+            assert login
+            said = [m for m in stream.of("alpha") if m.user_login == login]
+            name.click()
+            expect(page.locator("#history-card")).to_be_visible()
+            expect(page.locator("#history-title")).to_have_text(f"{login} in alpha")
+            expect(page.locator("#history li")).to_have_count(len(said))
+            newest_said = max(said, key=lambda m: m.sent_at)
+            expect(page.locator("#history li").first).to_contain_text(newest_said.text)
+
+            # the search box: every message of alpha with both words, any case
+            wanted = {"kappa", "gg"}
+            found = [m for m in stream.of("alpha") if wanted <= set(m.text.lower().split())]
+            assert 0 < len(found) < 50
+            page.locator("#search-q").fill("Kappa GG")
+            page.locator("#search-q").press("Enter")
+            expect(page.locator("#search-results li")).to_have_count(len(found))
+            expect(page.locator("#search-note")).to_have_text(f"{len(found)} found")
+            page.locator("#search-results li button.who").first.click()
+            expect(page.locator("#history-title")).to_contain_text(" in alpha")
+
             producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
             update = WindowStats(
                 "alpha", "1m", newest, newest + 60_000, before + 17, 9, closed=False

@@ -3,13 +3,19 @@
 
 const API = "/api/v1";
 const state = { windows: ["1m", "10m", "1h"], lbWindow: "10m", channel: null, source: null,
-  chart: null, xs: [], ys: [] };
+  chart: null, xs: [], ys: [], history: null, search: null };
 const $ = (id) => document.getElementById(id);
 const fmt = new Intl.NumberFormat();
 
 async function getJSON(path) {
   const response = await fetch(path, { headers: { Accept: "application/json" } });
-  if (!response.ok) throw new Error(`${path}: ${response.status}`);
+  if (!response.ok) {
+    // problem documents (RFC 9457) say what was wrong in "detail"
+    const problem = await response.json().catch(() => ({}));
+    const error = new Error(problem.detail || `${path}: ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
   return response.json();
 }
 
@@ -103,6 +109,64 @@ function showWindow(stats) {
     $("live-chatters").textContent = fmt.format(stats.unique_chatters);
     $("emotes").replaceChildren(...stats.top_emotes.map((e) =>
       el("li", {}, e.name || e.id, el("span", { className: "count", textContent: fmt.format(e.count) }))));
+    $("chatters").replaceChildren(...(stats.top_chatters || []).map((c) =>
+      el("li", {}, nameButton(c.login, c.login),
+        el("span", { className: "count", textContent: fmt.format(c.count) }))));
+  }
+}
+
+// ---- a user's history and search: pages of messages, "older" follows next_cursor ----
+function nameButton(login, label) {
+  const button = el("button", { type: "button", className: "who", textContent: label });
+  button.dataset.login = login;
+  button.addEventListener("click", () => openHistory(login));
+  return button;
+}
+
+function messageItem(m, withName) {
+  const parts = [el("time", { textContent: timeOf(m.sent_at), dateTime: m.sent_at })];
+  if (withName) parts.push(nameButton(m.user_login, m.display_name || m.user_login));
+  return el("li", {}, ...parts, m.text);
+}
+
+async function loadPage(view, list, more) {
+  const query = new URLSearchParams(view.params);
+  if (view.cursor) query.set("before", view.cursor);
+  const page = await getJSON(`${view.path}?${query}`);
+  if (view !== state[view.kind]) return page;  // replaced meanwhile
+  list.append(...page.items.map((m) => messageItem(m, view.kind === "search")));
+  view.cursor = page.next_cursor;
+  more.hidden = !page.next_cursor;
+  return page;
+}
+
+async function openHistory(login) {
+  if (!state.channel) return;
+  const view = { kind: "history", cursor: null, params: { limit: "50" },
+    path: `${API}/channels/${state.channel}/users/${encodeURIComponent(login)}/messages` };
+  state.history = view;
+  $("history-title").textContent = `${login} in ${state.channel}`;
+  $("history").replaceChildren();
+  $("history-card").hidden = false;
+  await loadPage(view, $("history"), $("history-more"));
+  $("history-card").scrollIntoView({ block: "nearest" });
+}
+
+async function runSearch(q) {
+  if (!state.channel) return;
+  const view = { kind: "search", cursor: null, params: { q, limit: "50" },
+    path: `${API}/channels/${state.channel}/messages` };
+  state.search = view;
+  $("search-results").replaceChildren();
+  $("search-note").textContent = "searching…";
+  try {
+    await loadPage(view, $("search-results"), $("search-more"));
+    const found = $("search-results").children.length;
+    $("search-note").textContent = found ? `${found} found` : (view.cursor
+      ? "nothing in the newest half hour of chat; look further back" : "nothing found");
+  } catch (err) {
+    $("search-note").textContent = err.message;
+    $("search-more").hidden = true;
   }
 }
 
@@ -116,10 +180,7 @@ async function refreshSummary() {
 async function refreshMessages() {
   if (!state.channel) return;
   const page = await getJSON(`${API}/channels/${state.channel}/messages?limit=30`);
-  $("messages").replaceChildren(...page.items.map((m) => el("li", {},
-    el("time", { textContent: timeOf(m.sent_at), dateTime: m.sent_at }),
-    el("span", { className: "who", textContent: m.display_name || m.user_login }),
-    m.text)));
+  $("messages").replaceChildren(...page.items.map((m) => messageItem(m, true)));
 }
 
 async function loadHistory() {
@@ -147,6 +208,13 @@ async function selectChannel(channel) {
   $("ch-title").textContent = channel;
   for (const id of ["live-messages", "live-chatters", "total-messages"]) $(id).textContent = "–";
   $("emotes").replaceChildren();
+  $("chatters").replaceChildren();
+  $("history-card").hidden = true;
+  state.history = null;
+  state.search = null;
+  $("search-results").replaceChildren();
+  $("search-note").textContent = "";
+  $("search-more").hidden = true;
   for (const row of $("leaderboard").tBodies[0].rows) {
     row.classList.toggle("selected", row.dataset.channel === channel);
   }
@@ -168,6 +236,22 @@ async function main() {
   if (!state.windows.includes(state.lbWindow)) state.lbWindow = state.windows[0];
   renderWindowTabs();
   makeChart();
+  $("search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    runSearch($("search-q").value).catch((err) => console.warn(err.message));
+  });
+  $("search-more").addEventListener("click", () => {
+    if (state.search) loadPage(state.search, $("search-results"), $("search-more"))
+      .catch((err) => { $("search-note").textContent = err.message; });
+  });
+  $("history-more").addEventListener("click", () => {
+    if (state.history) loadPage(state.history, $("history"), $("history-more"))
+      .catch((err) => console.warn(err.message));
+  });
+  $("history-close").addEventListener("click", () => {
+    $("history-card").hidden = true;
+    state.history = null;
+  });
   const wanted = new URLSearchParams(location.hash.slice(1)).get("channel");
   if (wanted) await selectChannel(wanted).catch((err) => console.warn(err.message));
   await Promise.all([refreshLeaderboard(), refreshChannels()]).catch((err) => console.warn(err.message));
