@@ -13,7 +13,7 @@ import pytest
 from api_support import KnownStream, iso, running_api, write_rows
 from confluent_kafka import Producer
 
-from chatpulse.models import TopEmote, WindowStats, encode
+from chatpulse.models import TopChatter, TopEmote, WindowStats, encode
 from chatpulse.settings import Settings
 from chatpulse.topics import Topics
 
@@ -95,6 +95,7 @@ def test_live_stream_delivers_updates_to_every_subscriber_within_2s(settings: Se
                 3,
                 top_emotes=[TopEmote("25", "Kappa", 4)],
                 closed=False,
+                top_chatters=[TopChatter("someviewer", 5), TopChatter("another_one", 2)],
             )
             producer.produce(topic, key=b"beta", value=encode(other))
             producer.produce(topic, key=b"alpha", value=encode(update))
@@ -110,6 +111,10 @@ def test_live_stream_delivers_updates_to_every_subscriber_within_2s(settings: Se
                 "unique_chatters": 3,
                 "top_emotes": [{"id": "25", "name": "Kappa", "count": 4}],
                 "closed": False,
+                "top_chatters": [
+                    {"login": "someviewer", "count": 5},
+                    {"login": "another_one", "count": 2},
+                ],
             }
             for lines in (first, second):
                 at, data = _data(lines)
