@@ -100,6 +100,7 @@ def _prepared(name: str, columns: str, routing: list[int]) -> PreparedStatement:
         "bigint": cqltypes.LongType,
         "blob": cqltypes.BytesType,
         "boolean": cqltypes.BooleanType,
+        "set<text>": cqltypes.SetType.apply_parameters([cqltypes.UTF8Type]),
     }
     metadata = [
         ColumnMetadata("ks", name, column, types[kind])
@@ -110,7 +111,9 @@ def _prepared(name: str, columns: str, routing: list[int]) -> PreparedStatement:
 
 STATEMENTS = {
     "message": _prepared(
-        "message", "channel:text bucket:timestamp sent_at:timestamp id:text record:blob", [0, 1]
+        "message",
+        "record:blob words:set<text> channel:text bucket:timestamp sent_at:timestamp id:text",
+        [2, 3],
     ),
     "bucket": _prepared("bucket", "channel:text bucket:timestamp", [0]),
     "user_message": _prepared(
@@ -215,8 +218,8 @@ def test_a_checkpoint_writes_each_message_and_the_newest_statistics() -> None:
         for i in range(130)
     )
     messages = session.rows("message")
-    assert [tuple(row) for row in messages] == [
-        ("c0", T0 + i // 60 * MIN, T0 + i * 1_000, f"m{i}", f"record m{i}".encode())
+    assert [(*row[:1], set(row[1]), *row[2:]) for row in messages] == [
+        (f"record m{i}".encode(), {"hi"}, "c0", T0 + i // 60 * MIN, T0 + i * 1_000, f"m{i}")
         for i in range(130)
     ]
     assert session.rows("bucket") == [("c0", T0), ("c0", T0 + MIN), ("c0", T0 + 2 * MIN)]
@@ -253,7 +256,7 @@ def test_quiet_channels_share_message_batches_ten_partitions_at_most() -> None:
         if isinstance(s, BatchStatement) and s._statements_and_parameters[0][1] == b"message"
     ]
     assert sorted(len(b._statements_and_parameters) for b in message_batches) == [15, 30, 30]
-    assert sorted(row[3] for row in session.rows("message")) == sorted(f"m{i}" for i in range(75))
+    assert sorted(row[5] for row in session.rows("message")) == sorted(f"m{i}" for i in range(75))
 
 
 @pytest.mark.parametrize(
@@ -414,7 +417,7 @@ def test_a_paused_sink_drops_the_checkpoint() -> None:
 
 
 def test_batches_stay_far_below_the_size_limit() -> None:
-    rows = [("c", 1, 2, f"id{i}", b"x" * 1_000) for i in range(60)]
+    rows = [(b"x" * 1_000, ["w"], "c", 1, 2, f"id{i}") for i in range(60)]
     binder = RowBinder(STATEMENTS["message"])
     groups = list(batches(binder, map(binder.values, rows), 60, weights=[1_100] * 60))
     assert sum(len(b._statements_and_parameters) for b in groups) == 60
@@ -453,13 +456,13 @@ def test_an_abandoned_flush_stops_and_leaves_the_next_checkpoint_alone() -> None
     assert len(session.sent) == 1  # it stopped after the request in flight
     session.sent.clear()
     sink.flush()
-    assert sorted(row[3] for row in session.rows("message")) == ["m0", "m1"]
+    assert sorted(row[5] for row in session.rows("message")) == ["m0", "m1"]
 
 
 SAMPLE_ROWS: dict[str, list[tuple[Any, ...]]] = {
     "message": [
-        ("c0", T0, T0 + 59_999, "m1", b"{}"),
-        ("ünïcödé", T0 + MIN, T0 + MIN, "m2", b"\x00\xff"),
+        (b"{}", ["kekw", "gg"], "c0", T0, T0 + 59_999, "m1"),
+        (b"\x00\xff", [], "ünïcödé", T0 + MIN, T0 + MIN, "m2"),
     ],
     "bucket": [("c0", T0), ("ünïcödé", T0 + MIN)],
     "user_message": [("c0", "someone", T0, T0 + 5, "m1", b"{}")],
@@ -489,7 +492,7 @@ def test_rows_serialise_as_the_driver_binds_them(name: str) -> None:
 
 
 def test_a_row_of_the_wrong_length_is_refused() -> None:
-    with pytest.raises(ValueError, match="4 values for 5 bind markers"):
+    with pytest.raises(ValueError, match="4 values for 6 bind markers"):
         RowBinder(STATEMENTS["message"]).values(("c0", 1, 2, "m"))
 
 
@@ -507,6 +510,6 @@ def test_a_batch_routes_by_its_first_non_empty_key_as_the_driver_does() -> None:
 def test_a_value_of_the_wrong_type_names_its_column() -> None:
     binder = RowBinder(STATEMENTS["message"])
     with pytest.raises(TypeError, match="column 'sent_at'"):
-        binder.values(("c0", 1, "yesterday", "m", b""))
+        binder.values((b"", [], "c0", 1, "yesterday", "m"))
     with pytest.raises(TypeError, match="column 'sent_at'"):
-        binder.values(("c0", 1, 2**63, "m", b""))
+        binder.values((b"", [], "c0", 1, 2**63, "m"))

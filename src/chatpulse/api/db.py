@@ -67,23 +67,17 @@ STATEMENTS: dict[str, str] = {
 }
 
 
-def _search_statements() -> dict[str, str]:
-    """Searches of 1 to MAX_QUERY_WORDS words within one minute bucket (SAI on ``words``)."""
-    statements = {}
-    for count in range(1, MAX_QUERY_WORDS + 1):
-        words = " AND words CONTAINS ?" * count
-        statements[f"search_before_time_{count}"] = (
-            "SELECT sent_at, id, record FROM {ks}.messages_bucketed "  # noqa: S608 - constants
-            f"WHERE channel = ? AND bucket = ? AND sent_at < ?{words} LIMIT ?"
-        )
-        statements[f"search_before_key_{count}"] = (
-            "SELECT sent_at, id, record FROM {ks}.messages_bucketed "  # noqa: S608 - constants
-            f"WHERE channel = ? AND bucket = ? AND (sent_at, id) < (?, ?){words} LIMIT ?"
-        )
-    return statements
-
-
-STATEMENTS.update(_search_statements())
+# A search asks for MAX_QUERY_WORDS words, a query of fewer repeating its first word (the
+# index intersects the same word's rows again): one statement for any query.
+_WORDS = " AND words CONTAINS ?" * MAX_QUERY_WORDS
+STATEMENTS["search_before_time"] = (
+    "SELECT sent_at, id, record FROM {ks}.messages_bucketed "  # noqa: S608 - constants
+    f"WHERE channel = ? AND bucket = ? AND sent_at < ?{_WORDS} LIMIT ?"
+)
+STATEMENTS["search_before_key"] = (
+    "SELECT sent_at, id, record FROM {ks}.messages_bucketed "  # noqa: S608 - constants
+    f"WHERE channel = ? AND bucket = ? AND (sent_at, id) < (?, ?){_WORDS} LIMIT ?"
+)
 # The keyspace's tables the statements read.
 TABLES = frozenset(re.findall(r"FROM \{ks\}\.(\w+)", " ".join(STATEMENTS.values())))
 

@@ -34,6 +34,7 @@ from chatpulse.api.schemas import (
 from chatpulse.buckets import USER_BUCKET_MS, Position, scan_newest_first, user_bucket
 from chatpulse.models import ChatMessage, decode_chat_message
 from chatpulse.windows import window_start
+from chatpulse.words import MAX_QUERY_WORDS
 
 __all__ = [
     "Totals",
@@ -265,27 +266,20 @@ async def message_page(
         params = (channel, newest_bucket, oldest_bucket, most)
         return [to_ms(row.bucket) for row in await db.execute("message_buckets", params)]
 
-    terms = tuple(words or ())
-    suffix = f"_{len(terms)}" if terms else ""
-    by_key, by_time = (
-        ("search_before_key", "search_before_time")
-        if terms
-        else ("messages_before_key", "messages_before_time")
-    )
+    # a search's words, padded to the statement's MAX_QUERY_WORDS with its first one
+    asked = words or [""]
+    terms = tuple(asked[i] if i < len(asked) else asked[0] for i in range(MAX_QUERY_WORDS))
 
     async def read_bucket(bucket: int, position: Position, most: int) -> list[Any]:
         if position.id and bucket == position.bucket:
-            params: tuple[Any, ...] = (
-                channel,
-                bucket,
-                position.sent_at_ms,
-                position.id,
-                *terms,
-                most,
-            )
-            return await db.execute(by_key + suffix, params)
-        params = (channel, bucket, position.sent_at_ms, *terms, most)
-        return await db.execute(by_time + suffix, params)
+            params: tuple[Any, ...] = (channel, bucket, position.sent_at_ms, position.id, most)
+            if words:
+                return await db.execute("search_before_key", (*params[:4], *terms, most))
+            return await db.execute("messages_before_key", params)
+        params = (channel, bucket, position.sent_at_ms, most)
+        if words:
+            return await db.execute("search_before_time", (*params[:3], *terms, most))
+        return await db.execute("messages_before_time", params)
 
     scan = await scan_newest_first(
         list_buckets,
