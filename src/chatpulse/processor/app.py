@@ -1,6 +1,9 @@
 """Wiring: settings -> Quix ``Application``, topics, Cassandra write-back, topology; running it."""
 
 import logging
+import signal
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +18,7 @@ from chatpulse.processor.cassandra_flush import CassandraFlush
 from chatpulse.processor.cql import CassandraWriter
 from chatpulse.processor.metrics import ProcessorMetrics
 from chatpulse.processor.offsets import restore_missing_offsets
+from chatpulse.processor.outage import is_kafka_outage
 from chatpulse.processor.quix_hooks import changelog_topic, time_checkpoints
 from chatpulse.processor.state_guard import check_state_dir
 from chatpulse.processor.topology import PipelineConfig, PipelineTopics, build_pipeline
@@ -23,7 +27,14 @@ from chatpulse.settings import Settings
 from chatpulse.topics import Topics
 from chatpulse.transactional import transactional_id
 
-__all__ = ["GC_THRESHOLDS", "Processor", "build_processor", "pipeline_config", "run_processor"]
+__all__ = [
+    "GC_THRESHOLDS",
+    "Processor",
+    "build_processor",
+    "pipeline_config",
+    "run_processor",
+    "run_through_outages",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +48,9 @@ _TRANSACTION_TIMEOUT_MS = 30_000
 # updates) stay alive: at the defaults the collector took a quarter of the processing thread
 # in a profile, and without it 30-50% more messages per second went through.
 GC_THRESHOLDS = (500_000, 100, 100)
+# Backoff between restarts of the pipeline after a Kafka outage (run_through_outages).
+_RESTART_FIRST_S = 1.0
+_RESTART_MAX_S = 30.0
 
 
 @dataclass
@@ -150,26 +164,93 @@ def _guard_state_dir(settings: Settings) -> None:
 
 def run_processor(settings: Settings) -> None:
     """Create topics and schema if missing, restore the group's offsets from the state if
-    they are gone, serve metrics, and process until stopped."""
+    they are gone, serve metrics, and process until stopped (through Kafka outages:
+    :func:`run_through_outages`)."""
     logging.getLogger("cassandra.protocol").addFilter(_DropBatchSizeWarnings())
     initialize(settings)
     _guard_state_dir(settings)
-    processor = build_processor(settings)
+    metrics = ProcessorMetrics()
     messages = Topics.from_settings(settings).messages
-    restore_missing_offsets(
-        settings.kafka_client_config(),
-        settings.processor_group,
-        messages,
-        changelog_topic(processor.app, messages),
-        admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config()),
-    )
-    processor.metrics.serve(settings.processor_metrics_port, settings.metrics_host)
-    logger.info(
-        "processing %s as group %s (%s), windows %s, grace %s",
-        messages,
-        settings.processor_group,
-        settings.processing_guarantee,
-        ",".join(settings.windows),
-        settings.grace,
-    )
-    processor.run()
+    started = False
+
+    def build() -> Processor:
+        nonlocal started
+        processor = build_processor(settings, metrics)
+        if not started:
+            restore_missing_offsets(
+                settings.kafka_client_config(),
+                settings.processor_group,
+                messages,
+                changelog_topic(processor.app, messages),
+                admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config()),
+            )
+            processor.metrics.serve(settings.processor_metrics_port, settings.metrics_host)
+            started = True
+        logger.info(
+            "processing %s as group %s (%s), windows %s, grace %s",
+            messages,
+            settings.processor_group,
+            settings.processing_guarantee,
+            ",".join(settings.windows),
+            settings.grace,
+        )
+        return processor
+
+    run_through_outages(build)
+
+
+def run_through_outages(
+    build: Callable[[], Processor],
+    *,
+    sleep: Callable[[float], bool] | None = None,
+) -> int:
+    """Build and run the processor until it stops cleanly (SIGINT/SIGTERM); after a Kafka
+    outage (:func:`is_kafka_outage`) build and run it again, in this process, after a backoff
+    of 1 s doubling to 30 s; any other error propagates. Returns the restarts.
+
+    A restart is what a crash and restart would be, without losing the process: the state
+    stays in the state dir, the open transaction was aborted, and the messages since the
+    last checkpoint are processed again (counted once: exactly-once). ``sleep`` waits and
+    returns True when a stop was requested meanwhile (default: a wait that SIGINT/SIGTERM
+    interrupt).
+    """
+    wait = sleep or _sleep_unless_signalled
+    backoff = _RESTART_FIRST_S
+    restarts = 0
+    while True:
+        try:
+            build().run()
+        except Exception as exc:
+            if not is_kafka_outage(exc):
+                raise
+            logger.warning(
+                "Kafka is unavailable (%s: %s); the processor starts its pipeline again in "
+                "%.0f s, in this process (state kept, the last checkpoint's work redone)",
+                type(exc).__name__,
+                str(exc)[:300],
+                backoff,
+            )
+            if wait(backoff):
+                return restarts
+            backoff = min(backoff * 2, _RESTART_MAX_S)
+            restarts += 1
+        else:
+            return restarts
+
+
+def _sleep_unless_signalled(seconds: float) -> bool:
+    """Wait ``seconds``; True if SIGINT or SIGTERM arrived meanwhile.
+
+    Quix's handlers would stop the application that failed, not this wait: these replace
+    them meanwhile. (A signal during the next build reaches no one until ``run()``
+    installs the new application's handlers: send it again.)"""
+    stopped = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stopped.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        return stopped.wait(seconds)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
