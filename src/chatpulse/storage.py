@@ -186,6 +186,9 @@ _COLUMNS = {
 
 
 _CREATED_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS \w+\.(\w+)")
+# a column added to a table of an older chatpulse, and an index: run only when missing too
+_ADDED_COLUMN = re.compile(r"ALTER TABLE \w+\.(\w+) ADD IF NOT EXISTS (\w+)")
+_CREATED_INDEX = re.compile(r"CREATE INDEX IF NOT EXISTS (\w+) ON")
 
 
 def ensure_schema(session: Session, settings: Settings) -> None:
@@ -213,11 +216,39 @@ def ensure_schema(session: Session, settings: Settings) -> None:
             timeout=60,
         )
     }
+    columns_before = _columns(session, ks)
+    indexes = {
+        row.index_name
+        for row in session.execute(
+            "SELECT index_name FROM system_schema.indexes WHERE keyspace_name = %s",
+            (ks,),
+            timeout=60,
+        )
+    }
     for statement in schema_statements(ks, settings.cassandra_replication_factor):
-        created = _CREATED_TABLE.match(statement)
-        if (created.group(1) in tables) if created else keyspace_exists:
-            continue
-        session.execute(statement, timeout=60)
+        if created := _CREATED_TABLE.match(statement):
+            missing = created.group(1) not in tables
+        elif added := _ADDED_COLUMN.match(statement):
+            missing = added.group(2) not in columns_before.get(added.group(1), set())
+        elif index := _CREATED_INDEX.match(statement):
+            missing = index.group(1) not in indexes
+        else:
+            missing = not keyspace_exists
+        if missing:
+            session.execute(statement, timeout=60)
+    found = _columns(session, ks)
+    for table, columns in _COLUMNS.items():
+        missing_columns = sorted(columns - found.get(table, set()))
+        if missing_columns:
+            raise SchemaError(
+                f"the table {ks}.{table} lacks the column(s) {', '.join(missing_columns)} that "
+                f"chatpulse uses: drop it (DROP TABLE {ks}.{table}) to let chatpulse create "
+                "it, or set CHATPULSE_CASSANDRA_KEYSPACE to another keyspace"
+            )
+
+
+def _columns(session: Session, ks: str) -> dict[str, set[str]]:
+    """The keyspace's tables and their columns."""
     rows = session.execute(
         "SELECT table_name, column_name FROM system_schema.columns WHERE keyspace_name = %s",
         (ks,),
@@ -226,11 +257,4 @@ def ensure_schema(session: Session, settings: Settings) -> None:
     found: dict[str, set[str]] = {}
     for row in rows:
         found.setdefault(row.table_name, set()).add(row.column_name)
-    for table, columns in _COLUMNS.items():
-        missing = sorted(columns - found.get(table, set()))
-        if missing:
-            raise SchemaError(
-                f"the table {ks}.{table} lacks the column(s) {', '.join(missing)} that "
-                f"chatpulse uses: drop it (DROP TABLE {ks}.{table}) to let chatpulse create "
-                "it, or set CHATPULSE_CASSANDRA_KEYSPACE to another keyspace"
-            )
+    return found

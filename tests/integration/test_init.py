@@ -48,6 +48,7 @@ def test_init_creates_topics_and_schema_and_a_second_run_is_harmless(settings: S
     tables = {
         "messages_bucketed",
         "message_buckets",
+        "user_messages",
         "window_stats",
         "window_leaderboard",
         "latest_window",
@@ -162,6 +163,69 @@ def test_init_on_a_keyspace_of_the_previous_layout_adds_the_bucketed_tables(
     try:
         old = session.execute(f"SELECT id FROM {ks}.messages", timeout=60)
         assert [row.id for row in old] == ["old"]
+    finally:
+        cluster.shutdown()
+
+
+def test_init_on_tables_of_before_search_and_top_chatters_adds_their_columns_and_index(
+    settings: Settings,
+) -> None:
+    """Tables made before search and top chatters: init adds ``words`` with its SAI and
+    ``top_chatters``, keeping the rows; a search then finds a message written after."""
+    ks = settings.cassandra_keyspace
+    cluster, session = connect(settings)
+    try:
+        for table in ("messages_bucketed", "window_stats"):
+            session.execute(f"DROP TABLE {ks}.{table}", timeout=60)
+        session.execute(
+            f"CREATE TABLE {ks}.messages_bucketed (channel text, bucket timestamp, "
+            "sent_at timestamp, id text, record blob, "
+            "PRIMARY KEY ((channel, bucket), sent_at, id))",
+            timeout=60,
+        )
+        session.execute(
+            f"CREATE TABLE {ks}.window_stats (channel text, window text, day date, "
+            "window_start timestamp, window_end timestamp, messages bigint, "
+            "unique_chatters bigint, top_emotes text, closed boolean, "
+            "PRIMARY KEY ((channel, window, day), window_start))",
+            timeout=60,
+        )
+        session.execute(
+            f"INSERT INTO {ks}.messages_bucketed (channel, bucket, sent_at, id, record) "
+            "VALUES ('xqcow', 0, 1, 'old', 0x7b7d)",
+            timeout=60,
+        )
+    finally:
+        cluster.shutdown()
+
+    initialize(settings, timeout=60)
+    initialize(settings, timeout=60)  # a second run finds everything in place
+
+    cluster, session = connect(settings)
+    try:
+        session.execute(
+            f"UPDATE {ks}.messages_bucketed SET record = 0x7b7d, words = words + {{'kekw'}} "
+            "WHERE channel = 'xqcow' AND bucket = 0 AND sent_at = 2 AND id = 'new'",
+            timeout=60,
+        )
+        found = session.execute(
+            f"SELECT id FROM {ks}.messages_bucketed WHERE channel = 'xqcow' AND bucket = 0 "
+            "AND words CONTAINS 'kekw'",
+            timeout=60,
+        )
+        assert [row.id for row in found] == ["new"]
+        old = session.execute(f"SELECT id, words FROM {ks}.messages_bucketed", timeout=60)
+        assert sorted((row.id, row.words) for row in old) == [("new", {"kekw"}), ("old", None)]
+        columns = {
+            row.column_name
+            for row in session.execute(
+                "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s "
+                "AND table_name = 'window_stats'",
+                (ks,),
+                timeout=60,
+            )
+        }
+        assert "top_chatters" in columns
     finally:
         cluster.shutdown()
 
