@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from api_support import KnownStream, running_api
 from cassandra import Unauthorized
@@ -71,7 +72,8 @@ def test_the_pipeline_counts_exactly_with_each_service_as_its_principal(
     )
     processor.start()
     try:
-        with running_api(_settings(secure_stack, "api")) as api:
+        with running_api(_settings(secure_stack, "api"), ca=secure_stack.secrets.ca_cert) as api:
+            assert str(api.base_url).startswith("https://")
             expected = {
                 channel: stream.window_table()[(channel, "1m", stream.starts(channel, "1m")[0])]
                 for channel in COUNTS
@@ -217,9 +219,19 @@ def test_the_api_role_reads_and_cannot_insert(secure_stack: Stack) -> None:
         cluster.shutdown()
 
 
-def test_the_dashboard_answers_over_the_secured_stack(secure_stack: Stack) -> None:
-    with running_api(_settings(secure_stack, "api")) as api:
+def test_the_dashboard_is_served_over_https_with_the_stacks_certificate(
+    secure_stack: Stack,
+) -> None:
+    ca = secure_stack.secrets.ca_cert
+    with running_api(_settings(secure_stack, "api"), ca=ca) as api:
+        assert str(api.base_url).startswith("https://127.0.0.1:")
         assert api.get("/readyz").json()["status"] == "ready"
         page = api.get("/")
         assert page.status_code == 200
         assert "text/html" in page.headers["content-type"]
+        policy = page.headers["content-security-policy"]
+        assert "script-src 'self'" in policy
+        assert page.headers["strict-transport-security"].startswith("max-age=")
+        # A client that does not trust the stack's CA is refused the handshake.
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(f"{api.base_url}readyz", timeout=5)

@@ -1,7 +1,10 @@
 """What ``chatpulse up`` plans to run (pure)."""
 
+from pathlib import Path
+
 from chatpulse.run.plan import UpOptions, build_plan, kafka_address, local_url, simulated_channels
 from chatpulse.settings import Settings
+from chatpulse.stack.secrets import StackSecrets
 
 
 def test_simulated_mode_starts_fake_twitch_first_and_points_ingest_at_it() -> None:
@@ -55,3 +58,14 @@ def test_secure_mode_runs_each_service_as_its_own_principal() -> None:
     assert process.env == {"CHATPULSE_KAFKA_SASL_USERNAME": "processor"}
     assert api.env["CHATPULSE_KAFKA_SASL_USERNAME"] == "api"
     assert api.env["CHATPULSE_API_PORT"] == "8123"
+
+
+def test_an_api_with_a_certificate_is_waited_for_and_shown_over_https(tmp_path: Path) -> None:
+    secrets = StackSecrets(tmp_path / "secrets")
+    secrets.ensure([])
+    settings = Settings(
+        api_port=8124, api_tls_cert=secrets.server_cert, api_tls_key=secrets.server_key
+    )
+    plan = build_plan(settings, UpOptions(python="py", api_ca=secrets.ca_cert))
+    assert plan.dashboard_url == "https://127.0.0.1:8124/"
+    assert local_url("127.0.0.1", 1, "/x", "https") == "https://127.0.0.1:1/x"

@@ -144,7 +144,10 @@ def test_stack_env_connects_each_service_as_its_own_principal(tmp_path: Path) ->
     assert api["CHATPULSE_KAFKA_SASL_PASSWORD"] == stack.secrets.password("kafka:api")
     assert api["CHATPULSE_CASSANDRA_USERNAME"] == "chatpulse_api"
     assert api["CHATPULSE_CASSANDRA_SSL_CA_FILE"] == str(stack.secrets.ca_cert)
+    assert api["CHATPULSE_API_TLS_CERT"] == str(stack.secrets.server_cert)  # HTTPS
+    assert api["CHATPULSE_API_TLS_KEY"] == str(stack.secrets.server_key)
     assert stack_environment(stack, "process")["CHATPULSE_KAFKA_SASL_USERNAME"] == "processor"
+    assert "CHATPULSE_API_TLS_CERT" not in stack_environment(stack, "process")
     assert stack_environment(stack, "admin")["CHATPULSE_CASSANDRA_USERNAME"] == "chatpulse_admin"
     ingest = stack_environment(stack, "ingest")
     assert "CHATPULSE_CASSANDRA_USERNAME" not in ingest  # the ingest uses no Cassandra

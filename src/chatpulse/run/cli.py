@@ -156,7 +156,9 @@ async def _secure_clusters(
         "each service runs as its own principal: ingest, processor, api "
         f"(`chatpulse stack env --service NAME --data-dir {secured.data_dir}`)"
     )
-    admin = _with_environment(stack.settings, stack_environment(secured, "admin"))
+    api = stack_environment(secured, "api")
+    https = {name: api[name] for name in ("CHATPULSE_API_TLS_CERT", "CHATPULSE_API_TLS_KEY")}
+    admin = _with_environment(stack.settings, {**stack_environment(secured, "admin"), **https})
     replication = {
         f"CHATPULSE_{name.upper()}": str(getattr(stack.settings, name))
         for name in ("topic_replication_factor", "cassandra_replication_factor")
@@ -165,6 +167,7 @@ async def _secure_clusters(
         options,
         env={**options.env, **replication},
         service_env=_as_principals(secured),
+        api_ca=secured.secrets.ca_cert,
     )
     return admin, build_plan(admin, options)
 

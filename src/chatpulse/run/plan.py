@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from chatpulse.fake_twitch.simulate import channel_names
 from chatpulse.run.readiness import wait_http_ok, wait_tcp
@@ -44,6 +45,8 @@ class UpOptions:
     env: dict[str, str] = field(default_factory=dict)
     # ``--secure``: each service's own ``CHATPULSE_*`` settings (its principal), by child name.
     service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # The CA that signed the API's certificate (HTTPS), for the readiness check.
+    api_ca: Path | None = None
 
     @property
     def simulated(self) -> bool:
@@ -66,13 +69,13 @@ def kafka_address(settings: Settings) -> tuple[str, int]:
     return (host or "127.0.0.1").strip("[]"), int(port or 9092)
 
 
-def local_url(host: str, port: int, path: str = "/") -> str:
-    """An http URL a local client can open for a server bound to host:port."""
+def local_url(host: str, port: int, path: str = "/", scheme: str = "http") -> str:
+    """An http(s) URL a local client can open for a server bound to host:port."""
     if host in ("0.0.0.0", "", "::"):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}{path}"
+    return f"{scheme}://{host}:{port}{path}"
 
 
 def build_plan(settings: Settings, options: UpOptions) -> Plan:
@@ -113,6 +116,8 @@ def build_plan(settings: Settings, options: UpOptions) -> Plan:
         "CHATPULSE_API_PORT": str(settings.api_port),
     }
     own = options.service_env
+    scheme = "https" if settings.api_tls_cert is not None else "http"
+    readyz = local_url(settings.api_host, settings.api_port, "/readyz", scheme)
     children += [
         ChildSpec(
             name="ingest",
@@ -131,12 +136,12 @@ def build_plan(settings: Settings, options: UpOptions) -> Plan:
             argv=[*cmd, "api"],
             env={**own.get("api", {}), **api_env},
             style="blue",
-            ready=wait_http_ok(local_url(settings.api_host, settings.api_port, "/readyz")),
+            ready=wait_http_ok(readyz, ca=options.api_ca),
             ready_timeout_s=120,
         ),
     ]
     return Plan(
         children=children,
-        dashboard_url=local_url(settings.api_host, settings.api_port, "/"),
+        dashboard_url=local_url(settings.api_host, settings.api_port, "/", scheme),
         channels=channels,
     )

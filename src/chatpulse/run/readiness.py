@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 __all__ = ["http_ok", "tcp_open", "wait_http_ok", "wait_tcp"]
 
@@ -23,10 +25,12 @@ async def tcp_open(host: str, port: int) -> bool:
     return True
 
 
-def http_ok(url: str, timeout_s: float = 2.0) -> bool:
-    """True if GET url answers 2xx (blocking; run it in a thread)."""
+def http_ok(url: str, timeout_s: float = 2.0, ca: Path | None = None) -> bool:
+    """True if GET url answers 2xx (blocking; run it in a thread); an https URL's certificate
+    is checked against ``ca`` (default: the system's CAs)."""
+    context = ssl.create_default_context(cafile=ca) if ca is not None else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - our URL
+        with urllib.request.urlopen(url, timeout=timeout_s, context=context) as response:  # noqa: S310 - our URL
             return 200 <= int(response.status) < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -42,11 +46,13 @@ def wait_tcp(host: str, port: int, interval_s: float = 0.2) -> Callable[[], Awai
     return check
 
 
-def wait_http_ok(url: str, interval_s: float = 0.5) -> Callable[[], Awaitable[None]]:
+def wait_http_ok(
+    url: str, interval_s: float = 0.5, ca: Path | None = None
+) -> Callable[[], Awaitable[None]]:
     """A readiness check: returns once GET url answers 2xx (e.g. the API's /readyz)."""
 
     async def check() -> None:
-        while not await asyncio.to_thread(http_ok, url):  # noqa: ASYNC110 - polling a URL
+        while not await asyncio.to_thread(http_ok, url, 2.0, ca):  # noqa: ASYNC110 - polling a URL
             await asyncio.sleep(interval_s)
 
     return check

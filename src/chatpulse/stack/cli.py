@@ -217,6 +217,12 @@ def stack_environment(stack: Stack, service: str) -> dict[str, str]:
         "CHATPULSE_KAFKA_SASL_PASSWORD": secrets.password(f"kafka:{user}"),
         "CHATPULSE_KAFKA_SSL_CA_LOCATION": str(secrets.ca_cert),
     }
+    if service == "api":
+        # The API over HTTPS with the stack's certificate (it names localhost and 127.0.0.1).
+        env |= {
+            "CHATPULSE_API_TLS_CERT": str(secrets.server_cert),
+            "CHATPULSE_API_TLS_KEY": str(secrets.server_key),
+        }
     role = CASSANDRA_ROLES.get(service)
     if role is not None:
         env |= {
