@@ -234,4 +234,4 @@ def test_the_dashboard_is_served_over_https_with_the_stacks_certificate(
         assert page.headers["strict-transport-security"].startswith("max-age=")
         # A client that does not trust the stack's CA is refused the handshake.
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-            httpx.get(f"{api.base_url}readyz", timeout=5)
+            httpx.get(f"{api.base_url}/readyz", timeout=5)
