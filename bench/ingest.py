@@ -40,6 +40,7 @@ from pyinstrument import Profiler
 
 from _ingest_shards import cpu_seconds, sharded_end_to_end
 from _machine import machine_state
+from _secured import secured_settings
 from chatpulse.fake_twitch.server import FakeTwitchServer
 from chatpulse.fake_twitch.simulate import channel_names, simulate
 from chatpulse.fake_twitch.source import ReplaySource
@@ -99,7 +100,7 @@ def thread_cpu() -> dict[str, float]:
 
 def kafka_pid(port: int) -> int | None:
     """The pid of the chatpulse Kafka listening on ``port`` (read-only: only its CPU is read)."""
-    wanted = f"PLAINTEXT://127.0.0.1:{port},"
+    wanted = f"://127.0.0.1:{port},"  # PLAINTEXT or SASL_SSL (a secured stack)
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -110,7 +111,8 @@ def kafka_pid(port: int) -> int | None:
         if b"kafka.Kafka" not in args or not args[-2].endswith(b"server.properties"):
             continue
         try:
-            if f"listeners={wanted}" in Path(args[-2].decode()).read_text():
+            lines = Path(args[-2].decode()).read_text().splitlines()
+            if any(line.startswith("listeners=") and wanted in line for line in lines):
                 return int(proc.name)
         except OSError:
             continue
@@ -152,6 +154,7 @@ def raw_produce_rate(
     Transactional: committed every 100 ms, as ingest does (its ``commit_interval_s``).
     """
     config = producer_config(settings.kafka_bootstrap_servers, settings.ingest_buffer_messages)
+    config.update(settings.kafka_security_config())
     if transactional:
         config["transactional.id"] = f"{settings.topic_prefix}bench-raw"
     producer = confluent_kafka.Producer(config)
@@ -288,6 +291,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:19092")
     parser.add_argument("--buffer", type=int, default=100_000, help="ingest_buffer_messages")
+    parser.add_argument(
+        "--secure-stack",
+        type=Path,
+        help="data dir of a secured stack (`chatpulse stack up --secure`): connect as its "
+        "admin over SASL_SSL (TLS + SCRAM-SHA-512), to measure their cost",
+    )
     parser.add_argument("--profile", action="store_true", help="profile ingest with pyinstrument")
     parser.add_argument(
         "--pin", action="store_true", help="ingest on core 0, fake-twitch on core 1"
@@ -309,7 +318,14 @@ def main() -> None:
     lines = simulated_lines(args.messages, args.channels, args.seed)
     names = channel_names(args.channels)
     prefix = f"bench-{uuid.uuid4().hex[:8]}-"
+    secured = (
+        secured_settings(args.secure_stack, args.bootstrap_servers, 9042)
+        if args.secure_stack is not None
+        else {}
+    )
+    secured = {k: v for k, v in secured.items() if k.startswith("kafka_")}  # no Cassandra here
     settings = load_settings(
+        **secured,
         kafka_bootstrap_servers=args.bootstrap_servers,
         topic_prefix=prefix,
         channels=",".join(names),
@@ -361,7 +377,7 @@ def main() -> None:
     print(f"ingest / raw: {e2e / raw['idempotent']:.2f} ({produced:,} records acknowledged)")
     print(f"parser (one core): {parser_rate(lines)}")
     print(f"after the run: {machine_state()}")
-    admin = admin_client(args.bootstrap_servers)
+    admin = admin_client(args.bootstrap_servers, settings.kafka_security_config())
     delete_topics(admin, [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)])
 
 

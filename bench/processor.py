@@ -32,6 +32,7 @@ from confluent_kafka import Consumer, Producer
 from pyinstrument import Profiler
 
 from _machine import machine_state
+from _secured import secured_settings
 from chatpulse.kafka_admin import admin_client, delete_topics
 from chatpulse.logs import configure_logging
 from chatpulse.models import decode_chat_message, encode
@@ -80,7 +81,7 @@ def prefill(settings: Settings, messages: int, channels: int, skew: float) -> fl
     picks = rng.choices(names, weights, k=messages)
     producer = Producer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **settings.kafka_client_config(),
             "linger.ms": 50,
             "batch.size": 1_000_000,
             "compression.type": "lz4",
@@ -107,7 +108,7 @@ def prefill(settings: Settings, messages: int, channels: int, skew: float) -> fl
 def ceiling(settings: Settings, messages: int) -> float:
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **settings.kafka_client_config(),
             "group.id": f"{settings.topic_prefix}ceiling",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -230,7 +231,7 @@ def freshness(
     lookup = session.prepare(
         f"SELECT total_messages FROM {settings.cassandra_keyspace}.channel_totals WHERE channel = ?"
     )
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 5})
+    producer = Producer({**settings.kafka_client_config(), "linger.ms": 5})
     topic = Topics.from_settings(settings).messages
     rng = random.Random(2)
     names, weights = zipf_channels(channels, skew)
@@ -339,6 +340,12 @@ def main() -> None:
     parser.add_argument("--fresh-rate", type=int, default=5_000, help="msg/s for freshness")
     parser.add_argument("--fresh-seconds", type=float, default=30.0)
     parser.add_argument("--skip-fresh", action="store_true")
+    parser.add_argument(
+        "--secure-stack",
+        type=Path,
+        help="data dir of a secured stack (`chatpulse stack up --secure`): every client "
+        "connects as its admin over SASL_SSL (TLS + SCRAM-SHA-512), to measure their cost",
+    )
     parser.add_argument("--skip-alo", action="store_true", help="skip the at-least-once run")
     parser.add_argument(
         "--no-sink-run",
@@ -358,6 +365,10 @@ def main() -> None:
     overrides: dict[str, Any] = {}
     if args.commit_interval is not None:
         overrides["commit_interval_s"] = args.commit_interval
+    if args.secure_stack is not None:
+        overrides |= secured_settings(
+            args.secure_stack, args.bootstrap_servers, args.cassandra_port
+        )
     base = load_settings(
         kafka_bootstrap_servers=args.bootstrap_servers,
         topic_prefix=f"bench{token}-",
@@ -426,7 +437,7 @@ def main() -> None:
                 print(f"freshness p99 {where}: {p99 * 1000:.0f} ms")
         print(machine_state())
     finally:
-        admin = admin_client(base.kafka_bootstrap_servers)
+        admin = admin_client(base.kafka_bootstrap_servers, base.kafka_security_config())
         delete_topics(
             admin, [t for t in admin.list_topics(timeout=10).topics if base.topic_prefix in t]
         )
