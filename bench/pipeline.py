@@ -351,7 +351,9 @@ def measure(
                 committed, lag = group_lag(admin, settings)
                 if committed > committed_before and first_commit is None:
                     first_commit = time.monotonic() - killed
-                    print(f"  restarted processor's first commit: {first_commit:.1f}s after the kill")
+                    print(
+                        f"  restarted processor's first commit: {first_commit:.1f}s after the kill"
+                    )
                 if first_commit is not None and lag <= one_checkpoint:
                     recovered = time.monotonic() - killed
                     break
