@@ -13,7 +13,7 @@ from api_support import KnownStream, running_api, write_rows
 from confluent_kafka import Producer
 from playwright.sync_api import ConsoleMessage, expect, sync_playwright
 
-from chatpulse.models import WindowStats, encode
+from chatpulse.models import TopChatter, TopEmote, WindowStats, encode
 from chatpulse.settings import Settings
 from chatpulse.topics import Topics
 
@@ -111,7 +111,15 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
 
             producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
             update = WindowStats(
-                "alpha", "1m", newest, newest + 60_000, before + 17, 9, closed=False
+                "alpha",
+                "1m",
+                newest,
+                newest + 60_000,
+                before + 17,
+                9,
+                top_emotes=[TopEmote("25", "Kappa", 6), TopEmote("88", "PogChamp", 2)],
+                closed=False,
+                top_chatters=[TopChatter("alu1", 5), TopChatter("alu6", 3)],
             )
             producer.produce(
                 Topics.from_settings(settings).stats, key=b"alpha", value=encode(update)
@@ -121,6 +129,10 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
             expect(page.locator("#live-messages")).to_have_text(str(before + 17), timeout=5000)
             assert time.monotonic() - started < 5
             expect(page.locator("#live-chatters")).to_have_text("9")
+            # the live record's top chatters replace the list
+            expect(chatters).to_have_count(2)
+            expect(chatters.nth(0)).to_contain_text("alu1")
+            expect(chatters.nth(0).locator(".count")).to_have_text("5")
             page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
 
             phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
