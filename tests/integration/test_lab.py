@@ -49,7 +49,18 @@ def assert_passed(name: str, code: int, lines: list[str], bootstrap: str) -> Non
     assert left == [], f"the lab left its topics: {left}"
 
 
-@pytest.mark.parametrize("name", ["partitions", "transactions", "exactly-once"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "partitions",
+        "consumer-groups",
+        "exactly-once",
+        "changelog",
+        "transactions",
+        "compaction",
+        "late-data",
+    ],
+)
 def test_lab_passes(stack: Stack, name: str) -> None:
     code, lines, took = run_lab(name, *stack_options(stack))
     print(f"lab {name}: {took:.1f}s")  # shown with -s: each lab's time

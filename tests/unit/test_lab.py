@@ -6,7 +6,17 @@ from typer.testing import CliRunner
 
 from chatpulse.cli import app
 from chatpulse.errors import ConfigError
-from chatpulse.lab import LAB_NAMES, exactly_once, load_lab, partitions, transactions
+from chatpulse.lab import (
+    LAB_NAMES,
+    changelog,
+    compaction,
+    consumer_groups,
+    exactly_once,
+    late_data,
+    load_lab,
+    partitions,
+    transactions,
+)
 from chatpulse.lab import cli as lab_cli
 from chatpulse.lab.runner import Lab, LabContext, LabError, Outcome
 
@@ -124,3 +134,63 @@ def test_exactly_once_tally_and_judge() -> None:
     missing = exactly_once.tally(expected, [stat("a", 0, 5), stat("b", 0, 4)])
     assert missing.wrong == 2
     assert not exactly_once.judge(t_doubled, missing).passed
+
+
+def test_compaction_judge() -> None:
+    before = [("xqc", True), ("xqc", False), ("lirik", True), ("lirik", None), ("zz_roll", True)]
+    assert compaction.judge(before, [("xqc", False), ("lirik", None), ("zz_roll", True)]).passed
+    assert compaction.judge(before, [("xqc", False), ("zz_roll", True)]).passed  # tombstone gone
+    # not compacted yet: two records of a key
+    assert not compaction.judge(before, before).passed
+    # the removed key's old value still readable
+    assert not compaction.judge(before, [("xqc", False), ("lirik", True)]).passed
+    # a key left with an older value than its newest
+    assert not compaction.judge(before, [("xqc", True), ("lirik", None)]).passed
+
+
+def test_changelog_recovery_seconds_and_judge() -> None:
+    log = (
+        "2026-12-03 17:13:26,275 INFO    quixstreams.state.recovery: Beginning recovery check...\n"
+        "2026-12-03 17:13:27,100 INFO    quixstreams.state.recovery: Recovery successful for x\n"
+        "2026-12-03 17:13:27,647 INFO    quixstreams.state.recovery: Recovery process complete!"
+    )
+    assert changelog.recovery_seconds(log) == pytest.approx(1.372)
+    assert changelog.recovery_seconds("nothing here") is None
+    before, added = {"a": 3, "b": 2}, {"a": 1, "c": 4}
+    exact = {"a": 4, "b": 2, "c": 4}
+    common = {"replayed": 12, "recovered_partitions": 2, "seconds": 1.4}
+    assert changelog.judge(before=before, added=added, after=exact, **common).passed
+    # state lost: totals restarted from what came after
+    assert not changelog.judge(before=before, added=added, after=added, **common).passed
+    # exact totals but nothing was rebuilt from the changelog: not this claim
+    no_recovery = {**common, "recovered_partitions": 0}
+    assert not changelog.judge(before=before, added=added, after=exact, **no_recovery).passed
+
+
+def test_late_data_script_and_judge() -> None:
+    plan = late_data.script(1_764_780_000_000)
+    assert plan.start % 10_000 == 0
+    assert len(plan.sends) == 10
+    start = plan.start
+    assert late_data.judge(plan, {start: 6, start + 10_000: 2}, 1.0, 10).passed
+    # the late message counted in its closed window
+    assert not late_data.judge(plan, {start: 7, start + 10_000: 2}, 0.0, 10).passed
+    # the in-grace message left out
+    assert not late_data.judge(plan, {start: 5, start + 10_000: 2}, 2.0, 10).passed
+
+
+def test_consumer_groups_judge() -> None:
+    every = [0, 1, 2, 3, 4, 5]
+    sent = {"a": 10, "b": 5}
+    common = {"sent": sent, "partitions": 6, "took": (2.5, 0.4)}
+    good = {
+        "alone": {"m1": every},
+        "shared": {"m1": [0, 1, 2], "m2": [3, 4, 5]},
+        "back": {"m1": every},
+    }
+    assert consumer_groups.judge(**good, counted=sent, **common).passed
+    # a message counted twice through a rebalance
+    assert not consumer_groups.judge(**good, counted={"a": 11, "b": 5}, **common).passed
+    # the second member never got partitions
+    lopsided = {**good, "shared": {"m1": every, "m2": []}}
+    assert not consumer_groups.judge(**lopsided, counted=sent, **common).passed

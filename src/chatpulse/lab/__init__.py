@@ -15,8 +15,12 @@ __all__ = ["LAB_NAMES", "load_lab"]
 # In the order a learner meets the concepts (docs/learning-kafka.md).
 _MODULES = {
     "partitions": "chatpulse.lab.partitions",
+    "consumer-groups": "chatpulse.lab.consumer_groups",
     "exactly-once": "chatpulse.lab.exactly_once",
+    "changelog": "chatpulse.lab.changelog",
     "transactions": "chatpulse.lab.transactions",
+    "compaction": "chatpulse.lab.compaction",
+    "late-data": "chatpulse.lab.late_data",
 }
 LAB_NAMES = tuple(_MODULES)
 

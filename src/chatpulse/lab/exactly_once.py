@@ -176,7 +176,7 @@ def _experiment(ctx: LabContext) -> Outcome:
     feeder = _Feeder(inputs, ctx.settings)
     feeding = threading.Thread(target=feeder.run, name="lab-feeder", daemon=True)
     children = {
-        guarantee: ProcessorChild(settings, ctx.workdir / f"process-{guarantee}.log")
+        guarantee: ProcessorChild(settings, ctx.workdir / f"process-{guarantee}.log", say.warn)
         for guarantee, settings in modes.items()
     }
     ctx.on_cleanup("stop the processors", lambda: stop_all(children.values()))

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -213,14 +213,28 @@ class ProcessorChild:
     """``chatpulse process`` as a child process with ``settings`` (plus ``env``), logging to
     ``log``: started, stopped (SIGTERM) or killed (SIGKILL) like any real instance."""
 
-    def __init__(self, settings: Settings, log: Path, **env: str) -> None:
+    # Quix creates the changelog topic, then reads its metadata at once; a broker under load
+    # may not list it yet and the processor stops at start. Started again up to this often.
+    START_RACE_RETRIES = 2
+
+    def __init__(
+        self,
+        settings: Settings,
+        log: Path,
+        warn: Callable[[str], None] | None = None,
+        **env: str,
+    ) -> None:
         self.env = {**os.environ, **settings.as_environment(), "CHATPULSE_LOG_LEVEL": "INFO"}
         self.env.update(env)
         self.log = log
+        self.warn = warn
         self.proc: subprocess.Popen[bytes] | None = None
+        self._retries = self.START_RACE_RETRIES
+        self._log_start = 0
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        self._log_start = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "chatpulse", "process"],
@@ -238,11 +252,24 @@ class ProcessorChild:
         return self.proc is not None and self.proc.poll() is None
 
     def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            tail = self.log.read_text(errors="replace").strip().splitlines()[-3:]
-            raise LabError(
-                f"the processor stopped (exit {self.proc.returncode}): {' | '.join(tail)}"
-            )
+        """LabError when the child has stopped; one that lost the start-up race above is
+        started again (said through ``warn``)."""
+        if self.proc is None or self.proc.poll() is None:
+            return
+        with self.log.open("rb") as handle:
+            handle.seek(self._log_start)
+            run_log = handle.read().decode(errors="replace")
+        if "TopicNotFoundError" in run_log and self._retries > 0:
+            self._retries -= 1
+            if self.warn is not None:
+                self.warn(
+                    "the processor stopped at start: its new changelog topic was not "
+                    "listed by the broker yet (a race under load); starting it again"
+                )
+            self.start()
+            return
+        tail = run_log.strip().splitlines()[-3:]
+        raise LabError(f"the processor stopped (exit {self.proc.returncode}): {' | '.join(tail)}")
 
     def kill(self) -> None:
         """SIGKILL: no checkpoint, no goodbye to the group, as a crash."""
