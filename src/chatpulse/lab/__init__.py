@@ -21,6 +21,7 @@ _MODULES = {
     "transactions": "chatpulse.lab.transactions",
     "compaction": "chatpulse.lab.compaction",
     "late-data": "chatpulse.lab.late_data",
+    "replication": "chatpulse.lab.replication",
 }
 LAB_NAMES = tuple(_MODULES)
 

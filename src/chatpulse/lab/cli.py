@@ -90,6 +90,8 @@ def lab_command(
             kafka_port=kafka,
             cassandra_port=cassandra,
             data_dir=data_dir,
+            explicit_stack=kafka_port is not None or data_dir is not None,
+            keep=keep,
         )
 
     verdict = run_lab(

@@ -148,6 +148,9 @@ class LabContext:
     kafka_port: int = 9092
     cassandra_port: int = 9042
     data_dir: Path | None = None
+    # True when --kafka-port or --data-dir named the stack (a cluster lab then uses that one)
+    explicit_stack: bool = False
+    keep: bool = False
     keyspaces: list[str] = field(default_factory=list)
     _cleanups: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
 
