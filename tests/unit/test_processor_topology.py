@@ -195,6 +195,19 @@ def test_the_processor_passes_the_dead_letter_raw_bound_from_its_settings() -> N
     assert (config.deadletter_raw_max_bytes, config.max_future_skew_ms) == (100, 2 * MIN)
 
 
+def test_with_dedup_off_from_the_settings_a_repeated_id_counts_again(tmp_path: Path) -> None:
+    config = pipeline_config(Settings(dedup=False, windows="1m", grace="5s"))
+    assert config.dedup is False
+    harness = Harness(tmp_path, config)
+    try:
+        harness.send(chat("a", T0 + 1_000), b"c")
+        (again,) = harness.send(chat("a", T0 + 1_000), b"c")
+        assert again.total_messages == 2
+        assert harness.metrics.duplicates.value == 0
+    finally:
+        harness.close()
+
+
 class CountingClock:
     def __init__(self, now_s: float) -> None:
         self.now_s = now_s
