@@ -213,8 +213,8 @@ def _experiment(ctx: LabContext) -> Outcome:
         time.sleep(2.0 if ctx.quick else 5.0)
         say.step(
             f"SIGKILL number {kill}",
-            "Both processors are killed at the same moment, somewhere between two checkpoints: "
-            "whatever they published since their last commit is out there, but the "
+            "Both processors are killed at the same moment, in the middle of a checkpoint "
+            "interval: whatever they published since their last commit is out there, but the "
             "offsets say those messages were not processed. Then both start again.",
         )
         marks = {g: _progress(s)[0] + 1 for g, s in modes.items()}
