@@ -15,6 +15,7 @@ from chatpulse.lab import (
     late_data,
     load_lab,
     partitions,
+    replication,
     transactions,
 )
 from chatpulse.lab import cli as lab_cli
@@ -194,3 +195,27 @@ def test_consumer_groups_judge() -> None:
     # the second member never got partitions
     lopsided = {**good, "shared": {"m1": every, "m2": []}}
     assert not consumer_groups.judge(**lopsided, counted=sent, **common).passed
+
+
+def test_replication_judge() -> None:
+    acked = set(range(100))
+    good = replication.Observed(
+        leaders=(2, 3),
+        isr=([1, 2, 3], [1, 3], [1, 2, 3]),
+        acknowledged=acked,
+        read=list(range(105)),  # records written but not acknowledged yet may be there too
+        failed=0,
+    )
+    assert replication.judge(good, killed=2).passed
+    lost = replication.Observed(good.leaders, good.isr, acked, list(range(99)), 0)
+    assert not replication.judge(lost, killed=2).passed
+    doubled = replication.Observed(good.leaders, good.isr, acked, [*range(100), 50], 0)
+    assert not replication.judge(doubled, killed=2).passed
+    # the killed broker never left the ISR
+    stale = replication.Observed(
+        good.leaders, ([1, 2, 3], [1, 2, 3], [1, 2, 3]), acked, good.read, 0
+    )
+    assert not replication.judge(stale, killed=2).passed
+    # no new leader
+    same = replication.Observed((2, 2), good.isr, acked, good.read, 0)
+    assert not replication.judge(same, killed=2).passed
