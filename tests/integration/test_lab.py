@@ -63,14 +63,14 @@ def assert_passed(name: str, code: int, lines: list[str], bootstrap: str) -> Non
 )
 def test_lab_passes(stack: Stack, name: str) -> None:
     code, lines, took = run_lab(name, *stack_options(stack))
-    print(f"lab {name}: {took:.1f}s")  # shown with -s: each lab's time
+    print(f"{lines[-1] if lines else name} [{took:.1f}s]")  # with -s: the verdict and time
     assert_passed(name, code, lines, stack.kafka_bootstrap_servers)
 
 
 @pytest.mark.cluster
 def test_replication_lab_passes_on_the_session_cluster(cluster_stack: Stack) -> None:
     code, lines, took = run_lab("replication", *stack_options(cluster_stack))
-    print(f"lab replication: {took:.1f}s")  # shown with -s: the lab's time
+    print(f"{lines[-1] if lines else 'replication'} [{took:.1f}s]")  # with -s
     assert_passed("replication", code, lines, cluster_stack.kafka_bootstrap_servers)
     # the lab brought the broker it killed back: the cluster is whole for the tests after it
     assert all(server.is_running() for server in cluster_stack.kafka_servers)
