@@ -44,7 +44,6 @@ from _secured import secured_settings
 from chatpulse.fake_twitch.server import FakeTwitchServer
 from chatpulse.fake_twitch.simulate import channel_names, simulate
 from chatpulse.fake_twitch.source import ReplaySource
-from chatpulse.ingest.cli import ensure_topics
 from chatpulse.ingest.convert import to_record
 from chatpulse.ingest.errors import ConvertError, IrcParseError
 from chatpulse.ingest.irc.parser import parse_line
@@ -53,6 +52,7 @@ from chatpulse.ingest.metrics import IngestMetrics
 from chatpulse.ingest.service import IngestService
 from chatpulse.kafka_admin import admin_client, delete_topics
 from chatpulse.models import ChatMessage, encode
+from chatpulse.provision import ensure_topics
 from chatpulse.settings import Settings, load_settings
 from chatpulse.topics import Topics
 
@@ -333,7 +333,7 @@ def main() -> None:
         ingest_metrics_port=0,
         ingest_buffer_messages=args.buffer,
     )
-    ensure_topics(settings)
+    ensure_topics(settings, wait_s=30)
     topics = Topics.from_settings(settings)
     records = to_records(lines, topics)
     print(f"workload: {len(lines):,} lines, {len(records):,} records, {args.channels} channels")
@@ -360,7 +360,7 @@ def main() -> None:
     raw: dict[str, float] = {}
     for kind in ("idempotent", "transactional"):
         baseline_settings = settings.model_copy(update={"topic_prefix": f"{prefix}{kind}-"})
-        ensure_topics(baseline_settings)
+        ensure_topics(baseline_settings, wait_s=30)
         raw_records = to_records(lines, Topics.from_settings(baseline_settings))
         raw[kind] = raw_produce_rate(
             baseline_settings, raw_records, transactional=kind == "transactional"
