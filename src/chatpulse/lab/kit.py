@@ -140,6 +140,27 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
         consumer.close()
 
 
+def wait_for_growth(settings: Settings, topic: str, timeout_s: float) -> bool:
+    """Poll ``topic``'s end offsets until they grow (True, at once) or ``timeout_s`` passes."""
+    consumer = _consumer(settings)
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+
+        def total() -> int:
+            return sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
+
+        before = total()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if total() > before:
+                return True
+            time.sleep(0.02)
+        return False
+    finally:
+        consumer.close()
+
+
 def committed(settings: Settings, group: str, topic: str) -> dict[int, int]:
     """The group's committed offset per partition of ``topic`` (-1: none yet)."""
     consumer = _consumer(settings, **{"group.id": group})
