@@ -43,7 +43,7 @@ def _env(settings: Settings, api_port: int) -> dict[str, str]:
     return env
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
@@ -51,7 +51,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _in_sessions(sessions: set[int]) -> list[int]:
+def in_sessions(sessions: set[int]) -> list[int]:
     """Live processes whose session is one of ``sessions`` (the children and their children:
     each child runs in its own session, with its pid as the session id)."""
     found = []
@@ -122,7 +122,7 @@ def test_up_simulated_then_sigint_stops_everything(settings: Settings, tmp_path:
         text = log.read_text()
         pids = {name: int(pid) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", text)}
         assert set(pids) == CHILDREN
-        assert all(_alive(pid) for pid in pids.values())
+        assert all(alive(pid) for pid in pids.values())
         # the dashboard address is printed once `up` sees /readyz answer, which may come a
         # moment after the API already serves counts
         address = f"http://127.0.0.1:{api_port}/"
@@ -138,8 +138,8 @@ def test_up_simulated_then_sigint_stops_everything(settings: Settings, tmp_path:
     assert "SIGINT received: stopping everything" in text
     for name, pid in pids.items():
         assert f"stopped {name} (pid {pid}, exit code" in text
-        assert not _alive(pid), f"{name} (pid {pid}) still running"
-    assert _in_sessions(set(pids.values())) == []
+        assert not alive(pid), f"{name} (pid {pid}) still running"
+    assert in_sessions(set(pids.values())) == []
     assert "everything stopped cleanly" in text
     # The processor's state is tied to this cluster (moved aside if the cluster changes).
     assert (settings.state_dir / "kafka-cluster-id").read_text().strip()
@@ -196,7 +196,7 @@ def test_up_on_a_local_cluster_runs_everything_with_three_copies(
     assert "cluster: topics with 3 copies, keyspace with 3, consistency LOCAL_QUORUM" in text
     assert "stopping the local" not in text
     assert "everything stopped cleanly" in text
-    assert not any(_alive(pid) for pid in pids.values())
+    assert not any(alive(pid) for pid in pids.values())
     assert cluster_stack.is_running()  # up started no node, so it stopped none
     cluster = Cluster(cluster_stack.cassandra_contact_points, port=cluster_stack.cassandra.port)
     try:
