@@ -40,8 +40,8 @@ format: install ## Apply ruff's fixes and formatting
 test-unit: install ## Unit tests only (no network, seconds)
 	$(BIN)/pytest tests/unit
 
-chromium: ## Install Debian's chromium for the browser test (when /usr/bin/chromium is missing)
-	@test -x /usr/bin/chromium || { $(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }; }
+chromium: ## Install Debian's chromium (browser tests) and NSS's certutil (to trust a CA in them)
+	@test -x /usr/bin/chromium -a -x /usr/bin/certutil || { $(SUDO) apt-get install -y chromium libnss3-tools || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium libnss3-tools; }; }
 
 test: install chromium ## All tests: unit, then integration against a real Kafka + Cassandra test stack it starts
 	$(BIN)/pytest tests/unit

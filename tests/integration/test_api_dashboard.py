@@ -5,6 +5,8 @@ policy that allows only the site's own files), show the leaderboard, and raise a
 counter when a new stats record arrives. Screenshots go to build/screenshots/.
 """
 
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -12,14 +14,19 @@ import pytest
 from api_support import KnownStream, running_api, write_rows
 from confluent_kafka import Producer
 from playwright.sync_api import ConsoleMessage, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 
 from chatpulse.models import TopChatter, TopEmote, WindowStats, encode
 from chatpulse.settings import Settings
+from chatpulse.stack import Stack
+from chatpulse.stack.cli import stack_environment
 from chatpulse.topics import Topics
+from conftest import principal_settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 CHROMIUM = Path("/usr/bin/chromium")
+CERTUTIL = "/usr/bin/certutil"  # NSS's, from libnss3-tools (`make chromium` installs it)
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 ARGS = [
     "--headless",
@@ -161,3 +168,99 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
     assert injected == [["script-src-elem inline"], False]
     assert len(problems) == 1
     assert "violates the following Content Security Policy directive" in problems[0]
+
+
+def _trusting_home(home: Path, ca: Path) -> Path:
+    """A HOME whose NSS database (where Chromium on Linux looks for locally trusted roots)
+    trusts ``ca`` to identify web servers."""
+    nssdb = home / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    database = f"sql:{nssdb}"
+    subprocess.run([CERTUTIL, "-N", "-d", database, "--empty-password"], check=True)
+    trust = [CERTUTIL, "-A", "-d", database, "-n", "chatpulse stack CA", "-t", "C,,", "-i"]
+    subprocess.run([*trust, str(ca)], check=True)
+    return home
+
+
+@pytest.mark.secure
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="run `make chromium` (part of `make test`)")
+@pytest.mark.skipif(not Path(CERTUTIL).exists(), reason="run `make chromium` (libnss3-tools)")
+def test_dashboard_over_https_on_the_secured_stack(secure_stack: Stack, tmp_path: Path) -> None:
+    """The API as its ``api`` principal, over HTTPS with the stack's certificate; Chromium
+    trusts the stack's CA (not: ignores certificate errors), and the policy lets the
+    dashboard's own scripts run."""
+    admin = principal_settings(stack_environment(secure_stack, "admin"))
+    windows = dict(zip(admin.windows, admin.window_sizes_ms, strict=True))
+    stream = KnownStream.build(windows, {"tlsalpha": 36, "tlsbeta": 12})
+    write_rows(admin, stream)  # as chatpulse_admin: the api role may only read
+    newest = stream.starts("tlsalpha", "1m")[0]
+    before = stream.window_table()[("tlsalpha", "1m", newest)].messages
+    ca = secure_stack.secrets.ca_cert
+    home = _trusting_home(tmp_path / "home", ca)
+    problems: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            problems.append(message.text)
+
+    api_settings = principal_settings(stack_environment(secure_stack, "api"))
+    with running_api(api_settings, ca=ca) as api, sync_playwright() as pw:
+        url = f"{api.base_url}/#channel=tlsalpha"
+        assert url.startswith("https://127.0.0.1:")
+        # Without the CA, Chromium refuses the stack's certificate: the trust comes from it.
+        stranger = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=ARGS, env={**os.environ, "HOME": str(tmp_path)}
+        )
+        try:
+            with pytest.raises(PlaywrightError, match="ERR_CERT_AUTHORITY_INVALID"):
+                stranger.new_page().goto(url)
+        finally:
+            stranger.close()
+
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=ARGS, env={**os.environ, "HOME": str(home)}
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", on_console)
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.add_init_script(WATCH_CSP)
+            response = page.goto(url)
+            assert response is not None
+            assert response.status == 200
+            headers = response.headers
+            assert "script-src 'self'" in headers["content-security-policy"]
+            assert headers["strict-transport-security"].startswith("max-age=")
+            security = response.security_details()
+            assert security is not None
+            assert security.get("issuer") == "chatpulse stack CA"
+
+            expect(page.locator("#ch-title")).to_have_text("tlsalpha")
+            expect(page.locator("#total-messages")).to_have_text("36")
+            expect(page.locator("#live-messages")).to_have_text(str(before))
+            # the live stream (server-sent events, the API reading channel-stats as `api`)
+            expect(page.locator("#status-text")).to_have_text("live · tlsalpha")
+            expect(page.locator("#messages li")).to_have_count(30)
+
+            update = WindowStats("tlsalpha", "1m", newest, newest + 60_000, before + 11, 7)
+            producer = Producer(admin.kafka_client_config())
+            producer.produce(
+                Topics.from_settings(admin).stats, key=b"tlsalpha", value=encode(update)
+            )
+            assert producer.flush(30) == 0
+            expect(page.locator("#live-messages")).to_have_text(str(before + 11), timeout=15000)
+            expect(page.locator("#live-chatters")).to_have_text("7")
+            page.screenshot(path=str(tmp_path / "dashboard-https.png"), full_page=True)
+            violations = page.evaluate("window.cspViolations")
+            clean = list(problems)
+
+            # The watch sees a violation when there is one: an injected inline script.
+            page.evaluate(INJECT)
+            page.wait_for_function("window.cspViolations.length > 0")
+            injected = page.evaluate("[window.cspViolations, window.injected === true]")
+            page.close()
+        finally:
+            browser.close()
+    assert violations == []
+    assert clean == []
+    assert injected == [["script-src-elem inline"], False]

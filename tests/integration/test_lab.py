@@ -1,17 +1,30 @@
 """Every lab of ``chatpulse lab`` runs against the shared test stack (``--no-pause --quick``,
 the real CLI in a subprocess) and must print PASS; it leaves none of its topics behind.
 
-The replication lab runs with the cluster tests (marker ``cluster``) on the session's cluster.
+The replication lab runs with the cluster tests (marker ``cluster``) on the session's cluster,
+the security lab with the secured stack's tests (marker ``secure``) on the session's secured
+stack.
 """
 
+import re
 import subprocess
 import sys
 import time
 
 import pytest
+from confluent_kafka.admin import (
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from chatpulse.kafka_admin import admin_client
+from chatpulse.settings import Settings
 from chatpulse.stack import Stack
+from chatpulse.stack.cli import stack_environment
+from conftest import principal_settings
 
 LAB_TIMEOUT_S = 240
 
@@ -49,6 +62,21 @@ def assert_passed(name: str, code: int, lines: list[str], bootstrap: str) -> Non
     assert left == [], f"the lab left its topics: {left}"
 
 
+def _acls(admin: Settings) -> set[str]:
+    """Every ACL on the (secured) stack, as text."""
+    client = admin_client(admin.kafka_bootstrap_servers, admin.kafka_security_config())
+    every = AclBindingFilter(
+        ResourceType.ANY,
+        None,
+        ResourcePatternType.ANY,
+        None,
+        None,
+        AclOperation.ANY,
+        AclPermissionType.ANY,
+    )
+    return {str(binding) for binding in client.describe_acls(every).result()}
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -74,3 +102,30 @@ def test_replication_lab_passes_on_the_session_cluster(cluster_stack: Stack) -> 
     assert_passed("replication", code, lines, cluster_stack.kafka_bootstrap_servers)
     # the lab brought the broker it killed back: the cluster is whole for the tests after it
     assert all(server.is_running() for server in cluster_stack.kafka_servers)
+
+
+@pytest.mark.secure
+def test_security_lab_passes_on_the_session_secured_stack(secure_stack: Stack) -> None:
+    admin = principal_settings(stack_environment(secure_stack, "admin"))
+    before = _acls(admin)
+    code, lines, took = run_lab("security", *stack_options(secure_stack))
+    print(f"{lines[-1] if lines else 'security'} [{took:.1f}s]")  # with -s
+    assert lines, "the lab printed nothing"
+    assert lines[-1].startswith("lab security: PASS - "), "\n".join(lines[-40:])
+    assert code == 0
+    text = re.sub(r"\s+", " ", " ".join(lines))  # (the narration wraps at 80 columns)
+    # the broker's authorizer logged the refusal the lab provoked, and the lab showed it
+    assert re.search(r"User:lab-security-\w+-user is Denied operation = ", text), text
+    measured = re.search(
+        r"without an ACL: TOPIC_AUTHORIZATION_FAILED; ACL added: accepted after ([\d.]+)s; "
+        r"ACL removed: TOPIC_AUTHORIZATION_FAILED after ([\d.]+)s; (\d+) of (\d+) acknowledged",
+        lines[-1],
+    )
+    assert measured, lines[-1]
+    assert measured[3] == measured[4] != "0"
+    # Cleaned up: its topic, its ACLs and its user are gone; the stack's own ACLs untouched.
+    client = admin_client(admin.kafka_bootstrap_servers, admin.kafka_security_config())
+    assert [t for t in client.list_topics(timeout=10).topics if "lab-security-" in t] == []
+    assert _acls(admin) == before
+    users = client.describe_user_scram_credentials().result()
+    assert [user for user in users if user.startswith("lab-security-")] == []

@@ -22,6 +22,7 @@ _MODULES = {
     "compaction": "chatpulse.lab.compaction",
     "late-data": "chatpulse.lab.late_data",
     "replication": "chatpulse.lab.replication",
+    "security": "chatpulse.lab.security",
 }
 LAB_NAMES = tuple(_MODULES)
 
