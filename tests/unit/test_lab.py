@@ -16,6 +16,7 @@ from chatpulse.lab import (
     load_lab,
     partitions,
     replication,
+    security,
     transactions,
 )
 from chatpulse.lab import cli as lab_cli
@@ -219,3 +220,26 @@ def test_replication_judge() -> None:
     # no new leader
     same = replication.Observed((2, 2), good.isr, acked, good.read, 0)
     assert not replication.judge(same, killed=2).passed
+
+
+def test_security_judge() -> None:
+    refused = "TOPIC_AUTHORIZATION_FAILED"
+    good = security.Observed(refused, None, refused, 0.25, 0.06, 1, 1)
+    outcome = security.judge(good)
+    assert outcome.passed
+    assert outcome.measured == (
+        "without an ACL: TOPIC_AUTHORIZATION_FAILED; ACL added: accepted after 0.25s; "
+        "ACL removed: TOPIC_AUTHORIZATION_FAILED after 0.06s; 1 of 1 acknowledged records in "
+        "the topic"
+    )
+    # accepted without an ACL: the authorizer let everyone in
+    assert not security.judge(security.Observed(None, None, refused, 0, 0, 2, 2)).passed
+    # refused for another reason than authorization (a login refused, a timeout)
+    other = security.Observed("SASL_AUTHENTICATION_FAILED", None, refused, 0, 0, 1, 1)
+    assert not security.judge(other).passed
+    still = security.Observed(refused, None, None, 0.2, 60.0, 1, 1)
+    assert not security.judge(still).passed
+    assert "ACL removed: still accepted" in security.judge(still).measured
+    # an acknowledged record missing from the topic, or none written at all
+    assert not security.judge(security.Observed(refused, None, refused, 0, 0, 2, 1)).passed
+    assert not security.judge(security.Observed(refused, None, refused, 0, 0, 0, 0)).passed
