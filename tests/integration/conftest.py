@@ -175,11 +175,15 @@ def dedicated_cassandra(tmp_path: Path) -> Iterator[CassandraServer]:
 CLUSTER_NODES = 3
 
 
-def _free_run(length: int, hosts: tuple[str, ...] = ("127.0.0.1",)) -> int:
-    """The first of ``length`` consecutive ports free on every host (below the ephemeral range)."""
+def _free_run(length: int, hosts: tuple[str, ...] = ("127.0.0.1",), taken: range = range(0)) -> int:
+    """The first of ``length`` consecutive ports free on every host (below the ephemeral range),
+    none of them in ``taken`` (a run already chosen: a free port is free until a server binds)."""
     while True:
         first = random.randrange(20000, 31000 - length)
-        if all(is_port_free(first + i, host) for i in range(length) for host in hosts):
+        run = range(first, first + length)
+        if any(port in taken for port in run):
+            continue
+        if all(is_port_free(port, host) for port in run for host in hosts):
             return first
 
 
@@ -188,10 +192,11 @@ def cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A 3 + 3 cluster of this session: Kafka clients on P..P+2 (controllers P+3..P+5),
     Cassandra on 127.0.0.1-3, same CQL port. Stopped after the session."""
     addresses = tuple(f"127.0.0.{node}" for node in range(1, CLUSTER_NODES + 1))
+    kafka_port = _free_run(2 * CLUSTER_NODES)
     cluster = Stack(
         tmp_path_factory.mktemp("cluster"),
-        kafka_port=_free_run(2 * CLUSTER_NODES),
-        cassandra_port=_free_run(2, addresses),
+        kafka_port=kafka_port,
+        cassandra_port=_free_run(2, addresses, range(kafka_port, kafka_port + 2 * CLUSTER_NODES)),
         kafka_nodes=CLUSTER_NODES,
         cassandra_nodes=CLUSTER_NODES,
     )
@@ -208,10 +213,11 @@ def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # Imported here: the secured stack's CLI helpers are only for these tests.
     from chatpulse.stack.cli import stack_environment  # noqa: PLC0415
 
+    kafka_port = _free_run(2)  # client and controller
     secured = Stack(
         tmp_path_factory.mktemp("secure"),
-        kafka_port=_free_run(2),
-        cassandra_port=_free_run(2),
+        kafka_port=kafka_port,
+        cassandra_port=_free_run(2, taken=range(kafka_port, kafka_port + 2)),  # CQL, storage
         cassandra_crash_safe=False,  # throwaway: faster DDL, as the shared stack
         secure=True,
     )
