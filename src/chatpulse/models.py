@@ -13,6 +13,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "ChatEvent",
     "ChatMessage",
+    "ChatSpike",
     "Emote",
     "TopChatter",
     "TopEmote",
@@ -116,6 +117,23 @@ class WindowStats(msgspec.Struct, frozen=True):
     top_emotes: list[TopEmote] = msgspec.field(default_factory=list)
     closed: bool = True
     top_chatters: list[TopChatter] = msgspec.field(default_factory=list)
+    v: int = SCHEMA_VERSION
+
+
+class ChatSpike(msgspec.Struct, frozen=True):
+    """A chat spike, also a value of ``channel-stats`` (told apart from a WindowStats by
+    ``type``): the closed window ``[window_start, window_end)`` had ``messages``, more than
+    ``factor`` x ``baseline_median`` (the median count of the channel's windows before it)
+    and at least the floor; see :mod:`chatpulse.processor.spikes`."""
+
+    channel: str
+    window: str
+    window_start: int
+    window_end: int
+    messages: int
+    baseline_median: float
+    factor: float
+    type: str = "spike"
     v: int = SCHEMA_VERSION
 
 

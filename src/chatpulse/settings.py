@@ -153,6 +153,14 @@ class Settings(BaseSettings):
     # distinct chatters fit, bounded error past it; at most ~90 bytes each in the state, and
     # the state record of a window must stay well under Kafka's 1 MB.
     top_chatters_capacity: int = Field(default=1_000, ge=20, le=5_000)
+    # Chat spikes (chatpulse.processor.spikes): a closed window of spike_window whose count is
+    # at least spike_min_messages and above spike_factor x the median of the channel's previous
+    # spike_baseline_windows windows. The baseline is a ring of that many counts per channel in
+    # the state (8 bytes each at most). Off when the default 1m is not one of the windows.
+    spike_window: str = "1m"
+    spike_factor: float = Field(default=3.0, ge=1.0, le=100.0)
+    spike_min_messages: int = Field(default=20, ge=1)
+    spike_baseline_windows: int = Field(default=30, ge=3, le=1_440)
     # Raw messages live this long in Cassandra. At most a year: a channel's list of non-empty
     # minutes (``message_buckets``, one partition per channel) holds up to 1,440 rows per day.
     message_ttl_days: int = Field(default=30, ge=1, le=366)
@@ -204,7 +212,7 @@ class Settings(BaseSettings):
             parse_duration(size)
         return value
 
-    @field_validator("grace", "dedup_horizon", "max_future_skew")
+    @field_validator("grace", "dedup_horizon", "max_future_skew", "spike_window")
     @classmethod
     def _durations(cls, value: str) -> str:
         parse_duration(value)
@@ -239,6 +247,11 @@ class Settings(BaseSettings):
             )
         for cert, key, password in _KEY_PAIRS:
             _check_pair(self, cert, key, password)
+        if "spike_window" in self.model_fields_set and self.spike_window_ms is None:
+            raise ValueError(
+                f"CHATPULSE_SPIKE_WINDOW={self.spike_window} is not one of CHATPULSE_WINDOWS "
+                f"({','.join(self.windows)})"
+            )
         return self
 
     def kafka_security_config(self) -> dict[str, str]:
@@ -298,6 +311,13 @@ class Settings(BaseSettings):
     @property
     def window_sizes_ms(self) -> list[int]:
         return [parse_duration(size) for size in self.windows]
+
+    @property
+    def spike_window_ms(self) -> int | None:
+        """The size of the windows checked for spikes; None (no spikes) when it is not one of
+        the windows."""
+        size = parse_duration(self.spike_window)
+        return size if size in self.window_sizes_ms else None
 
 
 def _env(name: str) -> str:

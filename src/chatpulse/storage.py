@@ -26,6 +26,10 @@ Tables (primary keys chosen for the API's queries):
 - ``latest_window``: newest window start per size, written ``USING TIMESTAMP`` of the start so
   the newest wins whatever order the writes land in.
 - ``channel_totals``: total_messages, first_seen, last_seen per channel.
+- ``chat_spikes``: the channel's chat spikes (:mod:`chatpulse.processor.spikes`), partition
+  per channel, newest first, one row per spike window (keyed by its start: a replay writes
+  the same row again); TTL ``CHATPULSE_STATS_TTL_DAYS``, so a partition holds at most one row
+  per spike-size window of the TTL (spikes are rare: a few a day in a lively channel).
 
 ``messages`` (partition (channel, day)) was the raw chat table before ``messages_bucketed``:
 nothing reads or writes it any more, and ``ensure_schema`` leaves one it finds alone
@@ -94,6 +98,11 @@ def schema_statements(keyspace: str, replication_factor: int = 1) -> list[str]:
             channel text PRIMARY KEY, total_messages bigint,
             first_seen timestamp, last_seen timestamp
         )""",
+        f"""CREATE TABLE IF NOT EXISTS {ks}.chat_spikes (
+            channel text, window_start timestamp, window text, window_end timestamp,
+            messages bigint, baseline_median double, factor double,
+            PRIMARY KEY (channel, window_start)
+        ) WITH CLUSTERING ORDER BY (window_start DESC)""",
     ]
 
 
@@ -182,6 +191,15 @@ _COLUMNS = {
     "window_leaderboard": {"window", "window_start", "channel", "messages", "unique_chatters"},
     "latest_window": {"window", "window_start"},
     "channel_totals": {"channel", "total_messages", "first_seen", "last_seen"},
+    "chat_spikes": {
+        "channel",
+        "window_start",
+        "window",
+        "window_end",
+        "messages",
+        "baseline_median",
+        "factor",
+    },
 }
 
 

@@ -20,6 +20,7 @@ from chatpulse.processor.metrics import ProcessorMetrics
 from chatpulse.processor.offsets import restore_missing_offsets
 from chatpulse.processor.outage import is_kafka_outage
 from chatpulse.processor.quix_hooks import changelog_topic, time_checkpoints
+from chatpulse.processor.spikes import SpikeRule
 from chatpulse.processor.state_guard import check_state_dir
 from chatpulse.processor.topology import PipelineConfig, PipelineTopics, build_pipeline
 from chatpulse.provision import initialize
@@ -131,6 +132,20 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         max_emotes_per_window=settings.max_emotes_per_window,
         top_chatters_capacity=settings.top_chatters_capacity,
         deadletter_raw_max_bytes=settings.deadletter_raw_max_bytes,
+        spike_rule=spike_rule(settings),
+    )
+
+
+def spike_rule(settings: Settings) -> SpikeRule | None:
+    """The chat-spike rule of the settings; None when the spike window is not counted."""
+    size = settings.spike_window_ms
+    if size is None:
+        return None
+    return SpikeRule(
+        size_ms=size,
+        factor=settings.spike_factor,
+        min_messages=settings.spike_min_messages,
+        baseline_windows=settings.spike_baseline_windows,
     )
 
 

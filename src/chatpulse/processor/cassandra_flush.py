@@ -129,8 +129,28 @@ def _message_batches(binder: RowBinder, rows: list[Values]) -> Iterable[tuple[An
         yield group, None
 
 
+def _spike_statements(
+    statements: dict[str, Any], updates: list[ChannelUpdate]
+) -> Iterable[tuple[Any, Any]]:
+    """One upsert per chat spike (rare: at most one per channel and spike-size window)."""
+    for update in updates:
+        for spike in update.spikes:
+            yield (
+                statements["spike"],
+                (
+                    spike.channel,
+                    spike.window_start,
+                    spike.window,
+                    spike.window_end,
+                    spike.messages,
+                    spike.baseline_median,
+                    spike.factor,
+                ),
+            )
+
+
 class CassandraFlush(UpdateWriter):
-    """Writes messages, window statistics (open and closed) and channel totals."""
+    """Writes messages, window statistics (open and closed), chat spikes and channel totals."""
 
     def __init__(
         self,
@@ -254,6 +274,7 @@ class CassandraFlush(UpdateWriter):
 
         # statistics first: the numbers the API serves are visible before the raw messages
         yield from self._window_statements(windows)
+        yield from _spike_statements(self._writer.statements, updates)
         totals_rows = [
             (channel, update.total_messages, update.first_seen, update.last_seen)
             for channel, update in totals.items()

@@ -40,6 +40,8 @@ over 1 MB, so no record grows with the audience or the rate:
   Twitch's ids), written at a flush when the window gained messages, deleted when it
   closes; split into parts ``t<size><start><part>`` of at most ``chunk_bytes`` when larger
   (part 0 starts with the number of parts).
+- ``s``: the channel's chat-spike baseline (:mod:`.spikes`, at most
+  CHATPULSE_SPIKE_BASELINE_WINDOWS counts), written when a window of the spike size closes.
 - ``b``: the sorted numbers of the de-duplication buckets; ``d<bucket>``: a bucket's ids
   (newline-separated), split into parts ``d<bucket><part>`` of at most ``chunk_bytes`` when
   a channel's rate makes one larger.
@@ -65,7 +67,7 @@ from typing import Protocol
 import msgspec
 from pyroaring import BitMap
 
-from chatpulse.models import ChatMessage, WindowStats
+from chatpulse.models import ChatMessage, ChatSpike, WindowStats
 from chatpulse.processor.aggregate import (
     MAX_EMOTES,
     UNTRACKED_CHATTER,
@@ -145,6 +147,8 @@ class ChannelUpdate:
     # the channel's open windows after this message: the live working copy (the sink reads
     # the last update's of a checkpoint; read it by the next checkpoint at the latest)
     open_windows: dict[tuple[int, int], WindowAggregate] = field(default_factory=dict)
+    # the closed windows that are chat spikes (set by the topology, see .spikes)
+    spikes: list[ChatSpike] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -152,6 +152,9 @@ class CassandraWriter:
             "USING TIMESTAMP ?",
             "totals": f"INSERT INTO {ks}.channel_totals (channel, total_messages, first_seen, "  # noqa: S608
             "last_seen) VALUES (?, ?, ?, ?)",
+            "spike": f"INSERT INTO {ks}.chat_spikes (channel, window_start, window, "  # noqa: S608
+            "window_end, messages, baseline_median, factor) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            f"USING TTL {stats_ttl_s:d}",
         }
         self.use_statements({name: session.prepare(text) for name, text in cql.items()})
 

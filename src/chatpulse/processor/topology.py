@@ -4,8 +4,9 @@ messages topic (bytes)
   -> one stateful node (keyed by channel):
        decode + validate ── bad ──> dead-letter record (reason, source topic/partition/offset, raw)
        count: de-duplicate, windows, totals -> ChannelUpdate
+       spikes: each closed window of the spike size against the channel's baseline
          ├─> update writers, flushed before each commit (Cassandra: messages, windows, totals)
-         └─> closed windows + throttled live updates of the smallest open window
+         └─> closed windows, spikes + throttled live updates of the smallest open window
   -> produce each output record to its topic (dead-letter or channel-stats)
 
 Each StreamingDataFrame node costs Quix a call per record and each branch a pickle copy of
@@ -30,6 +31,7 @@ from chatpulse.processor.aggregate import MAX_EMOTES, to_window_stats
 from chatpulse.processor.channel import DEFAULT_CHUNK_BYTES, ChannelCounter, ChannelUpdate
 from chatpulse.processor.metrics import ProcessorMetrics
 from chatpulse.processor.quix_hooks import CheckpointHook, register_checkpoint_hooks
+from chatpulse.processor.spikes import SpikeDetector, SpikeRule
 from chatpulse.processor.topchatters import DEFAULT_CAPACITY
 from chatpulse.windows import format_duration
 
@@ -66,6 +68,8 @@ class PipelineConfig:
     top_chatters_capacity: int = DEFAULT_CAPACITY
     # the raw input a dead letter keeps (CHATPULSE_DEADLETTER_RAW_MAX_BYTES)
     deadletter_raw_max_bytes: int = DEFAULT_RAW_MAX_BYTES
+    # chat spikes among the closed windows of one size (None: not looked for)
+    spike_rule: SpikeRule | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +292,7 @@ def build_pipeline(
     late_labels = {size: format_duration(size) for size in config.window_sizes_ms}
     future_skew = FutureSkew(config.max_future_skew_ms)
     raw_max_bytes = config.deadletter_raw_max_bytes
+    spikes = SpikeDetector(config.spike_rule) if config.spike_rule is not None else None
     for label in late_labels.values():
         metrics.late[label].value += 0  # every label exists before a scrape can iterate
 
@@ -308,9 +313,12 @@ def build_pipeline(
         metrics.processed.inc()
         for size in update.late_sizes:
             metrics.late[late_labels[size]].inc()
+        if spikes is not None and update.closed:
+            update.spikes = spikes.observe(update.closed, state)
         for writer in writers:
             writer.keep(update, ctx.partition)
         outputs = [_output(encode(final), topics.stats, key) for final in update.closed]
+        outputs.extend(_output(encode(spike), topics.stats, key) for spike in update.spikes)
         live = throttle.live_update(update)
         if live is not None:
             outputs.append(_output(encode(live), topics.stats, key))
