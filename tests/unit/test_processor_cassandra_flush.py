@@ -14,7 +14,7 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement
 from quixstreams.sinks import SinkBackpressureError
 
 from chatpulse import cli
-from chatpulse.models import ChatMessage
+from chatpulse.models import ChatMessage, ChatSpike
 from chatpulse.processor import app as processor_app
 from chatpulse.processor import cli as processor_cli
 from chatpulse.processor.binding import RowBatch, RowBinder
@@ -101,6 +101,7 @@ def _prepared(name: str, columns: str, routing: list[int]) -> PreparedStatement:
         "blob": cqltypes.BytesType,
         "boolean": cqltypes.BooleanType,
         "set<text>": cqltypes.SetType.apply_parameters([cqltypes.UTF8Type]),
+        "double": cqltypes.DoubleType,
     }
     metadata = [
         ColumnMetadata("ks", name, column, types[kind])
@@ -136,6 +137,12 @@ STATEMENTS = {
     "totals": _prepared(
         "totals",
         "channel:text total_messages:bigint first_seen:timestamp last_seen:timestamp",
+        [0],
+    ),
+    "spike": _prepared(
+        "spike",
+        "channel:text window_start:timestamp window:text window_end:timestamp "
+        "messages:bigint baseline_median:double factor:double",
         [0],
     ),
 }
@@ -473,6 +480,7 @@ SAMPLE_ROWS: dict[str, list[tuple[Any, ...]]] = {
     "leaderboard": [("1m", T0, "c0", 5, 3), ("1m", T0, "c1", 0, 0)],
     "latest": [("1m", T0, T0 * 1000), ("10m", T0, T0 * 1000)],
     "totals": [("c0", 10, T0, T0 + 5), ("c1", 1, -5, -5)],
+    "spike": [("c0", T0, "1m", T0 + MIN, 90, 12.5, 3.0), ("c1", T0, "1m", T0 + MIN, 20, 0.0, 1.5)],
 }
 
 
@@ -513,3 +521,18 @@ def test_a_value_of_the_wrong_type_names_its_column() -> None:
         binder.values((b"", [], "c0", 1, "yesterday", "m"))
     with pytest.raises(TypeError, match="column 'sent_at'"):
         binder.values((b"", [], "c0", 1, 2**63, "m"))
+
+
+def test_a_chat_spike_is_upserted_under_its_channel_and_window_start() -> None:
+    writer, session = _writer()
+    sink = CassandraFlush(writer)
+    updates = _updates(130)
+    spike = ChatSpike("c0", "1m", T0 + MIN, T0 + 2 * MIN, 60, baseline_median=12.5, factor=3.0)
+    updates[121].spikes = [spike]
+    _add(sink, updates)
+    sink.flush()
+    assert session.rows("spike") == [("c0", T0 + MIN, "1m", T0 + 2 * MIN, 60, 12.5, 3.0)]
+    # a checkpoint processed again writes the same row again (an idempotent upsert)
+    _add(sink, updates)
+    sink.flush()
+    assert session.rows("spike") == [("c0", T0 + MIN, "1m", T0 + 2 * MIN, 60, 12.5, 3.0)] * 2

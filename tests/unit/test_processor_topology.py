@@ -16,6 +16,7 @@ from chatpulse.processor.aggregate import WindowAggregate
 from chatpulse.processor.app import pipeline_config
 from chatpulse.processor.channel import ChannelCounter, ChannelUpdate
 from chatpulse.processor.metrics import ProcessorMetrics
+from chatpulse.processor.spikes import SpikeRule
 from chatpulse.processor.topology import (
     DeadLetter,
     FutureSkew,
@@ -301,3 +302,42 @@ def test_a_message_from_the_far_future_is_dead_lettered_and_moves_nothing(
     ]
     # within the skew: counted
     assert len(harness.send(chat("soon", now + 4 * MIN), b"c")) == 1
+
+
+def test_a_spike_is_published_on_channel_stats_and_handed_to_the_writers(tmp_path: Path) -> None:
+    rule = SpikeRule(size_ms=MIN, factor=3.0, min_messages=20, baseline_windows=3)
+    config = PipelineConfig([MIN], grace_ms=5_000, dedup_horizon_ms=3_600_000, spike_rule=rule)
+    harness = Harness(tmp_path, config)
+    try:
+        n = 0
+        spikes = []
+        published = []
+        # minutes 0-2: 8 messages each; minute 3: 30 (> 3 x 8); minute 4: the closer
+        for minute, count in enumerate([8, 8, 8, 30, 1]):
+            for i in range(count):
+                n += 1
+                sent_at = T0 + minute * MIN + 10_000 + i * 100
+                for update in harness.send(chat(f"m{n}", sent_at, user=str(i)), b"c"):
+                    spikes += update.spikes
+                published += [msgspec.json.decode(out) for out in harness.outputs]
+        harness.send(chat("closer", T0 + 6 * MIN), b"c")
+        published += [msgspec.json.decode(out) for out in harness.outputs]
+        assert [(s.window_start, s.messages, s.baseline_median) for s in spikes] == [
+            (T0 + 3 * MIN, 30, 8.0)
+        ]
+        assert [p for p in published if p.get("type") == "spike"] == [
+            {
+                "channel": "c",
+                "window": "1m",
+                "window_start": T0 + 3 * MIN,
+                "window_end": T0 + 4 * MIN,
+                "messages": 30,
+                "baseline_median": 8.0,
+                "factor": 3.0,
+                "type": "spike",
+                "v": 1,
+            }
+        ]
+        assert sum(1 for p in published if p.get("closed")) == 5
+    finally:
+        harness.close()

@@ -209,6 +209,20 @@ def run_processor(settings: Settings) -> None:
             ",".join(settings.windows),
             settings.grace,
         )
+        rule = spike_rule(settings)
+        if rule is None:
+            logger.info(
+                "no chat spikes: CHATPULSE_SPIKE_WINDOW=%s is not one of the windows",
+                settings.spike_window,
+            )
+        else:
+            logger.info(
+                "chat spikes: %s windows above %s x the median of the previous %d, at least %d",
+                settings.spike_window,
+                rule.factor,
+                rule.baseline_windows,
+                rule.min_messages,
+            )
         return processor
 
     run_through_outages(build)
