@@ -12,6 +12,7 @@ import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +35,11 @@ SIZES = {"10s": 10_000, "1m": 60_000}
 GRACE = "3s"
 GRACE_MS = 3_000
 EMOTE_NAMES = {str(i): f"Emote{i}" for i in range(1, 13)}
+# the chat-spike rule the processor runs with in these tests (processor_env): a baseline of
+# 3 minutes, so that the short streams of the tests have windows to decide on
+SPIKE_FACTOR = 1.5
+SPIKE_MIN_MESSAGES = 15
+SPIKE_BASELINE = 3
 
 
 @dataclass(frozen=True)
@@ -87,11 +93,16 @@ def generate(
     late_rate: float = 0.003,
     base: int | None = None,
     id_prefix: str = "",
+    bursts: int = 0,
 ) -> list[Record]:
     """A stream in production order (the order of each channel's records is what counts),
     from ``base`` (default: the start of the hour two hours ago); message ids begin with
-    ``id_prefix``."""
+    ``id_prefix``. With ``bursts``, that many times a channel's chat bursts: about a minute's
+    worth more messages (of as many chatters) within a few seconds (a chat spike), drawn from
+    a random generator of their own (the rest of the stream is the same as without)."""
     rng = random.Random(seed)
+    burst_rng = random.Random(seed + 1_000_003)
+    burst_at = set(burst_rng.sample(range(messages), bursts)) if bursts else set()
     if base is None:
         base = int(time.time() * 1000) - 2 * 3_600_000
         base -= base % 3_600_000
@@ -114,6 +125,13 @@ def generate(
         user = str(rng.randint(1, 300)) if rng.random() < 0.97 else f"x{rng.randint(1, 9)}"
         record = message(channel, f"{id_prefix}{channel}-{n}", user, max(sent, base), rng)
         records.append(record)
+        if n in burst_at:
+            # about 0.8 to 1.6 minutes' worth of the channel's usual chat at once
+            for b in range(int(60_000 / step * burst_rng.uniform(0.8, 1.6))):
+                user = str(burst_rng.randint(1, 1_200_000_000))
+                sent = now + burst_rng.randint(0, 3_000)
+                burst_id = f"{id_prefix}{channel}-{n}b{b}"
+                records.append(message(channel, burst_id, user, sent, burst_rng))
         if rng.random() < duplicate_rate:
             records.append(record)
     # redeliver a block of earlier records (an ingest reconnect overlap)
@@ -155,6 +173,35 @@ class Truth:
     late: int
     duplicates: int = 0
     distinct_ids: set[tuple[str, str]] = field(default_factory=set)
+    # chat spikes: (channel, 1m window start) -> (messages, baseline median)
+    spikes: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
+    # closed 1m windows with a full baseline (those a spike was decided on, either way)
+    decided: int = 0
+
+
+def spikes_of(
+    closed: dict[tuple[str, int], int],
+) -> tuple[dict[tuple[str, int], tuple[int, float]], int]:
+    """The chat spikes among closed 1m windows ((channel, start) -> messages), written the
+    plain way: per channel, from its first closed minute on, a minute whose previous
+    SPIKE_BASELINE minutes all lie at or after that one is decided on: a spike when it has at
+    least SPIKE_MIN_MESSAGES and more than SPIKE_FACTOR x the median of those minutes' counts
+    (0 for a minute without a window). Also the number of minutes decided on."""
+    size = SIZES["1m"]
+    first: dict[str, int] = {}
+    for channel, start in closed:
+        first[channel] = min(first.get(channel, start), start)
+    spikes = {}
+    decided = 0
+    for (channel, start), count in closed.items():
+        if start - SPIKE_BASELINE * size < first[channel]:
+            continue
+        decided += 1
+        before = [closed.get((channel, start - k * size), 0) for k in range(1, SPIKE_BASELINE + 1)]
+        median = statistics.median(before)
+        if count >= SPIKE_MIN_MESSAGES and count > SPIKE_FACTOR * median:
+            spikes[(channel, start)] = (count, float(median))
+    return spikes, decided
 
 
 def ground_truth(records: list[Record], top_capacity: int | None = None) -> Truth:
@@ -200,6 +247,7 @@ def ground_truth(records: list[Record], top_capacity: int | None = None) -> Trut
         channel, name, start = key
         if start + SIZES[name] + GRACE_MS <= latest[channel]:
             closed.add(key)
+    spikes, decided = spikes_of({(c, s): counts[(c, n, s)] for c, n, s in closed if n == "1m"})
     return Truth(
         windows=windows,
         totals={c: (t[0], t[1], t[2]) for c, t in totals.items()},
@@ -208,6 +256,8 @@ def ground_truth(records: list[Record], top_capacity: int | None = None) -> Trut
         late=late,
         duplicates=duplicates,
         distinct_ids=seen,
+        spikes=spikes,
+        decided=decided,
     )
 
 
@@ -247,6 +297,9 @@ def processor_env(settings: Settings, state_dir: Path, **extra: str) -> dict[str
             "CHATPULSE_COMMIT_INTERVAL_S": "0.5",
             "CHATPULSE_PROCESSOR_METRICS_PORT": "0",
             "CHATPULSE_LOG_LEVEL": "INFO",
+            "CHATPULSE_SPIKE_FACTOR": str(SPIKE_FACTOR),
+            "CHATPULSE_SPIKE_MIN_MESSAGES": str(SPIKE_MIN_MESSAGES),
+            "CHATPULSE_SPIKE_BASELINE_WINDOWS": str(SPIKE_BASELINE),
         }
     )
     env.update(extra)
@@ -297,6 +350,8 @@ class Results:
     totals: dict[str, tuple[int, int, int]]
     messages: dict[str, int]
     leaderboard: dict[tuple[str, str, int], tuple[int, int]]
+    # chat_spikes rows: (channel, window start) -> (messages, baseline median)
+    spikes: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
 
 
 def read_cassandra(settings: Settings) -> Results:
@@ -325,6 +380,12 @@ def read_cassandra(settings: Settings) -> Results:
             )
             for row in session.execute(f"SELECT * FROM {ks}.channel_totals", timeout=60)
         }
+        spikes = {}
+        for row in session.execute(f"SELECT * FROM {ks}.chat_spikes", timeout=60):
+            start = int(row.window_start.replace(tzinfo=UTC).timestamp() * 1000)
+            assert (row.window, row.factor) == ("1m", SPIKE_FACTOR)
+            assert int(row.window_end.replace(tzinfo=UTC).timestamp() * 1000) == start + 60_000
+            spikes[(row.channel, start)] = (row.messages, row.baseline_median)
         messages: Counter[str] = Counter()
         query = f"SELECT channel, sent_at, id, record FROM {ks}.messages_bucketed"
         for row in session.execute(query, timeout=120):
@@ -332,7 +393,7 @@ def read_cassandra(settings: Settings) -> Results:
             sent_at = int(row.sent_at.replace(tzinfo=UTC).timestamp() * 1000)
             assert (stored.channel, stored.id, stored.sent_at) == (row.channel, row.id, sent_at)
             messages[row.channel] += 1
-        return Results(windows, flags, totals, dict(messages), leaderboard)
+        return Results(windows, flags, totals, dict(messages), leaderboard, spikes)
     finally:
         cluster.shutdown()
 
@@ -371,7 +432,7 @@ def read_channel_stats(
             value = json.loads(msg.value())
             assert msg.key() == value["channel"].encode()
             out.append(value)
-            if value["closed"]:
+            if value.get("closed"):
                 seen.add((value["channel"], value["window"], value["window_start"]))
     finally:
         consumer.close()
@@ -417,13 +478,30 @@ def assert_exact(
     assert results.windows == truth.windows
     assert {k for k, closed in results.closed_flags.items() if closed} == truth.closed
     assert results.leaderboard == {k: v[:2] for k, v in truth.windows.items()}
+    assert results.spikes == truth.spikes
 
     stats = read_channel_stats(settings, truth.closed)
-    closed = Counter((s["channel"], s["window"], s["window_start"]) for s in stats if s["closed"])
+    closed = Counter(
+        (s["channel"], s["window"], s["window_start"]) for s in stats if s.get("closed")
+    )
     assert set(closed) == truth.closed
     assert max(closed.values()) == 1, "a closed window was published twice"
+    # chat spikes: each once, with the same numbers
+    spikes = [s for s in stats if s.get("type") == "spike"]
+    published = Counter((s["channel"], s["window_start"]) for s in spikes)
+    assert set(published) == set(truth.spikes)
+    assert not published or max(published.values()) == 1, "a spike was published twice"
+    for s in spikes:
+        assert (s["window"], s["window_end"] - s["window_start"], s["factor"]) == (
+            "1m",
+            60_000,
+            SPIKE_FACTOR,
+        )
+        assert (s["messages"], s["baseline_median"]) == truth.spikes[
+            (s["channel"], s["window_start"])
+        ]
     for s in stats:
-        if s["closed"]:
+        if s.get("closed"):
             key = (s["channel"], s["window"], s["window_start"])
             assert (
                 s["messages"],

@@ -24,9 +24,12 @@ from chatpulse.topics import Topics
 
 @pytest.mark.timeout(300)
 def test_known_stream_is_counted_exactly(settings: Settings, tmp_path: Path) -> None:
-    records = generate(channels=30, messages=6_000, seed=1)
+    records = generate(channels=30, messages=6_000, seed=1, bursts=12)
     truth = ground_truth(records)
     assert truth.late > 0
+    # chat spikes found, and minutes decided on that are none
+    assert len(truth.spikes) >= 3
+    assert truth.decided > 20
     assert truth.duplicates > 200
     assert len(truth.closed) > 300
     produce(settings, records)
