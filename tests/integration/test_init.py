@@ -53,6 +53,7 @@ def test_init_creates_topics_and_schema_and_a_second_run_is_harmless(settings: S
         "window_leaderboard",
         "latest_window",
         "channel_totals",
+        "chat_spikes",
     }
     # The fixture already ran initialize once.
     assert _partitions(settings) == expected
