@@ -128,6 +128,25 @@ class KnownStream:
             "top_chatters": w.top_chatters(),
         }
 
+    def spikes(self, channel: str) -> list[dict[str, Any]]:
+        """The chat spikes stored for ``channel`` (every other of its closed 1m windows, from
+        the newest, each as if it had been 4 x its baseline), newest first, as the API answers
+        them."""
+        return [
+            {
+                "channel": channel,
+                "window": "1m",
+                "window_start": iso(start),
+                "window_end": iso(start + 60_000),
+                "messages": self.window_table()[(channel, "1m", start)].messages,
+                "baseline_median": self.window_table()[(channel, "1m", start)].messages / 4,
+                "factor": 3.0,
+            }
+            for start in [
+                s for s in self.starts(channel, "1m") if self.is_closed(channel, "1m", s)
+            ][::2]
+        ]
+
     def starts(self, channel: str, name: str) -> list[int]:
         """Window starts of a channel, newest first."""
         return sorted(
@@ -207,6 +226,27 @@ def write_rows(settings: Settings, stream: KnownStream) -> None:
                 f"INSERT INTO {ks}.latest_window (window, window_start) VALUES (%s, %s)",
                 (name, start),
             )
+        insert_spike = session.prepare(
+            f"INSERT INTO {ks}.chat_spikes (channel, window_start, window, window_end, messages, "
+            "baseline_median, factor) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        )
+        for channel in stream.channels:
+            for spike in stream.spikes(channel):
+                start = next(
+                    s for s in stream.starts(channel, "1m") if iso(s) == spike["window_start"]
+                )
+                session.execute(
+                    insert_spike,
+                    (
+                        channel,
+                        start,
+                        "1m",
+                        start + 60_000,
+                        spike["messages"],
+                        spike["baseline_median"],
+                        spike["factor"],
+                    ),
+                )
         for channel in stream.channels:
             sent = [m.sent_at for m in stream.of(channel)]
             session.execute(

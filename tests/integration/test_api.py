@@ -130,6 +130,19 @@ def test_messages_walk_every_message_once_newest_first(
     assert [i["id"] for i in older["items"]] == [f"beta-{i:04d}" for i in range(9, -1, -1)]
 
 
+def test_spikes_walk_every_spike_once_newest_first(api: httpx.Client, stream: KnownStream) -> None:
+    for channel in stream.channels:
+        expected = stream.spikes(channel)
+        assert len(expected) >= 2
+        assert _walk(api, f"/api/v1/channels/{channel}/spikes", "before", limit=2) == expected
+        whole = api.get(f"/api/v1/channels/{channel}/spikes").json()
+        assert whole == {"items": expected, "next_cursor": None}
+    # before an ISO time: the spikes whose window started before it
+    spikes = stream.spikes("alpha")
+    older = api.get("/api/v1/channels/alpha/spikes", params={"before": spikes[1]["window_start"]})
+    assert older.json()["items"] == spikes[2:]
+
+
 def test_a_cursor_from_one_instance_works_on_another(
     api: httpx.Client, stream: KnownStream, keyed_settings: Settings
 ) -> None:
@@ -220,7 +233,7 @@ def test_validation_and_problems_with_data(api: httpx.Client, stream: KnownStrea
         assert response.headers["content-type"] == "application/problem+json"
         return response.json()  # type: ignore[no-any-return]
 
-    for sub in ("", "/stats", "/messages", "/live"):
+    for sub in ("", "/stats", "/messages", "/live", "/spikes"):
         assert problem(f"/api/v1/channels/nobody{sub}", 404)["type"].endswith("unknown-channel")
     problem("/api/v1/channels/alpha/stats", 422, **{"from": iso(2_000_000), "to": iso(1_000_000)})
     span = problem(
@@ -241,6 +254,15 @@ def test_validation_and_problems_with_data(api: httpx.Client, stream: KnownStrea
     channel_cursor = api.get("/api/v1/channels", params={"limit": 1}).json()["next_cursor"]
     problem("/api/v1/channels/alpha/messages", 400, before=channel_cursor)
     problem("/api/v1/channels/alpha/messages", 400, before=alpha_cursor[:-2] + "AA")
+    spike_cursor = api.get("/api/v1/channels/alpha/spikes", params={"limit": 1}).json()[
+        "next_cursor"
+    ]
+    assert spike_cursor is not None
+    problem("/api/v1/channels/beta/spikes", 400, before=spike_cursor)
+    problem("/api/v1/channels/alpha/spikes", 400, before=alpha_cursor)
+    problem("/api/v1/channels/alpha/messages", 400, before=spike_cursor)
+    problem("/api/v1/channels/alpha/spikes", 422, limit=201)
+    problem("/api/v1/channels/alpha/spikes", 422, limit=0)
 
 
 EXTREME_TIMES = [

@@ -16,7 +16,7 @@ from confluent_kafka import Producer
 from playwright.sync_api import ConsoleMessage, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from chatpulse.models import TopChatter, TopEmote, WindowStats, encode
+from chatpulse.models import ChatSpike, TopChatter, TopEmote, WindowStats, encode
 from chatpulse.settings import Settings
 from chatpulse.stack import Stack
 from chatpulse.stack.cli import stack_environment
@@ -93,6 +93,18 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
             expect(chatters.nth(0)).to_contain_text(top["login"])
             expect(chatters.nth(0).locator(".count")).to_have_text(str(top["count"]))
 
+            # the channel's chat spikes: listed newest first, and a red point on the chart at
+            # each (the chart's third series holds the messages of the spike minutes only)
+            spikes = stream.spikes("alpha")
+            assert 2 <= len(spikes) < 10
+            listed = page.locator("#spikes li")
+            expect(listed).to_have_count(len(spikes))
+            expect(listed.nth(0)).to_contain_text(f"{spikes[0]['messages']} messages")
+            expect(page.locator("#spikes-empty")).to_be_hidden()
+            marked = "state.chart.data[2].filter((v) => v !== null)"
+            page.wait_for_function(f"{marked}.length === {len(spikes)}")
+            assert page.evaluate(marked) == [s["messages"] for s in reversed(spikes)]
+
             # a name in recent messages opens that user's history
             name = page.locator("#messages li button.who").first
             login = name.get_attribute("data-login")
@@ -140,6 +152,19 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
             expect(chatters).to_have_count(2)
             expect(chatters.nth(0)).to_contain_text("alu1")
             expect(chatters.nth(0).locator(".count")).to_have_text("5")
+            # a spike on the live stream: listed first and marked on the chart at once
+            spike = ChatSpike(
+                "alpha", "1m", newest, newest + 60_000, before + 17, baseline_median=4.0, factor=3.0
+            )
+            producer.produce(
+                Topics.from_settings(settings).stats, key=b"alpha", value=encode(spike)
+            )
+            producer.flush(10)
+            expect(listed).to_have_count(len(spikes) + 1, timeout=5000)
+            expect(listed.nth(0)).to_contain_text(f"{before + 17} messages")
+            expect(listed.nth(0)).to_contain_text(f"{(before + 17) / 4:.1f}\u00d7 the usual 4")
+            page.wait_for_function(f"{marked}.length === {len(spikes) + 1}")
+            assert page.evaluate(f"{marked}.at(-1)") == before + 17
             page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
 
             phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)

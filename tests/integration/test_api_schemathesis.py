@@ -73,8 +73,9 @@ def test_api_conforms_to_its_openapi(settings: Settings) -> None:
                     assert not operation.path_parameters
                     assert not operation.query
             tested.append(f"{operation.method.upper()} {operation.path}")
-        assert len(tested) == 11, tested
+        assert len(tested) == 12, tested
         assert "GET /api/v1/channels/{channel}/users/{login}/messages" in tested
+        assert "GET /api/v1/channels/{channel}/spikes" in tested
 
 
 _limit = timedelta(hours=23, minutes=59)

@@ -2,8 +2,8 @@
 
 import orjson
 
-from chatpulse.api.hub import LiveHub, stats_json
-from chatpulse.models import TopChatter, TopEmote, WindowStats
+from chatpulse.api.hub import LiveHub, _decode, _payload, stats_json
+from chatpulse.models import ChatSpike, TopChatter, TopEmote, WindowStats, encode
 
 
 def _hub(queue_size: int = 3) -> LiveHub:
@@ -17,9 +17,11 @@ async def test_updates_reach_every_subscriber_of_their_channel_only() -> None:
         hub.subscribe("alpha") as a2,
         hub.subscribe("beta") as b,
     ):
-        hub._dispatch([("alpha", ("1m", "A")), ("beta", ("1m", "B")), ("gamma", ("1m", "G"))])
-        assert a1.get_nowait() == a2.get_nowait() == ("1m", "A")
-        assert b.get_nowait() == ("1m", "B")
+        hub._dispatch(
+            [("alpha", ("1m", "", "A")), ("beta", ("1m", "", "B")), ("gamma", ("1m", "", "G"))]
+        )
+        assert a1.get_nowait() == a2.get_nowait() == ("1m", "", "A")
+        assert b.get_nowait() == ("1m", "", "B")
         assert a1.empty()
         assert b.empty()
 
@@ -27,8 +29,8 @@ async def test_updates_reach_every_subscriber_of_their_channel_only() -> None:
 async def test_a_slow_subscriber_loses_its_oldest_updates() -> None:
     hub = _hub(queue_size=3)
     async with hub.subscribe("alpha") as queue:
-        hub._dispatch([("alpha", ("1m", str(i))) for i in range(5)])
-        assert [queue.get_nowait()[1] for _ in range(3)] == ["2", "3", "4"]
+        hub._dispatch([("alpha", ("1m", "", str(i))) for i in range(5)])
+        assert [queue.get_nowait()[2] for _ in range(3)] == ["2", "3", "4"]
 
 
 async def test_leaving_unsubscribes() -> None:
@@ -36,7 +38,7 @@ async def test_leaving_unsubscribes() -> None:
     async with hub.subscribe("alpha"):
         assert "alpha" in hub._subscribers
     assert hub._subscribers == {}
-    hub._dispatch([("alpha", ("1m", "A"))])  # nobody listening: nothing happens
+    hub._dispatch([("alpha", ("1m", "", "A"))])  # nobody listening: nothing happens
 
 
 def test_stats_json_is_the_api_shape() -> None:
@@ -62,3 +64,24 @@ def test_stats_json_is_the_api_shape() -> None:
         "closed": False,
         "top_chatters": [{"login": "someviewer", "count": 2}],
     }
+
+
+def test_a_spike_record_of_channel_stats_becomes_a_spike_event() -> None:
+    start = 1_764_000_000_000
+    spike = ChatSpike("alpha", "1m", start, start + 60_000, 140, baseline_median=31.5, factor=3.0)
+    record = _decode(encode(spike))
+    assert record == spike
+    window, event, data = _payload(record)
+    assert (window, event) == ("1m", "spike")
+    assert orjson.loads(data) == {
+        "channel": "alpha",
+        "window": "1m",
+        "window_start": "2025-11-24T16:00:00Z",
+        "window_end": "2025-11-24T16:01:00Z",
+        "messages": 140,
+        "baseline_median": 31.5,
+        "factor": 3.0,
+    }
+    # window statistics are still unnamed events
+    stats = WindowStats("alpha", "1m", start, start + 60_000, 140, 12)
+    assert _payload(_decode(encode(stats)))[:2] == ("1m", "")

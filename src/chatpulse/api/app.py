@@ -13,7 +13,16 @@ from fastapi.staticfiles import StaticFiles
 from chatpulse.api.limits import BodyLimitMiddleware
 from chatpulse.api.metrics import MetricsMiddleware
 from chatpulse.api.problems import install_problem_handlers
-from chatpulse.api.routes import channels, health, leaderboard, live, messages, stats, users
+from chatpulse.api.routes import (
+    channels,
+    health,
+    leaderboard,
+    live,
+    messages,
+    spikes,
+    stats,
+    users,
+)
 from chatpulse.api.security import SecurityHeadersMiddleware, add_docs_pages
 from chatpulse.api.services import running_services
 from chatpulse.settings import Settings, load_settings
@@ -50,7 +59,7 @@ def create_app(settings: Settings, *, cache_ttl_s: float = 1.0) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     # Outermost: every answer gets the headers, refusals of the inner layers included.
     app.add_middleware(SecurityHeadersMiddleware)
-    for module in (channels, stats, messages, users, live, leaderboard, health):
+    for module in (channels, stats, spikes, messages, users, live, leaderboard, health):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

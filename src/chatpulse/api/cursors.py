@@ -21,7 +21,7 @@ import orjson
 
 from chatpulse.api.errors import BadCursorError
 
-__all__ = ["MAX_CURSOR_CHARS", "Cursors", "message_position", "token_position"]
+__all__ = ["MAX_CURSOR_CHARS", "Cursors", "message_position", "time_position", "token_position"]
 
 # Longer than any cursor issued (a scope, a 20-digit time and a message id of up to MAX_ID_CHARS).
 MAX_CURSOR_CHARS = 512
@@ -72,6 +72,13 @@ def _is_int(value: Any, bounds: tuple[int, int]) -> bool:
 def token_position(position: Any) -> int:
     """A channel-list position: a Cassandra token (64-bit integer)."""
     if not _is_int(position, _INT64):
+        raise BadCursorError("The cursor is malformed; use a next_cursor value as given.")
+    return int(position)
+
+
+def time_position(position: Any) -> int:
+    """A position in time (a chat spike's window start): epoch ms."""
+    if not _is_int(position, _SENT_AT):
         raise BadCursorError("The cursor is malformed; use a next_cursor value as given.")
     return int(position)
 

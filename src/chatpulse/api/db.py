@@ -60,6 +60,11 @@ STATEMENTS: dict[str, str] = {
     "user_messages_before_key": "SELECT sent_at, id, record FROM {ks}.user_messages "
     "WHERE channel = ? AND user_login = ? AND bucket = ? AND (sent_at, id) < (?, ?) "
     "AND sent_at >= ? LIMIT ?",
+    "spikes_first": "SELECT channel, window_start, window, window_end, messages, "
+    "baseline_median, factor FROM {ks}.chat_spikes WHERE channel = ? LIMIT ?",
+    "spikes_before": "SELECT channel, window_start, window, window_end, messages, "
+    "baseline_median, factor FROM {ks}.chat_spikes WHERE channel = ? AND window_start < ? "
+    "LIMIT ?",
     "latest_window": "SELECT window_start FROM {ks}.latest_window WHERE window = ?",
     "leaderboard": "SELECT channel, messages, unique_chatters FROM {ks}.window_leaderboard "
     "WHERE window = ? AND window_start = ?",

@@ -20,12 +20,12 @@ from prometheus_client import Counter, Gauge
 
 from chatpulse.api.errors import LiveStreamsFullError
 from chatpulse.api.log_limits import KindedLog
-from chatpulse.api.schemas import WindowStatsOut, ms_to_datetime
+from chatpulse.api.schemas import SpikeOut, WindowStatsOut, ms_to_datetime
 from chatpulse.errors import TopicMissingError
-from chatpulse.models import WindowStats
+from chatpulse.models import ChatSpike, WindowStats
 from chatpulse.partitions import assign_all
 
-__all__ = ["LiveHub", "stats_json"]
+__all__ = ["LiveHub", "spike_json", "stats_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,17 @@ LIVE_UNREADABLE = Counter(
 )
 
 _decoder = msgspec.json.Decoder(WindowStats)
+_spike_decoder = msgspec.json.Decoder(ChatSpike)
+
+
+class _Kind(msgspec.Struct):
+    """What a channel-stats record is: a ChatSpike says ``"type": "spike"``; a WindowStats
+    has no type."""
+
+    type: str = ""
+
+
+_kind_decoder = msgspec.json.Decoder(_Kind)
 
 
 def stats_json(stats: WindowStats) -> str:
@@ -56,6 +67,34 @@ def stats_json(stats: WindowStats) -> str:
         closed=stats.closed,
         top_chatters=[msgspec.structs.asdict(chatter) for chatter in stats.top_chatters],
     ).model_dump_json()
+
+
+def spike_json(spike: ChatSpike) -> str:
+    """The API's JSON of a ChatSpike wire record, as sent in SSE ``spike`` events."""
+    return SpikeOut(
+        channel=spike.channel,
+        window=spike.window,
+        window_start=ms_to_datetime(spike.window_start),
+        window_end=ms_to_datetime(spike.window_end),
+        messages=spike.messages,
+        baseline_median=spike.baseline_median,
+        factor=spike.factor,
+    ).model_dump_json()
+
+
+def _decode(value: bytes) -> WindowStats | ChatSpike:
+    """A channel-stats record; raises ``msgspec.MsgspecError`` when it is neither a
+    WindowStats nor a ChatSpike."""
+    if _kind_decoder.decode(value).type == "spike":
+        return _spike_decoder.decode(value)
+    return _decoder.decode(value)
+
+
+def _payload(record: WindowStats | ChatSpike) -> tuple[str, str, str]:
+    """(window, SSE event name, JSON) of a record: no name for window statistics."""
+    if isinstance(record, ChatSpike):
+        return record.window, "spike", spike_json(record)
+    return record.window, "", stats_json(record)
 
 
 class LiveHub:
@@ -82,7 +121,7 @@ class LiveHub:
         self._queue_size = queue_size
         self._max_streams = max_streams
         self._streams = 0
-        self._subscribers: dict[str, set[asyncio.Queue[tuple[str, str]]]] = {}
+        self._subscribers: dict[str, set[asyncio.Queue[tuple[str, str, str]]]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -114,9 +153,10 @@ class LiveHub:
             self._streams -= 1
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator["asyncio.Queue[tuple[str, str]]"]:
-        """A queue receiving (window, JSON) of each update of ``channel`` while the block runs."""
-        queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(self._queue_size)
+    async def subscribe(self, channel: str) -> AsyncIterator["asyncio.Queue[tuple[str, str, str]]"]:
+        """A queue receiving (window, event name, JSON) of each update of ``channel`` while the
+        block runs: the event name is empty for window statistics, ``spike`` for a chat spike."""
+        queue: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue(self._queue_size)
         self._subscribers.setdefault(channel, set()).add(queue)
         LIVE_SUBSCRIBERS.inc()
         try:
@@ -129,7 +169,7 @@ class LiveHub:
                 if not queues:
                     del self._subscribers[channel]
 
-    def _dispatch(self, batch: list[tuple[str, tuple[str, str]]]) -> None:
+    def _dispatch(self, batch: list[tuple[str, tuple[str, str, str]]]) -> None:
         for channel, payload in batch:
             for queue in self._subscribers.get(channel, ()):
                 if queue.full():
@@ -170,7 +210,7 @@ class LiveHub:
 
     def _poll_once(self, consumer: Consumer) -> None:
         records = consumer.consume(num_messages=500, timeout=0.2)
-        batch: list[tuple[str, tuple[str, str]]] = []
+        batch: list[tuple[str, tuple[str, str, str]]] = []
         for record in records:
             if record.error() is not None:
                 logger.debug("live hub: %s", record.error())
@@ -179,7 +219,7 @@ class LiveHub:
             if value is None:
                 continue
             try:
-                stats = _decoder.decode(value)
+                update = _decode(value)
             except msgspec.MsgspecError as exc:
                 LIVE_UNREADABLE.inc()
                 self._log.warning(
@@ -191,7 +231,7 @@ class LiveHub:
                 )
                 continue
             # Encode only for channels someone watches (a racy read is harmless here).
-            if stats.channel in self._subscribers:
-                batch.append((stats.channel, (stats.window, stats_json(stats))))
+            if update.channel in self._subscribers:
+                batch.append((update.channel, _payload(update)))
         if batch and self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._dispatch, batch)

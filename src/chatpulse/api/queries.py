@@ -23,6 +23,7 @@ from chatpulse.api.schemas import (
     LeaderboardEntry,
     LeaderboardOut,
     MessageItem,
+    SpikeOut,
     TopChatterOut,
     TopEmoteOut,
     WindowStatsOut,
@@ -43,6 +44,7 @@ __all__ = [
     "latest_windows",
     "leaderboard",
     "message_page",
+    "spike_page",
     "user_message_page",
     "window_stats",
 ]
@@ -345,6 +347,31 @@ async def user_message_page(
     if scan.resume_before is not None:
         return items, (scan.resume_before, "")
     return items, None
+
+
+async def spike_page(
+    db: CassandraGateway, *, channel: str, before_ms: int | None, limit: int
+) -> tuple[list[SpikeOut], int | None]:
+    """A channel's chat spikes newest first, starting before ``before_ms`` (all when None);
+    the window start to go on before, when there are more."""
+    if before_ms is None:
+        rows = await db.execute("spikes_first", (channel, limit + 1))
+    else:
+        rows = await db.execute("spikes_before", (channel, ms_to_datetime(before_ms), limit + 1))
+    items = [
+        SpikeOut(
+            channel=row.channel,
+            window=row.window,
+            window_start=utc(row.window_start),
+            window_end=utc(row.window_end),
+            messages=row.messages or 0,
+            baseline_median=row.baseline_median or 0.0,
+            factor=row.factor or 0.0,
+        )
+        for row in rows[:limit]
+    ]
+    next_ms = to_ms(items[-1].window_start) if len(rows) > limit else None
+    return items, next_ms
 
 
 async def leaderboard(db: CassandraGateway, *, window: str, limit: int) -> LeaderboardOut:

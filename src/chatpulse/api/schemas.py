@@ -20,6 +20,8 @@ __all__ = [
     "LeaderboardOut",
     "MessageItem",
     "MessagePage",
+    "SpikeOut",
+    "SpikePage",
     "StatsOut",
     "TopChatterOut",
     "TopEmoteOut",
@@ -94,6 +96,27 @@ def decode_json_list(text: str | None) -> list[dict[str, Any]]:
         return _emotes_decoder.decode(text)
     except msgspec.MsgspecError:
         return []
+
+
+class SpikeOut(BaseModel):
+    """A chat spike: the window ``[window_start, window_end)`` had ``messages``, more than
+    ``factor`` x ``baseline_median`` and at least the floor (CHATPULSE_SPIKE_MIN_MESSAGES)."""
+
+    channel: str
+    window: str
+    window_start: datetime
+    window_end: datetime
+    messages: int
+    baseline_median: float = Field(
+        description="the median message count of the channel's windows before it "
+        "(CHATPULSE_SPIKE_BASELINE_WINDOWS of them; a window without messages counts 0)"
+    )
+    factor: float = Field(description="CHATPULSE_SPIKE_FACTOR when the spike was found")
+
+
+class SpikePage(BaseModel):
+    items: list[SpikeOut] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as `before` for older spikes")
 
 
 class ChannelItem(BaseModel):

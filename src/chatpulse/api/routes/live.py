@@ -47,10 +47,11 @@ async def live_stats(
     services: ServicesDep,
     window: Annotated[str | None, Depends(_window_filter)],
 ) -> AsyncIterator[ServerSentEvent]:
-    """Each WindowStats update (JSON in ``data``) as it is produced; comments as heartbeats."""
+    """Each WindowStats update (JSON in ``data``) as it is produced, and each chat spike as an
+    event named ``spike`` (a SpikeOut in ``data``); comments as heartbeats."""
     async with services.hub.subscribe(totals.channel) as updates:
         yield ServerSentEvent(comment="connected", retry=2000)
         while True:
-            size, payload = await updates.get()
+            size, event, payload = await updates.get()
             if window is None or size == window:
-                yield ServerSentEvent(raw_data=payload)
+                yield ServerSentEvent(raw_data=payload, event=event or None)

@@ -3,7 +3,7 @@
 
 const API = "/api/v1";
 const state = { windows: ["1m", "10m", "1h"], lbWindow: "10m", channel: null, source: null,
-  chart: null, xs: [], ys: [], history: null, search: null };
+  chart: null, xs: [], ys: [], spikes: new Map(), history: null, search: null };
 const $ = (id) => document.getElementById(id);
 const fmt = new Intl.NumberFormat();
 
@@ -87,12 +87,52 @@ function makeChart() {
     axes: [{ stroke: "#8b93a7", grid: { stroke: "#262b38" } },
       { stroke: "#8b93a7", grid: { stroke: "#262b38" } }],
     series: [{}, { label: "messages / min", stroke: "#9b6bff", width: 2,
-      fill: "rgba(155,107,255,0.15)", points: { show: false } }],
+      fill: "rgba(155,107,255,0.15)", points: { show: false } },
+    // a chat spike: a red point on its minute, nothing elsewhere
+    { label: "spike", stroke: "#ff5c5c", width: 0, paths: () => null,
+      points: { show: true, size: 10, stroke: "#ff5c5c", fill: "#ff5c5c" } }],
     legend: { show: true },
   };
-  state.chart = new uPlot(opts, [state.xs, state.ys], target);
+  state.chart = new uPlot(opts, chartData(), target);
   new ResizeObserver(() => state.chart.setSize({ width: target.clientWidth, height: 240 }))
     .observe(target);
+}
+
+// the chart's series: minutes, messages, and the messages again where a minute spiked
+function chartData() {
+  return [state.xs, state.ys, state.xs.map((x, i) => (state.spikes.has(x) ? state.ys[i] : null))];
+}
+
+function spikeItem(spike) {
+  const times = spike.baseline_median > 0
+    ? `${(spike.messages / spike.baseline_median).toFixed(1)}× the usual ${fmt.format(spike.baseline_median)}`
+    : "from a silent chat";
+  return el("li", {}, el("time", { textContent: timeOf(spike.window_start), dateTime: spike.window_start }),
+    el("span", { className: "count", textContent: `${fmt.format(spike.messages)} messages` }),
+    el("span", { className: "muted small", textContent: ` ${times}` }));
+}
+
+function renderSpikes() {
+  const newest = [...state.spikes.values()].sort((a, b) => b.x - a.x).slice(0, 10);
+  $("spikes").replaceChildren(...newest.map((s) => spikeItem(s.spike)));
+  $("spikes-empty").hidden = newest.length > 0;
+  state.chart.setData(chartData());
+}
+
+function addSpike(spike) {
+  const x = Date.parse(spike.window_start) / 1000;
+  state.spikes.set(x, { x, spike });
+  renderSpikes();
+}
+
+async function loadSpikes() {
+  const page = await getJSON(`${API}/channels/${state.channel}/spikes?limit=50`);
+  state.spikes = new Map();
+  for (const spike of page.items) {
+    const x = Date.parse(spike.window_start) / 1000;
+    state.spikes.set(x, { x, spike });
+  }
+  renderSpikes();
 }
 
 function showWindow(stats) {
@@ -103,7 +143,7 @@ function showWindow(stats) {
     state.xs.push(x); state.ys.push(stats.messages);
     if (state.xs.length > 60) { state.xs.shift(); state.ys.shift(); }
   } else return;
-  state.chart.setData([state.xs, state.ys]);
+  state.chart.setData(chartData());
   if (x === state.xs[state.xs.length - 1]) {
     $("live-messages").textContent = fmt.format(stats.messages);
     $("live-chatters").textContent = fmt.format(stats.unique_chatters);
@@ -188,7 +228,7 @@ async function loadHistory() {
   const items = stats.items.slice().reverse();
   state.xs = items.map((s) => Date.parse(s.window_start) / 1000);
   state.ys = items.map((s) => s.messages);
-  state.chart.setData([state.xs, state.ys]);
+  state.chart.setData(chartData());
   if (items.length) showWindow(items[items.length - 1]);
 }
 
@@ -198,6 +238,7 @@ function openLive() {
   source.onopen = () => setStatus(true, `live · ${state.channel}`);
   source.onerror = () => setStatus(false, "reconnecting…");
   source.onmessage = (event) => showWindow(JSON.parse(event.data));
+  source.addEventListener("spike", (event) => addSpike(JSON.parse(event.data)));
   state.source = source;
 }
 
@@ -209,6 +250,8 @@ async function selectChannel(channel) {
   for (const id of ["live-messages", "live-chatters", "total-messages"]) $(id).textContent = "–";
   $("emotes").replaceChildren();
   $("chatters").replaceChildren();
+  state.spikes = new Map();
+  $("spikes").replaceChildren();
   $("history-card").hidden = true;
   state.history = null;
   state.search = null;
@@ -220,6 +263,7 @@ async function selectChannel(channel) {
   }
   openLive();
   await Promise.all([loadHistory(), refreshSummary(), refreshMessages()]);
+  await loadSpikes();
 }
 
 function every(ms, task) {
