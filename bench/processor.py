@@ -4,6 +4,7 @@ In one run, over the same pre-filled topic (Zipf-skewed channels):
   1. ceiling: a plain confluent-kafka consume loop that only decodes and counts per channel;
   2. the processor, exactly-once, all aggregations, Cassandra sink on;
   3. the same with at-least-once;
+  4. exactly-once without user history and search words (what those features cost);
 then freshness: the processor (``chatpulse process`` subprocess) under a steady produce rate,
 time from producing a probe message to its channel's total being visible in Cassandra.
 
@@ -353,6 +354,12 @@ def main() -> None:
         help="also run exactly-once without the Cassandra sink (isolates the sink's cost)",
     )
     parser.add_argument(
+        "--skip-feature-cost",
+        action="store_true",
+        help="skip the exactly-once run without user history and search words (CHATPULSE_USER_"
+        "HISTORY=false, CHATPULSE_SEARCH_INDEX=false), which shows what those features cost",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         help="profile an extra exactly-once run with pyinstrument into this file",
@@ -411,6 +418,19 @@ def main() -> None:
             )
             rate = run_processor(settings, args.messages, None, cassandra=False)
             print(f"processor exactly-once WITHOUT the Cassandra sink: {rate:,.0f} msg/s")
+        if not args.skip_feature_cost:
+            settings = base.model_copy(
+                update={
+                    "processor_group": f"{base.topic_prefix}lean",
+                    "state_dir": state / "lean",
+                    "user_history": False,
+                    "search_index": False,
+                }
+            )
+            rate = run_processor(settings, args.messages, None)
+            print(
+                f"processor exactly-once without user history and search words: {rate:,.0f} msg/s"
+            )
         if args.profile is not None:
             # a separate run: the profiler's own cost must not distort the numbers above
             settings = base.model_copy(

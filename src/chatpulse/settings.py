@@ -162,6 +162,14 @@ class Settings(BaseSettings):
     spike_factor: float = Field(default=3.0, ge=1.0, le=100.0)
     spike_min_messages: int = Field(default=20, ge=1)
     spike_baseline_windows: int = Field(default=30, ge=3, le=1_440)
+    # The processor stores each message twice: under its channel's minute (recent messages,
+    # search) and in its user's history (``user_messages``, one more Cassandra partition per
+    # message, the biggest single share of its writing). Off: no history rows are written and
+    # the API answers its history endpoint with 404. Give the processor and the API the same.
+    user_history: bool = True
+    # Each message's words in a set with a Storage-Attached Index, for search. Off: none are
+    # stored or indexed, and the API answers a search (``q``) with 404. Same for both services.
+    search_index: bool = True
     # Raw messages live this long in Cassandra. At most a year: a channel's list of non-empty
     # minutes (``message_buckets``, one partition per channel) holds up to 1,440 rows per day.
     message_ttl_days: int = Field(default=30, ge=1, le=366)

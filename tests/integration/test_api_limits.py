@@ -190,3 +190,30 @@ def test_a_readyz_flood_costs_at_most_one_check_per_period(api: httpx.Client) ->
     assert statuses == [200] * 400
     # One check per started period, plus the one that may have been in flight at the start.
     assert 1 <= checks <= elapsed // READY_TTL_S + 2, (checks, elapsed)
+
+
+def test_history_and_search_switched_off_answer_404_naming_the_setting(
+    settings: Settings,
+) -> None:
+    lean = settings.model_copy(
+        update={"api_key": SecretStr("k3y"), "user_history": False, "search_index": False}
+    )
+    channel = f"lean{int(time.time() * 1000) % 10**9}"
+    with running_api(lean) as api:
+        response = api.post(
+            "/api/v1/channels", json={"channel": channel}, headers={"X-API-Key": "k3y"}
+        )
+        assert response.status_code == 202
+        deadline = time.monotonic() + 30
+        while api.get(f"/api/v1/channels/{channel}/messages").status_code != 200:
+            assert time.monotonic() < deadline, "the tracked channel never became known"
+            time.sleep(0.2)
+        for path, setting in (
+            (f"/api/v1/channels/{channel}/users/someviewer/messages", "CHATPULSE_USER_HISTORY"),
+            (f"/api/v1/channels/{channel}/messages?q=hello", "CHATPULSE_SEARCH_INDEX"),
+        ):
+            answer = api.get(path)
+            assert answer.status_code == 404, (path, answer.text)
+            problem = answer.json()
+            assert problem["type"].endswith(":feature-off"), problem
+            assert f"{setting}=false" in problem["detail"]

@@ -252,6 +252,21 @@ def test_a_checkpoint_writes_each_message_and_the_newest_statistics() -> None:
     assert session.sent == []
 
 
+def test_without_user_history_and_search_no_history_rows_and_no_words() -> None:
+    writer, session = _writer()
+    sink = CassandraFlush(writer, user_history=False, search_index=False)
+    _add(sink, _updates(130))
+    sink.flush()
+    assert session.rows("user_message") == []
+    messages = session.rows("message")
+    assert [row[5] for row in messages] == [f"m{i}" for i in range(130)]
+    # an empty set: ``words = words + ?`` adds nothing, so the index holds nothing either
+    assert {len(row[1] or ()) for row in messages} == {0}
+    # the rest as with the features on: 3 window rows, totals, the bucket index
+    assert len(session.rows("window")) == 3
+    assert session.rows("totals") == [("c0", 130, T0, T0 + 129_000)]
+
+
 def test_quiet_channels_share_message_batches_ten_partitions_at_most() -> None:
     writer, session = _writer()
     sink = CassandraFlush(writer)

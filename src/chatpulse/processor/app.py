@@ -113,7 +113,18 @@ def build_processor(
     )
     config = pipeline_config(settings)
     writer = CassandraWriter(settings) if cassandra else None
-    writers = [CassandraFlush(writer, metrics)] if writer else []
+    writers = (
+        [
+            CassandraFlush(
+                writer,
+                metrics,
+                user_history=settings.user_history,
+                search_index=settings.search_index,
+            )
+        ]
+        if writer
+        else []
+    )
     build_pipeline(app, topics, config, writers=writers, metrics=metrics)
     time_checkpoints(app, metrics.checkpoint_seconds.observe)
     return Processor(app=app, cassandra=writer, metrics=metrics)

@@ -79,16 +79,23 @@ Values = list[bytes | None]
 
 
 def _message_rows(
-    binder: RowBinder, channel: str, bucket: int, updates: list[ChannelUpdate]
+    binder: RowBinder,
+    channel: str,
+    bucket: int,
+    updates: list[ChannelUpdate],
+    *,
+    search_index: bool = True,
 ) -> list[Values]:
-    """One partition's message rows, serialised; its key columns only once."""
+    """One partition's message rows, serialised; its key columns only once (no words: an
+    empty set, which the ``words = words + ?`` update leaves alone)."""
     # the "message" statement's bind markers, in order
     blob, word_set, text, bucket_start, timestamp, message_id = binder.serializers
     key_channel, key_bucket = text(channel), bucket_start(bucket)
+    no_words = word_set([])
     return [
         [
             blob(u.record),
-            word_set(words_of(u.message.text)),
+            word_set(words_of(u.message.text)) if search_index else no_words,
             key_channel,
             key_bucket,
             timestamp(u.message.sent_at),
@@ -160,6 +167,8 @@ class CassandraFlush(UpdateWriter):
         retry_after_s: float = 5.0,
         in_flight: int = 64,
         flush_timeout_s: float = 20.0,
+        user_history: bool = True,
+        search_index: bool = True,
     ) -> None:
         super().__init__()
         self._writer = writer
@@ -169,6 +178,8 @@ class CassandraFlush(UpdateWriter):
         # Below the Kafka transaction timeout (30 s) and Quix's bounded flush on a revoke
         # (60 s): a flush gives up by itself rather than be abandoned while it still writes.
         self._flush_timeout_s = flush_timeout_s
+        self._user_history = user_history
+        self._search_index = search_index
         self._generation = 0  # bumped by every flush and pause: an older flush stops sending
         # this checkpoint's updates by source partition
         self._updates: dict[int, list[ChannelUpdate]] = {}
@@ -294,7 +305,9 @@ class CassandraFlush(UpdateWriter):
         quiet: list[Values] = []
         quiet_partitions = 0
         for (channel, bucket), partition_updates in by_partition.items():
-            rows = _message_rows(messages, channel, bucket, partition_updates)
+            rows = _message_rows(
+                messages, channel, bucket, partition_updates, search_index=self._search_index
+            )
             if len(rows) * 4 >= _MESSAGES_PER_BATCH:
                 yield from _message_batches(messages, rows)
                 continue
@@ -305,9 +318,13 @@ class CassandraFlush(UpdateWriter):
                 quiet, quiet_partitions = [], 0
         if quiet:
             yield from _message_batches(messages, quiet)
-        # each user's history: mostly one row per (user, day) partition in a checkpoint, so
-        # batches of at most ten partitions' rows
-        user_messages = st["user_message"]
+        if self._user_history:
+            yield from self._user_history_statements(updates)
+
+    def _user_history_statements(self, updates: list[ChannelUpdate]) -> Iterable[tuple[Any, Any]]:
+        # mostly one row per (user, day) partition in a checkpoint: batches of at most ten
+        # partitions' rows
+        user_messages = self._writer.binders["user_message"]
         rows = _user_message_rows(user_messages, updates)
         weights = (100 + len(row[5] or b"") for row in rows)
         for group in batches(user_messages, rows, _PARTITIONS_PER_BATCH, weights):

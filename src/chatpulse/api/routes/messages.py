@@ -57,6 +57,13 @@ async def channel_messages(
     """
     words: list[str] | None = None
     if q is not None:
+        if not services.settings.search_index:
+            raise ApiError(
+                "search is switched off on this deployment (CHATPULSE_SEARCH_INDEX=false)",
+                status=404,
+                title="Not Found",
+                slug="feature-off",
+            )
         try:
             words = query_words(q)
         except ValueError as exc:

@@ -52,6 +52,13 @@ async def user_messages(
     with the same ``from``/``to``) for older messages. A user who never spoke there has an
     empty page. A page reads at most 32 days of the user's history: one that spans more
     empty days comes back shorter, with a ``next_cursor`` to go on from."""
+    if not services.settings.user_history:
+        raise ApiError(
+            "user history is switched off on this deployment (CHATPULSE_USER_HISTORY=false)",
+            status=404,
+            title="Not Found",
+            slug="feature-off",
+        )
     login = login.lower()
     from_ms = to_ms(from_) if from_ is not None else None
     to_ms_ = to_ms(to) if to is not None else None
