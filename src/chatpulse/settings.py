@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     cassandra_consistency: Literal[
         "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"
     ] = "LOCAL_QUORUM"
+    # Sends of one processor write (an idempotent upsert) before a transient failure (a write
+    # timeout of a loaded cluster) fails the checkpoint's flush; docs/operations.md, "Limits".
+    cassandra_write_attempts: int = Field(default=3, ge=1, le=10)
 
     # Security of the cluster connections (defaults: plaintext, no auth, as a local stack)
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -196,6 +199,12 @@ class Settings(BaseSettings):
     api_max_live_connections: int = Field(default=500, ge=1)
     # /readyz answers from a copy at most this old: a flood of probes costs one check per period.
     api_readiness_ttl_s: float = Field(default=1.0, ge=0)
+    # Each API read (all SELECTs, idempotent) is sent again to another Cassandra node when no
+    # answer came after this long, at most this many more times (0: never), within the
+    # request's 2 s timeout: a node that died keeps being asked by its peers until gossip
+    # convicts it (seconds), and a read waiting on it would otherwise end in a 503.
+    api_speculative_delay_s: float = Field(default=0.4, gt=0, le=1.5)
+    api_speculative_executions: int = Field(default=2, ge=0, le=5)
 
     @field_validator("cassandra_contact_points", "channels", "windows", mode="before")
     @classmethod

@@ -7,13 +7,22 @@ import sys
 from typing import Any
 
 import pytest
-from cassandra import InvalidRequest, OperationTimedOut, Unauthorized, Unavailable, cqltypes
+from cassandra import (
+    ConsistencyLevel,
+    InvalidRequest,
+    OperationTimedOut,
+    Unauthorized,
+    Unavailable,
+    WriteTimeout,
+    cqltypes,
+)
 from cassandra.cluster import NoHostAvailable
 from cassandra.protocol import ColumnMetadata
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 from quixstreams.sinks import SinkBackpressureError
 
 from chatpulse import cli
+from chatpulse.errors import ConfigError
 from chatpulse.models import ChatMessage, ChatSpike
 from chatpulse.processor import app as processor_app
 from chatpulse.processor import cli as processor_cli
@@ -22,6 +31,7 @@ from chatpulse.processor.cassandra_flush import CassandraFlush
 from chatpulse.processor.channel import ChannelCounter, ChannelUpdate
 from chatpulse.processor.cql import CassandraWriter, batches, cql_date
 from chatpulse.processor.errors import SchemaMissingError
+from chatpulse.processor.metrics import ProcessorMetrics
 from chatpulse.settings import load_settings
 
 MIN = 60_000
@@ -47,10 +57,10 @@ class Future:
         if self.error is not None:
             raise self.error
 
-    def add_callbacks(self, callback: Any, errback: Any) -> None:
+    def add_callbacks(self, callback: Any, errback: Any, errback_args: Any = ()) -> None:
         # the driver calls them at once for a completed future
         if self.error is not None:
-            errback(self.error)
+            errback(self.error, *errback_args)
         else:
             callback([])
 
@@ -58,7 +68,7 @@ class Future:
 class PendingFuture:
     """A request Cassandra never answers."""
 
-    def add_callbacks(self, callback: Any, errback: Any) -> None:
+    def add_callbacks(self, callback: Any, errback: Any, errback_args: Any = ()) -> None:
         pass
 
 
@@ -292,12 +302,69 @@ def test_transient_errors_become_backpressure(error: Exception) -> None:
     with pytest.raises(SinkBackpressureError) as caught:
         sink.flush()
     assert caught.value.retry_after == 2.5
-    assert len(session.sent) == 1  # the first request failed: no more were sent
+    # the first request was sent three times in all (the default attempts), then its error
+    # counted: no other request was sent
+    assert len(session.sent) == 3
+    assert len({id(statement) for statement, _ in session.sent}) == 1
     # the checkpoint is dropped: nothing of it is kept for the next one
     session.error = None
     session.sent.clear()
     sink.flush()
     assert session.sent == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        WriteTimeout(
+            "timed out",
+            consistency=ConsistencyLevel.LOCAL_QUORUM,
+            required_responses=2,
+            received_responses=1,
+            write_type=2,  # UNLOGGED_BATCH
+        ),
+        OperationTimedOut(),
+        Unavailable("1 of 3"),
+    ],
+)
+def test_a_request_that_fails_transiently_is_sent_again(error: Exception) -> None:
+    writer, session = _writer()
+    metrics = ProcessorMetrics()
+    sink = CassandraFlush(writer, metrics)
+    failures = [error, error]  # the first request fails twice, then Cassandra answers
+
+    def fail_twice() -> None:
+        session.error = failures.pop() if failures else None
+
+    session.on_send = fail_twice
+    _add(sink, _updates(130))
+    sink.flush()  # no backpressure: the checkpoint is written
+
+    statements = [id(statement) for statement, _ in session.sent]
+    assert statements[0] == statements[1] == statements[2] != statements[3]
+    assert len(statements) == len(set(statements)) + 2  # each other request sent once
+    # every message written (its request once it was answered)
+    assert {row[5] for row in session.rows("message")} == {f"m{i}" for i in range(130)}
+    assert metrics.cassandra_write_retries._value.get() == 2
+    assert metrics.sink_backpressure._value.get() == 0
+
+
+def test_write_attempts_bound_the_sends_of_a_request() -> None:
+    writer, session = _writer()
+    sink = CassandraFlush(writer, write_attempts=1)
+    session.error = OperationTimedOut()
+    _add(sink, _updates(130))
+    with pytest.raises(SinkBackpressureError):
+        sink.flush()
+    assert len(session.sent) == 1
+
+
+def test_the_write_attempts_setting_reaches_the_flush(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATPULSE_CASSANDRA_WRITE_ATTEMPTS", "5")
+    assert load_settings().cassandra_write_attempts == 5
+    monkeypatch.setenv("CHATPULSE_CASSANDRA_WRITE_ATTEMPTS", "0")
+    with pytest.raises(ConfigError, match="CHATPULSE_CASSANDRA_WRITE_ATTEMPTS"):
+        load_settings()
 
 
 def test_other_errors_stop_the_app() -> None:

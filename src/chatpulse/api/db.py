@@ -5,6 +5,16 @@ answers 503 problems) while Cassandra is down, and serves again by itself once i
 The API only reads: it never creates the keyspace or a table (DDL belongs to ``chatpulse init``
 and the processor), so it can run with a read-only role; while the schema is missing it
 answers 503 "schema not initialised" and prepares its statements again every few seconds.
+Every statement is a SELECT, so a read is sent to another Cassandra node as well when no
+answer came within ``CHATPULSE_API_SPECULATIVE_DELAY_S`` (at most
+``CHATPULSE_API_SPECULATIVE_EXECUTIONS`` more, all within the request's 2 s; the first answer
+wins: :mod:`chatpulse.api.speculation`). Why: when a Cassandra node dies, the driver stops using
+it as a coordinator at once (its connections close), but the other nodes keep choosing it as a
+replica of a quorum read until gossip convicts it, seconds later; such a read waits for
+Cassandra's own read timeout (5 s, 10 s for the channel list's token-range scan), past the
+API's 2 s, and the request was a 503 although two of three replicas could answer. Another
+coordinator usually picks another replica, and Cassandra's own speculative retry does not
+cover range scans.
 Driver errors become API errors by :func:`~chatpulse.api.driver_errors.classify_cassandra_error`;
 their texts (hosts, addresses) go to the log only.
 """
@@ -17,11 +27,13 @@ from typing import Any
 
 from cassandra.cluster import Cluster, ResponseFuture, Session
 from cassandra.policies import ConstantReconnectionPolicy
+from cassandra.pool import Host
 from cassandra.query import PreparedStatement
 
 from chatpulse.api.driver_errors import SchemaNotFoundError, classify_cassandra_error
 from chatpulse.api.errors import ApiError, StorageUnavailableError
 from chatpulse.api.log_limits import KindedLog
+from chatpulse.api.speculation import first_answer
 from chatpulse.settings import Settings
 from chatpulse.storage import connect
 from chatpulse.words import MAX_QUERY_WORDS
@@ -168,19 +180,68 @@ class CassandraGateway:
         return classify_cassandra_error(self._not_ready)
 
     async def execute(self, name: str, params: Sequence[Any] = ()) -> list[Any]:
-        """All rows of statement ``name``; an ApiError saying what failed if Cassandra fails."""
+        """All rows of statement ``name``; an ApiError saying what failed if Cassandra fails.
+
+        Sent to another node too when the first is slow (the module docstring says why)."""
         session = self._session
         if session is None or not self._prepared:
             raise self._unavailable()
+        responses: list[ResponseFuture] = []
+
+        def attempt(number: int, timeout_s: float) -> "asyncio.Future[list[Any]] | None":
+            host = None
+            if number:
+                host = self._another_host(responses)
+                if host is None:
+                    return None
+            return self._start(session, name, params, timeout_s, host=host, responses=responses)
+
+        try:
+            return await first_answer(
+                attempt,
+                delay_s=self._settings.api_speculative_delay_s,
+                extra=self._settings.api_speculative_executions,
+                budget_s=self._request_timeout_s,
+                transient=lambda exc: isinstance(
+                    classify_cassandra_error(exc), StorageUnavailableError
+                ),
+            )
+        except Exception as exc:  # every driver error is classified
+            raise self._failed(name, exc) from exc
+
+    def _another_host(self, responses: list[ResponseFuture]) -> Host | None:
+        """A node up that none of ``responses`` has asked yet (None: there is none)."""
+        if self._cluster is None:
+            return None
+        asked = {host for response in responses for host in response.attempted_hosts or ()}
+        for host in self._cluster.metadata.all_hosts():
+            if host.is_up and host not in asked:
+                return host
+        return None
+
+    def _start(
+        self,
+        session: Session,
+        name: str,
+        params: Sequence[Any],
+        timeout_s: float,
+        *,
+        host: Host | None,
+        responses: list[ResponseFuture],
+    ) -> "asyncio.Future[list[Any]]":
+        """Send one request (to ``host``, or as the load balancing policy chooses); its own
+        rows, all pages, in the returned future."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         rows: list[Any] = []
         try:
             response = session.execute_async(
-                self._prepared[name], params, timeout=self._request_timeout_s
+                self._prepared[name], params, timeout=timeout_s, host=host
             )
-        except Exception as exc:  # every driver error is classified
-            raise self._failed(name, exc) from exc
+        except Exception as exc:  # noqa: BLE001 - handed to the caller like any failure
+            future.set_exception(exc)
+            return future
+        responses.append(response)
 
         def on_page(page: list[Any]) -> None:
             rows.extend(page)
@@ -193,10 +254,7 @@ class CassandraGateway:
             loop.call_soon_threadsafe(_resolve, future, None, exc)
 
         _add_callbacks(response, on_page, on_error)
-        try:
-            return await future
-        except Exception as exc:  # every driver error is classified
-            raise self._failed(name, exc) from exc
+        return future
 
     def _failed(self, name: str, exc: Exception) -> ApiError:
         answer = classify_cassandra_error(exc)

@@ -120,6 +120,7 @@ def build_processor(
                 metrics,
                 user_history=settings.user_history,
                 search_index=settings.search_index,
+                write_attempts=settings.cassandra_write_attempts,
             )
         ]
         if writer

@@ -16,8 +16,10 @@ works on the batches it took at its start and its own requests, and gives up aft
 one must neither touch the next checkpoint's rows nor go on writing old values. Sending
 while the processor counts instead was measured slower: the driver's I/O thread then competes
 for the GIL with the counting, costing more CPU per message than the overlap saves.
-Transient Cassandra errors raise ``SinkBackpressureError``: Quix drops the checkpoint, pauses,
-rewinds to its first offsets and processes again, so nothing is lost. A missing keyspace or
+A request that fails transiently is sent again, up to ``CHATPULSE_CASSANDRA_WRITE_ATTEMPTS``
+sends (:class:`~chatpulse.processor.cql.InFlight` says why). A transient Cassandra error past
+that raises ``SinkBackpressureError``: Quix drops the checkpoint, pauses, rewinds to its first
+offsets and processes again, so nothing is lost. A missing keyspace or
 table (a wiped or new cluster) is created again with the same idempotent DDL as
 ``chatpulse init`` and the checkpoint retried the same way; when that DDL is refused the
 processor stops with one line saying what to do.
@@ -34,6 +36,7 @@ from quixstreams.sinks import SinkBackpressureError
 
 from chatpulse.buckets import message_bucket, user_bucket
 from chatpulse.errors import SchemaError
+from chatpulse.logs import RateLimitedLog
 from chatpulse.models import WindowStats, history_login
 from chatpulse.processor.aggregate import WindowAggregate, top_emotes
 from chatpulse.processor.binding import RowBinder
@@ -169,9 +172,13 @@ class CassandraFlush(UpdateWriter):
         flush_timeout_s: float = 20.0,
         user_history: bool = True,
         search_index: bool = True,
+        write_attempts: int = 3,
     ) -> None:
         super().__init__()
         self._writer = writer
+        # sends of one request before its transient failure fails the flush (InFlight)
+        self._write_attempts = write_attempts
+        self._retry_log = RateLimitedLog(logger)  # a loaded cluster times out many at once
         self._metrics = metrics or ProcessorMetrics()
         self._retry_after_s = retry_after_s
         self._in_flight = in_flight
@@ -212,7 +219,13 @@ class CassandraFlush(UpdateWriter):
         generation = self._generation
         start = time.perf_counter()
         deadline = time.monotonic() + self._flush_timeout_s
-        in_flight = InFlight(self._writer.session, self._in_flight, deadline)
+        in_flight = InFlight(
+            self._writer.session,
+            self._in_flight,
+            deadline,
+            attempts=self._write_attempts,
+            on_retry=self._retrying,
+        )
         try:
             for updates in batches.values():
                 for statement, parameters in self._statements_for(updates):
@@ -238,6 +251,13 @@ class CassandraFlush(UpdateWriter):
             self._recreate_schema(exc)
             raise SinkBackpressureError(retry_after=_SCHEMA_RETRY_AFTER_S) from exc
         self._metrics.sink_write_seconds.observe(time.perf_counter() - start)
+
+    def _retrying(self, exc: Exception) -> None:
+        """A request failed transiently and is sent again (on the driver's thread)."""
+        self._metrics.cassandra_write_retries.inc()
+        self._retry_log.log(
+            logging.INFO, "Cassandra write failed (%s); sending it again", exc.__class__.__name__
+        )
 
     def _recreate_schema(self, cause: InvalidRequest) -> None:
         """A wiped or new cluster: create the keyspace and tables again (idempotent DDL), or

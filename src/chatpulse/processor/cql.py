@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from cassandra import InvalidRequest, OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
@@ -51,6 +51,8 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     Unavailable,
     ConnectionException,
 )
+# Sent again by InFlight (not a flush's own timeout: that ends the flush).
+_RESENT_ERRORS = tuple(error for error in TRANSIENT_ERRORS if error is not FlushTimeout)
 _DAY_MS = 86_400_000
 _DATE_OFFSET = 2**31  # CQL `date` is an unsigned day count centred on the epoch
 # Cassandra fails batches above batch_size_fail_threshold (50 KiB by default).
@@ -189,18 +191,66 @@ class InFlight:
     well within Quix's bounded revoke flush and the Kafka transaction timeout. Completions
     arrive on the driver's event loop thread. One object serves one flush, so requests of an
     abandoned flush can never be mistaken for the next one's.
+
+    A request that fails transiently (a write timeout, an unavailable replica, a lost
+    connection) is sent again, up to ``attempts`` sends in all, before its error counts: every
+    statement is an idempotent upsert. Why: a loaded cluster times a few writes out now and
+    then, and failing the flush for one of them meant Quix dropped the whole checkpoint,
+    paused 5 s and processed it again; catching up a backlog (after a Kafka outage), whose
+    checkpoints hold thousands of messages, went on failing that way for minutes. The resends
+    are made by the flushing thread (``submit``/``wait``), never on the driver's event loop.
     """
 
-    def __init__(self, session: Session, limit: int, deadline: float) -> None:
+    def __init__(
+        self,
+        session: Session,
+        limit: int,
+        deadline: float,
+        *,
+        attempts: int = 1,
+        on_retry: Callable[[Exception], None] | None = None,
+    ) -> None:
         self._session = session
         self._limit = limit
         self._deadline = deadline
+        self._attempts = attempts
+        self._on_retry = on_retry
         self._done = threading.Condition()
         self._outstanding = 0
+        # failed requests to send again: (statement, parameters, sends so far)
+        self._again: list[tuple[Any, Any, int]] = []
         self.error: Exception | None = None
 
     def submit(self, statement: Any, parameters: Any = None) -> bool:
         """Send one request; False once a request has failed (``wait`` raises it)."""
+        return self._resend_failed() and self._send(statement, parameters, 1)
+
+    def wait(self) -> None:
+        """Return once every request completed; raise the first error or FlushTimeout."""
+        while True:
+            if not self._resend_failed():
+                break
+            with self._done:
+                if self.error is not None or not (self._outstanding or self._again):
+                    break
+                if not self._again:
+                    self._wait_a_little()
+        if self.error is not None:
+            raise self.error
+
+    def _resend_failed(self) -> bool:
+        """Send the requests that failed transiently again; False once one failed for good."""
+        while True:
+            with self._done:
+                if self.error is not None:
+                    return False
+                if not self._again:
+                    return True
+                statement, parameters, sends = self._again.pop()
+            if not self._send(statement, parameters, sends + 1):
+                return False
+
+    def _send(self, statement: Any, parameters: Any, sends: int) -> bool:
         with self._done:
             while self._outstanding >= self._limit and self.error is None:
                 self._wait_a_little()
@@ -212,16 +262,10 @@ class InFlight:
         except Exception as exc:  # noqa: BLE001 - kept for wait() to raise
             self._settle(exc)
             return False
-        future.add_callbacks(self._succeeded, self._settle)
+        future.add_callbacks(
+            self._succeeded, self._failed, errback_args=(statement, parameters, sends)
+        )
         return True
-
-    def wait(self) -> None:
-        """Return once every request completed; raise the first error or FlushTimeout."""
-        with self._done:
-            while self._outstanding and self.error is None:
-                self._wait_a_little()
-            if self.error is not None:
-                raise self.error
 
     def _wait_a_little(self) -> None:
         remaining = self._deadline - time.monotonic()
@@ -232,6 +276,17 @@ class InFlight:
 
     def _succeeded(self, _rows: Any) -> None:
         self._settle(None)
+
+    def _failed(self, exc: Exception, statement: Any, parameters: Any, sends: int) -> None:
+        if sends < self._attempts and isinstance(exc, _RESENT_ERRORS):
+            with self._done:
+                self._outstanding -= 1
+                self._again.append((statement, parameters, sends))
+                self._done.notify_all()
+            if self._on_retry is not None:
+                self._on_retry(exc)
+            return
+        self._settle(exc)
 
     def _settle(self, exc: Exception | None) -> None:
         with self._done:

@@ -109,6 +109,12 @@ class ProcessorMetrics:
             registry=r,
         )
 
+        self.cassandra_write_retries = Counter(
+            "chatpulse_processor_cassandra_write_retries",
+            "Cassandra requests of a flush sent again after a transient failure",
+            registry=r,
+        )
+
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Expose /metrics over HTTP unless ``port`` is 0."""
         if port:
