@@ -24,7 +24,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from chatpulse.models import decode_chat_message
+from chatpulse.models import ChatMessage, decode_chat_message
 from chatpulse.settings import Settings
 from chatpulse.storage import connect
 from chatpulse.topics import Topics
@@ -142,7 +142,9 @@ def generate(
     return records
 
 
-def top_chatters(users: list[str], capacity: int | None) -> list[dict[str, Any]]:
+def top_chatters(
+    users: list[str], capacity: int | None, logins: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """The 10 chatters with the most messages of a window whose messages came from ``users``
     (in the order counted), most first, ties by login: the plain counts, or with a
     ``capacity`` what Space-Saving gives, written the plain way (when all counters are taken,
@@ -159,8 +161,11 @@ def top_chatters(users: list[str], capacity: int | None) -> list[dict[str, Any]]
             else:
                 victim = min(counts, key=lambda key: (counts[key], key))
                 counts[user] = counts.pop(victim) + 1
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], f"user{item[0]}", item[0]))
-    return [{"login": f"user{user}", "count": count} for user, count in ranked[:10]]
+    login = (logins or {}).get
+    ranked = sorted(
+        counts.items(), key=lambda item: (-item[1], login(item[0], f"user{item[0]}"), item[0])
+    )
+    return [{"login": login(user, f"user{user}"), "count": count} for user, count in ranked[:10]]
 
 
 @dataclass
@@ -204,11 +209,33 @@ def spikes_of(
     return spikes, decided
 
 
-def ground_truth(records: list[Record], top_capacity: int | None = None) -> Truth:
+def records_of(
+    messages: list[ChatMessage],
+) -> tuple[list[Record], dict[str, str], dict[str, str]]:
+    """Chat messages (e.g. simulated chat as the ingest converts it) as Records, the name of
+    each emote id they use and the login of each user id (for :func:`ground_truth`)."""
+    names = {e.id: m.emote_name(e) for m in messages for e in m.emotes}
+    logins = {m.user_id: m.user_login for m in messages}
+    records = [
+        Record(m.channel, b"", m.id, m.user_id, m.sent_at, tuple(e.id for e in m.emotes))
+        for m in messages
+    ]
+    return records, names, logins
+
+
+def ground_truth(
+    records: list[Record],
+    top_capacity: int | None = None,
+    emote_names: dict[str, str] | None = None,
+    logins: dict[str, str] | None = None,
+) -> Truth:
     """Per channel in order: count once per id; a window closes when the channel's latest
     sent_at reaches end + grace; a message for a closed window is late (totals only).
     Top chatters: exact counts, or Space-Saving with ``top_capacity`` counters (the
-    processor's CHATPULSE_TOP_CHATTERS_CAPACITY) when given."""
+    processor's CHATPULSE_TOP_CHATTERS_CAPACITY) when given. ``emote_names``: the name of
+    each emote id (default: :data:`EMOTE_NAMES`); ``logins``: the login of each user id
+    (default: ``user<id>``, as :func:`message` writes them)."""
+    emote_names = emote_names or EMOTE_NAMES
     seen: set[tuple[str, str]] = set()
     latest: dict[str, int] = {}
     counts: dict[tuple[str, str, int], int] = Counter()
@@ -242,8 +269,13 @@ def ground_truth(records: list[Record], top_capacity: int | None = None) -> Trut
     closed = set()
     for key, count in counts.items():
         ranked = sorted(emotes[key].items(), key=lambda item: (-item[1], item[0]))[:10]
-        top = [{"id": eid, "name": EMOTE_NAMES[eid], "count": c} for eid, c in ranked]
-        windows[key] = (count, len(users[key]), top, top_chatters(chatters[key], top_capacity))
+        top = [{"id": eid, "name": emote_names[eid], "count": c} for eid, c in ranked]
+        windows[key] = (
+            count,
+            len(users[key]),
+            top,
+            top_chatters(chatters[key], top_capacity, logins),
+        )
         channel, name, start = key
         if start + SIZES[name] + GRACE_MS <= latest[channel]:
             closed.add(key)
