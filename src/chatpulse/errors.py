@@ -7,6 +7,7 @@
      ├── AccessRefusedError        a cluster refused the login or its certificate is untrusted
      ├── SchemaError               the keyspace holds tables chatpulse cannot use as they are
      ├── TopicMissingError         retriable: a topic does not exist (yet: ``chatpulse init``)
+     ├── TopicLayoutError          topics that must be co-partitioned are not
      ├── TrackedRecordError        a tracked-channels record that is not a channel entry
      ├── ApiError                  (chatpulse.api.errors) an HTTP error answer
      ├── IngestError               (chatpulse.ingest.errors) IRC lines, logins, conversion
@@ -29,6 +30,7 @@ __all__ = [
     "ConfigError",
     "KafkaUnavailableError",
     "SchemaError",
+    "TopicLayoutError",
     "TopicMissingError",
     "TrackedRecordError",
 ]
@@ -81,3 +83,7 @@ class TrackedRecordError(ChatpulseError):
     def __init__(self, reason: str, channel: str | None) -> None:
         super().__init__(reason)
         self.channel = channel
+
+
+class TopicLayoutError(ChatpulseError):
+    """Existing topics are laid out in a way chatpulse cannot process correctly."""

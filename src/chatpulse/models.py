@@ -19,6 +19,7 @@ __all__ = [
     "TopEmote",
     "TrackedChannel",
     "WindowStats",
+    "decode_chat_event",
     "decode_chat_message",
     "encode",
     "history_login",
@@ -118,6 +119,11 @@ class WindowStats(msgspec.Struct, frozen=True):
     closed: bool = True
     top_chatters: list[TopChatter] = msgspec.field(default_factory=list)
     v: int = SCHEMA_VERSION
+    # moderation in the window (by the time of the moderator's action): CLEARMSG (one
+    # message deleted), CLEARCHAT with a duration (a timeout) and without (a ban)
+    deleted_messages: int = 0
+    timeouts: int = 0
+    bans: int = 0
 
 
 class ChatSpike(msgspec.Struct, frozen=True):
@@ -145,12 +151,18 @@ class TrackedChannel(msgspec.Struct, frozen=True):
 
 
 _chat_decoder = msgspec.json.Decoder(ChatMessage)
+_event_decoder = msgspec.json.Decoder(ChatEvent)
 _encoder = msgspec.json.Encoder()
 
 
 def decode_chat_message(data: bytes) -> ChatMessage:
     """Decode and validate one ChatMessage; raises ``msgspec.ValidationError``/``DecodeError``."""
     return _chat_decoder.decode(data)
+
+
+def decode_chat_event(data: bytes) -> ChatEvent:
+    """Decode and validate one ChatEvent; raises ``msgspec.ValidationError``/``DecodeError``."""
+    return _event_decoder.decode(data)
 
 
 def encode(record: msgspec.Struct | dict[str, Any]) -> bytes:

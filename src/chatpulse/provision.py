@@ -16,7 +16,7 @@ import typer
 from cassandra import AuthenticationFailed
 from cassandra.cluster import NoHostAvailable
 
-from chatpulse.errors import AccessRefusedError, CassandraUnavailableError
+from chatpulse.errors import AccessRefusedError, CassandraUnavailableError, TopicLayoutError
 from chatpulse.kafka_admin import admin_client, create_topics, topic_mismatches, wait_for_kafka
 from chatpulse.logs import configure_logging
 from chatpulse.options import (
@@ -30,7 +30,14 @@ from chatpulse.settings import Settings, load_settings
 from chatpulse.storage import connect, ensure_schema
 from chatpulse.topics import Topics
 
-__all__ = ["InitResult", "check_topics", "ensure_topics", "init_command", "initialize"]
+__all__ = [
+    "InitResult",
+    "check_copartitioned",
+    "check_topics",
+    "ensure_topics",
+    "init_command",
+    "initialize",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +71,34 @@ def check_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config())
     specs = Topics.from_settings(settings).specs(settings)
     return topic_mismatches(admin, specs, settings.topic_replication_factor, timeout=timeout)
+
+
+def check_copartitioned(settings: Settings, timeout: float = 30.0) -> None:
+    """Raise :class:`TopicLayoutError` unless twitch-chat-messages and twitch-chat-events have
+    the same number of partitions.
+
+    The processor joins moderation events with messages by channel: both topics are keyed by
+    channel and written by one producer (one partitioner), so with equal partition counts a
+    channel's events are in the partition of the same number as its messages, which one
+    instance reads together with one state. With other counts they would meet another
+    partition's state: the join would miss and the counts land in the wrong place.
+    """
+    admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_security_config())
+    names = Topics.from_settings(settings)
+    found = admin.list_topics(timeout=timeout).topics
+    counts = {
+        name: len(found[name].partitions)
+        for name in (names.messages, names.events)
+        if name in found and found[name].partitions
+    }
+    if len(counts) == 2 and counts[names.messages] != counts[names.events]:
+        raise TopicLayoutError(
+            f"topic {names.events} has {counts[names.events]} partitions and {names.messages} "
+            f"{counts[names.messages]}: the processor joins them by channel, so they must have "
+            f"the same number (co-partitioned); delete {names.events} and run `chatpulse init` "
+            f"to create it with {counts[names.messages]} (its events are lost), or raise its "
+            "partitions with kafka-topics.sh --alter --partitions while it is empty"
+        )
 
 
 def cassandra_refusal(settings: Settings, exc: NoHostAvailable) -> AccessRefusedError | None:
@@ -126,6 +161,7 @@ def initialize(
     for warning in warnings:
         logger.warning("%s", warning)
         say(f"warning: {warning}; init changes no existing topic")
+    check_copartitioned(settings)
     hosts = ",".join(settings.cassandra_contact_points)
     say(f"waiting for Cassandra at {hosts}:{settings.cassandra_port}")
     _ensure_cassandra_schema(settings, timeout)

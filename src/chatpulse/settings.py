@@ -102,7 +102,9 @@ class Settings(BaseSettings):
 
     # Topic layout (used by ``init``; partitions are the unit of parallelism)
     messages_partitions: int = Field(default=6, ge=1)
-    events_partitions: int = Field(default=3, ge=1)
+    # twitch-chat-events is joined with twitch-chat-messages by channel (the moderation
+    # join): both must have the same partitions. Unset: as many as the messages topic.
+    events_partitions: int | None = Field(default=None, ge=1)
     stats_partitions: int = Field(default=6, ge=1)
     topic_replication_factor: int = Field(default=1, ge=1)
     # Part of the ingest's and the processor's Kafka transactional ids (chatpulse.transactional):
@@ -133,6 +135,9 @@ class Settings(BaseSettings):
     windows: CommaList = Field(default_factory=lambda: ["1m", "10m", "1h"])
     grace: str = "10s"
     dedup_horizon: str = "1h"
+    # How long the moderation join keeps a channel's messages (to find what a CLEARMSG or a
+    # CLEARCHAT targets) and its actions (for messages read after them), in channel time.
+    moderation_horizon: str = "10m"
     # Off: every message counts, a repeated id too (``chatpulse lab exactly-once`` turns it off
     # so that what it shows is the processing guarantee alone). Keep it on in production.
     dedup: bool = True
@@ -230,7 +235,9 @@ class Settings(BaseSettings):
             parse_duration(size)
         return value
 
-    @field_validator("grace", "dedup_horizon", "max_future_skew", "spike_window")
+    @field_validator(
+        "grace", "dedup_horizon", "max_future_skew", "spike_window", "moderation_horizon"
+    )
     @classmethod
     def _durations(cls, value: str) -> str:
         parse_duration(value)
@@ -243,6 +250,18 @@ class Settings(BaseSettings):
         if parts.scheme not in ("irc", "ircs") or not parts.hostname:
             raise ValueError("use ircs://host:port (TLS) or irc://host:port (plain TCP)")
         return value
+
+    @model_validator(mode="after")
+    def _events_copartitioned(self) -> "Settings":
+        if self.events_partitions is not None and self.events_partitions != (
+            self.messages_partitions
+        ):
+            raise ValueError(
+                f"CHATPULSE_EVENTS_PARTITIONS ({self.events_partitions}) must equal "
+                f"CHATPULSE_MESSAGES_PARTITIONS ({self.messages_partitions}): the processor "
+                "joins the two topics by channel, so they are co-partitioned (leave it unset)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _credentials_in_pairs(self) -> "Settings":
@@ -316,6 +335,15 @@ class Settings(BaseSettings):
     @property
     def dedup_horizon_ms(self) -> int:
         return parse_duration(self.dedup_horizon)
+
+    @property
+    def moderation_horizon_ms(self) -> int:
+        return parse_duration(self.moderation_horizon)
+
+    @property
+    def events_partition_count(self) -> int:
+        """Partitions of twitch-chat-events: the messages topic's (co-partitioned)."""
+        return self.events_partitions or self.messages_partitions
 
     @property
     def max_future_skew_ms(self) -> int:

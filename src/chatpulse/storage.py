@@ -13,7 +13,9 @@ Tables (primary keys chosen for the API's queries):
   columns the API queries by: the processor serialises five values per row, and Cassandra
   stores one cell instead of nine; readers decode it with the same model the processor
   validated it with. ``words``: the message's words (:mod:`chatpulse.words`), a set with a
-  Storage-Attached Index, for the API's search.
+  Storage-Attached Index, for the API's search. ``deleted``: true once the moderation join
+  found a CLEARMSG or CLEARCHAT that deletes the message (written with the TTL the row has
+  left, so it never outlives the record).
 - ``message_buckets``: per channel, the buckets that hold messages, newest first (same TTL),
   so a reader skips empty minutes instead of querying each.
 - ``user_messages``: the same records again, partition (channel, user login, UTC day of
@@ -21,7 +23,8 @@ Tables (primary keys chosen for the API's queries):
   reads the user's day partitions, not the channel's.
 - ``window_stats``: one row per (channel, window size, window start), partition per UTC day of
   the window start so a partition stays bounded (1,440 one-minute rows a day); TTL per write
-  (``CHATPULSE_STATS_TTL_DAYS``). ``top_emotes`` and ``top_chatters`` are JSON lists.
+  (``CHATPULSE_STATS_TTL_DAYS``). ``top_emotes`` and ``top_chatters`` are JSON lists;
+  ``deleted_messages``, ``timeouts``, ``bans`` count the window's moderation events.
 - ``window_leaderboard``: all channels of one window (size, start) in one partition; same TTL.
 - ``latest_window``: newest window start per size, written ``USING TIMESTAMP`` of the start so
   the newest wins whatever order the writes land in.
@@ -65,6 +68,8 @@ def schema_statements(keyspace: str, replication_factor: int = 1) -> list[str]:
             PRIMARY KEY ((channel, bucket), sent_at, id)
         ) WITH CLUSTERING ORDER BY (sent_at DESC, id DESC)""",
         f"ALTER TABLE {ks}.messages_bucketed ADD IF NOT EXISTS words set<text>",
+        # set by the moderation join (a CLEARMSG or a CLEARCHAT deleted the message)
+        f"ALTER TABLE {ks}.messages_bucketed ADD IF NOT EXISTS deleted boolean",
         # Storage-Attached Index of each message's words (chatpulse.words): a search asks for
         # ``words CONTAINS ?`` within one (channel, minute) partition at a time
         f"CREATE INDEX IF NOT EXISTS messages_bucketed_words ON {ks}.messages_bucketed "
@@ -78,6 +83,7 @@ def schema_statements(keyspace: str, replication_factor: int = 1) -> list[str]:
             record blob,
             PRIMARY KEY ((channel, user_login, bucket), sent_at, id)
         ) WITH CLUSTERING ORDER BY (sent_at DESC, id DESC)""",
+        f"ALTER TABLE {ks}.user_messages ADD IF NOT EXISTS deleted boolean",
         f"""CREATE TABLE IF NOT EXISTS {ks}.window_stats (
             channel text, window text, day date, window_start timestamp,
             window_end timestamp, messages bigint, unique_chatters bigint,
@@ -86,6 +92,9 @@ def schema_statements(keyspace: str, replication_factor: int = 1) -> list[str]:
         ) WITH CLUSTERING ORDER BY (window_start DESC)""",
         # a table made by an older chatpulse gets the column (Cassandra 5.0 takes IF NOT EXISTS)
         f"ALTER TABLE {ks}.window_stats ADD IF NOT EXISTS top_chatters text",
+        f"ALTER TABLE {ks}.window_stats ADD IF NOT EXISTS deleted_messages bigint",
+        f"ALTER TABLE {ks}.window_stats ADD IF NOT EXISTS timeouts bigint",
+        f"ALTER TABLE {ks}.window_stats ADD IF NOT EXISTS bans bigint",
         f"""CREATE TABLE IF NOT EXISTS {ks}.window_leaderboard (
             window text, window_start timestamp, channel text,
             messages bigint, unique_chatters bigint,
@@ -173,9 +182,9 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 # (by hand, or by a future layout) is reported by ``ensure_schema`` rather than failing every
 # write of the processor later.
 _COLUMNS = {
-    "messages_bucketed": {"channel", "bucket", "sent_at", "id", "record", "words"},
+    "messages_bucketed": {"channel", "bucket", "sent_at", "id", "record", "words", "deleted"},
     "message_buckets": {"channel", "bucket"},
-    "user_messages": {"channel", "user_login", "bucket", "sent_at", "id", "record"},
+    "user_messages": {"channel", "user_login", "bucket", "sent_at", "id", "record", "deleted"},
     "window_stats": {
         "channel",
         "window",
@@ -187,6 +196,9 @@ _COLUMNS = {
         "top_emotes",
         "closed",
         "top_chatters",
+        "deleted_messages",
+        "timeouts",
+        "bans",
     },
     "window_leaderboard": {"window", "window_start", "channel", "messages", "unique_chatters"},
     "latest_window": {"window", "window_start"},

@@ -51,7 +51,7 @@ class Topics:
             ),
             TopicSpec(
                 self.events,
-                settings.events_partitions,
+                settings.events_partition_count,
                 {"retention.ms": week_ms},
                 "CHATPULSE_EVENTS_PARTITIONS",
             ),

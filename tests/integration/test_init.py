@@ -40,7 +40,7 @@ def test_init_creates_topics_and_schema_and_a_second_run_is_harmless(settings: S
     topics = Topics.from_settings(settings)
     expected = {
         topics.messages: settings.messages_partitions,
-        topics.events: settings.events_partitions,
+        topics.events: settings.events_partition_count,
         topics.stats: settings.stats_partitions,
         topics.tracked: 1,
         topics.deadletter: 1,

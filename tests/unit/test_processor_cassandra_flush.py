@@ -110,6 +110,7 @@ def _prepared(name: str, columns: str, routing: list[int]) -> PreparedStatement:
         "bigint": cqltypes.LongType,
         "blob": cqltypes.BytesType,
         "boolean": cqltypes.BooleanType,
+        "int": cqltypes.Int32Type,
         "set<text>": cqltypes.SetType.apply_parameters([cqltypes.UTF8Type]),
         "double": cqltypes.DoubleType,
     }
@@ -135,8 +136,19 @@ STATEMENTS = {
     "window": _prepared(
         "window",
         "channel:text window:text day:date window_start:timestamp window_end:timestamp "
-        "messages:bigint unique_chatters:bigint top_emotes:text closed:boolean top_chatters:text",
+        "messages:bigint unique_chatters:bigint top_emotes:text closed:boolean top_chatters:text "
+        "deleted_messages:bigint timeouts:bigint bans:bigint",
         [0, 1, 2],
+    ),
+    "mark_message": _prepared(
+        "mark_message",
+        "[ttl]:int channel:text bucket:timestamp sent_at:timestamp id:text",
+        [1, 2],
+    ),
+    "mark_user_message": _prepared(
+        "mark_user_message",
+        "[ttl]:int channel:text user_login:text bucket:timestamp sent_at:timestamp id:text",
+        [1, 2, 3],
     ),
     "leaderboard": _prepared(
         "leaderboard",
@@ -556,9 +568,25 @@ SAMPLE_ROWS: dict[str, list[tuple[Any, ...]]] = {
     "bucket": [("c0", T0), ("ünïcödé", T0 + MIN)],
     "user_message": [("c0", "someone", T0, T0 + 5, "m1", b"{}")],
     "window": [
-        ("c0", "1m", cql_date(T0), T0, T0 + MIN, 5, 3, '[["Kappa",2]]', True, '[{"login":"a"}]'),
-        ("c1", "1h", cql_date(T0), T0, T0 + 60 * MIN, 2**40, 0, None, False, None),
+        (
+            "c0",
+            "1m",
+            cql_date(T0),
+            T0,
+            T0 + MIN,
+            5,
+            3,
+            '[["Kappa",2]]',
+            True,
+            '[{"login":"a"}]',
+            1,
+            2,
+            3,
+        ),
+        ("c1", "1h", cql_date(T0), T0, T0 + 60 * MIN, 2**40, 0, None, False, None, 0, 0, 0),
     ],
+    "mark_message": [(2_592_000, "c0", T0, T0 + 5, "m1")],
+    "mark_user_message": [(86_400, "c0", "someone", T0, T0 + 5, "m1")],
     "leaderboard": [("1m", T0, "c0", 5, 3), ("1m", T0, "c1", 0, 0)],
     "latest": [("1m", T0, T0 * 1000), ("10m", T0, T0 * 1000)],
     "totals": [("c0", 10, T0, T0 + 5), ("c1", 1, -5, -5)],

@@ -67,11 +67,28 @@ class WindowAggregate:
     emotes: dict[str, tuple[int, str]] = field(default_factory=dict)
     # the chatters with the most messages (bounded; stored apart from the channel record)
     talkers: TopChatters = field(default_factory=TopChatters)
+    # moderation events in the window (chatpulse.processor.moderation)
+    deleted_messages: int = 0
+    timeouts: int = 0
+    bans: int = 0
 
     @classmethod
     def from_tuple(cls, value: AggregateTuple) -> "WindowAggregate":
         messages, bitmap, others, emotes = value
         return cls(messages, BitMap.deserialize(bitmap), others, emotes)
+
+    def moderation(self) -> tuple[int, int, int]:
+        """(deleted_messages, timeouts, bans): stored next to :meth:`to_tuple`'s form."""
+        return (self.deleted_messages, self.timeouts, self.bans)
+
+    def count_event(self, event_type: str) -> None:
+        """Count one moderation event (``message_deleted``, ``timeout`` or ``ban``)."""
+        if event_type == "message_deleted":
+            self.deleted_messages += 1
+        elif event_type == "timeout":
+            self.timeouts += 1
+        elif event_type == "ban":
+            self.bans += 1
 
     def to_tuple(self) -> AggregateTuple:
         """The msgpack-ready form (the bitmap in roaring's portable serialization)."""
@@ -152,4 +169,7 @@ def to_window_stats(
         top_emotes=top_emotes(aggregate.emotes),
         closed=closed,
         top_chatters=aggregate.talkers.top(),
+        deleted_messages=aggregate.deleted_messages,
+        timeouts=aggregate.timeouts,
+        bans=aggregate.bans,
     )

@@ -110,6 +110,7 @@ def build_processor(
         messages=app.topic(names.messages, key_deserializer="bytes", value_deserializer="bytes"),
         stats=app.topic(names.stats, key_serializer="bytes", value_serializer="bytes"),
         deadletter=app.topic(names.deadletter, key_serializer="bytes", value_serializer="bytes"),
+        events=app.topic(names.events, key_deserializer="bytes", value_deserializer="bytes"),
     )
     config = pipeline_config(settings)
     writer = CassandraWriter(settings) if cassandra else None
@@ -145,6 +146,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         top_chatters_capacity=settings.top_chatters_capacity,
         deadletter_raw_max_bytes=settings.deadletter_raw_max_bytes,
         spike_rule=spike_rule(settings),
+        moderation_horizon_ms=settings.moderation_horizon_ms,
     )
 
 

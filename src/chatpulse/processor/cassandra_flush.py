@@ -40,7 +40,7 @@ from chatpulse.logs import RateLimitedLog
 from chatpulse.models import WindowStats, history_login
 from chatpulse.processor.aggregate import WindowAggregate, top_emotes
 from chatpulse.processor.binding import RowBinder
-from chatpulse.processor.channel import ChannelUpdate
+from chatpulse.processor.channel import ChannelUpdate, ModerationUpdate
 from chatpulse.processor.cql import (
     TRANSIENT_ERRORS,
     CassandraWriter,
@@ -51,6 +51,7 @@ from chatpulse.processor.cql import (
 )
 from chatpulse.processor.errors import SchemaMissingError
 from chatpulse.processor.metrics import ProcessorMetrics
+from chatpulse.processor.moderation import Target
 from chatpulse.processor.topology import UpdateWriter
 from chatpulse.windows import format_duration
 from chatpulse.words import words_of
@@ -190,6 +191,8 @@ class CassandraFlush(UpdateWriter):
         self._generation = 0  # bumped by every flush and pause: an older flush stops sending
         # this checkpoint's updates by source partition
         self._updates: dict[int, list[ChannelUpdate]] = {}
+        # this checkpoint's moderation events (few: no partition grouping needed)
+        self._moderation: list[ModerationUpdate] = []
 
     def setup(self) -> None:
         """Connect and prepare the statements (the schema is created at start-up)."""
@@ -202,19 +205,27 @@ class CassandraFlush(UpdateWriter):
             updates = self._updates[partition] = []
         updates.append(update)
 
+    def keep_moderation(self, update: ModerationUpdate, partition: int) -> None:
+        """Keep one moderation event's update (window counts, marks) for the flush."""
+        self._moderation.append(update)
+
     def flush(self) -> None:
         """Upsert every partition's rows of this checkpoint and wait for them; transient
         failures become backpressure."""
         updates, self._updates = self._updates, {}
-        self._write(updates)
+        moderation, self._moderation = self._moderation, []
+        self._write(updates, moderation)
 
     def on_paused(self) -> None:
         """An earlier hook backpressured: this checkpoint is dropped and will be processed
         again."""
         self._updates = {}
+        self._moderation = []
         self._generation += 1
 
-    def _write(self, batches: dict[int, list[ChannelUpdate]]) -> None:
+    def _write(
+        self, batches: dict[int, list[ChannelUpdate]], moderation: list[ModerationUpdate]
+    ) -> None:
         self._generation += 1
         generation = self._generation
         start = time.perf_counter()
@@ -227,13 +238,17 @@ class CassandraFlush(UpdateWriter):
             on_retry=self._retrying,
         )
         try:
-            for updates in batches.values():
-                for statement, parameters in self._statements_for(updates):
+            statements = [self._statements_for(updates) for updates in batches.values()]
+            statements.append(self._moderation_statements(batches, moderation))
+            for group in statements:
+                for statement, parameters in group:
                     if generation != self._generation:
                         logger.warning("an abandoned Cassandra flush stopped sending")
                         return
                     if not in_flight.submit(statement, parameters):
                         break  # a request failed: wait() raises it
+                if in_flight.error is not None:
+                    break
             in_flight.wait()
         except TRANSIENT_ERRORS as exc:
             self._metrics.sink_backpressure.inc()
@@ -350,6 +365,51 @@ class CassandraFlush(UpdateWriter):
         for group in batches(user_messages, rows, _PARTITIONS_PER_BATCH, weights):
             yield group, None
 
+    def _moderation_statements(
+        self, partitions: dict[int, list[ChannelUpdate]], moderation: list[ModerationUpdate]
+    ) -> Iterable[tuple[Any, Any]]:
+        """The windows moderation events changed, and the deleted marks: of the messages
+        the events' join found, and of messages read after an event that deletes them."""
+        windows: dict[tuple[str, int, int], WindowAggregate | WindowStats] = {}
+        marks: dict[tuple[str, str], Target] = {}
+        for event_update in moderation:
+            channel = event_update.event.channel
+            for (size, start), aggregate in list(event_update.open_windows.items()):
+                windows[(channel, size, start)] = aggregate
+            for target in event_update.marks:
+                marks[(channel, target.id)] = target
+        for updates in partitions.values():
+            for update in updates:
+                if update.deleted:
+                    message = update.message
+                    marks[(message.channel, message.id)] = Target(
+                        message.id, message.sent_at, message.user_id, message.user_login
+                    )
+        if windows:
+            yield from self._window_statements(windows)
+        yield from self._mark_statements(marks)
+
+    def _mark_statements(self, marks: dict[tuple[str, str], Target]) -> Iterable[tuple[Any, Any]]:
+        """``deleted = true`` on each message's row and user-history row."""
+        st = self._writer.binders
+        ttl_s, now_ms = self._writer.message_ttl_s, int(time.time() * 1000)
+        message_rows: list[Row] = []
+        user_rows: list[Row] = []
+        for (channel, _), target in sorted(marks.items()):
+            # the TTL the row has left (it was written with the full TTL at or after sent_at)
+            left = ttl_s - max(now_ms - target.sent_at, 0) // 1000
+            if left <= 0:
+                continue
+            sent_at = target.sent_at
+            message_rows.append((left, channel, message_bucket(sent_at), sent_at, target.id))
+            login = history_login(target.login)
+            if login is not None:
+                user_rows.append((left, channel, login, user_bucket(sent_at), sent_at, target.id))
+        for name, rows in (("mark_message", message_rows), ("mark_user_message", user_rows)):
+            binder = st[name]
+            for group in batches(binder, map(binder.values, rows), _PARTITIONS_PER_BATCH):
+                yield group, None
+
     def _window_statements(
         self, windows: dict[tuple[str, int, int], WindowAggregate | WindowStats]
     ) -> Iterable[tuple[Any, Any]]:
@@ -361,8 +421,10 @@ class CassandraFlush(UpdateWriter):
             name = format_duration(size)
             if isinstance(value, WindowStats):
                 closed, emotes, chatters = True, value.top_emotes, value.top_chatters
+                moderation = (value.deleted_messages, value.timeouts, value.bans)
             else:
                 closed, emotes, chatters = False, top_emotes(value.emotes), value.talkers.top()
+                moderation = value.moderation()
             row = (
                 channel,
                 name,
@@ -374,6 +436,7 @@ class CassandraFlush(UpdateWriter):
                 _json.encode(emotes).decode(),
                 closed,
                 _json.encode(chatters).decode(),
+                *moderation,
             )
             window_rows.append(row)
             leaderboards.setdefault((name, start), []).append(

@@ -62,12 +62,12 @@ import hashlib
 import struct
 from array import array
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 from pyroaring import BitMap
 
-from chatpulse.models import ChatMessage, ChatSpike, WindowStats
+from chatpulse.models import ChatEvent, ChatMessage, ChatSpike, WindowStats
 from chatpulse.processor.aggregate import (
     MAX_EMOTES,
     UNTRACKED_CHATTER,
@@ -77,6 +77,15 @@ from chatpulse.processor.aggregate import (
     to_window_stats,
 )
 from chatpulse.processor.metrics import Tally
+from chatpulse.processor.moderation import (
+    DELETED,
+    MODERATION_TYPES,
+    Actions,
+    JoinIndex,
+    Target,
+    target_of,
+    target_token,
+)
 from chatpulse.processor.quix_hooks import STATE_TRANSACTION, transaction_is_open
 from chatpulse.processor.topchatters import DEFAULT_CAPACITY, TopChatters, TopChattersTuple
 
@@ -85,6 +94,7 @@ __all__ = [
     "ChannelCounter",
     "ChannelUpdate",
     "KeyValueStore",
+    "ModerationUpdate",
     "dedup_bucket_ms",
 ]
 
@@ -102,12 +112,22 @@ DEFAULT_CHUNK_BYTES = 65_536
 _WORKING_SET_LIMIT = 50_000
 _CHANNEL = b"c"
 _BUCKETS = b"b"
+_DEDUP = b"d"  # a de-duplication bucket's key prefix
+_JOIN = b"j"  # a join bucket's key prefix (messages the moderation join can find)
+_JOIN_BUCKETS = b"J"  # the sorted numbers of the join buckets
+_ACTIONS = b"a"  # the moderation actions of the join horizon
 _record_encoder = msgspec.msgpack.Encoder()
-# (total, first_seen, last_seen, [(size, start, aggregate, first ids of its chunks)]):
-# a window with no chunks has its bitmap inline in the aggregate, else an empty one there
+# (total, first_seen, last_seen, [(size, start, aggregate, first ids of its chunks,
+# (deleted_messages, timeouts, bans))]): a window with no chunks has its bitmap inline in
+# the aggregate, else an empty one there
 _record_decoder = msgspec.msgpack.Decoder(
+    tuple[int, int, int, list[tuple[int, int, AggregateTuple, list[int], tuple[int, int, int]]]]
+)
+# the layout before moderation counts
+_unmoderated_decoder = msgspec.msgpack.Decoder(
     tuple[int, int, int, list[tuple[int, int, AggregateTuple, list[int]]]]
 )
+_NO_MODERATION = (0, 0, 0)
 # the layout before chunked windows: every bitmap inline
 _legacy_decoder = msgspec.msgpack.Decoder(
     tuple[int, int, int, list[tuple[int, int, AggregateTuple]]]
@@ -115,6 +135,23 @@ _legacy_decoder = msgspec.msgpack.Decoder(
 _NO_CHUNKS: list[int] = []
 _talkers_encoder = msgspec.msgpack.Encoder()
 _talkers_decoder = msgspec.msgpack.Decoder(TopChattersTuple)
+
+
+class _Keyed(Protocol):
+    """What de-duplication reads of a record: its id and time."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def sent_at(self) -> int: ...
+
+
+class _EventKey(NamedTuple):
+    """A moderation event as de-duplication sees it (its id kept apart from messages')."""
+
+    id: str
+    sent_at: int
 
 
 class KeyValueStore(Protocol):
@@ -149,6 +186,23 @@ class ChannelUpdate:
     open_windows: dict[tuple[int, int], WindowAggregate] = field(default_factory=dict)
     # the closed windows that are chat spikes (set by the topology, see .spikes)
     spikes: list[ChatSpike] = field(default_factory=list)
+    # a moderation action read before this message deletes it (see .moderation)
+    deleted: bool = False
+
+
+@dataclass(slots=True)
+class ModerationUpdate:
+    """What one counted moderation event changed."""
+
+    event: ChatEvent
+    # the messages it deletes (found by the join; to mark in Cassandra)
+    marks: list[Target]
+    # window sizes for which it came too late
+    late_sizes: list[int]
+    # the channel's open windows after it (the live working copy, as ChannelUpdate's)
+    open_windows: dict[tuple[int, int], WindowAggregate]
+    # a CLEARMSG whose message was not found (kept to mark it if it is read later)
+    unmatched: bool = False
 
 
 @dataclass(slots=True)
@@ -176,6 +230,12 @@ class _ChannelRecord:
     chunked: dict[tuple[int, int], _Chunks] = field(default_factory=dict)
     # chunk records of closed windows, deleted at the next flush
     dropped: list[bytes] = field(default_factory=list)
+    # the messages of the join horizon, read from the state when an event first needs them
+    # and kept with the record (see .moderation)
+    join: JoinIndex | None = None
+    # the moderation actions of the join horizon (key ``a``)
+    actions: Actions = field(default_factory=Actions)
+    actions_dirty: bool = False
 
     def close(self, size: int, start: int) -> WindowAggregate:
         """Take a window out; its chunk and top-chatters records go at the next flush."""
@@ -194,11 +254,17 @@ class _ChannelRecord:
         try:
             total, first_seen, last_seen, windows = _record_decoder.decode(data)
         except msgspec.ValidationError:
-            total, first_seen, last_seen, legacy = _legacy_decoder.decode(data)
-            windows = [(size, start, agg, _NO_CHUNKS) for size, start, agg in legacy]
+            try:
+                total, first_seen, last_seen, older = _unmoderated_decoder.decode(data)
+                windows = [(*entry, _NO_MODERATION) for entry in older]
+            except msgspec.ValidationError:
+                total, first_seen, last_seen, legacy = _legacy_decoder.decode(data)
+                windows = [
+                    (size, start, agg, _NO_CHUNKS, _NO_MODERATION) for size, start, agg in legacy
+                ]
         aggregates: dict[tuple[int, int], WindowAggregate] = {}
         chunked: dict[tuple[int, int], _Chunks] = {}
-        for size, start, agg, starts in windows:
+        for size, start, agg, starts, moderation in windows:
             if starts:
                 messages, _, others, emotes = agg
                 aggregate = WindowAggregate(messages, BitMap(), others, emotes)
@@ -206,8 +272,10 @@ class _ChannelRecord:
             else:
                 aggregate = WindowAggregate.from_tuple(agg)
             aggregate.talkers = _read_talkers(store, _talkers_key(b"t", size, start))
+            aggregate.deleted_messages, aggregate.timeouts, aggregate.bans = moderation
             aggregates[(size, start)] = aggregate
-        return cls(total, first_seen, last_seen, aggregates, chunked=chunked)
+        actions = Actions.decode(store.get_bytes(_ACTIONS))
+        return cls(total, first_seen, last_seen, aggregates, chunked=chunked, actions=actions)
 
 
 def _read_talkers(store: KeyValueStore, key: bytes) -> TopChatters:
@@ -271,6 +339,11 @@ class _Working:
     # the sorted ids of the buckets in the state, read when first needed
     index: "array[int] | None" = None
     index_dirty: bool = False
+    # the join's buckets (messages for the moderation join) as the dedup ones above
+    join_buckets: dict[int, set[bytes]] = field(default_factory=dict)
+    join_dirty: set[int] = field(default_factory=set)
+    join_index: "array[int] | None" = None
+    join_index_dirty: bool = False
 
 
 class _Detached:
@@ -302,8 +375,8 @@ def _id_token(message_id: str) -> bytes:
     return raw
 
 
-def _bucket_key(bucket: int) -> bytes:
-    return b"d" + _pack_q(bucket)
+def _bucket_key(bucket: int, prefix: bytes = _DEDUP) -> bytes:
+    return prefix + _pack_q(bucket)
 
 
 def _transaction_of(store: KeyValueStore) -> object:
@@ -311,8 +384,8 @@ def _transaction_of(store: KeyValueStore) -> object:
     return getattr(store, STATE_TRANSACTION, store)
 
 
-def _read_bucket(store: KeyValueStore, bucket: int) -> set[bytes]:
-    key = _bucket_key(bucket)
+def _read_bucket(store: KeyValueStore, bucket: int, prefix: bytes = _DEDUP) -> set[bytes]:
+    key = _bucket_key(bucket, prefix)
     data = store.get_bytes(key) or b""
     if data[:1] != b"P":
         ids = set(data.split(b"\n"))
@@ -325,8 +398,8 @@ def _read_bucket(store: KeyValueStore, bucket: int) -> set[bytes]:
     return ids
 
 
-def _delete_bucket(store: KeyValueStore, bucket: int) -> None:
-    key = _bucket_key(bucket)
+def _delete_bucket(store: KeyValueStore, bucket: int, prefix: bytes = _DEDUP) -> None:
+    key = _bucket_key(bucket, prefix)
     data = store.get_bytes(key) or b""
     if data[:1] == b"P":
         (count,) = _BUCKET_PARTS.unpack_from(data, 1)
@@ -348,6 +421,7 @@ class ChannelCounter:
         *,
         dedup: bool = True,
         top_capacity: int = DEFAULT_CAPACITY,
+        join_horizon_ms: int = 10 * 60_000,
     ) -> None:
         if chunk_bytes < 2 * 8_192 + 64:
             raise ValueError("chunk_bytes must hold a full roaring container (16 KiB or more)")
@@ -364,6 +438,11 @@ class ChannelCounter:
         self._horizon_ms = dedup_horizon_ms
         self._dedup = dedup
         self._bucket_ms = dedup_bucket_ms(dedup_horizon_ms)
+        # the moderation join keeps messages and actions this long (channel time)
+        self._join_ms = join_horizon_ms
+        self._join_bucket_ms = dedup_bucket_ms(join_horizon_ms)
+        # CLEARMSGs whose message was not found when they were read
+        self.unmatched = Tally()
         # by (partition, channel): a partition's state is its own, even for a channel that
         # shows up on two partitions (a producer with another partitioner, or a topic whose
         # partition count was changed)
@@ -394,7 +473,8 @@ class ChannelCounter:
         work.dirty = True
         self._pending[key] = work
         total = record.total = record.total + 1
-        if sent_at < record.first_seen:  # noqa: PLR1730 - a call to min() costs more, per message
+        # (a record made by a moderation event has no messages and no first_seen yet)
+        if sent_at < record.first_seen or total == 1:
             record.first_seen = sent_at
         record.last_seen = latest
         opened: list[tuple[int, int, WindowAggregate]] = []
@@ -433,7 +513,149 @@ class ChannelCounter:
                 elif ends < next_close or not next_close:
                     next_close = ends
             record.next_close = next_close
+        return self._remember(work, record, update, latest) if self._join_ms else update
+
+    def moderate(
+        self, event: ChatEvent, store: KeyValueStore, partition: int = 0
+    ) -> ModerationUpdate | None:
+        """Count a moderation event (read from ``partition``) in its windows and join it
+        with the messages it targets; None when it is a duplicate or not a moderation event.
+
+        Events do not move the channel's time: a window closes when the channel's messages
+        pass its end and grace, so a moderation event never makes a message late. An event
+        for a window already closed is late (left out of it, ``late_sizes``).
+        """
+        if event.type not in MODERATION_TYPES:
+            return None
+        channel = event.channel
+        key = (partition, channel)
+        work = self._working.get(key)
+        if work is None or work.transaction is not getattr(store, STATE_TRANSACTION, store):
+            work = self._begin(key, store, work)
+        record = work.record
+        if record is None:
+            # no message of the channel yet: no totals, the first message sets first_seen
+            record = work.record = _ChannelRecord(0, 0, 0, {}, 0)
+        latest = record.last_seen
+        if self._dedup and self._is_duplicate(
+            _EventKey("e:" + event.id, event.sent_at), work, latest
+        ):
+            return None
+        work.dirty = True
+        self._pending[key] = work
+        sent_at = event.sent_at
+        late: list[int] = []
+        windows = record.windows
+        grace = self._grace_ms
+        for size in self._sizes:
+            start = sent_at - sent_at % size
+            ends = start + size + grace
+            if ends <= latest:
+                late.append(size)
+                continue
+            aggregate = windows.get((size, start))
+            if aggregate is None:
+                aggregate = windows[(size, start)] = WindowAggregate()
+                if ends < record.next_close or not record.next_close:
+                    record.next_close = ends
+            aggregate.count_event(event.type)
+        update = ModerationUpdate(event, [], late, windows)
+        if self._join_ms:
+            self._join_event(work, record, update)
         return update
+
+    def _join_event(
+        self, work: "_Working", record: "_ChannelRecord", update: ModerationUpdate
+    ) -> None:
+        """Find the messages the event deletes; keep it as an action for messages read
+        after it."""
+        event = update.event
+        sent_at = event.sent_at
+        index = self._join_index(work, record)
+        kind = Actions.kind_of(event.type)
+        if event.type == DELETED:
+            found = index.by_id.get(event.target_msg_id)
+            if found is not None:
+                update.marks.append(found)
+            else:
+                update.unmatched = True
+                self.unmatched.value += 1
+                record.actions.add(sent_at, kind, event.target_msg_id)
+        elif event.type == "clear":
+            update.marks.extend(index.until(sent_at))
+            record.actions.add(sent_at, kind, "")
+        elif event.user_id:
+            update.marks.extend(index.of_user(event.user_id, sent_at))
+            record.actions.add(sent_at, kind, event.user_id)
+        if record.last_seen:
+            record.actions.prune(record.last_seen - self._join_ms)
+        record.actions_dirty = True
+
+    def _remember(
+        self, work: "_Working", record: "_ChannelRecord", update: ChannelUpdate, latest: int
+    ) -> ChannelUpdate:
+        """Keep the update's message for the join (in its join bucket, and in the record's
+        index when loaded); drop the buckets past the horizon when a new bucket starts. Marks
+        the update deleted when an action read before it deletes it."""
+        message = update.message
+        update.deleted = bool(record.actions) and record.actions.deletes(message)
+        sent_at = message.sent_at
+        token = target_token(message)
+        if token is None or sent_at < latest - self._join_ms:
+            return update  # older than the horizon already, or cannot be kept
+        bucket = sent_at // self._join_bucket_ms
+        tokens = work.join_buckets.get(bucket)
+        if tokens is None:
+            index = self._join_buckets(work)
+            position = bisect.bisect_left(index, bucket)
+            if position < len(index) and index[position] == bucket:
+                tokens = _read_bucket(work.store, bucket, _JOIN)
+            else:
+                tokens = set()
+                index.insert(position, bucket)
+                self._expire_join(work, record, index, latest)
+            work.join_buckets[bucket] = tokens
+        tokens.add(token)
+        work.join_dirty.add(bucket)
+        if record.join is not None:
+            record.join.add(target_of(message), bucket)
+        return update
+
+    def _join_buckets(self, work: "_Working") -> "array[int]":
+        """The channel's join bucket numbers (sorted), read once per transaction."""
+        if work.join_index is None:
+            work.join_index = array("q")
+            data = work.store.get_bytes(_JOIN_BUCKETS)
+            if data is not None:
+                work.join_index.frombytes(data)
+        return work.join_index
+
+    def _expire_join(
+        self, work: "_Working", record: "_ChannelRecord", index: "array[int]", latest: int
+    ) -> None:
+        cutoff = (latest - self._join_ms) // self._join_bucket_ms
+        expired = bisect.bisect_left(index, cutoff)
+        old = list(index[:expired])
+        for bucket in old:
+            _delete_bucket(work.store, bucket, _JOIN)
+            work.join_buckets.pop(bucket, None)
+            work.join_dirty.discard(bucket)
+        del index[:expired]
+        work.join_index_dirty = True
+        if record.join is not None and old:
+            record.join.expire(old)
+
+    def _join_index(self, work: "_Working", record: "_ChannelRecord") -> JoinIndex:
+        """The channel's join index, read from its join buckets the first time."""
+        if record.join is None:
+            record.join = JoinIndex.from_tokens(
+                (
+                    bucket,
+                    work.join_buckets.get(bucket) or _read_bucket(work.store, bucket, _JOIN),
+                )
+                for bucket in self._join_buckets(work)
+            )
+        return record.join
 
     def flush(self) -> int:
         """Write every changed record and bucket into its state; the number of channels.
@@ -505,6 +727,23 @@ class ChannelCounter:
         work.buckets.clear()
         work.index = None
         work.index_dirty = False
+        for bucket in work.join_dirty:
+            tokens = work.join_buckets.get(bucket)
+            if tokens is not None:
+                self._write_bucket(store, bucket, tokens, _JOIN)
+        if work.join_index_dirty and work.join_index is not None:
+            store.set_bytes(_JOIN_BUCKETS, work.join_index.tobytes())
+        record = work.record
+        if record is not None and record.actions_dirty:
+            if record.actions:
+                store.set_bytes(_ACTIONS, record.actions.encode())
+            else:
+                store.delete(_ACTIONS)
+            record.actions_dirty = False
+        work.join_dirty.clear()
+        work.join_buckets.clear()
+        work.join_index = None
+        work.join_index_dirty = False
         # Let go of the transaction: Quix keeps a committed transaction's writes in memory,
         # and a quiet channel's copy would hold on to one per checkpoint it was active in.
         work.store = _DETACHED
@@ -516,7 +755,7 @@ class ChannelCounter:
         for key in record.dropped:
             store.delete(key)
         record.dropped.clear()
-        entries: list[tuple[int, int, AggregateTuple, list[int]]] = []
+        entries: list[tuple[int, int, AggregateTuple, list[int], tuple[int, int, int]]] = []
         for (size, start), agg in record.windows.items():
             if agg.talkers.dirty:
                 key = _talkers_key(b"t", size, start)
@@ -526,13 +765,25 @@ class ChannelCounter:
                 bitmap = agg.chatters.serialize()
                 if len(bitmap) <= self._inline_bytes:
                     entries.append(
-                        (size, start, (agg.messages, bitmap, agg.other_chatters, agg.emotes), [])
+                        (
+                            size,
+                            start,
+                            (agg.messages, bitmap, agg.other_chatters, agg.emotes),
+                            [],
+                            agg.moderation(),
+                        )
                     )
                     continue
                 chunks = record.chunked[(size, start)] = _Chunks([0], [-1])
             self._write_chunks(store, size, start, agg.chatters, chunks)
             entries.append(
-                (size, start, (agg.messages, b"", agg.other_chatters, agg.emotes), chunks.starts)
+                (
+                    size,
+                    start,
+                    (agg.messages, b"", agg.other_chatters, agg.emotes),
+                    chunks.starts,
+                    agg.moderation(),
+                )
             )
         return _record_encoder.encode((record.total, record.first_seen, record.last_seen, entries))
 
@@ -563,7 +814,9 @@ class ChannelCounter:
             written.append(now)
         chunks.starts, chunks.written = starts, written
 
-    def _write_bucket(self, store: KeyValueStore, bucket: int, ids: set[bytes]) -> None:
+    def _write_bucket(
+        self, store: KeyValueStore, bucket: int, ids: set[bytes], prefix: bytes = _DEDUP
+    ) -> None:
         """A bucket's ids as one record, or split into parts of at most ``chunk_bytes``.
 
         Readers take the part count from part 0, so a part past it is never read. A bucket
@@ -571,7 +824,7 @@ class ChannelCounter:
         one part fewer than before: that one is deleted.
         """
         data = b"\n" + b"\n".join(ids) + b"\n"
-        key = _bucket_key(bucket)
+        key = _bucket_key(bucket, prefix)
         if len(data) <= self._chunk_bytes:
             store.set_bytes(key, data)
             return
@@ -590,7 +843,7 @@ class ChannelCounter:
             store.set_bytes(key + _BUCKET_PARTS.pack(number), b"\n" + b"\n".join(part) + b"\n")
         store.delete(key + _BUCKET_PARTS.pack(len(parts)))
 
-    def _is_duplicate(self, message: ChatMessage, work: _Working, latest: int) -> bool:
+    def _is_duplicate(self, message: "_Keyed", work: _Working, latest: int) -> bool:
         bucket = message.sent_at // self._bucket_ms
         ids = work.buckets.get(bucket)
         if ids is None:

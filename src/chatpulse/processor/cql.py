@@ -146,8 +146,15 @@ class CassandraWriter:
             "bucket": f"INSERT INTO {ks}.message_buckets (channel, bucket) VALUES (?, ?) "  # noqa: S608
             f"USING TTL {ttl_s:d}",
             "window": f"INSERT INTO {ks}.window_stats (channel, window, day, window_start, "  # noqa: S608
-            "window_end, messages, unique_chatters, top_emotes, closed, top_chatters) "
-            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL {stats_ttl_s:d}",
+            "window_end, messages, unique_chatters, top_emotes, closed, top_chatters, "
+            "deleted_messages, timeouts, bans) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL {stats_ttl_s:d}",
+            # the moderation join's marks: the TTL the message row has left
+            "mark_message": f"UPDATE {ks}.messages_bucketed USING TTL ? "  # noqa: S608
+            "SET deleted = true WHERE channel = ? AND bucket = ? AND sent_at = ? AND id = ?",
+            "mark_user_message": f"UPDATE {ks}.user_messages USING TTL ? "  # noqa: S608
+            "SET deleted = true "
+            "WHERE channel = ? AND user_login = ? AND bucket = ? AND sent_at = ? AND id = ?",
             "leaderboard": f"INSERT INTO {ks}.window_leaderboard (window, window_start, channel, "  # noqa: S608
             f"messages, unique_chatters) VALUES (?, ?, ?, ?, ?) USING TTL {stats_ttl_s:d}",
             "latest": f"INSERT INTO {ks}.latest_window (window, window_start) VALUES (?, ?) "  # noqa: S608
@@ -163,6 +170,11 @@ class CassandraWriter:
     @property
     def keyspace(self) -> str:
         return self._settings.cassandra_keyspace
+
+    @property
+    def message_ttl_s(self) -> int:
+        """The TTL of message rows, in seconds (CHATPULSE_MESSAGE_TTL_DAYS)."""
+        return self._settings.message_ttl_days * 86_400
 
     def create_schema(self) -> None:
         """Create the keyspace and tables if missing (the idempotent DDL of ``chatpulse

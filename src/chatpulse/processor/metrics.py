@@ -47,6 +47,23 @@ class _TallyCollector(Collector):
             ("duplicates", "Redelivered messages dropped", m.duplicates),
             ("deadlettered", "Records sent to the dead-letter topic", m.deadlettered),
             (
+                "moderation_events",
+                "CLEARMSG/CLEARCHAT events counted (after de-duplication)",
+                m.moderation_events,
+            ),
+            (
+                "moderation_marks",
+                "Messages the moderation join marked deleted (marks written again after a "
+                "rewind count again)",
+                m.moderation_marks,
+            ),
+            (
+                "moderation_unmatched",
+                "CLEARMSGs whose message was not in the join horizon when read (kept to mark "
+                "it if it comes later)",
+                m.moderation_unmatched,
+            ),
+            (
                 "untracked_emotes",
                 "Emote occurrences a window did not track (past its distinct emote limit)",
                 m.untracked_emotes,
@@ -83,6 +100,9 @@ class ProcessorMetrics:
         self.deadlettered = Tally()
         self.untracked_emotes = Tally()
         self.untracked_chatters = Tally()
+        self.moderation_events = Tally()
+        self.moderation_marks = Tally()
+        self.moderation_unmatched = Tally()
         self.late: dict[str, Tally] = defaultdict(Tally)  # by window name
         r.register(_TallyCollector(self))
         self.lag = Gauge(

@@ -28,6 +28,12 @@ What is relied on:
    processed offsets of its checkpoint (``{topic: last processed offset}``, JSON) in the header
    ``quixstreams.state.metadata.CHANGELOG_PROCESSED_OFFSETS_MESSAGE_HEADER``
    (:func:`changelog_topic`, :data:`PROCESSED_OFFSETS_HEADER`).
+5. **Concatenation under the old name.** ``StreamingDataFrame.concat`` of dataframes over two
+   topics reads them in timestamp order (per partition number) and names the result's
+   stream id, hence its state store and changelog topic, after both topics. The processor's
+   state is older than its second input: ``__dataframe_clone__(stream=..., stream_id=...)``
+   keeps the messages topic's stream id, so an existing state and changelog are used as
+   they are (:func:`concat_keeping_state`).
 """
 
 import abc
@@ -46,6 +52,7 @@ __all__ = [
     "STATE_TRANSACTION",
     "CheckpointHook",
     "changelog_topic",
+    "concat_keeping_state",
     "register_checkpoint_hooks",
     "time_checkpoints",
     "transaction_is_open",
@@ -122,3 +129,17 @@ def changelog_topic(app: Application, source: str) -> str:
     manager: Any = app._topic_manager
     (topic,) = manager.changelog_topics[source].values()
     return str(topic.name)
+
+
+def concat_keeping_state(left: StreamingDataFrame, right: StreamingDataFrame) -> StreamingDataFrame:
+    """``left.concat(right)`` (both topics read as one stream, in timestamp order), whose
+    stateful steps use ``left``'s state store and changelog topic.
+
+    Quix checks that the topics are co-partitioned (same partition count) when the store is
+    registered, and refuses to start otherwise.
+    """
+    merged: Any = left.concat(right)
+    clone: StreamingDataFrame = merged.__dataframe_clone__(
+        stream=merged.stream, stream_id=left.stream_id
+    )
+    return clone

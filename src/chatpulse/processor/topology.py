@@ -1,11 +1,13 @@
 """The processor's topology, built by one function and nothing else (no clients, no start-up).
 
-messages topic (bytes)
+messages topic (bytes) + events topic (bytes), concatenated: read in timestamp order
   -> one stateful node (keyed by channel):
        decode + validate ── bad ──> dead-letter record (reason, source topic/partition/offset, raw)
-       count: de-duplicate, windows, totals -> ChannelUpdate
+       a message: de-duplicate, windows, totals, keep it for the join -> ChannelUpdate
        spikes: each closed window of the spike size against the channel's baseline
-         ├─> update writers, flushed before each commit (Cassandra: messages, windows, totals)
+       a CLEARMSG/CLEARCHAT: de-duplicate, window counts, join -> ModerationUpdate
+         ├─> update writers, flushed before each commit (Cassandra: messages, windows, totals,
+         │   deleted marks)
          └─> closed windows, spikes + throttled live updates of the smallest open window
   -> produce each output record to its topic (dead-letter or channel-stats)
 
@@ -26,11 +28,27 @@ from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models import Topic
 
 from chatpulse.deadletter import DEFAULT_RAW_MAX_BYTES, deadletter_value
-from chatpulse.models import ChatMessage, WindowStats, decode_chat_message, encode
+from chatpulse.models import (
+    ChatEvent,
+    ChatMessage,
+    WindowStats,
+    decode_chat_event,
+    decode_chat_message,
+    encode,
+)
 from chatpulse.processor.aggregate import MAX_EMOTES, to_window_stats
-from chatpulse.processor.channel import DEFAULT_CHUNK_BYTES, ChannelCounter, ChannelUpdate
+from chatpulse.processor.channel import (
+    DEFAULT_CHUNK_BYTES,
+    ChannelCounter,
+    ChannelUpdate,
+    ModerationUpdate,
+)
 from chatpulse.processor.metrics import ProcessorMetrics
-from chatpulse.processor.quix_hooks import CheckpointHook, register_checkpoint_hooks
+from chatpulse.processor.quix_hooks import (
+    CheckpointHook,
+    concat_keeping_state,
+    register_checkpoint_hooks,
+)
 from chatpulse.processor.spikes import SpikeDetector, SpikeRule
 from chatpulse.processor.topchatters import DEFAULT_CAPACITY
 from chatpulse.windows import format_duration
@@ -70,15 +88,21 @@ class PipelineConfig:
     deadletter_raw_max_bytes: int = DEFAULT_RAW_MAX_BYTES
     # chat spikes among the closed windows of one size (None: not looked for)
     spike_rule: SpikeRule | None = None
+    # how long the moderation join keeps messages and actions (CHATPULSE_MODERATION_HORIZON)
+    moderation_horizon_ms: int = 10 * 60_000
 
 
 @dataclass(frozen=True, slots=True)
 class PipelineTopics:
-    """Quix topic objects: input (bytes values), and the two outputs (bytes values)."""
+    """Quix topic objects: inputs (bytes values), and the two outputs (bytes values).
+
+    ``events`` (twitch-chat-events) must be co-partitioned with ``messages``; without it the
+    processor counts messages only."""
 
     messages: Topic
     stats: Topic
     deadletter: Topic
+    events: Topic | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +167,48 @@ class FutureSkew:
         if sent_at <= self.limit_ms:
             return None
         return sent_at - (self.limit_ms - self.skew_ms)
+
+
+def decode_event(
+    value: Any,
+    key: Any,
+    future_skew: FutureSkew | None = None,
+    raw_max_bytes: int = DEFAULT_RAW_MAX_BYTES,
+) -> ChatEvent | DeadLetter:
+    """Decode and validate one record of the events topic, as :func:`decode_record` does a
+    message (the same dead letters: not JSON, not a ChatEvent, a key that is not its channel,
+    stamped too far ahead)."""
+    reason: str | None = None
+    if not isinstance(value, bytes) or not value:
+        reason = "empty value"
+    else:
+        try:
+            event = decode_chat_event(value)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            reason = f"invalid ChatEvent: {exc}"
+        else:
+            if key != event.channel.encode():
+                reason = f"record key {key!r} is not the event's channel {event.channel!r}"
+            elif (
+                future_skew is not None
+                and event.sent_at > future_skew.limit_ms
+                and (ahead := future_skew.ahead_ms(event.sent_at)) is not None
+            ):
+                reason = (
+                    f"sent_at {event.sent_at} is {ahead} ms ahead of the processor's clock, "
+                    f"more than CHATPULSE_MAX_FUTURE_SKEW ({future_skew.skew_ms} ms)"
+                )
+            else:
+                return event
+    ctx = message_context()
+    return dead_letter(
+        value,
+        reason or "invalid",
+        ctx.topic,
+        ctx.partition,
+        ctx.offset,
+        raw_max_bytes=raw_max_bytes,
+    )
 
 
 def decode_record(
@@ -247,6 +313,10 @@ class UpdateWriter(CheckpointHook):
     def keep(self, update: ChannelUpdate, partition: int) -> None:
         """Keep ``update`` (of a message read from ``partition``) for this checkpoint."""
 
+    def keep_moderation(self, update: ModerationUpdate, partition: int) -> None:
+        """Keep ``update`` (of a moderation event read from ``partition``); ignored unless
+        the writer overrides it."""
+
 
 class Output(bytes):
     """An output record's value, tagged with its topic and key: one linear chain of nodes
@@ -285,9 +355,12 @@ def build_pipeline(
         chunk_bytes=config.state_chunk_bytes,
         max_emotes=config.max_emotes_per_window,
         top_capacity=config.top_chatters_capacity,
+        join_horizon_ms=config.moderation_horizon_ms,
     )
     counter.untracked_emotes = metrics.untracked_emotes
     counter.untracked_chatters = metrics.untracked_chatters
+    counter.unmatched = metrics.moderation_unmatched
+    events_topic = topics.events.name if topics.events is not None else None
     throttle = LiveThrottle(min(config.window_sizes_ms), config.live_update_interval_s)
     late_labels = {size: format_duration(size) for size in config.window_sizes_ms}
     future_skew = FutureSkew(config.max_future_skew_ms)
@@ -296,21 +369,41 @@ def build_pipeline(
     for label in late_labels.values():
         metrics.late[label].value += 0  # every label exists before a scrape can iterate
 
+    def moderate(value: Any, key: Any, state: State[bytes, bytes], partition: int) -> list[Output]:
+        event = decode_event(value, key, future_skew, raw_max_bytes)
+        if isinstance(event, DeadLetter):
+            metrics.deadlettered.inc()
+            return [_output(event.value, topics.deadletter, event.key)]
+        update = counter.moderate(event, state, partition)
+        if update is None:
+            return []  # another kind of event, or a duplicate
+        metrics.moderation_events.inc()
+        metrics.moderation_marks.value += len(update.marks)
+        for size in update.late_sizes:
+            metrics.late[late_labels[size]].inc()
+        for writer in writers:
+            writer.keep_moderation(update, partition)
+        return []
+
     def process(
         value: Any, key: Any, timestamp: int, headers: Any, state: State[bytes, bytes]
     ) -> list[Output]:
+        ctx = message_context()
+        if ctx.topic == events_topic:
+            return moderate(value, key, state, ctx.partition)
         metrics.consumed.inc()
         record = decode_record(value, key, future_skew, raw_max_bytes)
         if isinstance(record, DeadLetter):
             metrics.deadlettered.inc()
             return [_output(record.value, topics.deadletter, record.key)]
-        ctx = message_context()
         update = counter.process(record, state, ctx.partition)
         if update is None:
             metrics.duplicates.inc()
             return []
         update.record = value
         metrics.processed.inc()
+        if update.deleted:
+            metrics.moderation_marks.inc()
         for size in update.late_sizes:
             metrics.late[late_labels[size]].inc()
         if spikes is not None and update.closed:
@@ -325,6 +418,8 @@ def build_pipeline(
         return outputs
 
     sdf = app.dataframe(topics.messages)
+    if topics.events is not None:
+        sdf = concat_keeping_state(sdf, app.dataframe(topics.events))
     register_checkpoint_hooks(sdf, (StateFlush(counter, future_skew), *writers))
     sdf = sdf.apply(process, stateful=True, metadata=True, expand=True)
     sdf.to_topic(lambda value, _key, _ts, _headers: value.topic, key=lambda value: value.key)
