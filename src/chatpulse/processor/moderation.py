@@ -47,7 +47,8 @@ DELETED = "message_deleted"
 CLEAR = "clear"
 # the ChatEvent types the join reads (other events are consumed and left alone)
 MODERATION_TYPES = frozenset({DELETED, "timeout", "ban", CLEAR})
-# actions kept per channel at most (a flood of bans in one horizon): past it the oldest go
+# actions kept per channel at most (a flood of bans in one horizon): past it the oldest
+# tenth goes
 MAX_ACTIONS = 10_000
 _SEP = "\x1f"
 _MAX_TOKEN = 256
@@ -156,9 +157,16 @@ class Actions:
     def add(self, sent_at: int, kind: str, target: str) -> None:
         self.items.append((sent_at, kind, target))
         if len(self.items) > MAX_ACTIONS:
+            # past the bound the oldest tenth goes at once (the lookups are rebuilt)
             self.items.sort()
-            del self.items[: len(self.items) - MAX_ACTIONS]
-        self._derive()
+            del self.items[: len(self.items) - MAX_ACTIONS * 9 // 10]
+            self._derive()
+        elif kind == _KIND_MESSAGE:
+            self._ids.add(target)
+        elif kind == _KIND_USER:
+            self._users[target] = max(self._users.get(target, sent_at), sent_at)
+        else:
+            self._clear = max(self._clear, sent_at)
 
     def prune(self, cutoff: int) -> bool:
         """Drop the actions before ``cutoff``; True when some went."""
