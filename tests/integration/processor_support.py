@@ -1,9 +1,11 @@
 """Helpers of the processor's integration tests (no tests here).
 
 - ``generate``: a chat stream with out-of-order messages within the grace, redeliveries, late
-  messages and, per channel, a final "closer" message far enough ahead to close every window.
+  messages and, per channel, a final "closer" message far enough ahead to close every window;
+  with ``moderation``, CLEARMSG/CLEARCHAT events of twitch-chat-events among them.
 - ``ground_truth``: what every number must be, computed from the generated records with
-  plain sets and Counters, independently of chatpulse.processor.
+  plain sets and Counters, independently of chatpulse.processor (the moderation join: by
+  id, user and time, whatever order the two topics are read in).
 - ``ProcessorProcess``: ``chatpulse process`` as a subprocess of the real CLI.
 - ``read_results`` / ``wait_until_exact``: what Cassandra and channel-stats hold.
 """
@@ -50,6 +52,36 @@ class Record:
     user_id: str
     sent_at: int
     emote_ids: tuple[str, ...]
+    # a twitch-chat-events record: its type (message_deleted, timeout, ban, clear) and, for
+    # a CLEARMSG, the message id it deletes
+    event: str = ""
+    target: str = ""
+
+
+MODERATION_HORIZON = "24h"  # the processes' CHATPULSE_MODERATION_HORIZON: the whole stream
+
+
+def moderation_event(
+    channel: str, kind: str, sent_at: int, *, target: str = "", user: str = ""
+) -> Record:
+    """A ChatEvent as the ingest makes it of a CLEARMSG or CLEARCHAT."""
+    if kind == "message_deleted":
+        eid = f"clearmsg:{target}"
+    else:
+        eid = f"clearchat:1:{sent_at}:{user}" if user else f"clearchat:1:{sent_at}"
+    value = {
+        "v": 1,
+        "type": kind,
+        "channel": channel,
+        "sent_at": sent_at,
+        "id": eid,
+        "channel_id": "1",
+        "user_id": user,
+        "user_login": f"user{user}" if user else "",
+        "target_msg_id": target,
+        "duration_s": 600 if kind == "timeout" else None,
+    }
+    return Record(channel, json.dumps(value).encode(), eid, user, sent_at, (), kind, target)
 
 
 def message(channel: str, mid: str, user: str, sent_at: int, rng: random.Random) -> Record:
@@ -94,12 +126,16 @@ def generate(
     base: int | None = None,
     id_prefix: str = "",
     bursts: int = 0,
+    moderation: float = 0.0,
 ) -> list[Record]:
     """A stream in production order (the order of each channel's records is what counts),
     from ``base`` (default: the start of the hour two hours ago); message ids begin with
     ``id_prefix``. With ``bursts``, that many times a channel's chat bursts: about a minute's
     worth more messages (of as many chatters) within a few seconds (a chat spike), drawn from
-    a random generator of their own (the rest of the stream is the same as without)."""
+    a random generator of their own (the rest of the stream is the same as without). With
+    ``moderation`` (a share of the messages), CLEARMSG events of a recent message, timeouts
+    and bans of a recent chatter and a few clears follow messages, stamped 1 ms after their
+    channel's latest message, some of them delivered twice."""
     rng = random.Random(seed)
     burst_rng = random.Random(seed + 1_000_003)
     burst_at = set(burst_rng.sample(range(messages), bursts)) if bursts else set()
@@ -111,6 +147,7 @@ def generate(
     clock = {name: base for name in names}
     step = span_ms / messages * channels / 2
     records: list[Record] = []
+    recent: dict[str, list[Record]] = {}
     for n in range(messages):
         channel = rng.choices(names, weights)[0]
         clock[channel] += rng.randint(0, int(step * 2) + 1)
@@ -134,12 +171,30 @@ def generate(
                 records.append(message(channel, burst_id, user, sent, burst_rng))
         if rng.random() < duplicate_rate:
             records.append(record)
+        recent.setdefault(channel, []).append(record)
+        del recent[channel][:-20]
+        if rng.random() < moderation:
+            event = _moderation_event(rng, channel, recent[channel], clock[channel] + 1)
+            records.append(event)
+            if rng.random() < 0.1:
+                records.append(event)  # delivered twice
     # redeliver a block of earlier records (an ingest reconnect overlap)
     records.extend(records[len(records) // 2 : len(records) // 2 + 200])
     end = max(clock.values()) + 3 * 60_000
     for i, channel in enumerate(names):
         records.append(message(channel, f"{id_prefix}{channel}-closer", "1", end + i, rng))
     return records
+
+
+def _moderation_event(rng: random.Random, channel: str, recent: list[Record], at: int) -> Record:
+    roll = rng.random()
+    if roll < 0.5:  # a message is deleted once (a redelivery repeats its time too)
+        target = recent.pop(rng.randrange(len(recent)))
+        return moderation_event(channel, "message_deleted", at, target=target.id)
+    if roll < 0.995:
+        kind = "timeout" if roll < 0.8 else "ban"
+        return moderation_event(channel, kind, at, user=rng.choice(recent).user_id)
+    return moderation_event(channel, "clear", at)
 
 
 def top_chatters(
@@ -168,10 +223,13 @@ def top_chatters(
     return [{"login": login(user, f"user{user}"), "count": count} for user, count in ranked[:10]]
 
 
+WindowTuple = tuple[int, int, list[dict[str, Any]], list[dict[str, Any]], int, int, int]
+
+
 @dataclass
 class Truth:
-    # (messages, unique chatters, top emotes, top chatters)
-    windows: dict[tuple[str, str, int], tuple[int, int, list[dict[str, Any]], list[dict[str, Any]]]]
+    # (messages, unique chatters, top emotes, top chatters, deleted_messages, timeouts, bans)
+    windows: dict[tuple[str, str, int], WindowTuple]
     totals: dict[str, tuple[int, int, int]]
     messages: dict[str, int]
     closed: set[tuple[str, str, int]]
@@ -182,6 +240,9 @@ class Truth:
     spikes: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
     # closed 1m windows with a full baseline (those a spike was decided on, either way)
     decided: int = 0
+    # (channel, message id) of the messages moderation deleted
+    deleted: set[tuple[str, str]] = field(default_factory=set)
+    events: int = 0
 
 
 def spikes_of(
@@ -243,8 +304,22 @@ def ground_truth(
     chatters: dict[tuple[str, str, int], list[str]] = defaultdict(list)
     emotes: dict[tuple[str, str, int], Counter[str]] = defaultdict(Counter)
     totals: dict[str, list[int]] = {}
+    moderation: dict[tuple[str, str, int], Counter[str]] = defaultdict(Counter)
+    events: list[Record] = []
     late = duplicates = 0
     for r in records:
+        if r.event:
+            if (r.channel, r.id) in seen:
+                continue  # delivered twice
+            seen.add((r.channel, r.id))
+            events.append(r)
+            now = latest.get(r.channel, 0)
+            for name, size in SIZES.items():
+                start = r.sent_at // size * size
+                # (the generator stamps events after their channel's messages: never late)
+                assert start + size + GRACE_MS > now
+                moderation[(r.channel, name, start)][r.event] += 1
+            continue
         if (r.channel, r.id) in seen:
             duplicates += 1
             continue
@@ -267,19 +342,39 @@ def ground_truth(
             emotes[key].update(r.emote_ids)
     windows = {}
     closed = set()
-    for key, count in counts.items():
+    for key in counts.keys() | moderation.keys():
         ranked = sorted(emotes[key].items(), key=lambda item: (-item[1], item[0]))[:10]
         top = [{"id": eid, "name": emote_names[eid], "count": c} for eid, c in ranked]
+        mod = moderation[key]
         windows[key] = (
-            count,
+            counts[key],
             len(users[key]),
             top,
             top_chatters(chatters[key], top_capacity, logins),
+            mod["message_deleted"],
+            mod["timeout"],
+            mod["ban"],
         )
         channel, name, start = key
         if start + SIZES[name] + GRACE_MS <= latest[channel]:
             closed.add(key)
     spikes, decided = spikes_of({(c, s): counts[(c, n, s)] for c, n, s in closed if n == "1m"})
+    # the join, in event time: a CLEARMSG deletes its message, a timeout or ban the user's
+    # messages sent at or before it, a clear every message sent at or before it
+    by_id = {(r.channel, r.id): r for r in records if not r.event}
+    by_channel: dict[str, list[Record]] = defaultdict(list)
+    by_user: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    for m in by_id.values():
+        by_channel[m.channel].append(m)
+        by_user[(m.channel, m.user_id)].append(m)
+    deleted: set[tuple[str, str]] = set()
+    for e in events:
+        if e.event == "message_deleted":
+            if (e.channel, e.target) in by_id:
+                deleted.add((e.channel, e.target))
+            continue
+        targets = by_channel[e.channel] if e.event == "clear" else by_user[(e.channel, e.user_id)]
+        deleted.update((m.channel, m.id) for m in targets if m.sent_at <= e.sent_at)
     return Truth(
         windows=windows,
         totals={c: (t[0], t[1], t[2]) for c, t in totals.items()},
@@ -287,7 +382,9 @@ def ground_truth(
         closed=closed,
         late=late,
         duplicates=duplicates,
-        distinct_ids=seen,
+        distinct_ids={key for key in seen if key in by_id},
+        deleted=deleted,
+        events=len(events),
         spikes=spikes,
         decided=decided,
     )
@@ -302,9 +399,13 @@ def produce(settings: Settings, records: list[Record], rate: float | None = None
             "linger.ms": 20,
         }
     )
-    topic = Topics.from_settings(settings).messages
+    topics = Topics.from_settings(settings)
+    # the events topic in time order, as the ingest writes it live (see moderation_event)
+    ordered = [r for r in records if not r.event]
+    ordered += sorted((r for r in records if r.event), key=lambda r: r.sent_at)
     start = time.monotonic()
-    for i, r in enumerate(records):
+    for i, r in enumerate(ordered):
+        topic = topics.events if r.event else topics.messages
         while True:
             try:
                 producer.produce(topic, key=r.channel.encode(), value=r.value, timestamp=r.sent_at)
@@ -332,6 +433,7 @@ def processor_env(settings: Settings, state_dir: Path, **extra: str) -> dict[str
             "CHATPULSE_SPIKE_FACTOR": str(SPIKE_FACTOR),
             "CHATPULSE_SPIKE_MIN_MESSAGES": str(SPIKE_MIN_MESSAGES),
             "CHATPULSE_SPIKE_BASELINE_WINDOWS": str(SPIKE_BASELINE),
+            "CHATPULSE_MODERATION_HORIZON": MODERATION_HORIZON,
         }
     )
     env.update(extra)
@@ -377,13 +479,15 @@ class ProcessorProcess:
 
 @dataclass
 class Results:
-    windows: dict[tuple[str, str, int], tuple[int, int, list[dict[str, Any]], list[dict[str, Any]]]]
+    windows: dict[tuple[str, str, int], WindowTuple]
     closed_flags: dict[tuple[str, str, int], bool]
     totals: dict[str, tuple[int, int, int]]
     messages: dict[str, int]
     leaderboard: dict[tuple[str, str, int], tuple[int, int]]
     # chat_spikes rows: (channel, window start) -> (messages, baseline median)
     spikes: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
+    deleted: set[tuple[str, str]] = field(default_factory=set)
+    user_deleted: set[tuple[str, str]] = field(default_factory=set)
 
 
 def read_cassandra(settings: Settings) -> Results:
@@ -399,6 +503,9 @@ def read_cassandra(settings: Settings) -> Results:
                 row.unique_chatters,
                 json.loads(row.top_emotes),
                 json.loads(row.top_chatters),
+                row.deleted_messages or 0,
+                row.timeouts or 0,
+                row.bans or 0,
             )
             flags[key] = row.closed
         for row in session.execute(f"SELECT * FROM {ks}.window_leaderboard", timeout=60):
@@ -419,13 +526,24 @@ def read_cassandra(settings: Settings) -> Results:
             assert int(row.window_end.replace(tzinfo=UTC).timestamp() * 1000) == start + 60_000
             spikes[(row.channel, start)] = (row.messages, row.baseline_median)
         messages: Counter[str] = Counter()
-        query = f"SELECT channel, sent_at, id, record FROM {ks}.messages_bucketed"
+        deleted: set[tuple[str, str]] = set()
+        query = f"SELECT channel, sent_at, id, record, deleted FROM {ks}.messages_bucketed"
         for row in session.execute(query, timeout=120):
             stored = decode_chat_message(row.record)  # the consumed record, as it came
             sent_at = int(row.sent_at.replace(tzinfo=UTC).timestamp() * 1000)
             assert (stored.channel, stored.id, stored.sent_at) == (row.channel, row.id, sent_at)
             messages[row.channel] += 1
-        return Results(windows, flags, totals, dict(messages), leaderboard, spikes)
+            if row.deleted:
+                deleted.add((row.channel, row.id))
+        query = f"SELECT channel, id, record, deleted FROM {ks}.user_messages"
+        user_deleted = set()
+        for row in session.execute(query, timeout=120):
+            assert row.record is not None, "a mark outlived or preceded its row"
+            if row.deleted:
+                user_deleted.add((row.channel, row.id))
+        return Results(
+            windows, flags, totals, dict(messages), leaderboard, spikes, deleted, user_deleted
+        )
     finally:
         cluster.shutdown()
 
@@ -506,11 +624,19 @@ def assert_exact(
     }
     assert not missing, f"{len(missing)} windows missing, e.g. {sorted(missing)[:3]}"
     assert not extra, f"{len(extra)} windows too many, e.g. {sorted(extra)[:3]}"
-    assert not wrong, f"{len(wrong)} windows wrong, e.g. {sorted(wrong)[:3]}"
+    assert not wrong, f"{len(wrong)} windows wrong, e.g. " + "; ".join(
+        f"{k}: {results.windows[k]} != {truth.windows[k]}" for k in sorted(wrong)[:3]
+    )
     assert results.windows == truth.windows
     assert {k for k, closed in results.closed_flags.items() if closed} == truth.closed
     assert results.leaderboard == {k: v[:2] for k, v in truth.windows.items()}
     assert results.spikes == truth.spikes
+    deadline = time.monotonic() + 30
+    while results.deleted != truth.deleted and time.monotonic() < deadline:
+        time.sleep(2)  # (a mark may be in the checkpoint after the totals)
+        results = read_cassandra(settings)
+    assert results.deleted == truth.deleted
+    assert results.user_deleted == truth.deleted
 
     stats = read_channel_stats(settings, truth.closed)
     closed = Counter(
@@ -540,4 +666,7 @@ def assert_exact(
                 s["unique_chatters"],
                 s["top_emotes"],
                 s["top_chatters"],
+                s["deleted_messages"],
+                s["timeouts"],
+                s["bans"],
             ) == truth.windows[key]

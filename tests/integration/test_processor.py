@@ -24,7 +24,9 @@ from chatpulse.topics import Topics
 
 @pytest.mark.timeout(300)
 def test_known_stream_is_counted_exactly(settings: Settings, tmp_path: Path) -> None:
-    records = generate(channels=30, messages=6_000, seed=1, bursts=12)
+    # with chat bursts (spikes) and CLEARMSG/CLEARCHAT events (counted per window, joined
+    # with their messages)
+    records = generate(channels=30, messages=6_000, seed=1, bursts=12, moderation=0.03)
     truth = ground_truth(records)
     assert truth.late > 0
     # chat spikes found, and minutes decided on that are none
@@ -32,6 +34,11 @@ def test_known_stream_is_counted_exactly(settings: Settings, tmp_path: Path) -> 
     assert truth.decided > 20
     assert truth.duplicates > 200
     assert len(truth.closed) > 300
+    assert truth.events > 100
+    assert len(truth.deleted) > 100
+    assert sum(v[4] for v in truth.windows.values()) > 0
+    assert sum(v[5] for v in truth.windows.values()) > 0
+    assert sum(v[6] for v in truth.windows.values()) > 0
     produce(settings, records)
     proc = ProcessorProcess(settings, tmp_path / "state", tmp_path / "processor.log")
     proc.start()

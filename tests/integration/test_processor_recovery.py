@@ -50,7 +50,9 @@ def _wait_progress(
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sigkill_three_times_then_exact(settings: Settings, tmp_path: Path) -> None:
-    records = generate(channels=40, messages=100_000, seed=11, span_ms=20 * 60_000, bursts=20)
+    records = generate(
+        channels=40, messages=100_000, seed=11, span_ms=20 * 60_000, bursts=20, moderation=0.01
+    )
     # 40 top-chatter counters for ~300 chatters a window: counters are replaced all along,
     # and a replay must replace the same ones
     truth = ground_truth(records, top_capacity=40)
@@ -58,6 +60,9 @@ def test_sigkill_three_times_then_exact(settings: Settings, tmp_path: Path) -> N
     # chat spikes: a replay must decide each minute from the baseline restored with the state
     assert len(truth.spikes) >= 10
     assert truth.decided > 200
+    # moderation events too: window counts and deleted marks exact after the kills
+    assert truth.events > 500
+    assert len(truth.deleted) > 1_000
     total = len(truth.distinct_ids)
     produce(settings, records)
     rng = random.Random()
