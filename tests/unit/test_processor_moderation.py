@@ -67,8 +67,10 @@ def test_a_clearmsg_read_before_its_message_marks_the_message_when_it_comes() ->
     assert c.unmatched.value == 1
     late_message = c.process(msg("a", T0 + 1_000, user="7"), store)
     other = c.process(msg("b", T0 + 1_500, user="7"), store)
-    assert late_message is not None and late_message.deleted
-    assert other is not None and not other.deleted
+    assert late_message is not None
+    assert late_message.deleted
+    assert other is not None
+    assert not other.deleted
 
 
 def test_a_ban_or_timeout_marks_the_users_messages_up_to_it_in_either_order() -> None:
@@ -81,8 +83,10 @@ def test_a_ban_or_timeout_marks_the_users_messages_up_to_it_in_either_order() ->
     # read after the ban: sent before it (deleted) and after it (kept)
     before = c.process(msg("d", T0 + 2_500, user="7"), store)
     after = c.process(msg("e", T0 + 3_001, user="7"), store)
-    assert before is not None and before.deleted
-    assert after is not None and not after.deleted
+    assert before is not None
+    assert before.deleted
+    assert after is not None
+    assert not after.deleted
     timeout = moderate(c, cleared("timeout", T0 + 4_000, user="8"), store)
     assert [t.id for t in timeout.marks] == ["b"]
     (window,) = timeout.open_windows.values()
@@ -157,8 +161,10 @@ def test_the_join_and_the_counts_survive_a_restart_from_the_state() -> None:
     assert (window.messages, window.deleted_messages, window.timeouts, window.bans) == (2, 1, 1, 1)
     pending = again.process(msg("zz", T0 + 2_000, user="5"), store)
     banned = again.process(msg("q", T0 + 2_100, user="9"), store)
-    assert pending is not None and pending.deleted
-    assert banned is not None and banned.deleted
+    assert pending is not None
+    assert pending.deleted
+    assert banned is not None
+    assert banned.deleted
 
 
 def test_a_rewound_checkpoint_joins_and_counts_once_when_processed_again() -> None:
