@@ -21,7 +21,7 @@ import httpx
 from chatpulse.api.app import create_app
 from chatpulse.api.server import serve_in_thread, tls_options
 from chatpulse.buckets import message_bucket
-from chatpulse.models import ChatMessage, Emote, encode
+from chatpulse.models import ChatEvent, ChatMessage, Emote, encode
 from chatpulse.settings import Settings
 from chatpulse.storage import connect
 
@@ -65,6 +65,7 @@ class Window:
     users: set[str] = field(default_factory=set)
     emotes: Counter[tuple[str, str]] = field(default_factory=Counter)
     chatters: Counter[str] = field(default_factory=Counter)  # by login (= user id here)
+    moderation: Counter[str] = field(default_factory=Counter)  # by event type
 
     def top_chatters(self) -> list[dict[str, Any]]:
         ranked = sorted(self.chatters.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
@@ -81,6 +82,9 @@ class KnownStream:
 
     windows: dict[str, int]
     messages: list[ChatMessage] = field(default_factory=list)
+    # moderation: per channel a CLEARMSG of its 4th message, a timeout of its 6th message's
+    # user just after it, and a ban of the 11th message's user after the 21st message
+    events: list[ChatEvent] = field(default_factory=list)
 
     @classmethod
     def build(cls, windows: dict[str, int], counts: dict[str, int]) -> "KnownStream":
@@ -92,7 +96,49 @@ class KnownStream:
             for i in range(count):
                 sent_at = base + i * step + c * 997
                 stream.messages.append(_message(channel, i, sent_at, users=3 + count // 6))
+            own = stream.of(channel)
+            stream.events.append(
+                ChatEvent(
+                    type="message_deleted",
+                    channel=channel,
+                    sent_at=own[3].sent_at + 1,
+                    id=f"clearmsg:{own[3].id}",
+                    target_msg_id=own[3].id,
+                    user_login=own[3].user_login,
+                )
+            )
+            for kind, who, after in (("timeout", 5, 5), ("ban", 10, 20)):
+                if after < count:
+                    target, at = own[who], own[after].sent_at + 2
+                    stream.events.append(
+                        ChatEvent(
+                            type=kind,
+                            channel=channel,
+                            sent_at=at,
+                            id=f"clearchat:{channel}:{at}:{target.user_id}",
+                            user_id=target.user_id,
+                            user_login=target.user_login,
+                            duration_s=600 if kind == "timeout" else None,
+                        )
+                    )
         return stream
+
+    @property
+    def deleted(self) -> set[str]:
+        """Ids of the messages the events delete (the processor's join, by id, user, time)."""
+        out: set[str] = set()
+        for e in self.events:
+            out.update(
+                m.id
+                for m in self.of(e.channel)
+                if (e.type == "message_deleted" and m.id == e.target_msg_id)
+                or (
+                    e.type in ("timeout", "ban")
+                    and m.user_id == e.user_id
+                    and m.sent_at <= e.sent_at
+                )
+            )
+        return out
 
     @property
     def channels(self) -> list[str]:
@@ -111,6 +157,10 @@ class KnownStream:
                 w.chatters[m.user_login] += 1
                 for e in m.emotes:
                     w.emotes[(e.id, m.emote_name(e))] += 1
+        for event in self.events:
+            for name, size in self.windows.items():
+                key = (event.channel, name, event.sent_at - event.sent_at % size)
+                table[key].moderation[event.type] += 1
         return dict(table)
 
     def stats_json(self, channel: str, name: str, start: int, *, closed: bool) -> dict[str, Any]:
@@ -126,6 +176,9 @@ class KnownStream:
             "top_emotes": w.top_emotes(),
             "closed": closed,
             "top_chatters": w.top_chatters(),
+            "deleted_messages": w.moderation["message_deleted"],
+            "timeouts": w.moderation["timeout"],
+            "bans": w.moderation["ban"],
         }
 
     def spikes(self, channel: str) -> list[dict[str, Any]]:
@@ -171,13 +224,14 @@ def write_rows(settings: Settings, stream: KnownStream) -> None:
     ks = settings.cassandra_keyspace
     try:
         insert_message = session.prepare(
-            f"INSERT INTO {ks}.messages_bucketed (channel, bucket, sent_at, id, record, words) "
-            "VALUES (?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO {ks}.messages_bucketed (channel, bucket, sent_at, id, record, words, "
+            "deleted) VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
         insert_user_message = session.prepare(
-            f"INSERT INTO {ks}.user_messages (channel, user_login, bucket, sent_at, id, record) "
-            "VALUES (?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO {ks}.user_messages (channel, user_login, bucket, sent_at, id, record, "
+            "deleted) VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
+        deleted = stream.deleted
         insert_bucket = session.prepare(
             f"INSERT INTO {ks}.message_buckets (channel, bucket) VALUES (?, ?)"
         )
@@ -185,17 +239,22 @@ def write_rows(settings: Settings, stream: KnownStream) -> None:
             bucket = message_bucket(m.sent_at)
             # the words as the processor keeps them; this stream's texts are plain words
             words = set(m.text.lower().split())
-            session.execute(insert_message, (m.channel, bucket, m.sent_at, m.id, encode(m), words))
+            # (the processor leaves a message's deleted null until a mark: so does this)
+            mark = True if m.id in deleted else None
+            session.execute(
+                insert_message, (m.channel, bucket, m.sent_at, m.id, encode(m), words, mark)
+            )
             day = m.sent_at - m.sent_at % DAY_MS
             session.execute(
-                insert_user_message, (m.channel, m.user_login, day, m.sent_at, m.id, encode(m))
+                insert_user_message,
+                (m.channel, m.user_login, day, m.sent_at, m.id, encode(m), mark),
             )
         for channel, bucket in {(m.channel, message_bucket(m.sent_at)) for m in stream.messages}:
             session.execute(insert_bucket, (channel, bucket))
         insert_window = session.prepare(
             f"INSERT INTO {ks}.window_stats (channel, window, day, window_start, window_end, "
-            "messages, unique_chatters, top_emotes, closed, top_chatters) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "messages, unique_chatters, top_emotes, closed, top_chatters, deleted_messages, "
+            "timeouts, bans) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         insert_board = session.prepare(
             f"INSERT INTO {ks}.window_leaderboard (window, window_start, channel, messages, "
@@ -217,6 +276,9 @@ def write_rows(settings: Settings, stream: KnownStream) -> None:
                     json.dumps(w.top_emotes()),
                     closed,
                     json.dumps(w.top_chatters()),
+                    w.moderation["message_deleted"],
+                    w.moderation["timeout"],
+                    w.moderation["ban"],
                 ),
             )
             session.execute(insert_board, (name, start, channel, w.messages, len(w.users)))

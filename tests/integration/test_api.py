@@ -116,6 +116,11 @@ def test_messages_walk_every_message_once_newest_first(
         items = _walk(api, f"/api/v1/channels/{channel}/messages", "before", limit=7)
         expected = sorted(stream.of(channel), key=lambda m: (m.sent_at, m.id), reverse=True)
         assert [item["id"] for item in items] == [m.id for m in expected]
+        # the moderation join's marks: deleted true exactly on the deleted messages
+        assert {item["id"] for item in items if item["deleted"]} == {
+            m.id for m in expected if m.id in stream.deleted
+        }
+        assert any(item["deleted"] for item in items)
         first, message = items[0], expected[0]
         assert first["text"] == message.text
         assert first["user_login"] == message.user_login

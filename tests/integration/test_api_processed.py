@@ -1,6 +1,7 @@
 """End to end below ingest: a known stream through the real processor, read through the API.
 
-Messages (every fourth one delivered twice) go to the messages topic; ``chatpulse process``
+Messages (every fourth one delivered twice) go to the messages topic and a few CLEARMSG/CLEARCHAT
+events to the events topic; ``chatpulse process``
 (a subprocess of the real CLI) counts them into Cassandra; every read endpoint must then answer
 the numbers computed independently by the test (api_support.KnownStream). Whether a window is
 already closed is the processor's business (it depends on its grace), so ``closed`` is left out;
@@ -76,6 +77,9 @@ def _check_user_histories(api: httpx.Client, stream: KnownStream, channel: str) 
         path = f"/api/v1/channels/{channel}/users/{login.upper()}/messages"
         expected = [m.id for m in messages if m.user_login == login]
         assert _user_pages(api, path) == expected
+        # deleted as the moderation join marked the user_messages rows
+        items = api.get(path, params={"limit": 100}).json()["items"]
+        assert {i["id"] for i in items if i["deleted"]} == set(expected) & stream.deleted
     login = logins[0]
     own = [m for m in messages if m.user_login == login]
     middle = own[len(own) // 2]
@@ -111,6 +115,21 @@ def _check_search(api: httpx.Client, stream: KnownStream, channel: str) -> None:
         assert response.headers["content-type"].startswith("application/problem+json")
 
 
+def _check_deleted(api: httpx.Client, stream: KnownStream, channel: str) -> None:
+    """``deleted`` is true exactly on the messages the events delete (marks may land a
+    checkpoint after the numbers: waited for)."""
+    want = {m.id for m in stream.of(channel)} & stream.deleted
+    assert want
+    deadline = time.monotonic() + 30
+    while True:
+        page = api.get(f"/api/v1/channels/{channel}/messages", params={"limit": 100}).json()
+        got = {item["id"] for item in page["items"] if item["deleted"]}
+        if got == want or time.monotonic() > deadline:
+            break
+        time.sleep(1.1)  # past the API's response cache
+    assert got == want
+
+
 def test_api_serves_exactly_what_the_processor_counted(settings: Settings, tmp_path: Path) -> None:
     windows = dict(zip(settings.windows, settings.window_sizes_ms, strict=True))
     stream = KnownStream.build(windows, COUNTS)
@@ -124,7 +143,13 @@ def test_api_serves_exactly_what_the_processor_counted(settings: Settings, tmp_p
                 value=encode(message),
                 timestamp=message.sent_at,
             )
+    events = Topics.from_settings(settings).events
+    for event in sorted(stream.events, key=lambda e: e.sent_at):
+        producer.produce(
+            events, key=event.channel.encode(), value=encode(event), timestamp=event.sent_at
+        )
     producer.flush(30)
+    assert stream.deleted
 
     processor = ProcessorProcess(
         settings, tmp_path / "state", tmp_path / "processor.log", CHATPULSE_WINDOWS="1m,10m,1h"
@@ -163,6 +188,7 @@ def test_api_serves_exactly_what_the_processor_counted(settings: Settings, tmp_p
                     params = {"limit": 9, "before": page["next_cursor"]}
                 expected_ids = sorted(stream.of(channel), key=lambda m: (m.sent_at, m.id))
                 assert ids == [m.id for m in reversed(expected_ids)]
+                _check_deleted(api, stream, channel)
                 _check_user_histories(api, stream, channel)
                 _check_search(api, stream, channel)
 

@@ -261,9 +261,14 @@ def test_init_warns_about_existing_topics_that_differ_and_changes_nothing(
     # Under the test's own prefix, so the fixture's teardown deletes these topics too.
     prefix = f"{settings.topic_prefix}old-"
     keyspace = f"{settings.cassandra_keyspace}_old"
-    messages = Topics.from_settings(settings.model_copy(update={"topic_prefix": prefix})).messages
+    old = Topics.from_settings(settings.model_copy(update={"topic_prefix": prefix}))
+    messages, events = old.messages, old.events
     admin = admin_client(settings.kafka_bootstrap_servers)
-    assert create_topics(admin, [TopicSpec(messages, 2)], 1) == [messages]
+    # (co-partitioned: the processor joins the two)
+    assert create_topics(admin, [TopicSpec(messages, 2), TopicSpec(events, 2)], 1) == [
+        messages,
+        events,
+    ]
     command = [
         sys.executable,
         "-m",
@@ -288,9 +293,11 @@ def test_init_warns_about_existing_topics_that_differ_and_changes_nothing(
         warnings = [line for line in done.stdout.splitlines() if line.startswith("warning:")]
         assert warnings == [
             f"warning: topic {messages} has 2 partitions, the settings say 6 "
-            "(CHATPULSE_MESSAGES_PARTITIONS); init changes no existing topic"
+            "(CHATPULSE_MESSAGES_PARTITIONS); init changes no existing topic",
+            f"warning: topic {events} has 2 partitions, the settings say 6 "
+            "(CHATPULSE_EVENTS_PARTITIONS); init changes no existing topic",
         ]
-        assert "(4 created)" in done.stdout
+        assert "(3 created)" in done.stdout
         metadata = admin.list_topics(messages, timeout=10)
         assert len(metadata.topics[messages].partitions) == 2
         # Settings asking for more copies than the topics have: every topic is reported.
@@ -298,15 +305,36 @@ def test_init_warns_about_existing_topics_that_differ_and_changes_nothing(
             update={"topic_prefix": prefix, "topic_replication_factor": 2}
         )
         names = [spec.name for spec in Topics.from_settings(two_copies).specs(two_copies)]
-        assert check_topics(two_copies) == [
-            f"topic {messages} has 2 partitions, the settings say 6 "
-            "(CHATPULSE_MESSAGES_PARTITIONS)",
-            *(
+        partitions = {
+            messages: "CHATPULSE_MESSAGES_PARTITIONS",
+            events: "CHATPULSE_EVENTS_PARTITIONS",
+        }
+        expected = []
+        for name in names:
+            if name in partitions:
+                expected.append(
+                    f"topic {name} has 2 partitions, the settings say 6 ({partitions[name]})"
+                )
+            expected.append(
                 f"topic {name} has 1 replicas per partition, the settings say 2 "
                 "(CHATPULSE_TOPIC_REPLICATION_FACTOR)"
-                for name in names
-            ),
-        ]
+            )
+        assert check_topics(two_copies) == expected
+        # a messages topic of 2 partitions and an events topic of 6 (created by init from
+        # the settings): not co-partitioned, init stops with one line saying what to do
+        alone = f"{settings.topic_prefix}alone-"
+        lone = Topics.from_prefix(alone)
+        assert create_topics(admin, [TopicSpec(lone.messages, 2)], 1) == [lone.messages]
+        command[command.index(prefix)] = alone
+        refused = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+        assert refused.returncode == 1
+        assert (
+            f"chatpulse: error: topic {lone.events} has 6 partitions and {lone.messages} 2: the "
+            "processor joins them by channel, so they must have the same number "
+            f"(co-partitioned); delete {lone.events} and run `chatpulse init` to create it "
+            "with 2 (its events are lost), or raise its partitions with kafka-topics.sh "
+            "--alter --partitions while it is empty\n"
+        ) in refused.stderr
     finally:
         cluster, session = connect(settings)
         try:

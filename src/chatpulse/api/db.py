@@ -51,25 +51,28 @@ STATEMENTS: dict[str, str] = {
     "totals_after": "SELECT channel, total_messages, first_seen, last_seen, token(channel) "
     "FROM {ks}.channel_totals WHERE token(channel) > ? LIMIT ?",
     "stats_latest": "SELECT channel, window, window_start, window_end, messages, "
-    "unique_chatters, top_emotes, closed, top_chatters FROM {ks}.window_stats "
+    "unique_chatters, top_emotes, closed, top_chatters, deleted_messages, timeouts, bans "
+    "FROM {ks}.window_stats "
     "WHERE channel = ? AND window = ? AND day = ? LIMIT 1",
     "stats_latest_of": "SELECT channel, window, window_start, window_end, messages, "
-    "unique_chatters, top_emotes, closed, top_chatters FROM {ks}.window_stats "
+    "unique_chatters, top_emotes, closed, top_chatters, deleted_messages, timeouts, bans "
+    "FROM {ks}.window_stats "
     "WHERE channel = ? AND window IN ? AND day = ? PER PARTITION LIMIT 1",
     "stats_range": "SELECT channel, window, window_start, window_end, messages, "
-    "unique_chatters, top_emotes, closed, top_chatters FROM {ks}.window_stats "
+    "unique_chatters, top_emotes, closed, top_chatters, deleted_messages, timeouts, bans "
+    "FROM {ks}.window_stats "
     "WHERE channel = ? AND window = ? AND day = ? AND window_start >= ? AND window_start < ? "
     "LIMIT ?",
     "message_buckets": "SELECT bucket FROM {ks}.message_buckets "
     "WHERE channel = ? AND bucket <= ? AND bucket >= ? LIMIT ?",
-    "messages_before_time": "SELECT sent_at, id, record FROM {ks}.messages_bucketed "
+    "messages_before_time": "SELECT sent_at, id, record, deleted FROM {ks}.messages_bucketed "
     "WHERE channel = ? AND bucket = ? AND sent_at < ? LIMIT ?",
-    "messages_before_key": "SELECT sent_at, id, record FROM {ks}.messages_bucketed "
+    "messages_before_key": "SELECT sent_at, id, record, deleted FROM {ks}.messages_bucketed "
     "WHERE channel = ? AND bucket = ? AND (sent_at, id) < (?, ?) LIMIT ?",
-    "user_messages_before_time": "SELECT sent_at, id, record FROM {ks}.user_messages "
+    "user_messages_before_time": "SELECT sent_at, id, record, deleted FROM {ks}.user_messages "
     "WHERE channel = ? AND user_login = ? AND bucket = ? AND sent_at < ? AND sent_at >= ? "
     "LIMIT ?",
-    "user_messages_before_key": "SELECT sent_at, id, record FROM {ks}.user_messages "
+    "user_messages_before_key": "SELECT sent_at, id, record, deleted FROM {ks}.user_messages "
     "WHERE channel = ? AND user_login = ? AND bucket = ? AND (sent_at, id) < (?, ?) "
     "AND sent_at >= ? LIMIT ?",
     "spikes_first": "SELECT channel, window_start, window, window_end, messages, "
@@ -88,11 +91,11 @@ STATEMENTS: dict[str, str] = {
 # index intersects the same word's rows again): one statement for any query.
 _WORDS = " AND words CONTAINS ?" * MAX_QUERY_WORDS
 STATEMENTS["search_before_time"] = (
-    "SELECT sent_at, id, record FROM {ks}.messages_bucketed "  # noqa: S608 - constants
+    "SELECT sent_at, id, record, deleted FROM {ks}.messages_bucketed "  # noqa: S608 - constants
     f"WHERE channel = ? AND bucket = ? AND sent_at < ?{_WORDS} LIMIT ?"
 )
 STATEMENTS["search_before_key"] = (
-    "SELECT sent_at, id, record FROM {ks}.messages_bucketed "  # noqa: S608 - constants
+    "SELECT sent_at, id, record, deleted FROM {ks}.messages_bucketed "  # noqa: S608 - constants
     f"WHERE channel = ? AND bucket = ? AND (sent_at, id) < (?, ?){_WORDS} LIMIT ?"
 )
 # The keyspace's tables the statements read.

@@ -66,6 +66,9 @@ def stats_json(stats: WindowStats) -> str:
         top_emotes=[msgspec.structs.asdict(emote) for emote in stats.top_emotes],
         closed=stats.closed,
         top_chatters=[msgspec.structs.asdict(chatter) for chatter in stats.top_chatters],
+        deleted_messages=stats.deleted_messages,
+        timeouts=stats.timeouts,
+        bans=stats.bans,
     ).model_dump_json()
 
 

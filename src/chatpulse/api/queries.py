@@ -102,6 +102,10 @@ def _stats_out(row: Any) -> WindowStatsOut:
         top_emotes=emotes,
         closed=bool(row.closed),
         top_chatters=chatters,
+        # (null in a row written before the moderation columns)
+        deleted_messages=getattr(row, "deleted_messages", None) or 0,
+        timeouts=getattr(row, "timeouts", None) or 0,
+        bans=getattr(row, "bans", None) or 0,
     )
 
 
@@ -233,6 +237,7 @@ def _message(channel: str, row: Any) -> MessageItem:
         emotes=[EmoteOut(id=e.id, start=e.start, end=e.end) for e in message.emotes],
         bits=message.bits,
         badges=message.badges,
+        deleted=bool(getattr(row, "deleted", False)),
     )
 
 

@@ -83,6 +83,11 @@ class WindowStatsOut(BaseModel):
     top_chatters: list[TopChatterOut] = Field(
         description="the 10 chatters with the most messages, most first (ties by login)"
     )
+    deleted_messages: int = Field(
+        0, description="messages a moderator deleted one by one (CLEARMSG) in the window"
+    )
+    timeouts: int = Field(0, description="users timed out (CLEARCHAT with a duration)")
+    bans: int = Field(0, description="users banned (CLEARCHAT without a duration)")
 
 
 _emotes_decoder = msgspec.json.Decoder(list[dict[str, Any]])
@@ -167,6 +172,11 @@ class MessageItem(BaseModel):
     emotes: list[EmoteOut]
     bits: int
     badges: dict[str, str]
+    deleted: bool = Field(
+        False,
+        description="a moderator deleted it: a CLEARMSG of it, or a timeout or ban of its "
+        "user, or a clear of the chat, at or after it was sent (Twitch hides it)",
+    )
 
 
 class MessagePage(BaseModel):

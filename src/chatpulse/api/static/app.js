@@ -147,6 +147,8 @@ function showWindow(stats) {
   if (x === state.xs[state.xs.length - 1]) {
     $("live-messages").textContent = fmt.format(stats.messages);
     $("live-chatters").textContent = fmt.format(stats.unique_chatters);
+    $("live-moderation").textContent = `${fmt.format(stats.deleted_messages || 0)} deleted · `
+      + `${fmt.format(stats.timeouts || 0)} timeouts · ${fmt.format(stats.bans || 0)} bans`;
     $("emotes").replaceChildren(...stats.top_emotes.map((e) =>
       el("li", {}, e.name || e.id, el("span", { className: "count", textContent: fmt.format(e.count) }))));
     $("chatters").replaceChildren(...(stats.top_chatters || []).map((c) =>
@@ -166,6 +168,11 @@ function nameButton(login, label) {
 function messageItem(m, withName) {
   const parts = [el("time", { textContent: timeOf(m.sent_at), dateTime: m.sent_at })];
   if (withName) parts.push(nameButton(m.user_login, m.display_name || m.user_login));
+  // a message a moderator deleted: struck through, as Twitch's moderators see it
+  if (m.deleted) {
+    return el("li", { className: "deleted", title: "deleted by a moderator" }, ...parts,
+      el("s", { textContent: m.text }), el("span", { className: "tag", textContent: "deleted" }));
+  }
   return el("li", {}, ...parts, m.text);
 }
 
