@@ -84,6 +84,20 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
             expect(page.locator("#live-messages")).to_have_text(str(before))
             expect(page.locator("#status-text")).to_have_text("live · alpha")
             expect(page.locator("#messages li")).to_have_count(30)
+            # messages a moderator deleted are struck through, marked "deleted"
+            recent = sorted(stream.of("alpha"), key=lambda m: (m.sent_at, m.id))[-30:]
+            struck = [m for m in reversed(recent) if m.id in stream.deleted]
+            assert struck
+            deleted_rows = page.locator("#messages li.deleted")
+            expect(deleted_rows).to_have_count(len(struck))
+            expect(deleted_rows.first.locator("s")).to_have_text(struck[0].text)
+            expect(deleted_rows.first.locator(".tag")).to_have_text("deleted")
+            expect(page.locator("#messages li:not(.deleted) s")).to_have_count(0)
+            moderation = stream.window_table()[("alpha", "1m", newest)].moderation
+            expect(page.locator("#live-moderation")).to_have_text(
+                f"{moderation['message_deleted']} deleted · {moderation['timeout']} timeouts · "
+                f"{moderation['ban']} bans"
+            )
 
             # this minute's top chatters, from the newest 1m window
             window = stream.window_table()[("alpha", "1m", newest)]
@@ -128,6 +142,17 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
             page.locator("#search-results li button.who").first.click()
             expect(page.locator("#history-title")).to_contain_text(" in alpha")
 
+            # a banned user's history: the messages up to the ban struck through
+            banned = page.locator("#messages li.deleted button.who").first
+            banned_login = banned.get_attribute("data-login")
+            banned.click()
+            expect(page.locator("#history-title")).to_have_text(f"{banned_login} in alpha")
+            theirs = [m for m in stream.of("alpha") if m.user_login == banned_login]
+            expect(page.locator("#history li")).to_have_count(len(theirs))
+            expect(page.locator("#history li.deleted")).to_have_count(
+                len([m for m in theirs if m.id in stream.deleted])
+            )
+
             producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
             update = WindowStats(
                 "alpha",
@@ -139,6 +164,8 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
                 top_emotes=[TopEmote("25", "Kappa", 6), TopEmote("88", "PogChamp", 2)],
                 closed=False,
                 top_chatters=[TopChatter("alu1", 5), TopChatter("alu6", 3)],
+                deleted_messages=2,
+                timeouts=1,
             )
             producer.produce(
                 Topics.from_settings(settings).stats, key=b"alpha", value=encode(update)
@@ -152,6 +179,7 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
             expect(chatters).to_have_count(2)
             expect(chatters.nth(0)).to_contain_text("alu1")
             expect(chatters.nth(0).locator(".count")).to_have_text("5")
+            expect(page.locator("#live-moderation")).to_have_text("2 deleted · 1 timeouts · 0 bans")
             # a spike on the live stream: listed first and marked on the chart at once
             spike = ChatSpike(
                 "alpha", "1m", newest, newest + 60_000, before + 17, baseline_median=2.0, factor=3.0

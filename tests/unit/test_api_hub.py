@@ -63,6 +63,9 @@ def test_stats_json_is_the_api_shape() -> None:
         "top_emotes": [{"id": "25", "name": "Kappa", "count": 3}],
         "closed": False,
         "top_chatters": [{"login": "someviewer", "count": 2}],
+        "deleted_messages": 0,
+        "timeouts": 0,
+        "bans": 0,
     }
 
 

@@ -61,6 +61,9 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("CHATPULSE_STATS_TTL_DAYS", "7301"),
         ("CHATPULSE_MESSAGE_TTL_DAYS", "400"),
         ("CHATPULSE_CASSANDRA_CONSISTENCY", "MOST"),
+        ("CHATPULSE_MODERATION_HORIZON", "soon"),
+        # not co-partitioned with the messages topic (6 partitions by default)
+        ("CHATPULSE_EVENTS_PARTITIONS", "3"),
     ],
 )
 def test_bad_setting_names_itself(
@@ -70,6 +73,15 @@ def test_bad_setting_names_itself(
     with pytest.raises(ConfigError, match=variable) as caught:
         load_settings()
     assert "\n" not in str(caught.value)
+
+
+def test_the_events_topic_follows_the_messages_topics_partitions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHATPULSE_MESSAGES_PARTITIONS", "12")
+    assert load_settings().events_partition_count == 12
+    monkeypatch.setenv("CHATPULSE_EVENTS_PARTITIONS", "12")
+    assert load_settings().events_partition_count == 12
 
 
 def test_chat_message_wire_round_trip() -> None:
