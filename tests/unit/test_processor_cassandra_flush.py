@@ -4,6 +4,7 @@ place of the driver's (no Cassandra here; the integration tests use the real one
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -22,13 +23,14 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement
 from quixstreams.sinks import SinkBackpressureError
 
 from chatpulse import cli
+from chatpulse.buckets import message_bucket, user_bucket
 from chatpulse.errors import ConfigError
-from chatpulse.models import ChatMessage, ChatSpike
+from chatpulse.models import ChatEvent, ChatMessage, ChatSpike
 from chatpulse.processor import app as processor_app
 from chatpulse.processor import cli as processor_cli
 from chatpulse.processor.binding import RowBatch, RowBinder
 from chatpulse.processor.cassandra_flush import CassandraFlush
-from chatpulse.processor.channel import ChannelCounter, ChannelUpdate
+from chatpulse.processor.channel import ChannelCounter, ChannelUpdate, ModerationUpdate
 from chatpulse.processor.cql import CassandraWriter, batches, cql_date
 from chatpulse.processor.errors import SchemaMissingError
 from chatpulse.processor.metrics import ProcessorMetrics
@@ -646,3 +648,38 @@ def test_a_chat_spike_is_upserted_under_its_channel_and_window_start() -> None:
     _add(sink, updates)
     sink.flush()
     assert session.rows("spike") == [("c0", T0 + MIN, "1m", T0 + 2 * MIN, 60, 12.5, 3.0)] * 2
+
+
+def test_moderation_marks_rows_with_the_ttl_they_have_left_and_writes_its_windows() -> None:
+    writer, session = _writer()
+    sink = CassandraFlush(writer)
+    counter = ChannelCounter([MIN], grace_ms=0, dedup_horizon_ms=MIN)
+    store = DictStore()
+    now = int(time.time() * 1000)
+    sent = now - now % MIN - 3_600_000  # about an hour ago
+    message = ChatMessage(
+        id="m1", channel="c0", user_id="7", user_login="Someone", text="hi", sent_at=sent
+    )
+    counted = counter.process(message, store)
+    assert counted is not None
+    event = ChatEvent(
+        type="message_deleted", channel="c0", sent_at=sent + 5, id="e1", target_msg_id="m1"
+    )
+    update = counter.moderate(event, store)
+    assert isinstance(update, ModerationUpdate)
+    assert [t.id for t in update.marks] == ["m1"]
+    sink.keep_moderation(update, 0)
+    sink.flush()
+    ((ttl, channel, bucket, at, mid),) = session.rows("mark_message")
+    left = 30 * 86_400 - (now - sent) // 1000  # the row's TTL less its age
+    assert left - 5 <= ttl <= left
+    assert (channel, bucket, at, mid) == ("c0", message_bucket(sent), sent, "m1")
+    assert session.rows("mark_user_message") == [
+        (ttl, "c0", "someone", user_bucket(sent), sent, "m1")
+    ]
+    (window,) = session.rows("window")
+    assert window[5:7] == (1, 1)  # messages, chatters
+    assert window[10:] == (1, 0, 0)  # deleted_messages, timeouts, bans
+    session.sent.clear()
+    sink.flush()
+    assert session.sent == []  # kept for one checkpoint only
