@@ -8,7 +8,7 @@ its service does:
 - ``ingest`` writes the messages, events and dead-letter topics (transactionally, under its
   transactional id prefix), reads the tracked channels (one throwaway group per start) and the
   messages topic's retention;
-- ``processor`` reads the messages in its consumer group, writes channel stats and dead
+- ``processor`` reads the messages and events in its consumer group, writes channel stats and dead
   letters, owns Quix's changelog and repartition topics (it creates them) and its
   transactional ids; in Cassandra it reads and writes the keyspace;
 - ``api`` reads channel stats (live stream) and the tracked channels, writes the tracked
@@ -95,7 +95,8 @@ def kafka_acls(
         KafkaAcl("processor", "TOPIC", t.messages, False, (*read, "DESCRIBE_CONFIGS")),
         KafkaAcl("processor", "TOPIC", t.stats, False, (*write, "DESCRIBE_CONFIGS")),
         KafkaAcl("processor", "TOPIC", t.deadletter, False, (*write, "DESCRIBE_CONFIGS")),
-        KafkaAcl("processor", "TOPIC", t.events, False, ("DESCRIBE",)),
+        # the moderation join reads CLEARMSG/CLEARCHAT events in the same group
+        KafkaAcl("processor", "TOPIC", t.events, False, (*read, "DESCRIBE_CONFIGS")),
         KafkaAcl("processor", "TOPIC", t.tracked, False, ("DESCRIBE",)),
         KafkaAcl("processor", "TOPIC", f"changelog__{processor_group}--", True, own),
         KafkaAcl("processor", "TOPIC", f"repartition__{processor_group}--", True, own),
