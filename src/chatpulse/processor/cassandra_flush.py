@@ -239,8 +239,14 @@ class CassandraFlush(UpdateWriter):
         )
         try:
             statements = [self._statements_for(updates) for updates in batches.values()]
-            statements.append(self._moderation_statements(batches, moderation))
-            for group in statements:
+            marks = bool(moderation) or any(u.deleted for us in batches.values() for u in us)
+            if marks:
+                statements.append(self._moderation_statements(batches, moderation))
+            for number, group in enumerate(statements):
+                if marks and number == len(statements) - 1:
+                    # a mark only once its message's rows are acknowledged: it never lands
+                    # on a row that is not there (an UPDATE would make one without a record)
+                    in_flight.wait()
                 for statement, parameters in group:
                     if generation != self._generation:
                         logger.warning("an abandoned Cassandra flush stopped sending")
