@@ -135,9 +135,11 @@ def generate(
     a random generator of their own (the rest of the stream is the same as without). With
     ``moderation`` (a share of the messages), CLEARMSG events of a recent message, timeouts
     and bans of a recent chatter and a few clears follow messages, stamped 1 ms after their
-    channel's latest message, some of them delivered twice."""
+    channel's latest message, some of them delivered twice (from a generator of their own
+    too)."""
     rng = random.Random(seed)
     burst_rng = random.Random(seed + 1_000_003)
+    mod_rng = random.Random(seed + 2_000_003)  # events: the messages stay as without
     burst_at = set(burst_rng.sample(range(messages), bursts)) if bursts else set()
     if base is None:
         base = int(time.time() * 1000) - 2 * 3_600_000
@@ -173,10 +175,10 @@ def generate(
             records.append(record)
         recent.setdefault(channel, []).append(record)
         del recent[channel][:-20]
-        if rng.random() < moderation:
-            event = _moderation_event(rng, channel, recent[channel], clock[channel] + 1)
+        if moderation and mod_rng.random() < moderation:
+            event = _moderation_event(mod_rng, channel, recent[channel], clock[channel] + 1)
             records.append(event)
-            if rng.random() < 0.1:
+            if mod_rng.random() < 0.1:
                 records.append(event)  # delivered twice
     # redeliver a block of earlier records (an ingest reconnect overlap)
     records.extend(records[len(records) // 2 : len(records) // 2 + 200])

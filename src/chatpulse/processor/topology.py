@@ -334,19 +334,8 @@ def _output(value: bytes, topic: Topic, key: bytes | None) -> Output:
     return out
 
 
-def build_pipeline(
-    app: Application,
-    topics: PipelineTopics,
-    config: PipelineConfig,
-    writers: Sequence[UpdateWriter] = (),
-    metrics: ProcessorMetrics | None = None,
-) -> StreamingDataFrame:
-    """Build the processor's dataframe over ``topics.messages`` on ``app``.
-
-    One stateful node decodes, counts, hands each :class:`ChannelUpdate` to the writers and
-    yields the output records; one node produces them. Returns that dataframe.
-    """
-    metrics = metrics or ProcessorMetrics()
+def _counter(config: PipelineConfig, metrics: ProcessorMetrics) -> ChannelCounter:
+    """The counting step of ``config``, counting its tallies into ``metrics``."""
     counter = ChannelCounter(
         list(config.window_sizes_ms),
         config.grace_ms,
@@ -360,6 +349,23 @@ def build_pipeline(
     counter.untracked_emotes = metrics.untracked_emotes
     counter.untracked_chatters = metrics.untracked_chatters
     counter.unmatched = metrics.moderation_unmatched
+    return counter
+
+
+def build_pipeline(
+    app: Application,
+    topics: PipelineTopics,
+    config: PipelineConfig,
+    writers: Sequence[UpdateWriter] = (),
+    metrics: ProcessorMetrics | None = None,
+) -> StreamingDataFrame:
+    """Build the processor's dataframe over ``topics.messages`` on ``app``.
+
+    One stateful node decodes, counts, hands each :class:`ChannelUpdate` to the writers and
+    yields the output records; one node produces them. Returns that dataframe.
+    """
+    metrics = metrics or ProcessorMetrics()
+    counter = _counter(config, metrics)
     events_topic = topics.events.name if topics.events is not None else None
     throttle = LiveThrottle(min(config.window_sizes_ms), config.live_update_interval_s)
     late_labels = {size: format_duration(size) for size in config.window_sizes_ms}
