@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from chatpulse.models import ChatMessage, decode_chat_message
+from chatpulse.models import ChatEvent, ChatMessage, decode_chat_message
 from chatpulse.settings import Settings
 from chatpulse.storage import connect
 from chatpulse.topics import Topics
@@ -273,16 +274,25 @@ def spikes_of(
 
 
 def records_of(
-    messages: list[ChatMessage],
+    messages: list[ChatMessage], events: Sequence[ChatEvent] = ()
 ) -> tuple[list[Record], dict[str, str], dict[str, str]]:
-    """Chat messages (e.g. simulated chat as the ingest converts it) as Records, the name of
-    each emote id they use and the login of each user id (for :func:`ground_truth`)."""
+    """Chat messages (e.g. simulated chat as the ingest converts it) as Records, with the
+    moderation events among ``events`` merged in by time (each channel's chat is in time
+    order), the name of each emote id they use and the login of each user id (for
+    :func:`ground_truth`)."""
     names = {e.id: m.emote_name(e) for m in messages for e in m.emotes}
     logins = {m.user_id: m.user_login for m in messages}
     records = [
         Record(m.channel, b"", m.id, m.user_id, m.sent_at, tuple(e.id for e in m.emotes))
         for m in messages
     ]
+    moderation = [
+        Record(e.channel, b"", e.id, e.user_id, e.sent_at, (), e.type, e.target_msg_id)
+        for e in events
+        if e.type in ("message_deleted", "timeout", "ban", "clear")
+    ]
+    if moderation:  # (a stable sort: a message before an event of the same time)
+        records = sorted(records + moderation, key=lambda r: (r.sent_at, bool(r.event)))
     return records, names, logins
 
 

@@ -290,8 +290,9 @@ def _pipeline(
             index, CHANNELS, rate, seed, duration_s=duration_s, start_ms=start_ms
         )
     ]
-    messages, _events = expected_records(lines)
-    records, emote_names, logins = records_of(messages)
+    # (the simulated CLEARMSG/CLEARCHAT lines too: the processor joins them with the chat)
+    messages, events = expected_records(lines)
+    records, emote_names, logins = records_of(messages, events)
     truth = ground_truth(
         records,
         top_capacity=settings.top_chatters_capacity,
