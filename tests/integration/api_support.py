@@ -82,8 +82,9 @@ class KnownStream:
 
     windows: dict[str, int]
     messages: list[ChatMessage] = field(default_factory=list)
-    # moderation: per channel a CLEARMSG of its 4th message, a timeout of its 6th message's
-    # user just after it, and a ban of the 11th message's user after the 21st message
+    # moderation, where a channel has the messages for it: a CLEARMSG of its 4th message, a
+    # timeout of its 6th message's user just after it, and a ban of the 11th message's user
+    # after the 21st message
     events: list[ChatEvent] = field(default_factory=list)
 
     @classmethod
@@ -97,16 +98,17 @@ class KnownStream:
                 sent_at = base + i * step + c * 997
                 stream.messages.append(_message(channel, i, sent_at, users=3 + count // 6))
             own = stream.of(channel)
-            stream.events.append(
-                ChatEvent(
-                    type="message_deleted",
-                    channel=channel,
-                    sent_at=own[3].sent_at + 1,
-                    id=f"clearmsg:{own[3].id}",
-                    target_msg_id=own[3].id,
-                    user_login=own[3].user_login,
+            if count > 3:  # a channel of three messages or fewer has no moderation
+                stream.events.append(
+                    ChatEvent(
+                        type="message_deleted",
+                        channel=channel,
+                        sent_at=own[3].sent_at + 1,
+                        id=f"clearmsg:{own[3].id}",
+                        target_msg_id=own[3].id,
+                        user_login=own[3].user_login,
+                    )
                 )
-            )
             for kind, who, after in (("timeout", 5, 5), ("ban", 10, 20)):
                 if after < count:
                     target, at = own[who], own[after].sent_at + 2

@@ -111,6 +111,9 @@ def test_live_stream_delivers_updates_to_every_subscriber_within_2s(settings: Se
                 "unique_chatters": 3,
                 "top_emotes": [{"id": "25", "name": "Kappa", "count": 4}],
                 "closed": False,
+                "deleted_messages": 0,
+                "timeouts": 0,
+                "bans": 0,
                 "top_chatters": [
                     {"login": "someviewer", "count": 5},
                     {"login": "another_one", "count": 2},

@@ -7,8 +7,11 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from confluent_kafka import TopicPartition
 from quixstreams import Application
 from quixstreams.checkpointing import Checkpoint
+from quixstreams.internal_consumer import InternalConsumer
+from quixstreams.internal_consumer.buffering import InternalConsumerBuffer
 from quixstreams.models.topics import TopicManager
 from quixstreams.processing import ProcessingContext
 from quixstreams.sinks import BaseSink, SinkManager
@@ -132,3 +135,75 @@ def test_the_topic_manager_lists_changelog_topics_by_stream() -> None:
     )
     assert hasattr(app, "_topic_manager")
     assert isinstance(app._topic_manager, TopicManager)
+
+
+class _Record:
+    """The part of a confluent_kafka.Message that Quix's consumer buffer reads."""
+
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._where = (topic, partition, offset)
+
+    def topic(self) -> str:
+        return self._where[0]
+
+    def partition(self) -> int:
+        return self._where[1]
+
+    def offset(self) -> int:
+        return self._where[2]
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_000 + self._where[2])
+
+    def error(self) -> None:
+        return None
+
+
+def _buffer_holding(records: list[_Record]) -> InternalConsumerBuffer:
+    buffer = InternalConsumerBuffer(max_partition_buffer_size=100)
+    buffer.assign_partitions(
+        [TopicPartition(t, p) for t in ("messages", "events") for p in range(3)]
+    )
+    buffer.feed(messages=records, high_watermarks={})  # type: ignore[arg-type]
+    return buffer
+
+
+def test_buffered_starts_names_each_partitions_first_buffered_record() -> None:
+    records = [_Record("messages", 0, o) for o in (7, 8, 9)] + [_Record("events", 2, 40)]
+    buffer = _buffer_holding(records)
+    assert quix_hooks.buffered_starts(buffer) == {("messages", 0): 7, ("events", 2): 40}
+    # events[0] is known to be empty, so messages[0]'s oldest record is the next one read
+    buffer.feed(messages=[], high_watermarks={("events", 0): 0, ("messages", 0): 10})
+    popped = buffer.pop()
+    assert popped is not None
+    assert popped.offset() == 7
+    assert quix_hooks.buffered_starts(buffer)[("messages", 0)] == 8  # ... 8 is next
+
+
+def test_backpressure_rewinds_buffered_partitions_the_checkpoint_did_not_process() -> None:
+    """What Checkpoint.commit calls, and what the consumer does with it, is what the hook
+    assumes; the wrapped call seeks buffered-only partitions to their first record."""
+    commit = inspect.getsource(Checkpoint.commit)
+    assert "trigger_backpressure(" in commit
+    assert "offsets_to_seek=" in commit
+    trigger = inspect.getsource(InternalConsumer.trigger_backpressure)
+    assert "self._buffer.clear(" in trigger
+    assert "offsets_to_seek.get(" in trigger
+
+    seen: list[dict[tuple[str, int], int]] = []
+
+    class Consumer:
+        _buffer = _buffer_holding(
+            [_Record("messages", 0, 7), _Record("messages", 1, 3), _Record("events", 1, 11)]
+        )
+
+        def trigger_backpressure(
+            self, offsets_to_seek: dict[tuple[str, int], int], resume_after: float
+        ) -> None:
+            seen.append(offsets_to_seek)
+
+    app = type("App", (), {"_consumer": Consumer()})()
+    quix_hooks.rewind_buffered_reads(app)  # type: ignore[arg-type]
+    # the checkpoint processed messages[0] from offset 5: that offset wins over the buffer's
+    app._consumer.trigger_backpressure(offsets_to_seek={("messages", 0): 5}, resume_after=0.5)
+    assert seen == [{("messages", 0): 5, ("messages", 1): 3, ("events", 1): 11}]

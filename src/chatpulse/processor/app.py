@@ -19,7 +19,11 @@ from chatpulse.processor.cql import CassandraWriter
 from chatpulse.processor.metrics import ProcessorMetrics
 from chatpulse.processor.offsets import restore_missing_offsets
 from chatpulse.processor.outage import is_kafka_outage
-from chatpulse.processor.quix_hooks import changelog_topic, time_checkpoints
+from chatpulse.processor.quix_hooks import (
+    changelog_topic,
+    rewind_buffered_reads,
+    time_checkpoints,
+)
 from chatpulse.processor.spikes import SpikeRule
 from chatpulse.processor.state_guard import check_state_dir
 from chatpulse.processor.topology import PipelineConfig, PipelineTopics, build_pipeline
@@ -129,6 +133,7 @@ def build_processor(
     )
     build_pipeline(app, topics, config, writers=writers, metrics=metrics)
     time_checkpoints(app, metrics.checkpoint_seconds.observe)
+    rewind_buffered_reads(app)
     return Processor(app=app, cassandra=writer, metrics=metrics)
 
 

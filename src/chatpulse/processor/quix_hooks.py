@@ -34,6 +34,16 @@ What is relied on:
    state is older than its second input: ``__dataframe_clone__(stream=..., stream_id=...)``
    keeps the messages topic's stream id, so an existing state and changelog are used as
    they are (:func:`concat_keeping_state`).
+6. **Backpressure rewinds buffered reads.** A concatenating application reads through the
+   ``InternalConsumer``'s buffer (``_buffer``: ``_partition_groups`` by partition number,
+   each ``_partition_buffers`` by topic, each a deque ``_messages`` of fetched, unprocessed
+   records). On sink backpressure ``Checkpoint.commit`` calls
+   ``consumer.trigger_backpressure(offsets_to_seek=..., resume_after=...)`` with the first
+   offsets the checkpoint *processed*; the consumer pauses every data partition, clears its
+   buffer, and seeks only those. A partition that had records buffered but none processed in
+   the checkpoint is not sought back, so its cleared records were skipped for good (their
+   offsets were committed over by the next checkpoint): counts lost in a Cassandra outage.
+   :func:`rewind_buffered_reads` also seeks such a partition to its first buffered record.
 """
 
 import abc
@@ -51,9 +61,11 @@ __all__ = [
     "QUIX_VERSION",
     "STATE_TRANSACTION",
     "CheckpointHook",
+    "buffered_starts",
     "changelog_topic",
     "concat_keeping_state",
     "register_checkpoint_hooks",
+    "rewind_buffered_reads",
     "time_checkpoints",
     "transaction_is_open",
 ]
@@ -143,3 +155,33 @@ def concat_keeping_state(left: StreamingDataFrame, right: StreamingDataFrame) ->
         stream=merged.stream, stream_id=left.stream_id
     )
     return clone
+
+
+def buffered_starts(buffer: Any) -> dict[tuple[str, int], int]:
+    """``{(topic, partition): offset}`` of the first record each partition of a Quix
+    ``InternalConsumerBuffer`` holds (partitions with nothing buffered are left out)."""
+    starts: dict[tuple[str, int], int] = {}
+    for group in buffer._partition_groups.values():
+        for topic, partition_buffer in group._partition_buffers.items():
+            if partition_buffer._messages:
+                starts[(topic, group.partition)] = partition_buffer._messages[0].offset()
+    return starts
+
+
+def rewind_buffered_reads(app: Application) -> None:
+    """On sink backpressure, also seek back every partition whose buffered records the
+    consumer is about to drop although the checkpoint processed none of them (item 6 above).
+
+    A partition the checkpoint processed keeps its offset (its first processed record, which
+    comes before anything buffered); one with nothing buffered is already at its next record.
+    """
+    consumer: Any = app._consumer
+    trigger = consumer.trigger_backpressure
+
+    def trigger_rewinding_buffers(
+        offsets_to_seek: dict[tuple[str, int], int], resume_after: float
+    ) -> None:
+        offsets = buffered_starts(consumer._buffer) | offsets_to_seek
+        trigger(offsets_to_seek=offsets, resume_after=resume_after)
+
+    consumer.trigger_backpressure = trigger_rewinding_buffers
