@@ -240,21 +240,19 @@ class Pipeline:
                         item["unique_chatters"],
                         item["top_emotes"],
                         item["top_chatters"],
+                        item["deleted_messages"],
+                        item["timeouts"],
+                        item["bans"],
                         item["closed"],
                     )
                     for item in response.json()["items"]
                 }
                 want = {
                     (iso(start), iso(start + size)): (
-                        count,
-                        chatters,
-                        top,
-                        top_chatters,
+                        *window,
                         (c, n, start) in self.truth.closed,
                     )
-                    for (c, n, start), (count, chatters, top, top_chatters) in (
-                        self.truth.windows.items()
-                    )
+                    for (c, n, start), window in self.truth.windows.items()
                     if c == channel and n == name
                 }
                 assert got == want, (channel, name)
