@@ -66,10 +66,23 @@ def private_reaches(modules: dict[str, ast.Module]) -> list[str]:
     return found
 
 
+# Reaches into a library's private names that happen to share a name with one of ours: the
+# module's docstring lists each such reach and why (Quix Streams' consumer and read buffer).
+THIRD_PARTY_REACHES = {
+    "chatpulse.processor.quix_hooks": {"app._consumer", "consumer._buffer"},
+}
+
+
+def _ours(found: str) -> bool:
+    module, _, rest = found.partition(":")
+    expression = rest.partition(" uses ")[2]
+    return expression not in THIRD_PARTY_REACHES.get(module, set())
+
+
 def test_no_module_reaches_into_another_through_a_private_name() -> None:
     modules = _modules()
     assert len(modules) > 50  # the whole package was read
-    assert private_reaches(modules) == []
+    assert [found for found in private_reaches(modules) if _ours(found)] == []
 
 
 def test_the_check_catches_both_kinds_of_reach() -> None:
