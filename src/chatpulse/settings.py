@@ -201,6 +201,9 @@ class Settings(BaseSettings):
     # is the channel POST's ``{"channel": ...}``, a few dozen bytes.
     api_max_body_bytes: int = Field(default=4096, ge=64)
     api_cache_max_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
+    # A read Cassandra cannot answer in time (a node just died) is answered from the cache's
+    # copy if it is at most this old, with ``Age`` (RFC 5861 stale-if-error; 0: never).
+    api_stale_if_error_s: float = Field(default=30.0, ge=0, le=3600)
     api_max_live_connections: int = Field(default=500, ge=1)
     # /readyz answers from a copy at most this old: a flood of probes costs one check per period.
     api_readiness_ttl_s: float = Field(default=1.0, ge=0)

@@ -140,3 +140,73 @@ async def test_a_cancelled_computation_does_not_fail_the_waiters() -> None:
     await asyncio.sleep(0.01)
     first.cancel()
     assert await waiter == b'{"n":2}'
+
+
+class Timeout(Exception):
+    """Stands for a transient storage error (what ``transient`` lets a stale copy answer)."""
+
+
+def stale_cache(stale_s: float) -> ResponseCache:
+    return ResponseCache(
+        0.02, stale_if_error_s=stale_s, transient=lambda exc: isinstance(exc, Timeout)
+    )
+
+
+async def test_a_transient_error_is_answered_by_the_expired_copy_with_its_age() -> None:
+    cache, source = stale_cache(10.0), Source()
+    assert await cache.answer("k", source) == (b'{"n":1}', 0.0)
+    await asyncio.sleep(0.05)
+
+    async def timing_out() -> Answer:
+        raise Timeout
+
+    body, age_s = await cache.answer("k", timing_out)
+    assert body == b'{"n":1}'
+    assert 0.05 <= age_s < 1.0
+    # the copy is not refreshed by being served: once the source answers, it is fresh again
+    assert await cache.answer("k", source) == (b'{"n":2}', 0.0)
+
+
+async def test_waiters_of_a_failed_computation_get_the_stale_copy_too() -> None:
+    cache = stale_cache(10.0)
+    await cache.json("k", Source())
+    await asyncio.sleep(0.05)
+
+    async def slow_timeout() -> Answer:
+        await asyncio.sleep(0.02)
+        raise Timeout
+
+    answers = await asyncio.gather(*(cache.json("k", slow_timeout) for _ in range(5)))
+    assert answers == [b'{"n":1}'] * 5
+
+
+async def test_no_stale_copy_for_other_errors_for_copies_too_old_or_for_new_keys() -> None:
+    cache = stale_cache(0.2)
+    await cache.json("k", Source())
+    await asyncio.sleep(0.03)  # past the ttl: the copy is stale
+
+    async def permanent() -> Answer:
+        raise RuntimeError("schema missing")
+
+    async def timing_out() -> Answer:
+        raise Timeout
+
+    with pytest.raises(RuntimeError):
+        await cache.json("k", permanent)  # not transient: never answered from a copy
+    with pytest.raises(Timeout):
+        await cache.json("other", timing_out)  # nothing kept for this key
+    await asyncio.sleep(0.2)
+    with pytest.raises(Timeout):
+        await cache.json("k", timing_out)  # the copy is older than stale_if_error_s
+
+
+async def test_stale_if_error_is_off_by_default() -> None:
+    cache = ResponseCache(0.01)
+    await cache.json("k", Source())
+    await asyncio.sleep(0.02)
+
+    async def timing_out() -> Answer:
+        raise Timeout
+
+    with pytest.raises(Timeout):
+        await cache.json("k", timing_out)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from chatpulse.api.cache import ResponseCache
 from chatpulse.api.cursors import Cursors
 from chatpulse.api.db import CassandraGateway
+from chatpulse.api.errors import StorageUnavailableError
 from chatpulse.api.hub import LiveHub
 from chatpulse.api.readiness import Readiness, cluster_check
 from chatpulse.api.tracked import TrackedChannels
@@ -57,7 +58,12 @@ async def running_services(settings: Settings, cache_ttl_s: float) -> AsyncItera
         tracked=tracked,
         readiness=Readiness(cluster_check(db, tracked, hub), ttl_s=settings.api_readiness_ttl_s),
         cursors=Cursors(),
-        cache=ResponseCache(cache_ttl_s, max_bytes=settings.api_cache_max_bytes),
+        cache=ResponseCache(
+            cache_ttl_s,
+            max_bytes=settings.api_cache_max_bytes,
+            stale_if_error_s=settings.api_stale_if_error_s,
+            transient=lambda exc: isinstance(exc, StorageUnavailableError),
+        ),
         windows=dict(zip(settings.windows, settings.window_sizes_ms, strict=True)),
     )
     # No topic or table is created here: the API reads with the least rights (DDL belongs to

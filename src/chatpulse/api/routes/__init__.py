@@ -1,10 +1,15 @@
 """Thin routers, one per resource."""
 
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
-from chatpulse.api.problems import PROBLEM_MEDIA_TYPE, Problem
+from fastapi import Response
+from pydantic import BaseModel
 
-__all__ = ["problems"]
+from chatpulse.api.problems import PROBLEM_MEDIA_TYPE, Problem
+from chatpulse.api.services import Services
+
+__all__ = ["cached_json", "problems"]
 
 _DESCRIPTIONS = {
     400: "Bad request (a cursor not valid for this query, or a body that is not JSON)",
@@ -27,3 +32,13 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for status in statuses
     }
+
+
+async def cached_json(
+    services: Services, key: Hashable, compute: Callable[[], Awaitable[BaseModel]]
+) -> Response:
+    """``compute()``'s JSON through the response cache, with ``Age`` when it is a copy (a
+    stale one, up to CHATPULSE_API_STALE_IF_ERROR_S old, in place of a storage timeout)."""
+    body, age_s = await services.cache.answer(key, compute)
+    headers = {"Age": str(int(age_s))} if age_s > 0 else None
+    return Response(body, media_type="application/json", headers=headers)

@@ -11,7 +11,7 @@ from chatpulse.api import queries
 from chatpulse.api.cursors import MAX_CURSOR_CHARS, token_position
 from chatpulse.api.deps import ChannelName, ServicesDep, known_totals
 from chatpulse.api.errors import ApiError
-from chatpulse.api.routes import problems
+from chatpulse.api.routes import cached_json, problems
 from chatpulse.api.schemas import (
     ChannelPage,
     ChannelSummary,
@@ -52,7 +52,12 @@ async def _require_api_key(
 WriteAccess = Depends(_require_api_key)
 
 
-@router.get("", responses=problems(400, 422, 503))
+@router.get(
+    "",
+    response_model=ChannelPage,
+    response_class=JSONResponse,
+    responses=problems(400, 422, 503),
+)
 async def list_channels(
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 50,
@@ -60,16 +65,21 @@ async def list_channels(
         str | None,
         Query(max_length=MAX_CURSOR_CHARS, description="next_cursor of the previous page"),
     ] = None,
-) -> ChannelPage:
-    """Every channel seen (totals) or tracked, in a stable order, one page at a time."""
+) -> Response:
+    """Every channel seen (totals) or tracked, in a stable order, one page at a time
+    (answers may be up to 1 s old)."""
     after = None
     if cursor is not None:
         after = token_position(services.cursors.check("channels", cursor))
-    items, next_token = await queries.channel_page(
-        services.db, tracked=services.tracked.channels, after_token=after, limit=limit
-    )
-    next_cursor = None if next_token is None else services.cursors.issue("channels", next_token)
-    return ChannelPage(items=items, next_cursor=next_cursor)
+
+    async def page() -> ChannelPage:
+        items, next_token = await queries.channel_page(
+            services.db, tracked=services.tracked.channels, after_token=after, limit=limit
+        )
+        next_cursor = None if next_token is None else services.cursors.issue("channels", next_token)
+        return ChannelPage(items=items, next_cursor=next_cursor)
+
+    return await cached_json(services, ("channels", after, limit), page)
 
 
 @router.get(
@@ -97,8 +107,7 @@ async def channel_summary(channel: ChannelName, services: ServicesDep) -> Respon
             windows=windows,
         )
 
-    body = await services.cache.json(("summary", channel), summary)
-    return Response(body, media_type="application/json")
+    return await cached_json(services, ("summary", channel), summary)
 
 
 @router.post(

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from chatpulse.api import queries
 from chatpulse.api.deps import ServicesDep, check_window
-from chatpulse.api.routes import problems
+from chatpulse.api.routes import cached_json, problems
 from chatpulse.api.schemas import LeaderboardOut
 
 __all__ = ["router"]
@@ -32,5 +32,4 @@ async def get_leaderboard(
     async def board() -> LeaderboardOut:
         return await queries.leaderboard(services.db, window=window, limit=limit)
 
-    body = await services.cache.json(("leaderboard", window, limit), board)
-    return Response(body, media_type="application/json")
+    return await cached_json(services, ("leaderboard", window, limit), board)

@@ -12,7 +12,7 @@ from chatpulse.api import queries
 from chatpulse.api.deps import ChannelName, ServicesDep, check_window, known_totals
 from chatpulse.api.errors import ApiError
 from chatpulse.api.queries import Totals
-from chatpulse.api.routes import problems
+from chatpulse.api.routes import cached_json, problems
 from chatpulse.api.schemas import StatsOut, to_ms
 from chatpulse.api.services import Services
 
@@ -78,8 +78,7 @@ async def channel_stats(
             services, totals, window=window, size_ms=size_ms, from_=from_, to=to, limit=limit
         )
 
-    body = await services.cache.json(("stats", channel, window, from_, to, limit), stats)
-    return Response(body, media_type="application/json")
+    return await cached_json(services, ("stats", channel, window, from_, to, limit), stats)
 
 
 async def _stats(
