@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     join_window_s: float = Field(default=10.0, gt=0)
     channels_per_connection: int = Field(default=90, ge=1)
     ingest_buffer_messages: int = Field(default=100_000, ge=1)
+    # A producer that failed fatally but not by fencing or a refused permission is replaced by a
+    # new one at most this many times in any 10 minutes (0: never); past it the ingest stops.
+    ingest_producer_replacements: int = Field(default=3, ge=0, le=100)
     # A longer IRC line is dead-lettered (cut) and skipped; Twitch's longest are a few KB.
     irc_max_line_bytes: int = Field(default=65_536, ge=1_024, le=16 * 1024 * 1024)
     spill_dir: Path = Field(default_factory=lambda: _default_data_dir() / "spill")

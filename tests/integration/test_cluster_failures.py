@@ -10,8 +10,7 @@ window's count, chatters, top emotes and closed flag), Cassandra and channel-sta
 (processor_support.assert_exact), the ingest's spill empty, and the same processor process
 from start to end. The 30 s down time of each test overlaps the stream.
 
-Here: the broker leading the most partitions, and one Cassandra node. The two-broker test of
-issue 13 is not here yet (docs/operations.md, "What a node failure does", says why).
+Here: the broker leading the most partitions, one Cassandra node, and two brokers at once.
 
 Measurements (leader re-election, time to resume, spill sizes) print on stdout (``-s``);
 docs/operations.md, "What a node failure does", reports them.
@@ -441,4 +440,48 @@ def test_a_killed_cassandra_node_stops_nothing_and_the_api_answers_throughout(
         node_rejoined_s=rejoined_s,
         all_counted_s=done_s,
         spilled=spilled,
+    )
+
+
+def test_two_brokers_down_hold_the_chat_and_lose_nothing_once_one_returns(
+    cluster_stack: Stack, tmp_path: Path
+) -> None:
+    with _pipeline(cluster_stack, tmp_path, rate=1_000, duration_s=45, seed=41) as pipe:
+        pipe.wait_flowing()
+        channel = pipe.busiest_channel()
+        pid = pipe.processor_pid
+        # the busiest leader and one other; the first comes back after 30 s, the second later
+        second = _busiest_leader(pipe.settings)
+        first = min({1, 2, 3} - {second})
+        killed = time.monotonic()
+        assert cluster_stack.kill(f"kafka-{first}")
+        assert cluster_stack.kill(f"kafka-{second}")
+        # One broker of three: no controller quorum, min.insync.replicas=2 not met; acks=all
+        # writes cannot commit. The ingest reads chat on and holds it (memory, then spill).
+        pipe.watch(killed, killed + DOWN_S, channel=channel)
+        lines = [s.lines for s in pipe.samples]
+        assert lines[-1] > lines[0]
+        held = max(s.buffered for s in pipe.samples)
+        spill_bytes = max(s.spill_bytes for s in pipe.samples)
+        assert held > 0 or spill_bytes > 0
+        broker = cluster_stack.server(f"kafka-{first}")
+        assert broker.start()  # 30 s after the kill: two of three again
+        done_s = pipe.wait_all_counted(timeout_s=420) - killed
+        pipe.assert_api_exact()
+        assert_exact(pipe.settings, pipe.truth, timeout_s=120, procs=(pipe.processor,))
+        assert pipe.processor_pid == pid
+        assert pipe.processor.alive()
+        spilled = pipe.assert_spill_drained()
+        assert cluster_stack.server(f"kafka-{second}").start()
+        for number in (first, second):  # the session's cluster stays whole
+            cluster_stack.server(f"kafka-{number}").wait_ready(300)
+        rejoined_s = time.monotonic() - killed
+    _report(
+        "two brokers killed",
+        messages=pipe.total,
+        max_held_in_memory=held,
+        max_spill_bytes=spill_bytes,
+        spilled=spilled,
+        all_counted_s=done_s,
+        brokers_rejoined_s=rejoined_s,
     )

@@ -62,6 +62,12 @@ def assert_passed(name: str, code: int, lines: list[str], bootstrap: str) -> Non
     assert left == [], f"the lab left its topics: {left}"
 
 
+def show(capsys: pytest.CaptureFixture[str], verdict: str, took: float) -> None:
+    """The lab's verdict line and time in the test run's output (what each lab measured)."""
+    with capsys.disabled():
+        print(f"\n    {verdict} [{took:.1f}s]", flush=True)
+
+
 def _acls(admin: Settings) -> set[str]:
     """Every ACL on the (secured) stack, as text."""
     client = admin_client(admin.kafka_bootstrap_servers, admin.kafka_security_config())
@@ -89,27 +95,31 @@ def _acls(admin: Settings) -> set[str]:
         "late-data",
     ],
 )
-def test_lab_passes(stack: Stack, name: str) -> None:
+def test_lab_passes(stack: Stack, name: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, lines, took = run_lab(name, *stack_options(stack))
-    print(f"{lines[-1] if lines else name} [{took:.1f}s]")  # with -s: the verdict and time
+    show(capsys, lines[-1] if lines else name, took)
     assert_passed(name, code, lines, stack.kafka_bootstrap_servers)
 
 
 @pytest.mark.cluster
-def test_replication_lab_passes_on_the_session_cluster(cluster_stack: Stack) -> None:
+def test_replication_lab_passes_on_the_session_cluster(
+    cluster_stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, lines, took = run_lab("replication", *stack_options(cluster_stack))
-    print(f"{lines[-1] if lines else 'replication'} [{took:.1f}s]")  # with -s
+    show(capsys, lines[-1] if lines else "replication", took)
     assert_passed("replication", code, lines, cluster_stack.kafka_bootstrap_servers)
     # the lab brought the broker it killed back: the cluster is whole for the tests after it
     assert all(server.is_running() for server in cluster_stack.kafka_servers)
 
 
 @pytest.mark.secure
-def test_security_lab_passes_on_the_session_secured_stack(secure_stack: Stack) -> None:
+def test_security_lab_passes_on_the_session_secured_stack(
+    secure_stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
     admin = principal_settings(stack_environment(secure_stack, "admin"))
     before = _acls(admin)
     code, lines, took = run_lab("security", *stack_options(secure_stack))
-    print(f"{lines[-1] if lines else 'security'} [{took:.1f}s]")  # with -s
+    show(capsys, lines[-1] if lines else "security", took)
     assert lines, "the lab printed nothing"
     assert lines[-1].startswith("lab security: PASS - "), "\n".join(lines[-40:])
     assert code == 0

@@ -24,6 +24,7 @@ from chatpulse.ingest.irc.client import Received, TwitchChatClient
 from chatpulse.ingest.irc.parser import DATA_COMMANDS
 from chatpulse.ingest.metrics import IngestMetrics
 from chatpulse.ingest.producer import IngestProducer
+from chatpulse.ingest.replacement import Replacements
 from chatpulse.ingest.spill import Spill
 from chatpulse.ingest.timestamps import SentAtWindow, read_retention_ms
 from chatpulse.kafka_admin import admin_client
@@ -89,6 +90,8 @@ class IngestService:
         self._sent_messages = self.metrics.records_sent.labels("messages")
         self._sent_events = self.metrics.records_sent.labels("events")
         self._producer: IngestProducer | None = None
+        self._replacements = Replacements(settings.ingest_producer_replacements)
+        self._acked_before = 0  # by producers replaced after a fatal error
         self._client: TwitchChatClient | None = None
         self._tracked: TrackedChannelsFollower | None = None
         self._bad_tracked: list[BadTrackedRecord] = []  # dead-lettered at each follow
@@ -106,19 +109,7 @@ class IngestService:
         """Run until ``stop`` is set (or the IRC client ends); return the summary."""
         started = time.monotonic()
         settings = self.settings
-        spill = Spill(settings.spill_dir)
-        self._producer = IngestProducer(
-            settings.kafka_bootstrap_servers,
-            self.topics,
-            spill,
-            self.metrics,
-            buffer_messages=settings.ingest_buffer_messages,
-            txn_id=transactional_id(
-                f"{settings.topic_prefix}chatpulse-ingest", settings.spill_dir, settings.instance_id
-            ),
-            deadletter_raw_max_bytes=settings.deadletter_raw_max_bytes,
-            config_overrides=dict(settings.kafka_security_config()),
-        )
+        self._producer = self._new_producer()
         self._tracked = TrackedChannelsFollower(
             settings.kafka_bootstrap_servers,
             self.topics.tracked,
@@ -172,7 +163,7 @@ class IngestService:
             messages=self.messages,
             events=self.events,
             deadlettered=self.deadlettered,
-            produced=sum(self._producer.acked.values()),
+            produced=self._acked_before + sum(self._producer.acked.values()),
             spilled_at_exit=spilled,
             seconds=time.monotonic() - started,
         )
@@ -190,18 +181,53 @@ class IngestService:
         )
         return summary
 
+    def _new_producer(self) -> IngestProducer:
+        """A transactional producer; it starts by sending what the spill holds."""
+        settings = self.settings
+        return IngestProducer(
+            settings.kafka_bootstrap_servers,
+            self.topics,
+            Spill(settings.spill_dir),
+            self.metrics,
+            buffer_messages=settings.ingest_buffer_messages,
+            txn_id=transactional_id(
+                f"{settings.topic_prefix}chatpulse-ingest", settings.spill_dir, settings.instance_id
+            ),
+            deadletter_raw_max_bytes=settings.deadletter_raw_max_bytes,
+            config_overrides=dict(settings.kafka_security_config()),
+        )
+
+    def _after_fatal(self, error: KafkaError) -> None:
+        """Replace the failed producer (:mod:`chatpulse.ingest.replacement`) or stop."""
+        assert self._producer is not None
+        if not self._replacements.allow(error):
+            raise ProducerFailedError(_fatal_message(error, self.settings))
+        failed = self._producer
+        # On the event loop, not in a thread: no batch may reach the failed producer while its
+        # records go back to the spill (bounded by its call timeout, about a second).
+        put_back = failed.close(0.0)
+        self._acked_before += sum(failed.acked.values())
+        self._producer = self._new_producer()
+        logger.error(
+            "the Kafka producer failed (%s): replaced by a new one (%d of at most %d in 10 "
+            "minutes); its %d held records went back to the spill and are sent again",
+            error.str(),
+            self._replacements.recent,
+            self._replacements.limit,
+            put_back,
+        )
+
     # -- reading -----------------------------------------------------------------------------
 
     async def _read(self) -> None:
         assert self._client is not None
         assert self._producer is not None
-        producer = self._producer
         since_poll = 0
         async for batch in self._client.batches():
             self._handle_batch(batch)
             since_poll += len(batch)
             if since_poll >= _POLL_EVERY_RECORDS:
-                producer.poll()
+                self._producer.poll()  # (not kept in a local: a failed one is replaced)
                 since_poll = 0
         if not self._stopping:
             logger.warning("the IRC client stopped delivering lines")
@@ -296,7 +322,7 @@ class IngestService:
             self._producer.poll()
             fatal = self._producer.fatal_error
             if fatal is not None:
-                raise ProducerFailedError(_fatal_message(fatal, self.settings))
+                self._after_fatal(fatal)
             self.metrics.lines_received.inc(self.lines - self._reported_lines)
             self._reported_lines = self.lines
             now = time.monotonic()
@@ -389,7 +415,7 @@ class IngestService:
             self.messages,
             self.events,
             self.deadlettered,
-            sum(acked.values()),
+            self._acked_before + sum(acked.values()),
             self._producer.buffered,
             "; SPILLING to disk" if self._producer.spilling else "",
         )
