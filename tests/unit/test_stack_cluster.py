@@ -114,6 +114,8 @@ def test_a_three_plus_three_stack_lays_out_its_nodes(tmp_path: Path) -> None:
         ("127.0.0.3", 9042, 9043),
     ]
     assert stack.cassandra_contact_points == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    # each is ready only once it knows the two others (a new cluster's ring has formed)
+    assert [c.peers for c in stack.cassandra_servers] == [2, 2, 2]
     assert [c.home for c in stack.cassandra_servers] == [
         tmp_path / f"cassandra-{n}" for n in (1, 2, 3)
     ]
@@ -131,6 +133,7 @@ def test_a_single_node_stack_keeps_its_names_ports_and_layout(tmp_path: Path) ->
     ]
     assert stack.kafka.ports == {"client": 19092, "controller": 19093}
     assert stack.server("kafka-1") is stack.kafka
+    assert stack.cassandra.peers == 0
     stack._remember_layout()
     assert not (tmp_path / "cluster.json").exists()
 

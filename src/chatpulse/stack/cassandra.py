@@ -292,6 +292,7 @@ class CassandraServer(JavaServer):
         address: str = "127.0.0.1",
         seed: str = "127.0.0.1",
         initial_token: int | None = None,
+        peers: int = 0,
         security: CassandraSecurity | None = None,
         jar_cache: Path | None = None,
         progress: Callable[[str], None] | None = None,
@@ -307,6 +308,8 @@ class CassandraServer(JavaServer):
         self.address = address
         self.seed = seed
         self.initial_token = initial_token
+        # The other nodes of its cluster: ready only once it knows them all (see answers()).
+        self.peers = peers
         # Set by the stack when every node of a cluster starts for the first time.
         self.new_cluster = False
         if initial_token is not None:
@@ -401,7 +404,16 @@ class CassandraServer(JavaServer):
             ssl_context=context,
         )
         try:
-            cluster.connect().execute("SELECT release_version FROM system.local", timeout=5)
+            session = cluster.connect()
+            session.execute("SELECT release_version FROM system.local", timeout=5)
+            # A node of a new cluster answers clients before gossip has told it of the others:
+            # a keyspace created then gets one copy ("replication factor 3 ... higher than the
+            # number of nodes 1") and the other nodes never hear of it. Ready once every
+            # other node is among its peers (a row is written when a peer joins the ring).
+            if self.peers:
+                known = session.execute("SELECT peer FROM system.peers", timeout=5).all()
+                if len(known) < self.peers:
+                    return False
         except Exception:  # noqa: BLE001 - any failure means "not ready yet"
             return False
         finally:

@@ -209,6 +209,7 @@ class Stack:
                 node=node,
                 address=f"127.0.0.{node}",
                 initial_token=token,
+                peers=self.cassandra_nodes - 1,
                 heap=CLUSTER_CASSANDRA_HEAP,
                 security=self._cassandra_security(),
                 jar_cache=jar_cache,
