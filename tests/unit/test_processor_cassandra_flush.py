@@ -537,8 +537,15 @@ def test_a_flush_past_its_deadline_becomes_backpressure() -> None:
     sink = CassandraFlush(writer, retry_after_s=1.0, flush_timeout_s=0.2)
     session.answer = False
     _add(sink, _updates(3))
+    assert (sink.bound.held, sink.bound.limit) == (3, None)
     with pytest.raises(SinkBackpressureError):
         sink.flush()
+    # the next checkpoints are bounded (checkpoint_bound): here at its floor, 500 messages
+    assert (sink.bound.held, sink.bound.limit) == (0, 500)
+    session.answer = True
+    _add(sink, _updates(3))
+    sink.flush()
+    assert (sink.bound.held, sink.bound.limit) == (0, 750)
 
 
 def test_an_abandoned_flush_stops_and_leaves_the_next_checkpoint_alone() -> None:

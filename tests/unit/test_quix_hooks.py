@@ -118,6 +118,26 @@ def test_time_checkpoints_observes_commits_only(tmp_path: Path) -> None:
     assert seen[0] >= 0
 
 
+def test_checkpoints_end_early_when_full_says_so(tmp_path: Path) -> None:
+    app = Application(
+        broker_address="127.0.0.1:1",
+        consumer_group="unit",
+        state_dir=tmp_path / "state",
+        use_changelog_topics=False,
+        loglevel=None,
+    )
+    context = app._processing_context
+    full = False
+    quix_hooks.end_checkpoints_early(app, lambda: full)
+    context.init_checkpoint()
+    first = context._checkpoint
+    context.commit_checkpoint()  # not expired, not full: the same checkpoint goes on
+    assert context._checkpoint is first
+    full = True
+    context.commit_checkpoint()  # full: ended (it was empty: closed) and a new one begun
+    assert context._checkpoint is not first
+
+
 def test_changelog_records_carry_their_checkpoints_processed_offsets() -> None:
     source = inspect.getsource(PartitionTransaction._prepare)
     assert "json_dumps(processed_offsets)" in source

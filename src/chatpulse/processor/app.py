@@ -21,6 +21,7 @@ from chatpulse.processor.offsets import restore_missing_offsets
 from chatpulse.processor.outage import is_kafka_outage
 from chatpulse.processor.quix_hooks import (
     changelog_topic,
+    end_checkpoints_early,
     rewind_buffered_reads,
     time_checkpoints,
 )
@@ -134,6 +135,8 @@ def build_processor(
     build_pipeline(app, topics, config, writers=writers, metrics=metrics)
     time_checkpoints(app, metrics.checkpoint_seconds.observe)
     rewind_buffered_reads(app)
+    for flush in writers:  # shorter checkpoints while Cassandra writes slowly
+        end_checkpoints_early(app, flush.bound.full)
     return Processor(app=app, cassandra=writer, metrics=metrics)
 
 

@@ -41,6 +41,7 @@ from chatpulse.models import WindowStats, history_login
 from chatpulse.processor.aggregate import WindowAggregate, top_emotes
 from chatpulse.processor.binding import RowBinder
 from chatpulse.processor.channel import ChannelUpdate, ModerationUpdate
+from chatpulse.processor.checkpoint_bound import CheckpointBound
 from chatpulse.processor.cql import (
     TRANSIENT_ERRORS,
     CassandraWriter,
@@ -188,6 +189,8 @@ class CassandraFlush(UpdateWriter):
         self._flush_timeout_s = flush_timeout_s
         self._user_history = user_history
         self._search_index = search_index
+        # commits a checkpoint early while Cassandra writes slowly (checkpoint_bound says why)
+        self.bound = CheckpointBound()
         self._generation = 0  # bumped by every flush and pause: an older flush stops sending
         # this checkpoint's updates by source partition
         self._updates: dict[int, list[ChannelUpdate]] = {}
@@ -204,6 +207,7 @@ class CassandraFlush(UpdateWriter):
         if updates is None:
             updates = self._updates[partition] = []
         updates.append(update)
+        self.bound.held += 1
 
     def keep_moderation(self, update: ModerationUpdate, partition: int) -> None:
         """Keep one moderation event's update (window counts, marks) for the flush."""
@@ -222,6 +226,7 @@ class CassandraFlush(UpdateWriter):
         self._updates = {}
         self._moderation = []
         self._generation += 1
+        self.bound.dropped()
 
     def _write(
         self, batches: dict[int, list[ChannelUpdate]], moderation: list[ModerationUpdate]
@@ -258,6 +263,7 @@ class CassandraFlush(UpdateWriter):
             in_flight.wait()
         except TRANSIENT_ERRORS as exc:
             self._metrics.sink_backpressure.inc()
+            self.bound.failed()
             logger.warning(
                 "Cassandra write failed (%s: %s); pausing %.1fs and processing the "
                 "checkpoint again",
@@ -270,7 +276,9 @@ class CassandraFlush(UpdateWriter):
             if not schema_missing(exc):
                 raise
             self._recreate_schema(exc)
+            self.bound.dropped()
             raise SinkBackpressureError(retry_after=_SCHEMA_RETRY_AFTER_S) from exc
+        self.bound.written()
         self._metrics.sink_write_seconds.observe(time.perf_counter() - start)
 
     def _retrying(self, exc: Exception) -> None:

@@ -44,6 +44,8 @@ What is relied on:
    the checkpoint is not sought back, so its cleared records were skipped for good (their
    offsets were committed over by the next checkpoint): counts lost in a Cassandra outage.
    :func:`rewind_buffered_reads` also seeks such a partition to its first buffered record.
+7. **Checkpoints ended early.** The same ``commit_checkpoint(force, revoking)`` commits before
+   the interval ends when ``force`` is true (:func:`end_checkpoints_early`).
 """
 
 import abc
@@ -64,6 +66,7 @@ __all__ = [
     "buffered_starts",
     "changelog_topic",
     "concat_keeping_state",
+    "end_checkpoints_early",
     "register_checkpoint_hooks",
     "rewind_buffered_reads",
     "time_checkpoints",
@@ -133,6 +136,21 @@ def time_checkpoints(app: Application, observe: Callable[[float], None]) -> None
             observe(time.perf_counter() - start)
 
     context.commit_checkpoint = timed_commit
+
+
+def end_checkpoints_early(app: Application, full: Callable[[], bool]) -> None:
+    """Commit the checkpoint before its interval ends whenever ``full()`` says so.
+
+    Quix calls the context's ``commit_checkpoint()`` after every message it processes and
+    commits when the checkpoint has expired; this wrapper forces the commit when ``full()``
+    is true too (:mod:`chatpulse.processor.checkpoint_bound`)."""
+    context: Any = app._processing_context
+    commit = context.commit_checkpoint
+
+    def bounded_commit(force: bool = False, revoking: bool = False) -> None:
+        commit(force=force or full(), revoking=revoking)
+
+    context.commit_checkpoint = bounded_commit
 
 
 def changelog_topic(app: Application, source: str) -> str:
