@@ -58,7 +58,6 @@ Semantics (see the counting rules of the interface spec):
 """
 
 import bisect
-import hashlib
 import struct
 from array import array
 from dataclasses import dataclass, field
@@ -75,6 +74,15 @@ from chatpulse.processor.aggregate import (
     WindowAggregate,
     numeric_user_id,
     to_window_stats,
+)
+from chatpulse.processor.buckets import (
+    BUCKET_PARTS,
+    MAX_TOKEN,
+    KeyValueStore,
+    delete_bucket,
+    read_bucket,
+    token_of,
+    write_bucket,
 )
 from chatpulse.processor.metrics import Tally
 from chatpulse.processor.moderation import (
@@ -98,11 +106,8 @@ __all__ = [
     "dedup_bucket_ms",
 ]
 
-_pack_q = struct.Struct(">q").pack
 _chunk_key = struct.Struct(">cqqI").pack  # b"x", window size, window start, first user id
 _talkers_key = struct.Struct(">cqq").pack  # b"t", window size, window start
-_MAX_TOKEN = 64  # longer message ids are kept as a 33-byte digest
-_BUCKET_PARTS = struct.Struct(">H")  # a bucket split into parts: their number, a part's key
 _ID_END = 2**32  # user ids in bitmaps are unsigned 32-bit
 _CONTAINER_IDS = 2**16  # a range this small serialises to at most ~8 KiB
 _EMOTE_COUNT = UNTRACKED_CHATTER - 1  # the emote part of WindowAggregate.add's result
@@ -152,16 +157,6 @@ class _EventKey(NamedTuple):
 
     id: str
     sent_at: int
-
-
-class KeyValueStore(Protocol):
-    """The slice of ``quixstreams.State`` used here (bytes in, bytes out)."""
-
-    def get_bytes(self, key: bytes) -> bytes | None: ...
-
-    def set_bytes(self, key: bytes, value: bytes) -> None: ...
-
-    def delete(self, key: bytes) -> None: ...
 
 
 @dataclass(slots=True)
@@ -245,7 +240,7 @@ class _ChannelRecord:
         window = self.windows.pop((size, start))
         key = _talkers_key(b"t", size, start)
         self.dropped.append(key)
-        self.dropped.extend(key + _BUCKET_PARTS.pack(n) for n in range(1, window.talkers.parts))
+        self.dropped.extend(key + BUCKET_PARTS.pack(n) for n in range(1, window.talkers.parts))
         return window
 
     @classmethod
@@ -284,9 +279,9 @@ def _read_talkers(store: KeyValueStore, key: bytes) -> TopChatters:
     first = store.get_bytes(key)
     if first is None:  # a window in the state of an older chatpulse
         return TopChatters()
-    (count,) = _BUCKET_PARTS.unpack_from(first)
+    (count,) = BUCKET_PARTS.unpack_from(first)
     data = first[2:] + b"".join(
-        store.get_bytes(key + _BUCKET_PARTS.pack(n)) or b"" for n in range(1, count)
+        store.get_bytes(key + BUCKET_PARTS.pack(n)) or b"" for n in range(1, count)
     )
     talkers = TopChatters.from_tuple(_talkers_decoder.decode(data))
     talkers.parts = count
@@ -298,11 +293,11 @@ def _write_talkers(store: KeyValueStore, key: bytes, talkers: TopChatters, limit
     data = _talkers_encoder.encode(talkers.to_tuple())
     step = limit - 2
     pieces = [data[i : i + step] for i in range(0, len(data), step)] or [b""]
-    store.set_bytes(key, _BUCKET_PARTS.pack(len(pieces)) + pieces[0])
+    store.set_bytes(key, BUCKET_PARTS.pack(len(pieces)) + pieces[0])
     for n, piece in enumerate(pieces[1:], 1):
-        store.set_bytes(key + _BUCKET_PARTS.pack(n), piece)
+        store.set_bytes(key + BUCKET_PARTS.pack(n), piece)
     for n in range(len(pieces), talkers.parts):
-        store.delete(key + _BUCKET_PARTS.pack(n))
+        store.delete(key + BUCKET_PARTS.pack(n))
     talkers.parts = len(pieces)
     talkers.dirty = False
 
@@ -367,45 +362,9 @@ def dedup_bucket_ms(horizon_ms: int) -> int:
     return max(1_000, horizon_ms // 3_600)
 
 
-def _id_token(message_id: str) -> bytes:
-    raw = message_id.encode()
-    # the separator of a bucket's id list, or an id longer than Twitch's UUIDs (36 bytes)
-    if b"\n" in raw or len(raw) > _MAX_TOKEN:
-        raw = b"#" + hashlib.blake2b(raw, digest_size=16).hexdigest().encode()
-    return raw
-
-
-def _bucket_key(bucket: int, prefix: bytes = _DEDUP) -> bytes:
-    return prefix + _pack_q(bucket)
-
-
 def _transaction_of(store: KeyValueStore) -> object:
     """The state transaction a Quix ``State`` is bound to (a plain store is its own)."""
     return getattr(store, STATE_TRANSACTION, store)
-
-
-def _read_bucket(store: KeyValueStore, bucket: int, prefix: bytes = _DEDUP) -> set[bytes]:
-    key = _bucket_key(bucket, prefix)
-    data = store.get_bytes(key) or b""
-    if data[:1] != b"P":
-        ids = set(data.split(b"\n"))
-    else:  # split into parts (see ChannelCounter._write_bucket)
-        (count,) = _BUCKET_PARTS.unpack_from(data, 1)
-        ids = set(data[3:].split(b"\n"))
-        for number in range(1, count):
-            ids.update((store.get_bytes(key + _BUCKET_PARTS.pack(number)) or b"").split(b"\n"))
-    ids.discard(b"")
-    return ids
-
-
-def _delete_bucket(store: KeyValueStore, bucket: int, prefix: bytes = _DEDUP) -> None:
-    key = _bucket_key(bucket, prefix)
-    data = store.get_bytes(key) or b""
-    if data[:1] == b"P":
-        (count,) = _BUCKET_PARTS.unpack_from(data, 1)
-        for number in range(1, count):
-            store.delete(key + _BUCKET_PARTS.pack(number))
-    store.delete(key)
 
 
 class ChannelCounter:
@@ -609,7 +568,7 @@ class ChannelCounter:
             index = self._join_buckets(work)
             position = bisect.bisect_left(index, bucket)
             if position < len(index) and index[position] == bucket:
-                tokens = _read_bucket(work.store, bucket, _JOIN)
+                tokens = read_bucket(work.store, bucket, _JOIN)
             else:
                 tokens = set()
                 index.insert(position, bucket)
@@ -637,7 +596,7 @@ class ChannelCounter:
         expired = bisect.bisect_left(index, cutoff)
         old = list(index[:expired])
         for bucket in old:
-            _delete_bucket(work.store, bucket, _JOIN)
+            delete_bucket(work.store, bucket, _JOIN)
             work.join_buckets.pop(bucket, None)
             work.join_dirty.discard(bucket)
         del index[:expired]
@@ -651,7 +610,7 @@ class ChannelCounter:
             record.join = JoinIndex.from_tokens(
                 (
                     bucket,
-                    work.join_buckets.get(bucket) or _read_bucket(work.store, bucket, _JOIN),
+                    work.join_buckets.get(bucket) or read_bucket(work.store, bucket, _JOIN),
                 )
                 for bucket in self._join_buckets(work)
             )
@@ -720,7 +679,7 @@ class ChannelCounter:
         for bucket in work.dirty_buckets:
             ids = work.buckets.get(bucket)
             if ids is not None:
-                self._write_bucket(store, bucket, ids)
+                write_bucket(store, bucket, ids, _DEDUP, self._chunk_bytes)
         if work.index_dirty and work.index is not None:
             store.set_bytes(_BUCKETS, work.index.tobytes())
         work.dirty_buckets.clear()
@@ -730,7 +689,7 @@ class ChannelCounter:
         for bucket in work.join_dirty:
             tokens = work.join_buckets.get(bucket)
             if tokens is not None:
-                self._write_bucket(store, bucket, tokens, _JOIN)
+                write_bucket(store, bucket, tokens, _JOIN, self._chunk_bytes)
         if work.join_index_dirty and work.join_index is not None:
             store.set_bytes(_JOIN_BUCKETS, work.join_index.tobytes())
         record = work.record
@@ -814,35 +773,6 @@ class ChannelCounter:
             written.append(now)
         chunks.starts, chunks.written = starts, written
 
-    def _write_bucket(
-        self, store: KeyValueStore, bucket: int, ids: set[bytes], prefix: bytes = _DEDUP
-    ) -> None:
-        """A bucket's ids as one record, or split into parts of at most ``chunk_bytes``.
-
-        Readers take the part count from part 0, so a part past it is never read. A bucket
-        only grows and a part wastes less than one id (65 bytes), so a rewrite has at most
-        one part fewer than before: that one is deleted.
-        """
-        data = b"\n" + b"\n".join(ids) + b"\n"
-        key = _bucket_key(bucket, prefix)
-        if len(data) <= self._chunk_bytes:
-            store.set_bytes(key, data)
-            return
-        limit = self._chunk_bytes - 8
-        parts: list[list[bytes]] = [[]]
-        size = 0
-        for token in ids:
-            if size + len(token) + 1 > limit:
-                parts.append([])
-                size = 0
-            parts[-1].append(token)
-            size += len(token) + 1
-        count = _BUCKET_PARTS.pack(len(parts))
-        store.set_bytes(key, b"P" + count + b"\n" + b"\n".join(parts[0]) + b"\n")
-        for number, part in enumerate(parts[1:], 1):
-            store.set_bytes(key + _BUCKET_PARTS.pack(number), b"\n" + b"\n".join(part) + b"\n")
-        store.delete(key + _BUCKET_PARTS.pack(len(parts)))
-
     def _is_duplicate(self, message: "_Keyed", work: _Working, latest: int) -> bool:
         bucket = message.sent_at // self._bucket_ms
         ids = work.buckets.get(bucket)
@@ -850,7 +780,7 @@ class ChannelCounter:
             index = self._index(work)
             position = bisect.bisect_left(index, bucket)
             if position < len(index) and index[position] == bucket:
-                ids = _read_bucket(work.store, bucket)
+                ids = read_bucket(work.store, bucket, _DEDUP)
             else:
                 cutoff = self._cutoff(latest)
                 if bucket < cutoff:
@@ -860,8 +790,8 @@ class ChannelCounter:
                 self._expire(work, index, cutoff)
             work.buckets[bucket] = ids
         token = message.id.encode()
-        if b"\n" in token or len(token) > _MAX_TOKEN:
-            token = _id_token(message.id)
+        if b"\n" in token or len(token) > MAX_TOKEN:
+            token = token_of(message.id)
         if token in ids:
             return True
         ids.add(token)
@@ -885,7 +815,7 @@ class ChannelCounter:
         """Drop the buckets that fell out of the horizon (a new bucket changed the index)."""
         expired = bisect.bisect_left(index, cutoff)
         for old in index[:expired]:
-            _delete_bucket(work.store, old)
+            delete_bucket(work.store, old, _DEDUP)
             work.buckets.pop(old, None)
             work.dirty_buckets.discard(old)
         del index[:expired]

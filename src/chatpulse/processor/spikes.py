@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import msgspec
 
 from chatpulse.models import ChatSpike, WindowStats
-from chatpulse.processor.channel import KeyValueStore
+from chatpulse.processor.buckets import KeyValueStore
 from chatpulse.windows import format_duration
 
 __all__ = ["STATE_KEY", "Baseline", "SpikeDetector", "SpikeRule"]
