@@ -124,6 +124,13 @@ class WindowStats(msgspec.Struct, frozen=True):
     deleted_messages: int = 0
     timeouts: int = 0
     bans: int = 0
+    # chatter sessions (per channel and user, see chatpulse.processor.sessions): started in
+    # the window, ended in it (at last message + CHATPULSE_SESSION_GAP), and the ended ones'
+    # mean and p90 length in seconds (None when none ended)
+    sessions_started: int = 0
+    sessions_ended: int = 0
+    session_mean_s: float | None = None
+    session_p90_s: int | None = None
 
 
 class ChatSpike(msgspec.Struct, frozen=True):

@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     # How long the moderation join keeps a channel's messages (to find what a CLEARMSG or a
     # CLEARCHAT targets) and its actions (for messages read after them), in channel time.
     moderation_horizon: str = "10m"
+    # A chatter's session ends after this long without a message of theirs in the channel
+    # (whole seconds); "off": sessions are not counted (no per-chatter state is kept).
+    session_gap: str = "10m"
     # Off: every message counts, a repeated id too (``chatpulse lab exactly-once`` turns it off
     # so that what it shows is the processing guarantee alone). Keep it on in production.
     dedup: bool = True
@@ -249,6 +252,13 @@ class Settings(BaseSettings):
         parse_duration(value)
         return value
 
+    @field_validator("session_gap")
+    @classmethod
+    def _session_gap(cls, value: str) -> str:
+        if value.strip().lower() != "off" and parse_duration(value) % 1000:
+            raise ValueError(f"{value!r} is not a whole number of seconds (or use off)")
+        return value
+
     @field_validator("twitch_irc_url")
     @classmethod
     def _irc_url(cls, value: str) -> str:
@@ -345,6 +355,13 @@ class Settings(BaseSettings):
     @property
     def moderation_horizon_ms(self) -> int:
         return parse_duration(self.moderation_horizon)
+
+    @property
+    def session_gap_ms(self) -> int:
+        """The session gap in ms, 0 when sessions are off."""
+        if self.session_gap.strip().lower() == "off":
+            return 0
+        return parse_duration(self.session_gap)
 
     @property
     def events_partition_count(self) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pyroaring import BitMap
 
 from chatpulse.models import ChatMessage, TopEmote, WindowStats
+from chatpulse.processor.sessions import WindowSessions
 from chatpulse.processor.topchatters import DEFAULT_CAPACITY, TopChatters
 from chatpulse.windows import format_duration
 
@@ -42,6 +43,8 @@ MAX_OTHER_CHATTER_ID = 32
 # added to add()'s result for a chatter left untracked (emote counts stay below it)
 UNTRACKED_CHATTER = 1 << 32
 _MAX_U32 = 2**32 - 1
+
+_NO_SESSIONS = WindowSessions()
 
 # (messages, serialized chatter bitmap, other chatters, emotes): the stored form
 AggregateTuple = tuple[int, bytes, list[str], dict[str, tuple[int, str]]]
@@ -71,6 +74,9 @@ class WindowAggregate:
     deleted_messages: int = 0
     timeouts: int = 0
     bans: int = 0
+    # chatter sessions started and ended in the window (chatpulse.processor.sessions), None
+    # while it has none
+    sessions: WindowSessions | None = None
 
     @classmethod
     def from_tuple(cls, value: AggregateTuple) -> "WindowAggregate":
@@ -159,6 +165,7 @@ def to_window_stats(
     channel: str, size_ms: int, start: int, aggregate: WindowAggregate, *, closed: bool
 ) -> WindowStats:
     """The wire form of one window's statistics."""
+    sessions = aggregate.sessions or _NO_SESSIONS
     return WindowStats(
         channel=channel,
         window=format_duration(size_ms),
@@ -172,4 +179,8 @@ def to_window_stats(
         deleted_messages=aggregate.deleted_messages,
         timeouts=aggregate.timeouts,
         bans=aggregate.bans,
+        sessions_started=sessions.started,
+        sessions_ended=sessions.ended,
+        session_mean_s=sessions.mean_s,
+        session_p90_s=sessions.p90_s,
     )

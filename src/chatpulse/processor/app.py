@@ -173,6 +173,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         deadletter_raw_max_bytes=settings.deadletter_raw_max_bytes,
         spike_rule=spike_rule(settings),
         moderation_horizon_ms=settings.moderation_horizon_ms,
+        session_gap_ms=settings.session_gap_ms,
     )
 
 

@@ -95,6 +95,12 @@ from chatpulse.processor.moderation import (
     target_token,
 )
 from chatpulse.processor.quix_hooks import STATE_TRANSACTION, transaction_is_open
+from chatpulse.processor.sessions import (
+    OpenSessions,
+    SessionRules,
+    SessionsTuple,
+    WindowSessions,
+)
 from chatpulse.processor.topchatters import DEFAULT_CAPACITY, TopChatters, TopChattersTuple
 
 __all__ = [
@@ -123,9 +129,20 @@ _JOIN_BUCKETS = b"J"  # the sorted numbers of the join buckets
 _ACTIONS = b"a"  # the moderation actions of the join horizon
 _record_encoder = msgspec.msgpack.Encoder()
 # (total, first_seen, last_seen, [(size, start, aggregate, first ids of its chunks,
-# (deleted_messages, timeouts, bans))]): a window with no chunks has its bitmap inline in
-# the aggregate, else an empty one there
+# (deleted_messages, timeouts, bans), sessions or None)]): a window with no chunks has its
+# bitmap inline in the aggregate, else an empty one there
 _record_decoder = msgspec.msgpack.Decoder(
+    tuple[
+        int,
+        int,
+        int,
+        list[
+            tuple[int, int, AggregateTuple, list[int], tuple[int, int, int], SessionsTuple | None]
+        ],
+    ]
+)
+# the layout before chatter sessions
+_sessionless_decoder = msgspec.msgpack.Decoder(
     tuple[int, int, int, list[tuple[int, int, AggregateTuple, list[int], tuple[int, int, int]]]]
 )
 # the layout before moderation counts
@@ -250,16 +267,21 @@ class _ChannelRecord:
             total, first_seen, last_seen, windows = _record_decoder.decode(data)
         except msgspec.ValidationError:
             try:
-                total, first_seen, last_seen, older = _unmoderated_decoder.decode(data)
-                windows = [(*entry, _NO_MODERATION) for entry in older]
+                total, first_seen, last_seen, sessionless = _sessionless_decoder.decode(data)
+                windows = [(*entry, None) for entry in sessionless]
             except msgspec.ValidationError:
-                total, first_seen, last_seen, legacy = _legacy_decoder.decode(data)
-                windows = [
-                    (size, start, agg, _NO_CHUNKS, _NO_MODERATION) for size, start, agg in legacy
-                ]
+                try:
+                    total, first_seen, last_seen, older = _unmoderated_decoder.decode(data)
+                    windows = [(*entry, _NO_MODERATION, None) for entry in older]
+                except msgspec.ValidationError:
+                    total, first_seen, last_seen, legacy = _legacy_decoder.decode(data)
+                    windows = [
+                        (size, start, agg, _NO_CHUNKS, _NO_MODERATION, None)
+                        for size, start, agg in legacy
+                    ]
         aggregates: dict[tuple[int, int], WindowAggregate] = {}
         chunked: dict[tuple[int, int], _Chunks] = {}
-        for size, start, agg, starts, moderation in windows:
+        for size, start, agg, starts, moderation, sessions in windows:
             if starts:
                 messages, _, others, emotes = agg
                 aggregate = WindowAggregate(messages, BitMap(), others, emotes)
@@ -268,6 +290,8 @@ class _ChannelRecord:
                 aggregate = WindowAggregate.from_tuple(agg)
             aggregate.talkers = _read_talkers(store, _talkers_key(b"t", size, start))
             aggregate.deleted_messages, aggregate.timeouts, aggregate.bans = moderation
+            if sessions is not None:
+                aggregate.sessions = WindowSessions.from_tuple(sessions)
             aggregates[(size, start)] = aggregate
         actions = Actions.decode(store.get_bytes(_ACTIONS))
         return cls(total, first_seen, last_seen, aggregates, chunked=chunked, actions=actions)
@@ -339,6 +363,8 @@ class _Working:
     join_dirty: set[int] = field(default_factory=set)
     join_index: "array[int] | None" = None
     join_index_dirty: bool = False
+    # the channel's open chatter sessions, when sessions are counted
+    sessions: OpenSessions | None = None
 
 
 class _Detached:
@@ -381,6 +407,7 @@ class ChannelCounter:
         dedup: bool = True,
         top_capacity: int = DEFAULT_CAPACITY,
         join_horizon_ms: int = 10 * 60_000,
+        session_gap_ms: int = 0,
     ) -> None:
         if chunk_bytes < 2 * 8_192 + 64:
             raise ValueError("chunk_bytes must hold a full roaring container (16 KiB or more)")
@@ -402,6 +429,8 @@ class ChannelCounter:
         self._join_bucket_ms = dedup_bucket_ms(join_horizon_ms)
         # CLEARMSGs whose message was not found when they were read
         self.unmatched = Tally()
+        # chatter sessions (see .sessions), None when not counted (a gap of 0)
+        self.sessions = SessionRules(session_gap_ms, grace_ms) if session_gap_ms else None
         # by (partition, channel): a partition's state is its own, even for a channel that
         # shows up on two partitions (a producer with another partitioner, or a topic whose
         # partition count was changed)
@@ -462,17 +491,69 @@ class ChannelCounter:
 
         self.untracked_emotes.value += untracked & _EMOTE_COUNT
         self.untracked_chatters.value += untracked >> 32
+        if self.sessions is not None:
+            self._count_session(work, record, message, latest, bool(late))
         if record.next_close and latest >= record.next_close:
-            next_close = 0
-            for size, start in list(windows):
-                ends = start + size + grace
-                if ends <= latest:
-                    final = record.close(size, start)
-                    closed.append(to_window_stats(channel, size, start, final, closed=True))
-                elif ends < next_close or not next_close:
-                    next_close = ends
-            record.next_close = next_close
+            self._close(record, channel, latest, closed)
         return self._remember(work, record, update, latest) if self._join_ms else update
+
+    def _close(
+        self, record: _ChannelRecord, channel: str, latest: int, closed: list[WindowStats]
+    ) -> None:
+        """Close the windows whose end + grace ``latest`` reached, into ``closed``."""
+        next_close = 0
+        grace = self._grace_ms
+        for size, start in list(record.windows):
+            ends = start + size + grace
+            if ends <= latest:
+                final = record.close(size, start)
+                closed.append(to_window_stats(channel, size, start, final, closed=True))
+            elif ends < next_close or not next_close:
+                next_close = ends
+        record.next_close = next_close
+
+    def _count_session(
+        self,
+        work: _Working,
+        record: _ChannelRecord,
+        message: ChatMessage,
+        latest: int,
+        late: bool,
+    ) -> None:
+        """Expire the sessions over at ``latest`` (before any window closes at it), then
+        count the message in its user's session unless it is late for a window."""
+        rules = self.sessions
+        assert rules is not None
+        sessions = work.sessions
+        if sessions is None:
+            sessions = work.sessions = OpenSessions(work.store)
+
+        def windows_at(time: int) -> list[WindowSessions]:
+            return self._sessions_at(record, time)
+
+        due = sessions.due(rules.gap_ms, rules.grace_ms)
+        if due is not None and latest >= due:
+            rules.expire(sessions, latest, windows_at)
+        if not late:
+            rules.message(sessions, token_of(message.user_id), message.sent_at, latest, windows_at)
+
+    def _sessions_at(self, record: _ChannelRecord, time: int) -> list[WindowSessions]:
+        """The session counts of the channel's windows holding ``time`` (made when the
+        channel had no message there; never a closed one, see .sessions)."""
+        found: list[WindowSessions] = []
+        windows = record.windows
+        for size in self._sizes:
+            start = time - time % size
+            aggregate = windows.get((size, start))
+            if aggregate is None:
+                aggregate = windows[(size, start)] = WindowAggregate()
+                ends = start + size + self._grace_ms
+                if ends < record.next_close or not record.next_close:
+                    record.next_close = ends
+            if aggregate.sessions is None:
+                aggregate.sessions = WindowSessions()
+            found.append(aggregate.sessions)
+        return found
 
     def moderate(
         self, event: ChatEvent, store: KeyValueStore, partition: int = 0
@@ -703,6 +784,9 @@ class ChannelCounter:
         work.join_buckets.clear()
         work.join_index = None
         work.join_index_dirty = False
+        if work.sessions is not None:
+            work.sessions.write(self._chunk_bytes)
+            work.sessions = None
         # Let go of the transaction: Quix keeps a committed transaction's writes in memory,
         # and a quiet channel's copy would hold on to one per checkpoint it was active in.
         work.store = _DETACHED
@@ -714,7 +798,9 @@ class ChannelCounter:
         for key in record.dropped:
             store.delete(key)
         record.dropped.clear()
-        entries: list[tuple[int, int, AggregateTuple, list[int], tuple[int, int, int]]] = []
+        entries: list[
+            tuple[int, int, AggregateTuple, list[int], tuple[int, int, int], SessionsTuple | None]
+        ] = []
         for (size, start), agg in record.windows.items():
             if agg.talkers.dirty:
                 key = _talkers_key(b"t", size, start)
@@ -730,6 +816,7 @@ class ChannelCounter:
                             (agg.messages, bitmap, agg.other_chatters, agg.emotes),
                             [],
                             agg.moderation(),
+                            None if agg.sessions is None else agg.sessions.to_tuple(),
                         )
                     )
                     continue
@@ -742,6 +829,7 @@ class ChannelCounter:
                     (agg.messages, b"", agg.other_chatters, agg.emotes),
                     chunks.starts,
                     agg.moderation(),
+                    None if agg.sessions is None else agg.sessions.to_tuple(),
                 )
             )
         return _record_encoder.encode((record.total, record.first_seen, record.last_seen, entries))

@@ -64,6 +64,12 @@ class _TallyCollector(Collector):
                 m.moderation_unmatched,
             ),
             (
+                "session_skipped",
+                "Messages left out of chatter sessions: more than the session gap before "
+                "their user's open session (read that far out of order)",
+                m.session_skipped,
+            ),
+            (
                 "untracked_emotes",
                 "Emote occurrences a window did not track (past its distinct emote limit)",
                 m.untracked_emotes,
@@ -103,6 +109,7 @@ class ProcessorMetrics:
         self.moderation_events = Tally()
         self.moderation_marks = Tally()
         self.moderation_unmatched = Tally()
+        self.session_skipped = Tally()
         self.late: dict[str, Tally] = defaultdict(Tally)  # by window name
         r.register(_TallyCollector(self))
         self.lag = Gauge(

@@ -49,6 +49,7 @@ from chatpulse.processor.quix_hooks import (
     concat_keeping_state,
     register_checkpoint_hooks,
 )
+from chatpulse.processor.sessions import DEFAULT_GAP_MS
 from chatpulse.processor.spikes import SpikeDetector, SpikeRule
 from chatpulse.processor.topchatters import DEFAULT_CAPACITY
 from chatpulse.windows import format_duration
@@ -90,6 +91,8 @@ class PipelineConfig:
     spike_rule: SpikeRule | None = None
     # how long the moderation join keeps messages and actions (CHATPULSE_MODERATION_HORIZON)
     moderation_horizon_ms: int = 10 * 60_000
+    # the inactivity gap that ends a chatter session (CHATPULSE_SESSION_GAP; 0: not counted)
+    session_gap_ms: int = DEFAULT_GAP_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +348,10 @@ def _counter(config: PipelineConfig, metrics: ProcessorMetrics) -> ChannelCounte
         max_emotes=config.max_emotes_per_window,
         top_capacity=config.top_chatters_capacity,
         join_horizon_ms=config.moderation_horizon_ms,
+        session_gap_ms=config.session_gap_ms,
     )
+    if counter.sessions is not None:
+        counter.sessions.skipped = metrics.session_skipped
     counter.untracked_emotes = metrics.untracked_emotes
     counter.untracked_chatters = metrics.untracked_chatters
     counter.unmatched = metrics.moderation_unmatched
