@@ -24,7 +24,10 @@ Tables (primary keys chosen for the API's queries):
 - ``window_stats``: one row per (channel, window size, window start), partition per UTC day of
   the window start so a partition stays bounded (1,440 one-minute rows a day); TTL per write
   (``CHATPULSE_STATS_TTL_DAYS``). ``top_emotes`` and ``top_chatters`` are JSON lists;
-  ``deleted_messages``, ``timeouts``, ``bans`` count the window's moderation events.
+  ``deleted_messages``, ``timeouts``, ``bans`` count the window's moderation events;
+  ``sessions_started``, ``sessions_ended``, ``session_mean_s``, ``session_p90_s`` its chatter
+  sessions (:mod:`chatpulse.processor.sessions`; a window may have ended sessions and no
+  message).
 - ``window_leaderboard``: all channels of one window (size, start) in one partition; same TTL.
 - ``latest_window``: newest window start per size, written ``USING TIMESTAMP`` of the start so
   the newest wins whatever order the writes land in.
@@ -95,6 +98,10 @@ def schema_statements(keyspace: str, replication_factor: int = 1) -> list[str]:
         f"ALTER TABLE {ks}.window_stats ADD IF NOT EXISTS deleted_messages bigint",
         f"ALTER TABLE {ks}.window_stats ADD IF NOT EXISTS timeouts bigint",
         f"ALTER TABLE {ks}.window_stats ADD IF NOT EXISTS bans bigint",
+        f"ALTER TABLE {ks}.window_stats ADD IF NOT EXISTS sessions_started bigint",
+        f"ALTER TABLE {ks}.window_stats ADD IF NOT EXISTS sessions_ended bigint",
+        f"ALTER TABLE {ks}.window_stats ADD IF NOT EXISTS session_mean_s double",
+        f"ALTER TABLE {ks}.window_stats ADD IF NOT EXISTS session_p90_s bigint",
         f"""CREATE TABLE IF NOT EXISTS {ks}.window_leaderboard (
             window text, window_start timestamp, channel text,
             messages bigint, unique_chatters bigint,
@@ -199,6 +206,10 @@ _COLUMNS = {
         "deleted_messages",
         "timeouts",
         "bans",
+        "sessions_started",
+        "sessions_ended",
+        "session_mean_s",
+        "session_p90_s",
     },
     "window_leaderboard": {"window", "window_start", "channel", "messages", "unique_chatters"},
     "latest_window": {"window", "window_start"},

@@ -52,6 +52,10 @@ def test_stats_json_is_the_api_shape() -> None:
         [TopEmote("25", "Kappa", 3)],
         False,
         [TopChatter("someviewer", 2)],
+        sessions_started=3,
+        sessions_ended=2,
+        session_mean_s=14.5,
+        session_p90_s=29,
     )
     assert orjson.loads(stats_json(stats)) == {
         "channel": "alpha",
@@ -66,6 +70,10 @@ def test_stats_json_is_the_api_shape() -> None:
         "deleted_messages": 0,
         "timeouts": 0,
         "bans": 0,
+        "sessions_started": 3,
+        "sessions_ended": 2,
+        "session_mean_s": 14.5,
+        "session_p90_s": 29,
     }
 
 

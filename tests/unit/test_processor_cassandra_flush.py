@@ -139,7 +139,8 @@ STATEMENTS = {
         "window",
         "channel:text window:text day:date window_start:timestamp window_end:timestamp "
         "messages:bigint unique_chatters:bigint top_emotes:text closed:boolean top_chatters:text "
-        "deleted_messages:bigint timeouts:bigint bans:bigint",
+        "deleted_messages:bigint timeouts:bigint bans:bigint sessions_started:bigint "
+        "sessions_ended:bigint session_mean_s:double session_p90_s:bigint",
         [0, 1, 2],
     ),
     "mark_message": _prepared(
@@ -591,8 +592,30 @@ SAMPLE_ROWS: dict[str, list[tuple[Any, ...]]] = {
             1,
             2,
             3,
+            4,
+            2,
+            14.5,
+            29,
         ),
-        ("c1", "1h", cql_date(T0), T0, T0 + 60 * MIN, 2**40, 0, None, False, None, 0, 0, 0),
+        (
+            "c1",
+            "1h",
+            cql_date(T0),
+            T0,
+            T0 + 60 * MIN,
+            2**40,
+            0,
+            None,
+            False,
+            None,
+            0,
+            0,
+            0,
+            0,
+            0,
+            None,
+            None,
+        ),
     ],
     "mark_message": [(2_592_000, "c0", T0, T0 + 5, "m1")],
     "mark_user_message": [(86_400, "c0", "someone", T0, T0 + 5, "m1")],
@@ -686,7 +709,8 @@ def test_moderation_marks_rows_with_the_ttl_they_have_left_and_writes_its_window
     ]
     (window,) = session.rows("window")
     assert window[5:7] == (1, 1)  # messages, chatters
-    assert window[10:] == (1, 0, 0)  # deleted_messages, timeouts, bans
+    assert window[10:13] == (1, 0, 0)  # deleted_messages, timeouts, bans
+    assert window[13:] == (0, 0, None, None)  # sessions: off in this counter
     session.sent.clear()
     sink.flush()
     assert session.sent == []  # kept for one checkpoint only

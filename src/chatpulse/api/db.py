@@ -51,15 +51,18 @@ STATEMENTS: dict[str, str] = {
     "totals_after": "SELECT channel, total_messages, first_seen, last_seen, token(channel) "
     "FROM {ks}.channel_totals WHERE token(channel) > ? LIMIT ?",
     "stats_latest": "SELECT channel, window, window_start, window_end, messages, "
-    "unique_chatters, top_emotes, closed, top_chatters, deleted_messages, timeouts, bans "
+    "unique_chatters, top_emotes, closed, top_chatters, deleted_messages, timeouts, bans, "
+    "sessions_started, sessions_ended, session_mean_s, session_p90_s "
     "FROM {ks}.window_stats "
     "WHERE channel = ? AND window = ? AND day = ? LIMIT 1",
     "stats_latest_of": "SELECT channel, window, window_start, window_end, messages, "
-    "unique_chatters, top_emotes, closed, top_chatters, deleted_messages, timeouts, bans "
+    "unique_chatters, top_emotes, closed, top_chatters, deleted_messages, timeouts, bans, "
+    "sessions_started, sessions_ended, session_mean_s, session_p90_s "
     "FROM {ks}.window_stats "
     "WHERE channel = ? AND window IN ? AND day = ? PER PARTITION LIMIT 1",
     "stats_range": "SELECT channel, window, window_start, window_end, messages, "
-    "unique_chatters, top_emotes, closed, top_chatters, deleted_messages, timeouts, bans "
+    "unique_chatters, top_emotes, closed, top_chatters, deleted_messages, timeouts, bans, "
+    "sessions_started, sessions_ended, session_mean_s, session_p90_s "
     "FROM {ks}.window_stats "
     "WHERE channel = ? AND window = ? AND day = ? AND window_start >= ? AND window_start < ? "
     "LIMIT ?",

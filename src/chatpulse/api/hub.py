@@ -69,6 +69,10 @@ def stats_json(stats: WindowStats) -> str:
         deleted_messages=stats.deleted_messages,
         timeouts=stats.timeouts,
         bans=stats.bans,
+        sessions_started=stats.sessions_started,
+        sessions_ended=stats.sessions_ended,
+        session_mean_s=stats.session_mean_s,
+        session_p90_s=stats.session_p90_s,
     ).model_dump_json()
 
 

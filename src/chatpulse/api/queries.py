@@ -106,6 +106,10 @@ def _stats_out(row: Any) -> WindowStatsOut:
         deleted_messages=getattr(row, "deleted_messages", None) or 0,
         timeouts=getattr(row, "timeouts", None) or 0,
         bans=getattr(row, "bans", None) or 0,
+        sessions_started=getattr(row, "sessions_started", None) or 0,
+        sessions_ended=getattr(row, "sessions_ended", None) or 0,
+        session_mean_s=getattr(row, "session_mean_s", None),
+        session_p90_s=getattr(row, "session_p90_s", None),
     )
 
 

@@ -88,6 +88,24 @@ class WindowStatsOut(BaseModel):
     )
     timeouts: int = Field(0, description="users timed out (CLEARCHAT with a duration)")
     bans: int = Field(0, description="users banned (CLEARCHAT without a duration)")
+    sessions_started: int = Field(
+        0,
+        description="chatter sessions (a user's messages with no silence of "
+        "CHATPULSE_SESSION_GAP, 10 min, between them) whose first message is in the window",
+    )
+    sessions_ended: int = Field(
+        0,
+        description="chatter sessions that ended in the window: their last message + the "
+        "session gap falls in it (a window may count ended sessions and no message)",
+    )
+    session_mean_s: float | None = Field(
+        None, description="mean length (last message - first) of the sessions ended, seconds"
+    )
+    session_p90_s: int | None = Field(
+        None,
+        description="p90 length of the sessions ended, whole seconds (above 256 s the lowest "
+        "length of a histogram bucket under 1/32 wide)",
+    )
 
 
 _emotes_decoder = msgspec.json.Decoder(list[dict[str, Any]])

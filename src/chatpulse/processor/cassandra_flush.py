@@ -433,12 +433,25 @@ class CassandraFlush(UpdateWriter):
         window_rows: list[Row] = []
         for (channel, size, start), value in windows.items():
             name = format_duration(size)
+            sessions: tuple[int, int, float | None, int | None]
             if isinstance(value, WindowStats):
                 closed, emotes, chatters = True, value.top_emotes, value.top_chatters
                 moderation = (value.deleted_messages, value.timeouts, value.bans)
+                sessions = (
+                    value.sessions_started,
+                    value.sessions_ended,
+                    value.session_mean_s,
+                    value.session_p90_s,
+                )
             else:
                 closed, emotes, chatters = False, top_emotes(value.emotes), value.talkers.top()
                 moderation = value.moderation()
+                counts = value.sessions
+                sessions = (
+                    (0, 0, None, None)
+                    if counts is None
+                    else (counts.started, counts.ended, counts.mean_s, counts.p90_s)
+                )
             row = (
                 channel,
                 name,
@@ -451,11 +464,13 @@ class CassandraFlush(UpdateWriter):
                 closed,
                 _json.encode(chatters).decode(),
                 *moderation,
+                *sessions,
             )
             window_rows.append(row)
-            leaderboards.setdefault((name, start), []).append(
-                (name, start, channel, value.messages, value.unique_chatters)
-            )
+            if value.messages:  # (a window of ended chatter sessions alone ranks nowhere)
+                leaderboards.setdefault((name, start), []).append(
+                    (name, start, channel, value.messages, value.unique_chatters)
+                )
             latest[name] = max(latest.get(name, start), start)
         weights = (200 + len(row[7]) + len(row[9]) for row in window_rows)
         window = st["window"]

@@ -147,8 +147,9 @@ class CassandraWriter:
             f"USING TTL {ttl_s:d}",
             "window": f"INSERT INTO {ks}.window_stats (channel, window, day, window_start, "  # noqa: S608
             "window_end, messages, unique_chatters, top_emotes, closed, top_chatters, "
-            "deleted_messages, timeouts, bans) "
-            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL {stats_ttl_s:d}",
+            "deleted_messages, timeouts, bans, sessions_started, sessions_ended, session_mean_s, "
+            "session_p90_s) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL {stats_ttl_s:d}",
             # the moderation join's marks: the TTL the message row has left
             "mark_message": f"UPDATE {ks}.messages_bucketed USING TTL ? "  # noqa: S608
             "SET deleted = true WHERE channel = ? AND bucket = ? AND sent_at = ? AND id = ?",
