@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     # How long the moderation join keeps a channel's messages (to find what a CLEARMSG or a
     # CLEARCHAT targets) and its actions (for messages read after them), in channel time.
     moderation_horizon: str = "10m"
+    # A checkpoint commit blocked this long restarts the processor process (exec), as a
+    # crash would (chatpulse.processor.watchdog: a known librdkafka hang); 0: never.
+    commit_stall_restart_s: float = Field(default=120.0, ge=0)
     # A chatter's session ends after this long without a message of theirs in the channel
     # (whole seconds); "off": sessions are not counted (no per-chatter state is kept).
     session_gap: str = "10m"

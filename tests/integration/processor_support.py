@@ -10,7 +10,9 @@
 - ``read_results`` / ``wait_until_exact``: what Cassandra and channel-stats hold.
 """
 
+import heapq
 import json
+import math
 import os
 import random
 import signal
@@ -60,6 +62,9 @@ class Record:
 
 
 MODERATION_HORIZON = "24h"  # the processes' CHATPULSE_MODERATION_HORIZON: the whole stream
+# the processes' CHATPULSE_SESSION_GAP: short, so that the streams' chatters end sessions
+SESSION_GAP = "30s"
+SESSION_GAP_MS = 30_000
 
 
 def moderation_event(
@@ -226,7 +231,81 @@ def top_chatters(
     return [{"login": login(user, f"user{user}"), "count": count} for user, count in ranked[:10]]
 
 
-WindowTuple = tuple[int, int, list[dict[str, Any]], list[dict[str, Any]], int, int, int]
+# (sessions started, sessions ended, their mean length in s, their p90 length in s)
+SessionTuple = tuple[int, int, float | None, int | None]
+WindowTuple = tuple[
+    int, int, list[dict[str, Any]], list[dict[str, Any]], int, int, int, SessionTuple
+]
+
+
+class Sessions:
+    """Chatter sessions the plain way (the rules of chatpulse.processor.sessions): per
+    (channel, user) the open session (first, last); a heap of when each is over at the
+    latest (the end of the second of its last message + gap + grace), looked at after each
+    message of the channel."""
+
+    def __init__(self, gap_ms: int = SESSION_GAP_MS) -> None:
+        self.gap = gap_ms
+        self.open: dict[tuple[str, str], tuple[int, int]] = {}
+        self.due: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
+        self.started: Counter[tuple[str, str, int]] = Counter()
+        self.lengths: dict[tuple[str, str, int], list[int]] = defaultdict(list)
+
+    def _end(self, channel: str, first: int, last: int) -> None:
+        at = last + self.gap
+        for name, size in SIZES.items():
+            self.lengths[(channel, name, at // size * size)].append(last - first)
+
+    def _start(self, channel: str, at: int, step: int) -> None:
+        for name, size in SIZES.items():
+            self.started[(channel, name, at // size * size)] += step
+
+    def _keep(self, channel: str, user: str, first: int, last: int) -> None:
+        self.open[(channel, user)] = (first, last)
+        over = (last // 1000 + 1) * 1000 + self.gap + GRACE_MS
+        heapq.heappush(self.due[channel], (over, user, last))
+
+    def message(self, channel: str, user: str, sent_at: int, now: int, late: bool) -> None:
+        due = self.due[channel]
+        while due and due[0][0] <= now:
+            _, who, last = heapq.heappop(due)
+            found = self.open.get((channel, who))
+            if found is not None and found[1] == last:
+                self._end(channel, *found)
+                del self.open[(channel, who)]
+        if late:
+            return
+        found = self.open.get((channel, user))
+        if found is not None:
+            first, last = found
+            if last + self.gap + GRACE_MS <= now or sent_at > last + self.gap:
+                self._end(channel, first, last)
+                del self.open[(channel, user)]
+            elif sent_at < first - self.gap:
+                return
+            else:
+                if sent_at < first:
+                    self._start(channel, first, -1)
+                    self._start(channel, sent_at, +1)
+                new_last = max(last, sent_at)
+                if new_last != last:
+                    self._keep(channel, user, min(first, sent_at), new_last)
+                else:
+                    self.open[(channel, user)] = (min(first, sent_at), last)
+                return
+        self._start(channel, sent_at, +1)
+        self._keep(channel, user, sent_at, sent_at)
+
+    def of(self, key: tuple[str, str, int]) -> SessionTuple:
+        lengths = self.lengths.get(key, [])
+        if not lengths:
+            return (self.started[key], 0, None, None)
+        seconds = sorted(ms // 1000 for ms in lengths)
+        p90 = seconds[math.ceil(0.9 * len(seconds)) - 1]
+        if p90 >= 256:  # reported to the histogram's bucket: its 6 highest bits
+            p90 -= p90 % (1 << (p90.bit_length() - 6))
+        mean = round(sum(lengths) / len(lengths) / 1000, 3)
+        return (self.started[key], len(lengths), mean, p90)
 
 
 @dataclass
@@ -317,6 +396,8 @@ def ground_truth(
     emotes: dict[tuple[str, str, int], Counter[str]] = defaultdict(Counter)
     totals: dict[str, list[int]] = {}
     moderation: dict[tuple[str, str, int], Counter[str]] = defaultdict(Counter)
+    sessions = Sessions()
+    smallest = min(SIZES.values())
     events: list[Record] = []
     late = duplicates = 0
     for r in records:
@@ -352,9 +433,11 @@ def ground_truth(
             users[key].add(r.user_id)
             chatters[key].append(r.user_id)
             emotes[key].update(r.emote_ids)
+        too_late = r.sent_at // smallest * smallest + smallest + GRACE_MS <= now
+        sessions.message(r.channel, r.user_id, r.sent_at, now, too_late)
     windows = {}
     closed = set()
-    for key in counts.keys() | moderation.keys():
+    for key in counts.keys() | moderation.keys() | sessions.lengths.keys():
         ranked = sorted(emotes[key].items(), key=lambda item: (-item[1], item[0]))[:10]
         top = [{"id": eid, "name": emote_names[eid], "count": c} for eid, c in ranked]
         mod = moderation[key]
@@ -366,6 +449,7 @@ def ground_truth(
             mod["message_deleted"],
             mod["timeout"],
             mod["ban"],
+            sessions.of(key),
         )
         channel, name, start = key
         if start + SIZES[name] + GRACE_MS <= latest[channel]:
@@ -446,6 +530,7 @@ def processor_env(settings: Settings, state_dir: Path, **extra: str) -> dict[str
             "CHATPULSE_SPIKE_MIN_MESSAGES": str(SPIKE_MIN_MESSAGES),
             "CHATPULSE_SPIKE_BASELINE_WINDOWS": str(SPIKE_BASELINE),
             "CHATPULSE_MODERATION_HORIZON": MODERATION_HORIZON,
+            "CHATPULSE_SESSION_GAP": SESSION_GAP,
         }
     )
     env.update(extra)
@@ -518,6 +603,12 @@ def read_cassandra(settings: Settings) -> Results:
                 row.deleted_messages or 0,
                 row.timeouts or 0,
                 row.bans or 0,
+                (
+                    row.sessions_started or 0,
+                    row.sessions_ended or 0,
+                    row.session_mean_s,
+                    row.session_p90_s,
+                ),
             )
             flags[key] = row.closed
         for row in session.execute(f"SELECT * FROM {ks}.window_leaderboard", timeout=60):
@@ -641,7 +732,7 @@ def assert_exact(
     )
     assert results.windows == truth.windows
     assert {k for k, closed in results.closed_flags.items() if closed} == truth.closed
-    assert results.leaderboard == {k: v[:2] for k, v in truth.windows.items()}
+    assert results.leaderboard == {k: v[:2] for k, v in truth.windows.items() if v[0]}
     assert results.spikes == truth.spikes
     deadline = time.monotonic() + 30
     while results.deleted != truth.deleted and time.monotonic() < deadline:
@@ -681,4 +772,10 @@ def assert_exact(
                 s["deleted_messages"],
                 s["timeouts"],
                 s["bans"],
+                (
+                    s["sessions_started"],
+                    s["sessions_ended"],
+                    s["session_mean_s"],
+                    s["session_p90_s"],
+                ),
             ) == truth.windows[key]

@@ -29,6 +29,7 @@ from chatpulse.processor.quix_hooks import (
 from chatpulse.processor.spikes import SpikeRule
 from chatpulse.processor.state_guard import check_state_dir
 from chatpulse.processor.topology import PipelineConfig, PipelineTopics, build_pipeline
+from chatpulse.processor.watchdog import CommitWatchdog, restart_process
 from chatpulse.provision import initialize
 from chatpulse.settings import Settings
 from chatpulse.topics import Topics
@@ -135,7 +136,11 @@ def build_processor(
         else []
     )
     build_pipeline(app, topics, config, writers=writers, metrics=metrics)
-    time_checkpoints(app, _watching_stalls(metrics.checkpoint_seconds.observe))
+    watchdog = None
+    if settings.commit_stall_restart_s:
+        watchdog = CommitWatchdog(settings.commit_stall_restart_s, restart_process)
+        watchdog.start()
+    time_checkpoints(app, _watching_stalls(metrics.checkpoint_seconds.observe), watchdog)
     rewind_buffered_reads(app)
     for flush in writers:  # shorter checkpoints while Cassandra writes slowly
         end_checkpoints_early(app, flush.bound.full)

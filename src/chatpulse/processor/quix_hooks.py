@@ -51,7 +51,7 @@ What is relied on:
 import abc
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from quixstreams import Application
 from quixstreams.dataframe import StreamingDataFrame
@@ -119,8 +119,20 @@ def register_checkpoint_hooks(sdf: StreamingDataFrame, hooks: Iterable[Checkpoin
         manager.register(hook)
 
 
-def time_checkpoints(app: Application, observe: Callable[[float], None]) -> None:
-    """Call ``observe(seconds)`` after each checkpoint commit (not after no-op calls).
+class CommitWatch(Protocol):
+    """Told when each call of ``commit_checkpoint`` begins (a ``time.perf_counter()``
+    reading) and ends (see chatpulse.processor.watchdog)."""
+
+    def started(self, at: float) -> None: ...
+
+    def ended(self) -> None: ...
+
+
+def time_checkpoints(
+    app: Application, observe: Callable[[float], None], watch: CommitWatch | None = None
+) -> None:
+    """Call ``observe(seconds)`` after each checkpoint commit (not after no-op calls), and
+    tell ``watch`` when each call begins and ends.
 
     Wraps the context's ``commit_checkpoint``; a commit happened when the context holds a
     new checkpoint object afterwards.
@@ -131,7 +143,14 @@ def time_checkpoints(app: Application, observe: Callable[[float], None]) -> None
     def timed_commit(force: bool = False, revoking: bool = False) -> None:
         before = context._checkpoint
         start = time.perf_counter()
-        commit(force=force, revoking=revoking)
+        if watch is None:
+            commit(force=force, revoking=revoking)
+        else:
+            watch.started(start)
+            try:
+                commit(force=force, revoking=revoking)
+            finally:
+                watch.ended()
         if context._checkpoint is not before:
             observe(time.perf_counter() - start)
 
