@@ -98,6 +98,8 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
                 f"{moderation['message_deleted']} deleted · {moderation['timeout']} timeouts · "
                 f"{moderation['ban']} bans"
             )
+            # (rows written without the session columns: none started or ended)
+            expect(page.locator("#live-sessions")).to_have_text("0 started · 0 ended")
 
             # this minute's top chatters, from the newest 1m window
             window = stream.window_table()[("alpha", "1m", newest)]
@@ -166,6 +168,10 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
                 top_chatters=[TopChatter("alu1", 5), TopChatter("alu6", 3)],
                 deleted_messages=2,
                 timeouts=1,
+                sessions_started=4,
+                sessions_ended=3,
+                session_mean_s=125.4,
+                session_p90_s=250,
             )
             producer.produce(
                 Topics.from_settings(settings).stats, key=b"alpha", value=encode(update)
@@ -180,6 +186,9 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
             expect(chatters.nth(0)).to_contain_text("alu1")
             expect(chatters.nth(0).locator(".count")).to_have_text("5")
             expect(page.locator("#live-moderation")).to_have_text("2 deleted · 1 timeouts · 0 bans")
+            expect(page.locator("#live-sessions")).to_have_text(
+                "4 started · 3 ended · mean 2m 5s · p90 4m 10s"
+            )
             # a spike on the live stream: listed first and marked on the chart at once
             spike = ChatSpike(
                 "alpha", "1m", newest, newest + 60_000, before + 17, baseline_median=2.0, factor=3.0

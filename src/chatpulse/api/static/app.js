@@ -149,12 +149,28 @@ function showWindow(stats) {
     $("live-chatters").textContent = fmt.format(stats.unique_chatters);
     $("live-moderation").textContent = `${fmt.format(stats.deleted_messages || 0)} deleted · `
       + `${fmt.format(stats.timeouts || 0)} timeouts · ${fmt.format(stats.bans || 0)} bans`;
+    $("live-sessions").textContent = sessionsText(stats);
     $("emotes").replaceChildren(...stats.top_emotes.map((e) =>
       el("li", {}, e.name || e.id, el("span", { className: "count", textContent: fmt.format(e.count) }))));
     $("chatters").replaceChildren(...(stats.top_chatters || []).map((c) =>
       el("li", {}, nameButton(c.login, c.login),
         el("span", { className: "count", textContent: fmt.format(c.count) }))));
   }
+}
+
+// "4 started · 3 ended · mean 2m 5s · p90 4m 10s" (mean and p90 of the sessions that ended)
+function sessionsText(stats) {
+  const started = `${fmt.format(stats.sessions_started || 0)} started`;
+  const ended = `${fmt.format(stats.sessions_ended || 0)} ended`;
+  if (!stats.sessions_ended) return `${started} · ${ended}`;
+  return `${started} · ${ended} · mean ${duration(stats.session_mean_s)} · p90 ${duration(stats.session_p90_s)}`;
+}
+
+function duration(seconds) {
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
 }
 
 // ---- a user's history and search: pages of messages, "older" follows next_cursor ----
