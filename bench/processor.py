@@ -4,7 +4,8 @@ In one run, over the same pre-filled topic (Zipf-skewed channels):
   1. ceiling: a plain confluent-kafka consume loop that only decodes and counts per channel;
   2. the processor, exactly-once, all aggregations, Cassandra sink on;
   3. the same with at-least-once;
-  4. exactly-once without user history and search words (what those features cost);
+  4. exactly-once without user history and search words, and without chatter sessions (what
+     those features cost);
 then freshness: the processor (``chatpulse process`` subprocess) under a steady produce rate,
 time from producing a probe message to its channel's total being visible in Cassandra.
 
@@ -356,8 +357,9 @@ def main() -> None:
     parser.add_argument(
         "--skip-feature-cost",
         action="store_true",
-        help="skip the exactly-once run without user history and search words (CHATPULSE_USER_"
-        "HISTORY=false, CHATPULSE_SEARCH_INDEX=false), which shows what those features cost",
+        help="skip the exactly-once runs without user history and search words (CHATPULSE_USER_"
+        "HISTORY=false, CHATPULSE_SEARCH_INDEX=false) and without chatter sessions "
+        "(CHATPULSE_SESSION_GAP=off), which show what those features cost",
     )
     parser.add_argument(
         "--profile",
@@ -431,6 +433,15 @@ def main() -> None:
             print(
                 f"processor exactly-once without user history and search words: {rate:,.0f} msg/s"
             )
+            settings = base.model_copy(
+                update={
+                    "processor_group": f"{base.topic_prefix}sessionless",
+                    "state_dir": state / "sessionless",
+                    "session_gap": "off",
+                }
+            )
+            rate = run_processor(settings, args.messages, None)
+            print(f"processor exactly-once without chatter sessions: {rate:,.0f} msg/s")
         if args.profile is not None:
             # a separate run: the profiler's own cost must not distort the numbers above
             settings = base.model_copy(
