@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from processor_support import ProcessorProcess, read_channel_stats
+from processor_support import SESSION_GAP_MS, ProcessorProcess, read_channel_stats
 
 from chatpulse.settings import Settings
 from chatpulse.storage import connect
@@ -65,20 +65,27 @@ def _total(settings: Settings) -> int:
         cluster.shutdown()
 
 
-def _windows(settings: Settings) -> dict[tuple[str, int], tuple[int, int, bool]]:
+def _windows(
+    settings: Settings,
+) -> tuple[dict[tuple[str, int], tuple[int, int, bool]], dict[tuple[str, int], tuple[int, int]]]:
+    """(messages, unique chatters, closed) of the windows with messages, and (sessions
+    started, sessions ended) of every window."""
     cluster, session = connect(settings)
     try:
         ks = settings.cassandra_keyspace
-        rows = session.execute(f"SELECT * FROM {ks}.window_stats", timeout=60)
-        return {
-            (row.window, int(row.window_start.timestamp() * 1000)): (
-                row.messages,
-                row.unique_chatters,
-                row.closed,
-            )
+        rows = list(session.execute(f"SELECT * FROM {ks}.window_stats", timeout=60))
+        key = lambda row: (row.window, int(row.window_start.timestamp() * 1000))  # noqa: E731
+        counted = {
+            key(row): (row.messages, row.unique_chatters, row.closed)
+            for row in rows
+            if row.channel == CHANNEL and row.messages
+        }
+        sessions = {
+            key(row): (row.sessions_started or 0, row.sessions_ended or 0)
             for row in rows
             if row.channel == CHANNEL
         }
+        return counted, sessions
     finally:
         cluster.shutdown()
 
@@ -178,7 +185,7 @@ def test_a_million_distinct_chatters_in_an_hour_are_counted_exactly(
     second.start()
     try:
         assert _wait_total(settings, CHATTERS + 1, second, timeout_s=300) == CHATTERS + 1
-        windows = _windows(settings)
+        windows, sessions = _windows(settings)
         stats = read_channel_stats(
             settings,
             {(CHANNEL, "1h", hour)} | {(CHANNEL, "10m", hour + k * TEN_MIN) for k in range(6)},
@@ -196,6 +203,15 @@ def test_a_million_distinct_chatters_in_an_hour_are_counted_exactly(
     expected[("10m", closer_at - closer_at % TEN_MIN)] = (1, 1, False)
     expected[("1h", closer_at - closer_at % HOUR)] = (1, 1, False)
     assert windows == expected
+    # chatter sessions: each chatter's one message is a session of its own, started in the
+    # message's windows and ended CHATPULSE_SESSION_GAP (30 s here) later; the closer (at
+    # the end of the hour or later) ends every session that ended within the hour
+    gap = SESSION_GAP_MS
+    for k in range(6):
+        start = hour + k * TEN_MIN
+        ended = sum(1 for at in sent_at if start <= at + gap < start + TEN_MIN)
+        assert sessions[("10m", start)] == (expected[("10m", start)][0], ended)
+    assert sessions[("1h", hour)] == (CHATTERS, sum(1 for at in sent_at if at + gap < hour + HOUR))
     published = {
         (s["window"], s["window_start"]): (s["messages"], s["unique_chatters"], True)
         for s in stats
