@@ -18,6 +18,7 @@ deadline (20 s) per attempt, so 120 s is a hang. Before restarting, every thread
 and one ERROR line go to the log.
 """
 
+import contextlib
 import faulthandler
 import logging
 import os
@@ -84,8 +85,7 @@ def restart_process(elapsed_s: float) -> None:
         elapsed_s,
     )
     faulthandler.dump_traceback(all_threads=True)
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (*logging.getLogger().handlers, sys.stdout, sys.stderr):
+        with contextlib.suppress(ValueError, OSError):  # (a closed stream must not stop it)
+            stream.flush()
     os.execv(sys.executable, sys.orig_argv)  # noqa: S606 - this very command, again
