@@ -7,6 +7,7 @@ storage schema exactly as the processor's rows are laid out.
 
 import contextlib
 import json
+import math
 import ssl
 import time
 from collections import Counter, defaultdict
@@ -26,6 +27,9 @@ from chatpulse.settings import Settings
 from chatpulse.storage import connect
 
 DAY_MS = 86_400_000
+# the chatter sessions seeded into the stored windows: a user's messages with no silence
+# longer than this are one session (the processor's rule without its late-record cases)
+SEEDED_SESSION_GAP_MS = 60_000
 EMOTES = {"Kappa": "25", "PogChamp": "88", "LUL": "425618"}
 
 
@@ -66,6 +70,20 @@ class Window:
     emotes: Counter[tuple[str, str]] = field(default_factory=Counter)
     chatters: Counter[str] = field(default_factory=Counter)  # by login (= user id here)
     moderation: Counter[str] = field(default_factory=Counter)  # by event type
+    sessions_started: int = 0
+    session_lengths: list[int] = field(default_factory=list)  # ms, of sessions ended here
+
+    def sessions(self) -> dict[str, Any]:
+        """The window's chatter-session fields as the API writes them."""
+        lengths = sorted(self.session_lengths)
+        mean = round(sum(lengths) / len(lengths) / 1000, 3) if lengths else None
+        p90 = lengths[math.ceil(0.9 * len(lengths)) - 1] // 1000 if lengths else None
+        return {
+            "sessions_started": self.sessions_started,
+            "sessions_ended": len(lengths),
+            "session_mean_s": mean,
+            "session_p90_s": p90,
+        }
 
     def top_chatters(self) -> list[dict[str, Any]]:
         ranked = sorted(self.chatters.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
@@ -163,7 +181,38 @@ class KnownStream:
             for name, size in self.windows.items():
                 key = (event.channel, name, event.sent_at - event.sent_at % size)
                 table[key].moderation[event.type] += 1
+        for channel, first, last in self._sessions():
+            for name, size in self.windows.items():
+                table[(channel, name, first - first % size)].sessions_started += 1
+                if last is None:
+                    continue
+                ended = last + SEEDED_SESSION_GAP_MS
+                key = (channel, name, ended - ended % size)
+                # an end is kept where its window has messages: a seeded stream stores no
+                # window of ended sessions alone
+                if key in table:
+                    table[key].session_lengths.append(last - first)
         return dict(table)
+
+    def _sessions(self) -> Iterator[tuple[str, int, int | None]]:
+        """(channel, first, last) of every chatter session, split at silences longer than
+        the gap; last is None while the session is open (its channel's chat has not gone
+        past its last message + the gap)."""
+        times: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for m in self.messages:
+            times[(m.channel, m.user_id)].append(m.sent_at)
+        for (channel, _user), sent in sorted(times.items()):
+            now = max(m.sent_at for m in self.of(channel))
+            ordered: list[int | None] = [*sorted(sent), None]
+            session = [min(sent)]
+            for at in ordered[1:]:
+                if at is not None and at - session[-1] <= SEEDED_SESSION_GAP_MS:
+                    session.append(at)
+                    continue
+                over = at is not None or session[-1] + SEEDED_SESSION_GAP_MS <= now
+                yield channel, session[0], session[-1] if over else None
+                if at is not None:
+                    session = [at]
 
     def stats_json(self, channel: str, name: str, start: int, *, closed: bool) -> dict[str, Any]:
         w = self.window_table()[(channel, name, start)]
@@ -181,6 +230,7 @@ class KnownStream:
             "deleted_messages": w.moderation["message_deleted"],
             "timeouts": w.moderation["timeout"],
             "bans": w.moderation["ban"],
+            **w.sessions(),
         }
 
     def spikes(self, channel: str) -> list[dict[str, Any]]:
@@ -256,7 +306,8 @@ def write_rows(settings: Settings, stream: KnownStream) -> None:
         insert_window = session.prepare(
             f"INSERT INTO {ks}.window_stats (channel, window, day, window_start, window_end, "
             "messages, unique_chatters, top_emotes, closed, top_chatters, deleted_messages, "
-            "timeouts, bans) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "timeouts, bans, sessions_started, sessions_ended, session_mean_s, session_p90_s) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         insert_board = session.prepare(
             f"INSERT INTO {ks}.window_leaderboard (window, window_start, channel, messages, "
@@ -281,6 +332,7 @@ def write_rows(settings: Settings, stream: KnownStream) -> None:
                     w.moderation["message_deleted"],
                     w.moderation["timeout"],
                     w.moderation["ban"],
+                    *w.sessions().values(),
                 ),
             )
             session.execute(insert_board, (name, start, channel, w.messages, len(w.users)))

@@ -96,6 +96,10 @@ def test_live_stream_delivers_updates_to_every_subscriber_within_2s(settings: Se
                 top_emotes=[TopEmote("25", "Kappa", 4)],
                 closed=False,
                 top_chatters=[TopChatter("someviewer", 5), TopChatter("another_one", 2)],
+                sessions_started=2,
+                sessions_ended=1,
+                session_mean_s=312.5,
+                session_p90_s=312,
             )
             producer.produce(topic, key=b"beta", value=encode(other))
             producer.produce(topic, key=b"alpha", value=encode(update))
@@ -118,6 +122,10 @@ def test_live_stream_delivers_updates_to_every_subscriber_within_2s(settings: Se
                     {"login": "someviewer", "count": 5},
                     {"login": "another_one", "count": 2},
                 ],
+                "sessions_started": 2,
+                "sessions_ended": 1,
+                "session_mean_s": 312.5,
+                "session_p90_s": 312,
             }
             for lines in (first, second):
                 at, data = _data(lines)
