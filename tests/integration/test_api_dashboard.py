@@ -98,8 +98,13 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
                 f"{moderation['message_deleted']} deleted · {moderation['timeout']} timeouts · "
                 f"{moderation['ban']} bans"
             )
-            # (rows written without the session columns: none started or ended)
-            expect(page.locator("#live-sessions")).to_have_text("0 started · 0 ended")
+            # the minute's chatter sessions, as seeded (sessions that ended there: mean, p90)
+            sessions = stream.window_table()[("alpha", "1m", newest)].sessions()
+            assert sessions["sessions_ended"] > 0 and sessions["session_mean_s"] < 59.5
+            expect(page.locator("#live-sessions")).to_have_text(
+                f"{sessions['sessions_started']} started · {sessions['sessions_ended']} ended · "
+                f"mean {round(sessions['session_mean_s'])}s · p90 {sessions['session_p90_s']}s"
+            )
 
             # this minute's top chatters, from the newest 1m window
             window = stream.window_table()[("alpha", "1m", newest)]
