@@ -54,6 +54,11 @@ INJECT = """() => {
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="run `make chromium` (part of `make test`)")
+def _counted(n: int, noun: str) -> str:
+    """How the dashboard writes a count of something: "1 timeout", "0 bans"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> None:
     windows = dict(zip(settings.windows, settings.window_sizes_ms, strict=True))
     stream = KnownStream.build(windows, {"alpha": 40, "beta": 25, "gamma": 9})
@@ -95,8 +100,9 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
             expect(page.locator("#messages li:not(.deleted) s")).to_have_count(0)
             moderation = stream.window_table()[("alpha", "1m", newest)].moderation
             expect(page.locator("#live-moderation")).to_have_text(
-                f"{moderation['message_deleted']} deleted · {moderation['timeout']} timeouts · "
-                f"{moderation['ban']} bans"
+                f"{moderation['message_deleted']} deleted · "
+                f"{_counted(moderation['timeout'], 'timeout')} · "
+                f"{_counted(moderation['ban'], 'ban')}"
             )
             # the minute's chatter sessions, as seeded (sessions that ended there: mean, p90)
             sessions = stream.window_table()[("alpha", "1m", newest)].sessions()
@@ -191,7 +197,7 @@ def test_dashboard_shows_leaderboard_and_live_counter(settings: Settings) -> Non
             expect(chatters).to_have_count(2)
             expect(chatters.nth(0)).to_contain_text("alu1")
             expect(chatters.nth(0).locator(".count")).to_have_text("5")
-            expect(page.locator("#live-moderation")).to_have_text("2 deleted · 1 timeouts · 0 bans")
+            expect(page.locator("#live-moderation")).to_have_text("2 deleted · 1 timeout · 0 bans")
             expect(page.locator("#live-sessions")).to_have_text(
                 "4 started · 3 ended · mean 2m 5s · p90 4m 10s"
             )

@@ -148,7 +148,7 @@ function showWindow(stats) {
     $("live-messages").textContent = fmt.format(stats.messages);
     $("live-chatters").textContent = fmt.format(stats.unique_chatters);
     $("live-moderation").textContent = `${fmt.format(stats.deleted_messages || 0)} deleted · `
-      + `${fmt.format(stats.timeouts || 0)} timeouts · ${fmt.format(stats.bans || 0)} bans`;
+      + `${counted(stats.timeouts, "timeout")} · ${counted(stats.bans, "ban")}`;
     $("live-sessions").textContent = sessionsText(stats);
     $("emotes").replaceChildren(...stats.top_emotes.map((e) =>
       el("li", {}, e.name || e.id, el("span", { className: "count", textContent: fmt.format(e.count) }))));
@@ -164,6 +164,11 @@ function sessionsText(stats) {
   const ended = `${fmt.format(stats.sessions_ended || 0)} ended`;
   if (!stats.sessions_ended) return `${started} · ${ended}`;
   return `${started} · ${ended} · mean ${duration(stats.session_mean_s)} · p90 ${duration(stats.session_p90_s)}`;
+}
+
+// "1 timeout", "3 timeouts", "0 bans"
+function counted(n, noun) {
+  return `${fmt.format(n || 0)} ${noun}${n === 1 ? "" : "s"}`;
 }
 
 function duration(seconds) {
